@@ -1,0 +1,28 @@
+"""Pieces shared by the experiment configs. Every key is documented here, once."""
+import ml_collections
+
+
+def selfy_config() -> ml_collections.ConfigDict:
+  """The official SELFY block (Kwon et al.): window (5, 9, 9), 128 hidden channels."""
+  return ml_collections.ConfigDict(dict(
+      window=(5, 9, 9),  # (L, U, V) odd sizes: frames, height and width of the neighbourhood
+      hidden=128,  # channels of the features the STSS is computed on
+      ext_channels=(4, 16, 64, 64),  # extraction conv widths; the last is the motion feature size
+      int_channels=(64, 64, 64, 64),  # integration conv widths; the last is the fused width
+      extractor="conv",  # "conv" (official) | "soft_argmax" | "mlp": the paper's three extractors
+      temperature=0.01,  # softmax temperature of the soft_argmax extractor (similarity units)
+  ))
+
+
+def model_config(depth: int = 50) -> ml_collections.ConfigDict:
+  """The official SELFYNet: TSM-ResNet with one SELFY block after stage 2."""
+  return ml_collections.ConfigDict(dict(
+      depth=depth,  # ResNet depth: 18, 34, 50 or 101
+      width=64,  # channels of the stem; stages use width * 2**(stage - 1) (* 4 in bottlenecks)
+      temporal_shift=True,  # TSM shift on every residual branch; False gives a TSN backbone
+      shift_div=8,  # 1/fraction of channels shifted each way in time
+      selfy_stages=(2,),  # stages (1-4) followed by a SELFY block; () for none
+      selfy=selfy_config(),
+      dropout=0.5,  # dropout rate before the linear head
+      dtype="float32",  # compute dtype: "float32" or "bfloat16" (params stay float32)
+  ))

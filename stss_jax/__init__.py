@@ -1,0 +1,1 @@
+"""stss-jax: SELFY spatio-temporal self-similarity for video action recognition in JAX."""

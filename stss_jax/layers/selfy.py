@@ -1,0 +1,197 @@
+"""The SELFY block: STSS transformation, extraction, integration and a residual connection.
+
+Attribute names follow the official PyTorch module (stss_transformation.downsample,
+stss_extraction.conv0..3, stss_integration.conv0..2, conv3_fuse, upsample) so that imported
+weights map one to one. Shapes use N clips, T frames, (H, W) the block's input resolution,
+(h, w) the STSS resolution (half of it) and (L, U, V) the window.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from stss_jax import ops
+from stss_jax.ops.stss import check_window
+from stss_jax.layers.conv_bn import ConvBN, batch_norm, kaiming_fan_out
+
+EXTRACTORS = ("conv", "soft_argmax", "mlp")
+
+
+class STSSTransformation(nnx.Module):
+  """Stride-2 3x3 conv to `hidden` channels, then the STSS of the result."""
+
+  def __init__(self, in_features: int, hidden: int, window: Sequence[int], *, dtype, rngs: nnx.Rngs):
+    self.window = check_window(window)
+    self.downsample = ConvBN(in_features, hidden, 3, strides=2, padding=1, dtype=dtype, rngs=rngs)
+
+  def __call__(self, clips: jax.Array) -> jax.Array:
+    """(N, T, H, W, C) -> (N, T, h, w, L, U, V)."""
+    return ops.stss(self.downsample(clips), self.window)
+
+
+def _conv_output_size(size: int, stride: int, padding: int) -> int:
+  return (size + 2 * padding - 3) // stride + 1
+
+
+class ConvExtraction(nnx.Module):
+  """Four (1, 3, 3) convs over (l, u, v) that shrink each (u, v) plane to one feature vector.
+
+  For the official 9x9 plane the sizes go 9 -> 9 -> 5 -> 3 -> 1 exactly as the authors' code.
+  Smaller planes, where a padding-free last conv would not fit, get a padded last conv, and
+  whatever extent remains is averaged, so every odd window works.
+  """
+
+  def __init__(self, window: Sequence[int], channels: Sequence[int], *, dtype, rngs: nnx.Rngs):
+    _, U, V = window
+    c0, c1, c2, c3 = channels
+    self.conv0 = ConvBN(1, c0, 3, strides=1, padding=1, dtype=dtype, rngs=rngs)
+    self.conv1 = ConvBN(c0, c1, 3, strides=2, padding=1, dtype=dtype, rngs=rngs)
+    self.conv2 = ConvBN(c1, c2, 3, strides=2, padding=1, dtype=dtype, rngs=rngs)
+    plane = [_conv_output_size(_conv_output_size(s, 2, 1), 2, 1) for s in (U, V)]
+    last_padding = tuple(0 if s >= 3 else 1 for s in plane)
+    self.conv3 = ConvBN(c2, c3, 3, strides=1, padding=last_padding, dtype=dtype, rngs=rngs)
+    self.out_features = c3
+
+  def __call__(self, stss: jax.Array) -> jax.Array:
+    """(N, T, h, w, L, U, V) -> (N, T, h, w, L, D)."""
+    x = stss[..., None]
+    x = self.conv3(self.conv2(self.conv1(self.conv0(x))))
+    return jnp.mean(x, axis=(-3, -2))
+
+
+class SoftArgmaxExtraction(nnx.Module):
+  """The paper's explicit-displacement extractor.
+
+  For each l, a softmax over the (u, v) plane (similarity / temperature) gives the expected
+  offset (du, dv) of the best match; a 1x1 conv + BN + ReLU embeds the L displacement vectors.
+  """
+
+  def __init__(self, window: Sequence[int], out_features: int, temperature: float, *, dtype, rngs: nnx.Rngs):
+    if temperature <= 0:
+      raise ValueError(f"selfy.temperature must be > 0, got {temperature}")
+    self.temperature = temperature
+    self.embed = ConvBN(2, out_features, 1, dtype=dtype, rngs=rngs)
+    self.out_features = out_features
+
+  def __call__(self, stss: jax.Array) -> jax.Array:
+    """(N, T, h, w, L, U, V) -> (N, T, h, w, L, D)."""
+    U, V = stss.shape[-2:]
+    offsets = jnp.stack(
+        jnp.meshgrid(jnp.arange(U) - U // 2, jnp.arange(V) - V // 2, indexing="ij"), axis=-1
+    ).reshape(U * V, 2)
+    logits = stss.reshape(*stss.shape[:-2], -1).astype(jnp.float32) / self.temperature
+    displacement = jax.nn.softmax(logits, axis=-1) @ offsets.astype(jnp.float32)
+    # One-pixel "image" per (position, l) so the 1x1 conv applies over the last axis.
+    return self.embed(displacement[..., None, None, :].astype(stss.dtype))[..., 0, 0, :]
+
+
+class MLPExtraction(nnx.Module):
+  """The paper's MLP extractor: two 1x1 layers (+ BN + ReLU) over each flattened (u, v) plane."""
+
+  def __init__(self, window: Sequence[int], out_features: int, *, dtype, rngs: nnx.Rngs):
+    _, U, V = window
+    self.fc0 = ConvBN(U * V, out_features, 1, dtype=dtype, rngs=rngs)
+    self.fc1 = ConvBN(out_features, out_features, 1, dtype=dtype, rngs=rngs)
+    self.out_features = out_features
+
+  def __call__(self, stss: jax.Array) -> jax.Array:
+    """(N, T, h, w, L, U, V) -> (N, T, h, w, L, D)."""
+    planes = stss.reshape(*stss.shape[:-2], 1, 1, -1)
+    return self.fc1(self.fc0(planes))[..., 0, 0, :]
+
+
+class STSSIntegration(nnx.Module):
+  """Per-l 3x3 convs over (h, w), an l-major fuse, and the stride-2 1x1 transposed conv back."""
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      window: Sequence[int],
+      channels: Sequence[int],
+      *,
+      dtype,
+      rngs: nnx.Rngs,
+  ):
+    L = window[0]
+    c0, c1, c2, c3 = channels
+    self.conv0 = ConvBN(in_features, c0, 3, padding=1, dtype=dtype, rngs=rngs)
+    self.conv1 = ConvBN(c0, c1, 3, padding=1, dtype=dtype, rngs=rngs)
+    self.conv2 = ConvBN(c1, c2, 3, padding=1, dtype=dtype, rngs=rngs)
+    self.conv3_fuse = ConvBN(L * c2, c3, 3, padding=1, dtype=dtype, rngs=rngs)
+    # A 1x1 transposed conv of stride 2 is a 1x1 projection written at even positions.
+    self.upsample = nnx.Linear(
+        c3, out_features, use_bias=False, kernel_init=_transposed_kaiming, dtype=dtype, rngs=rngs
+    )
+    self.upsample_bn = batch_norm(out_features, zero_scale=True, dtype=dtype, rngs=rngs)
+
+  def __call__(self, features: jax.Array, out_size: tuple[int, int]) -> jax.Array:
+    """(N, T, h, w, L, D) -> (N, T, H, W, C) with (H, W) = out_size."""
+    n, t, h, w, L, _ = features.shape
+    x = jnp.moveaxis(features, 4, 2)  # (N, T, L, h, w, D): l becomes a batch axis
+    x = self.conv2(self.conv1(self.conv0(x)))
+    x = jnp.moveaxis(x, 2, 4).reshape(n, t, h, w, -1)  # channel = l * D + d
+    x = self.upsample(self.conv3_fuse(x))
+    height, width = out_size
+    if not (2 * h - 1 <= height <= 2 * h and 2 * w - 1 <= width <= 2 * w):
+      raise ValueError(f"cannot upsample a {h}x{w} STSS map to the block input {height}x{width}")
+    zero = jnp.zeros((), x.dtype)
+    x = jax.lax.pad(
+        x, zero, [(0, 0, 0), (0, 0, 0), (0, height - 2 * h + 1, 1), (0, width - 2 * w + 1, 1), (0, 0, 0)]
+    )
+    return self.upsample_bn(x)
+
+
+def _transposed_kaiming(key, shape, dtype=jnp.float32):
+  """PyTorch's fan_out kaiming init of a ConvTranspose weight (in, out, 1, 1, 1).
+
+  PyTorch reads the weight's first axis (here the *input* channels) as fan_out.
+  """
+  fan_out = shape[0]
+  return jax.random.normal(key, shape, dtype) * jnp.sqrt(2.0 / fan_out).astype(dtype)
+
+
+class SELFYBlock(nnx.Module):
+  """Adds the motion features learned from the STSS to its input: ReLU(x + integration(...))."""
+
+  def __init__(
+      self,
+      in_features: int,
+      hidden: int = 128,
+      window: Sequence[int] = (5, 9, 9),
+      ext_channels: Sequence[int] = (4, 16, 64, 64),
+      int_channels: Sequence[int] = (64, 64, 64, 64),
+      extractor: str = "conv",
+      temperature: float = 0.01,
+      *,
+      dtype=jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    window = check_window(window)
+    if len(ext_channels) != 4 or len(int_channels) != 4:
+      raise ValueError(
+          f"ext_channels and int_channels need 4 entries each, got {ext_channels} and {int_channels}"
+      )
+    self.stss_transformation = STSSTransformation(in_features, hidden, window, dtype=dtype, rngs=rngs)
+    if extractor == "conv":
+      self.stss_extraction = ConvExtraction(window, ext_channels, dtype=dtype, rngs=rngs)
+    elif extractor == "soft_argmax":
+      self.stss_extraction = SoftArgmaxExtraction(
+          window, ext_channels[-1], temperature, dtype=dtype, rngs=rngs
+      )
+    elif extractor == "mlp":
+      self.stss_extraction = MLPExtraction(window, ext_channels[-1], dtype=dtype, rngs=rngs)
+    else:
+      raise ValueError(f"selfy.extractor must be one of {EXTRACTORS}, got {extractor!r}")
+    self.stss_integration = STSSIntegration(
+        self.stss_extraction.out_features, in_features, window, int_channels, dtype=dtype, rngs=rngs
+    )
+
+  def __call__(self, clips: jax.Array) -> jax.Array:
+    """(N, T, H, W, C) -> (N, T, H, W, C)."""
+    stss = self.stss_transformation(clips)
+    motion = self.stss_integration(self.stss_extraction(stss), clips.shape[2:4])
+    return nnx.relu(clips + motion)

@@ -1,0 +1,97 @@
+"""STSS and temporal shift against naive numpy loops written from CONVENTIONS.md."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from stss_jax import ops
+
+
+def naive_stss(x, window):
+  """Loop over every position and offset; zero outside the clip."""
+  L, U, V = window
+  B, T, H, W, C = x.shape
+  x = x.astype(np.float64)
+  xn = x / np.sqrt((x ** 2).sum(-1, keepdims=True) + 1e-6)
+  out = np.zeros((B, T, H, W, L, U, V))
+  for b, t, h, w in itertools.product(range(B), range(T), range(H), range(W)):
+    for l, u, v in itertools.product(range(L), range(U), range(V)):
+      tt, hh, ww = t + l - L // 2, h + u - U // 2, w + v - V // 2
+      if 0 <= tt < T and 0 <= hh < H and 0 <= ww < W:
+        out[b, t, h, w, l, u, v] = xn[b, t, h, w] @ xn[b, tt, hh, ww]
+  return out
+
+
+@pytest.mark.parametrize(
+    "shape,window",
+    [
+        ((2, 4, 5, 6, 8), (3, 3, 3)),
+        ((1, 3, 4, 4, 5), (5, 9, 9)),  # window larger than the clip and the frame
+        ((1, 5, 3, 7, 4), (1, 5, 3)),
+        ((2, 2, 6, 3, 3), (3, 1, 7)),
+        ((1, 1, 1, 1, 2), (1, 1, 1)),
+    ],
+)
+def test_stss_matches_naive_loop(shape, window):
+  x = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
+  got = np.asarray(jax.jit(ops.stss, static_argnames="window")(x, window=window))
+  assert got.shape == shape[:4] + window
+  np.testing.assert_allclose(got, naive_stss(x, window), atol=2e-6)
+
+
+def test_stss_bf16_accumulates_in_float32():
+  x = np.random.default_rng(0).normal(size=(1, 3, 4, 4, 256)).astype(np.float32)
+  x_bf16 = jnp.asarray(x, jnp.bfloat16)
+  got = ops.stss(x_bf16, (3, 3, 3))
+  assert got.dtype == jnp.bfloat16
+  reference = naive_stss(np.asarray(x_bf16.astype(jnp.float32)), (3, 3, 3))
+  # Only the final rounding to bf16 (8 bits of mantissa) separates the two.
+  np.testing.assert_allclose(np.asarray(got, np.float32), reference, atol=4e-3)
+
+
+def test_stss_gradients_match_finite_differences():
+  with jax.enable_x64(True):
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 3, 4, 3)), jnp.float64)
+    check_grads(lambda f: ops.stss(f, (3, 3, 3)), (x,), order=1, modes=("rev",), eps=1e-4)
+
+
+@pytest.mark.parametrize("window", [(4, 9, 9), (5, 0, 9), (5, 9, -1), (5, 9), (5, 9, 9, 1)])
+def test_stss_rejects_bad_windows(window):
+  with pytest.raises(ValueError, match="window"):
+    ops.stss(jnp.zeros((1, 2, 3, 3, 4)), window)
+
+
+def test_stss_rejects_wrong_rank():
+  with pytest.raises(ValueError, match="rank 4"):
+    ops.stss(jnp.zeros((2, 3, 3, 4)), (3, 3, 3))
+
+
+def naive_shift(x, shift_div):
+  B, T, H, W, C = x.shape
+  fold = C // shift_div
+  out = np.zeros_like(x)
+  for t in range(T):
+    for c in range(C):
+      if c < fold:
+        source = t + 1
+      elif c < 2 * fold:
+        source = t - 1
+      else:
+        source = t
+      if 0 <= source < T:
+        out[:, t, ..., c] = x[:, source, ..., c]
+  return out
+
+
+@pytest.mark.parametrize("channels,shift_div", [(16, 8), (12, 8), (9, 4)])
+def test_temporal_shift_matches_naive_loop(channels, shift_div):
+  x = np.random.default_rng(channels).normal(size=(2, 4, 3, 2, channels)).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(ops.temporal_shift(x, shift_div)), naive_shift(x, shift_div))
+
+
+def test_temporal_shift_rejects_wrong_rank():
+  with pytest.raises(ValueError, match="rank 4"):
+    ops.temporal_shift(jnp.zeros((8, 3, 3, 16)))

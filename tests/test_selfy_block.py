@@ -1,0 +1,75 @@
+"""The SELFY block against outputs of the authors' PyTorch code (../shared/fixtures)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from stss_jax.convert import load_weights
+from stss_jax.layers import SELFYBlock
+from tests.conftest import FIXTURES, require_shared
+
+
+@pytest.fixture(scope="module")
+def official():
+  data = np.load(require_shared(FIXTURES / "selfy_block_official.npz"))
+  return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def block(official):
+  block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0))
+  params = {k.removeprefix("param/"): v for k, v in official.items() if k.startswith("param/")}
+  report = load_weights(block, params)
+  assert not report.left_at_init and len(report.used) == len(params)
+  block.eval()
+  return block
+
+
+def to_clips(nchw, frames=8):
+  """(N*T, C, H, W) clip-major -> (N, T, H, W, C)."""
+  nt, c, h, w = nchw.shape
+  return nchw.reshape(nt // frames, frames, c, h, w).transpose(0, 1, 3, 4, 2)
+
+
+def test_stss_of_transformation_matches_official(official, block):
+  stss = block.stss_transformation(jnp.asarray(to_clips(official["input"])))
+  expected = official["stss"][:, :, :, :, 0]  # drop the official singleton channel axis
+  np.testing.assert_allclose(np.asarray(stss), expected, atol=1e-5)
+
+
+def test_block_output_matches_official(official, block):
+  output = jax.jit(lambda m, x: m(x))(block, jnp.asarray(to_clips(official["input"])))
+  expected = to_clips(official["output"])
+  assert np.max(np.abs(np.asarray(output) - expected)) < 1e-4
+
+
+@pytest.mark.parametrize("extractor", ["soft_argmax", "mlp"])
+@pytest.mark.parametrize("window", [(3, 5, 5), (1, 3, 3)])
+def test_other_extractors_and_windows_run_and_learn(extractor, window):
+  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), extractor=extractor, rngs=nnx.Rngs(0))
+  clips = jax.random.normal(jax.random.key(1), (2, 4, 8, 8, 16))
+
+  def loss(block):
+    return jnp.mean(block(clips) ** 2)
+
+  grads = nnx.grad(loss)(block)
+  output = block(clips)
+  assert output.shape == clips.shape
+  # The zero-initialised last BN scale blocks every gradient but its own and the bias's at init;
+  # the integration's last BN must still receive one.
+  assert float(jnp.abs(grads.stss_integration.upsample_bn.scale[...]).sum()) > 0
+
+
+@pytest.mark.parametrize("window", [(5, 9, 9), (5, 3, 3), (1, 1, 1), (3, 7, 5)])
+def test_conv_extractor_reduces_any_odd_window(window):
+  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0))
+  stss = jax.random.uniform(jax.random.key(0), (1, 2, 3, 3) + window)
+  assert block.stss_extraction(stss).shape == (1, 2, 3, 3, window[0], 16)
+
+
+def test_block_rejects_bad_settings():
+  with pytest.raises(ValueError, match="extractor"):
+    SELFYBlock(16, 8, extractor="flow", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="window"):
+    SELFYBlock(16, 8, window=(4, 9, 9), rngs=nnx.Rngs(0))
