@@ -53,8 +53,8 @@ def test_other_extractors_and_windows_run_and_learn(extractor, window):
   def loss(block):
     return jnp.mean(block(clips) ** 2)
 
-  grads = nnx.grad(loss)(block)
-  output = block(clips)
+  grads = nnx.jit(nnx.grad(loss))(block)
+  output = nnx.jit(lambda m, x: m(x))(block, clips)
   assert output.shape == clips.shape
   # The zero-initialised last BN scale blocks every gradient but its own and the bias's at init;
   # the integration's last BN must still receive one.
@@ -65,7 +65,7 @@ def test_other_extractors_and_windows_run_and_learn(extractor, window):
 def test_conv_extractor_reduces_any_odd_window(window):
   block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0))
   stss = jax.random.uniform(jax.random.key(0), (1, 2, 3, 3) + window)
-  assert block.stss_extraction(stss).shape == (1, 2, 3, 3, window[0], 16)
+  assert nnx.jit(lambda m, x: m(x))(block.stss_extraction, stss).shape == (1, 2, 3, 3, window[0], 16)
 
 
 def test_block_rejects_bad_settings():

@@ -63,13 +63,13 @@ def torch_key(path: tuple) -> str:
 
 def to_flax_layout(key: str, value: np.ndarray, target_shape: tuple) -> np.ndarray:
   """Reorders a PyTorch weight into the layout of the NNX variable it maps to."""
+  if key.endswith("upsample.0.weight"):  # ConvTranspose (in, out, 1, 1, 1) -> (1, 1, in, out)
+    return value.reshape(1, 1, *value.shape[:2]) if value.ndim == 5 else value
   if len(target_shape) == 4:  # conv kernel (kh, kw, in, out) from (out, in, [1,] kh, kw)
     if value.ndim == 5 and value.shape[2] == 1:
       value = value[:, :, 0]
     return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
   if len(target_shape) == 2:
-    if key.endswith("upsample.0.weight"):  # ConvTranspose (in, out, 1, 1, 1): already (in, out)
-      return value.reshape(value.shape[:2]) if value.ndim == 5 else value
     if value.ndim == 3 and value.shape[-1] == 1:  # Conv1d head (classes, features, 1)
       value = value[..., 0]
     return value.T if value.ndim == 2 else value

@@ -123,8 +123,8 @@ class STSSIntegration(nnx.Module):
     self.conv2 = ConvBN(c1, c2, 3, padding=1, dtype=dtype, rngs=rngs)
     self.conv3_fuse = ConvBN(L * c2, c3, 3, padding=1, dtype=dtype, rngs=rngs)
     # A 1x1 transposed conv of stride 2 is a 1x1 projection written at even positions.
-    self.upsample = nnx.Linear(
-        c3, out_features, use_bias=False, kernel_init=_transposed_kaiming, dtype=dtype, rngs=rngs
+    self.upsample = nnx.Conv(
+        c3, out_features, (1, 1), use_bias=False, kernel_init=_transposed_kaiming, dtype=dtype, rngs=rngs
     )
     self.upsample_bn = batch_norm(out_features, zero_scale=True, dtype=dtype, rngs=rngs)
 
@@ -148,9 +148,9 @@ class STSSIntegration(nnx.Module):
 def _transposed_kaiming(key, shape, dtype=jnp.float32):
   """PyTorch's fan_out kaiming init of a ConvTranspose weight (in, out, 1, 1, 1).
 
-  PyTorch reads the weight's first axis (here the *input* channels) as fan_out.
+  PyTorch reads that weight's first axis, the *input* channels, as fan_out.
   """
-  fan_out = shape[0]
+  fan_out = shape[-2]
   return jax.random.normal(key, shape, dtype) * jnp.sqrt(2.0 / fan_out).astype(dtype)
 
 

@@ -1,0 +1,1 @@
+"""Training: train state, optimiser, steps, loop, checkpoints, sharding."""

@@ -1,0 +1,115 @@
+"""SELFYNet: size against the official figures, initialisation, shapes, config errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import ssv1
+from stss_jax import complexity
+from stss_jax.models import build_model
+
+
+def tiny_config(**model):
+  config = ssv1.get_config()
+  config.dataset.num_classes = 5
+  config.input.image_size = 32
+  config.input.num_frames = 4
+  config.model.depth = 18
+  config.model.width = 8
+  config.model.selfy.hidden = 8
+  config.model.selfy.window = (3, 3, 3)
+  config.model.update(model)
+  return config
+
+
+def test_official_ssv1_model_size_matches_the_authors():
+  # Figures measured on the authors' code (CONVENTIONS.md).
+  result = complexity.measure(ssv1.get_config())
+  assert result.params == 24_830_842
+  assert abs(result.conv_macs - 35.91e9) / 35.91e9 < 0.01
+  config = ssv1.get_config()
+  config.model.selfy_stages = ()
+  without = complexity.measure(config)
+  assert without.params == 23_864_558
+  assert abs(without.conv_macs + without.matmul_macs - 32.70e9) / 32.70e9 < 0.01
+  assert without.stss_macs == 0
+  # (5, 9, 9) window x 128 channels at 14x14 for 8 frames.
+  assert result.stss_macs == 8 * 14 * 14 * 405 * 128
+
+
+def test_initialisation_follows_the_official_model():
+  config = ssv1.get_config()
+  model = build_model(config)
+  base = model.base_model
+  for block in [*base.layer1, *base.layer2, *base.layer3, *base.layer4]:
+    assert not np.any(block.bn3.scale[...])
+    np.testing.assert_array_equal(block.bn1.scale[...], 1.0)
+  assert not np.any(base.selfy.stss_integration.upsample_bn.scale[...])
+  np.testing.assert_array_equal(base.selfy.stss_extraction.conv2.bn.scale[...], 1.0)
+  # kaiming normal, fan_out: std sqrt(2 / (out * kh * kw)).
+  kernel = np.asarray(base.layer3[0].conv2.kernel[...])  # (3, 3, 256, 256)
+  assert abs(kernel.std() / np.sqrt(2 / (256 * 9)) - 1) < 0.02
+  # xavier uniform head, zero bias.
+  head = np.asarray(model.new_fc.kernel[...])
+  bound = np.sqrt(6 / (2048 + 174))
+  assert head.max() <= bound and head.min() >= -bound and head.max() > 0.9 * bound
+  assert not np.any(model.new_fc.bias[...])
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_every_depth_builds_with_the_torchvision_layout(depth):
+  counts = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}[depth]
+  config = tiny_config(depth=depth, selfy_stages=())
+  model = nnx.eval_shape(lambda: build_model(config))
+  assert tuple(len(getattr(model.base_model, f"layer{s}")) for s in range(1, 5)) == counts
+
+
+@pytest.mark.parametrize("extractor", ["conv", "soft_argmax", "mlp"])
+def test_forward_and_backward_in_train_mode(extractor):
+  config = tiny_config(selfy_stages=(2, 3))
+  config.model.selfy.extractor = extractor
+  model = build_model(config)
+  clips = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
+  labels = jnp.array([1, 3])
+
+  def loss_fn(model):
+    logits = model(clips)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1)), logits
+
+  (loss, logits), grads = nnx.jit(nnx.value_and_grad(loss_fn, has_aux=True))(model)
+  assert logits.shape == (2, 5) and logits.dtype == jnp.float32
+  assert np.isfinite(float(loss))
+  assert float(jnp.abs(grads.new_fc.kernel[...]).sum()) > 0
+  assert hasattr(model.base_model, "selfy") and hasattr(model.base_model, "selfy_after_layer3")
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model = build_model(tiny_config(dtype="bfloat16"))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  model.eval()
+  logits = nnx.jit(lambda m, x: m(x))(model, jnp.ones((1, 4, 32, 32, 3)))
+  assert logits.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(logits)))
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("depth", 42, "config.model.depth = 42"),
+        ("dtype", "float16", "config.model.dtype"),
+        ("selfy_stages", (5,), "config.model.selfy_stages"),
+        ("dropout", 1.5, "config.model.dropout"),
+    ],
+)
+def test_bad_model_config_names_the_key(key, value, message):
+  config = tiny_config()
+  config.model[key] = value
+  with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    build_model(config)
+
+
+def test_bad_selfy_window_names_the_key():
+  config = tiny_config()
+  config.model.selfy.window = (5, 8, 8)
+  with pytest.raises(ValueError, match="config.model.*window"):
+    build_model(config)
