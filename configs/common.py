@@ -26,3 +26,21 @@ def model_config(depth: int = 50) -> ml_collections.ConfigDict:
       dropout=0.5,  # dropout rate before the linear head
       dtype="float32",  # compute dtype: "float32" or "bfloat16" (params stay float32)
   ))
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  """The official recipe: SGD Nesterov, lr 0.01 per 64 clips, x0.1 at 60% and 80% of training."""
+  return ml_collections.ConfigDict(dict(
+      name="sgd",  # the only optimiser built: SGD with momentum
+      learning_rate=0.01,  # per base_batch_size clips; scaled linearly to batch_size
+      base_batch_size=64,  # clips the learning_rate is given for
+      momentum=0.9,
+      nesterov=True,
+      weight_decay=5e-4,  # on conv and linear kernels only
+      head_bias_lr_mult=2.0,  # learning-rate multiple of the linear head's bias
+      grad_clip_norm=20.0,  # global gradient-norm clipping threshold
+      schedule="step",  # "step" | "cosine" | "constant"
+      decay_at=(0.6, 0.8),  # step schedule: fractions of total_steps where lr is multiplied
+      decay_factor=0.1,  # step schedule: the multiplier at each of decay_at
+      warmup_steps=0,  # linear warmup from 0, in steps
+  ))

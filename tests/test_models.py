@@ -74,7 +74,7 @@ def test_forward_and_backward_in_train_mode(extractor):
   labels = jnp.array([1, 3])
 
   def loss_fn(model):
-    logits = model(clips)
+    logits = model(clips, rngs=nnx.Rngs(dropout=0))
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1)), logits
 
   (loss, logits), grads = nnx.jit(nnx.value_and_grad(loss_fn, has_aux=True))(model)

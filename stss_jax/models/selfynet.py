@@ -100,7 +100,7 @@ class SELFYNet(nnx.Module):
     self.base_model = ResNet(
         depth, width, temporal_shift, shift_div, selfy_stages, selfy, dtype=dtype, rngs=rngs
     )
-    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout)
     self.new_fc = nnx.Linear(
         self.base_model.out_features,
         num_classes,
@@ -109,13 +109,16 @@ class SELFYNet(nnx.Module):
         rngs=rngs,
     )
 
-  def __call__(self, clips: jax.Array) -> jax.Array:
-    """Normalised clips (N, T, H, W, 3) -> logits (N, classes) in float32."""
+  def __call__(self, clips: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+    """Normalised clips (N, T, H, W, 3) -> logits (N, classes) in float32.
+
+    `rngs` needs a 'dropout' stream in training mode (dropout rate > 0).
+    """
     chex.assert_rank(clips, 5)
     chex.assert_axis_dimension(clips, -1, 3)
     features = self.base_model(clips.astype(self.dtype))
     pooled = jnp.mean(features.astype(jnp.float32), axis=(2, 3))  # (N, T, F)
-    logits = self.new_fc(self.dropout(pooled.astype(self.dtype)))
+    logits = self.new_fc(self.dropout(pooled.astype(self.dtype), rngs=rngs))
     return jnp.mean(logits.astype(jnp.float32), axis=1)
 
 

@@ -1,4 +1,4 @@
-"""Model checkpoints: a directory the converter writes and the trainer and predictor read.
+"""Checkpoints: model directories (convert, init_from, predict) and a workdir's train states.
 
 Layout of DIR:
   DIR/model/              orbax pytree {'params': ..., 'batch_stats': ...} in our module paths
@@ -42,9 +42,7 @@ def save_model(directory: str | os.PathLike, model: nnx.Module, config) -> pathl
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / MODEL_DIR, _variables(model).to_pure_dict())
   checkpointer.wait_until_finished()
-  with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-    json.dump(architecture(config), f, indent=2)
-  os.replace(f.name, directory / CONFIG_FILE)
+  _write_json_atomically(directory / CONFIG_FILE, architecture(config))
   return directory
 
 
@@ -80,3 +78,58 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
     elif a != b:
       out.append(f"{prefix}{key} is {a!r} in the checkpoint, {b!r} in the config")
   return out
+
+
+class TrainCheckpoints:
+  """The train states of one workdir: asynchronous, atomic, the last `keep` plus the best.
+
+  The architecture is recorded beside them, so that a workdir is never resumed with another
+  model's config.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, config, keep: int):
+    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self.directory.mkdir(parents=True, exist_ok=True)
+    recorded = self.directory / CONFIG_FILE
+    wanted = architecture(config)
+    if recorded.is_file():
+      differences = _differences(json.loads(recorded.read_text()), wanted)
+      if differences:
+        raise ValueError(
+            f"{self.directory} holds checkpoints of another model ({'; '.join(differences)}); "
+            "use a new --workdir"
+        )
+    else:
+      _write_json_atomically(recorded, wanted)
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(keep),
+        ocp.checkpoint_managers.BestN(
+            get_metric_fn=lambda metrics: metrics["top1"], n=1, keep_checkpoints_without_metrics=False
+        ),
+    ])
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True),
+    )
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, metrics: dict | None = None) -> None:
+    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+
+  def restore(self, state, step: int | None = None):
+    """The saved state at `step` (the latest if None) shaped and sharded like `state`."""
+    step = self.latest_step() if step is None else step
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _write_json_atomically(path: pathlib.Path, content) -> None:
+  with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+    json.dump(content, f, indent=2)
+  os.replace(f.name, path)

@@ -1,0 +1,50 @@
+"""The embedded demo: SELFY learns motion on procedurally generated clips, on any machine.
+
+  python main.py --config=configs/default.py --workdir=runs/default
+
+Every class differs from its time-reversed twin only in the direction of motion, so
+appearance alone cannot solve it. Variants by one override:
+  --config.model.selfy_stages="()"                         TSM without SELFY
+  --config.model.selfy_stages="()" --config.model.temporal_shift=False   TSN (appearance only)
+  --config.model.selfy.window="(1,9,9)"                    SELFY window sizes
+"""
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg=None):
+  del arg
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # root of every random key (init, dropout, data)
+  config.dataset = ml_collections.ConfigDict(dict(
+      name="synthetic",  # dataset: "synthetic" | "ssv1" | "ssv2" | "diving48" | "finegym"
+      num_classes=6,  # classes of the dataset
+      num_eval=384,  # synthetic: validation clips
+  ))
+  config.input = ml_collections.ConfigDict(dict(
+      num_frames=8,  # frames per clip
+      image_size=64,  # side of the square frames, pixels
+  ))
+  config.model = common.model_config(depth=18)
+  config.model.width = 16
+  config.model.temporal_shift = False
+  config.model.selfy_stages = (2,)
+  config.model.selfy.hidden = 32
+  config.model.selfy.ext_channels = (4, 16, 32, 32)
+  config.model.selfy.int_channels = (32, 32, 32, 32)
+  config.model.dropout = 0.2
+  config.optimizer = common.optimizer_config()
+  config.optimizer.learning_rate = 0.4  # per 64 clips: 0.1 at batch 16
+  config.optimizer.schedule = "cosine"
+  config.optimizer.warmup_steps = 20
+  config.label_smoothing = 0.0  # cross-entropy label smoothing
+  config.mesh = ml_collections.ConfigDict(dict(model=1))  # devices on the 'model' mesh axis
+  config.batch_size = 16  # global, in clips
+  config.total_steps = 400  # optimiser steps
+  config.eval_every_steps = 200  # steps between evaluations
+  config.checkpoint_every_steps = 200  # steps between checkpoints
+  config.log_every_steps = 10  # steps between progress and metrics updates
+  config.keep_checkpoints = 2  # most recent checkpoints kept, besides the best
+  config.init_from = ""  # model checkpoint directory to start from (python -m stss_jax.convert)
+  return config

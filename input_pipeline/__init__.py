@@ -1,0 +1,1 @@
+"""Input pipelines: datasets on disk or generated, sampling, augmentation, batching per host."""
