@@ -44,3 +44,32 @@ def optimizer_config() -> ml_collections.ConfigDict:
       decay_factor=0.1,  # step schedule: the multiplier at each of decay_at
       warmup_steps=0,  # linear warmup from 0, in steps
   ))
+
+
+def video_config(name: str, num_classes: int, train_clips: int, num_frames: int = 8,
+                 epochs: int = 50, batch_size: int = 64) -> ml_collections.ConfigDict:
+  """An official-recipe experiment on a video dataset: SELFYNet-R50, SGD, step decay."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # root of every random key (init, dropout, data order)
+  config.dataset = ml_collections.ConfigDict(dict(
+      name=name,  # dataset: "synthetic" | "ssv1" | "ssv2" | "diving48" | "finegym"
+      num_classes=num_classes,  # classes in the label file
+      data_dir="",  # prepared dataset directory (python -m input_pipeline.prepare)
+  ))
+  config.input = ml_collections.ConfigDict(dict(
+      num_frames=num_frames,  # TSN segments per clip, one frame each
+      image_size=224,  # side of the square crop fed to the model, pixels
+  ))
+  config.model = model_config(depth=50)
+  config.optimizer = optimizer_config()
+  config.label_smoothing = 0.0  # cross-entropy label smoothing
+  config.mesh = ml_collections.ConfigDict(dict(model=1))  # devices on the 'model' mesh axis
+  steps_per_epoch = train_clips // batch_size
+  config.batch_size = batch_size  # global, in clips
+  config.total_steps = epochs * steps_per_epoch  # optimiser steps
+  config.eval_every_steps = steps_per_epoch  # steps between evaluations
+  config.checkpoint_every_steps = steps_per_epoch  # steps between checkpoints
+  config.log_every_steps = 50  # steps between progress and metrics updates
+  config.keep_checkpoints = 3  # most recent checkpoints kept, besides the best
+  config.init_from = ""  # model checkpoint directory to start from (python -m stss_jax.convert)
+  return config

@@ -20,6 +20,7 @@ def get_config(arg=None):
   config.dataset = ml_collections.ConfigDict(dict(
       name="synthetic",  # dataset: "synthetic" | "ssv1" | "ssv2" | "diving48" | "finegym"
       num_classes=6,  # classes of the dataset
+      data_dir="",  # unused by the synthetic dataset
       num_eval=384,  # synthetic: validation clips
   ))
   config.input = ml_collections.ConfigDict(dict(

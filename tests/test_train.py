@@ -3,6 +3,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ TINY = [
 
 def main_py(workdir, *overrides, devices=1, wait=True):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  command = [sys.executable, "main.py", *TINY, f"--workdir={workdir}", *overrides]
+  command = [sys.executable, "main.py", *TINY, f"--workdir={workdir}", *map(str, overrides)]
   if not wait:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -115,3 +116,47 @@ def test_unknown_config_key_stops_before_any_work(tmp_path):
   assert done.returncode != 0
   assert "bacth_size" in done.stderr
   assert not (tmp_path / "run").exists()
+
+
+def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
+  steps = ["--config.total_steps=3", "--config.eval_every_steps=3", "--config.checkpoint_every_steps=3"]
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  hosts = [main_py(tmp_path / "two", *steps, f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                   f"--process_id={i}", wait=False) for i in range(2)]
+  outputs = [h.communicate(timeout=900)[0].decode() for h in hosts]
+  assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+  single = main_py(tmp_path / "one", *steps, devices=2)
+  assert single.returncode == 0, single.stderr[-3000:]
+  np.testing.assert_allclose([r["loss"] for r in records(tmp_path / "two", "train")],
+                             [r["loss"] for r in records(tmp_path / "one", "train")], rtol=1e-4)
+  assert records(tmp_path / "two", "validation")[-1]["top1"] == records(tmp_path / "one", "validation")[-1]["top1"]
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+  done = main_py(tmp_path / "run", "--config.total_steps=30", "--config.checkpoint_every_steps=1",
+                 "--config.eval_every_steps=100", "--config.optimizer.warmup_steps=1",
+                 "--config.optimizer.learning_rate=1e32")
+  assert done.returncode == 1
+  assert "error: parameters overflowed at step 2" in done.stderr or "error: loss is nan" in done.stderr
+  latest = max(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+  for leaf in final_params(tmp_path / "run", latest):
+    assert np.all(np.isfinite(leaf))
+
+
+def test_eval_mode_reads_a_converted_model_directory(tmp_path):
+  from configs import default
+  from stss_jax.models import build_model
+  from stss_jax.train.checkpoints import save_model
+
+  config = default.get_config()
+  config.model.width, config.model.selfy.hidden = 8, 8
+  config.model.selfy.window, config.model.selfy.ext_channels = (3, 5, 5), (2, 4, 8, 8)
+  config.model.selfy.int_channels = (8, 8, 8, 8)
+  config.input.image_size, config.input.num_frames = 32, 4
+  save_model(tmp_path / "model", build_model(config), config)
+  done = main_py(tmp_path / "run", "--mode=eval", f"--config.init_from={tmp_path / 'model'}")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "validation: top-1" in done.stdout
+  assert records(tmp_path / "run", "validation")[-1]["step"] == 0

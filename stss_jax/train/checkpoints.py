@@ -40,7 +40,7 @@ def save_model(directory: str | os.PathLike, model: nnx.Module, config) -> pathl
     raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
   directory.mkdir(parents=True, exist_ok=True)
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(directory / MODEL_DIR, _variables(model).to_pure_dict())
+  checkpointer.save(directory / MODEL_DIR, nnx.to_pure_dict(_variables(model)))
   checkpointer.wait_until_finished()
   _write_json_atomically(directory / CONFIG_FILE, architecture(config))
   return directory
@@ -63,7 +63,7 @@ def restore_model(directory: str | os.PathLike, model: nnx.Module, config) -> No
         f"checkpoint {directory} belongs to another model: " + "; ".join(differences)
     )
   variables = _variables(model)
-  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, variables.to_pure_dict())
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(variables))
   restored = ocp.StandardCheckpointer().restore(directory / MODEL_DIR, target)
   nnx.replace_by_pure_dict(variables, restored)
   nnx.update(model, variables)

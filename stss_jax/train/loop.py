@@ -124,10 +124,11 @@ class Trainer:
       is_last = done == config.total_steps
       if done % config.log_every_steps == 0 or done % config.checkpoint_every_steps == 0 or is_last:
         metrics = jax.device_get(metrics)
-        if not np.isfinite(metrics["loss"]):
+        if not (np.isfinite(metrics["loss"]) and metrics["params_finite"]):
           self.checkpoints.close()
+          what = f"loss is {metrics['loss']}" if not np.isfinite(metrics["loss"]) else "parameters overflowed"
           raise NonFiniteLossError(
-              f"loss is {metrics['loss']} at step {done}; stopping. The last checkpoint in "
+              f"{what} at step {done}; stopping. The last checkpoint in "
               f"{self.checkpoints.directory} (step {self.checkpoints.latest_step()}) is intact"
           )
         now = time.perf_counter()
@@ -137,7 +138,7 @@ class Trainer:
         self.writer.write(done, "train", {**metrics, "clips_per_second": clips_per_s})
       if done % config.eval_every_steps == 0 or is_last:
         last_eval = self.evaluate()
-        bar.write(f"step {done}: validation loss {last_eval['loss']:.4f} top-1 {last_eval['top1']:.2%} "
+        _say(f"step {done}: validation loss {last_eval['loss']:.4f} top-1 {last_eval['top1']:.2%} "
                   f"top-5 {last_eval['top5']:.2%}")
       if done % config.checkpoint_every_steps == 0 or is_last:
         evaluated = done % config.eval_every_steps == 0 or is_last  # evaluated just above

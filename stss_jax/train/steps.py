@@ -36,9 +36,10 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, sched
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
+        params=params,
         batch_stats=batch_stats,
         opt_state=opt_state,
     )
@@ -47,6 +48,8 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, sched
         "top1": jnp.mean(topk_correct(logits, batch["labels"], 1)),
         "grad_norm": optax.global_norm(grads),
         "lr": schedule(state.step),
+        # 0 once an update overflowed: the loop then stops before saving that state.
+        "params_finite": jnp.isfinite(optax.global_norm(params)).astype(jnp.float32),
     }
     return new_state, metrics
 
