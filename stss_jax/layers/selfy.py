@@ -23,13 +23,15 @@ EXTRACTORS = ("conv", "soft_argmax", "mlp")
 class STSSTransformation(nnx.Module):
   """Stride-2 3x3 conv to `hidden` channels, then the STSS of the result."""
 
-  def __init__(self, in_features: int, hidden: int, window: Sequence[int], *, dtype, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, hidden: int, window: Sequence[int], implementation: str = "auto",
+               *, dtype, rngs: nnx.Rngs):
     self.window = check_window(window)
+    self.implementation = implementation
     self.downsample = ConvBN(in_features, hidden, 3, strides=2, padding=1, dtype=dtype, rngs=rngs)
 
   def __call__(self, clips: jax.Array) -> jax.Array:
     """(N, T, H, W, C) -> (N, T, h, w, L, U, V)."""
-    return ops.stss(self.downsample(clips), self.window)
+    return ops.stss(self.downsample(clips), self.window, self.implementation)
 
 
 def _conv_output_size(size: int, stride: int, padding: int) -> int:
@@ -166,6 +168,7 @@ class SELFYBlock(nnx.Module):
       int_channels: Sequence[int] = (64, 64, 64, 64),
       extractor: str = "conv",
       temperature: float = 0.01,
+      stss_implementation: str = "auto",
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
@@ -175,7 +178,13 @@ class SELFYBlock(nnx.Module):
       raise ValueError(
           f"ext_channels and int_channels need 4 entries each, got {ext_channels} and {int_channels}"
       )
-    self.stss_transformation = STSSTransformation(in_features, hidden, window, dtype=dtype, rngs=rngs)
+    if stss_implementation not in ops.stss_implementations:
+      raise ValueError(
+          f"selfy.stss_implementation must be one of {ops.stss_implementations}, got {stss_implementation!r}"
+      )
+    self.stss_transformation = STSSTransformation(
+        in_features, hidden, window, stss_implementation, dtype=dtype, rngs=rngs
+    )
     if extractor == "conv":
       self.stss_extraction = ConvExtraction(window, ext_channels, dtype=dtype, rngs=rngs)
     elif extractor == "soft_argmax":

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NORM_EPS = 1e-6  # inside the square root, as the official code
 
@@ -38,12 +39,20 @@ def l2_normalize(features: jax.Array, axis: int = -1) -> jax.Array:
   return features * jax.lax.rsqrt(jnp.sum(features * features, axis=axis, keepdims=True) + NORM_EPS)
 
 
-def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9)) -> jax.Array:
+IMPLEMENTATIONS = ("auto", "shift", "matmul")
+# The matmul form holds a (HW, U*V, HW) selection matrix: fine at SELFY's 14x14, not at 56x56.
+MATMUL_MAX_POSITIONS = 1024
+
+
+def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation: str = "auto") -> jax.Array:
   """Cosine similarity of every position with its (L, U, V) space-time neighbourhood.
 
   Args:
     features: (batch, time, height, width, channels), any float dtype.
     window: (L, U, V) odd sizes: temporal, height and width extent of the neighbourhood.
+    implementation: "shift" (shifted windows, the reference, best on CPU), "matmul" (frame-pair
+      correlations on the matrix units, then a selection of each window; for maps of at most
+      1024 positions) or "auto" (matmul on accelerators where it fits, else shift).
 
   Returns:
     (batch, time, height, width, L, U, V) similarities in the input dtype; products are
@@ -55,12 +64,68 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9)) -> jax.Array:
         "stss expects features of shape (batch, time, height, width, channels), "
         f"got rank {features.ndim} shape {features.shape}"
     )
-  return _stss(features, (L, U, V))
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"stss implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+  positions = features.shape[2] * features.shape[3]
+  if implementation == "auto":
+    fits = positions <= MATMUL_MAX_POSITIONS
+    implementation = "matmul" if fits and jax.default_backend() != "cpu" else "shift"
+  if implementation == "matmul":
+    if positions > MATMUL_MAX_POSITIONS:
+      raise ValueError(
+          f"stss implementation 'matmul' handles at most {MATMUL_MAX_POSITIONS} positions per frame, "
+          f"got {features.shape[2]}x{features.shape[3]}; use 'shift'"
+      )
+    return _stss(features, (L, U, V), _stss_matmul)
+  return _stss(features, (L, U, V), _stss_shift)
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _stss(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
-  # Its own jit so that the traced program names it ("_stss") for complexity counting.
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _stss(features: jax.Array, window: tuple[int, int, int], implementation) -> jax.Array:
+  # One named jit around either form, so that the traced program shows "_stss" for complexity
+  # counting whichever form runs.
+  return implementation(features, window)
+
+
+def _stss_matmul(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
+  """Correlates every frame with each of its L neighbour frames as one (HW x HW) matrix product,
+  then picks each position's U x V window out of its row with a constant 0/1 matrix (a second
+  product), so both passes and their gradients run on the matrix units with no gather."""
+  L, U, V = window
+  batch, time, height, width, channels = features.shape
+  positions = height * width
+  # bf16/f16 inputs feed the matrix units as they are (float32 accumulation); float32 inputs
+  # ask for full float32 products, so that no TF32 rounding creeps into the reference dtype.
+  low_precision = jnp.dtype(features.dtype).itemsize < 4
+  compute = features.dtype if low_precision else jnp.promote_types(features.dtype, jnp.float32)
+  precision = None if low_precision else jax.lax.Precision.HIGHEST
+  accumulate = jnp.promote_types(compute, jnp.float32)
+  queries = l2_normalize(features).astype(compute).reshape(batch, time, positions, channels)
+  padded = jnp.pad(queries, ((0, 0), (L // 2, L // 2), (0, 0), (0, 0)))
+  neighbours = jnp.stack([padded[:, l:l + time] for l in range(L)], axis=2)  # (B, T, L, HW, C)
+  correlation = jnp.einsum("btnc,btlmc->btlnm", queries, neighbours, precision=precision,
+                           preferred_element_type=accumulate)
+  selection = jnp.asarray(_window_selection(height, width, U, V), compute)
+  similarities = jnp.einsum("btlnm,nkm->btnlk", correlation.astype(compute), selection,
+                            precision=precision, preferred_element_type=accumulate)
+  return similarities.reshape(batch, time, height, width, L, U, V).astype(features.dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_selection(height: int, width: int, U: int, V: int) -> np.ndarray:
+  """(HW, U*V, HW) with a 1 where window cell (u, v) of position n is position m (inside the frame)."""
+  h, w, u, v = np.meshgrid(np.arange(height), np.arange(width), np.arange(U), np.arange(V), indexing="ij")
+  hh, ww = h + u - U // 2, w + v - V // 2
+  inside = (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
+  selection = np.zeros((height * width, U * V, height * width), np.float32)
+  n = (h * width + w)[inside]
+  k = (u * V + v)[inside]
+  selection[n, k, (hh * width + ww)[inside]] = 1.0
+  return selection
+
+
+def _stss_shift(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
+  """Multiplies the queries with shifted copies of the padded clip, one (l, u) slab at a time."""
   L, U, V = window
   batch, time, height, width, channels = features.shape
   queries = l2_normalize(features)

@@ -1,0 +1,136 @@
+"""The STSS transform alone at the official shape, ours against the authors' formulation.
+
+  python -m benchmarks.stss_op            # on a GPU machine; prints a markdown table
+
+Shape: 8 clips x 8 frames, 128 channels, 14x14, window (5, 9, 9) (320 frame pairs). Forward and
+forward+backward (the vector-Jacobian product for a random cotangent), float32 and bf16, median
+of many runs over fresh random inputs after warm-up. The floor is the fewest bytes (features
+read once, similarities written once; for the backward also the cotangent read and the feature
+gradient written) over the measured copy bandwidth. The baseline is the authors' fallback
+formulation (a full HW x HW correlation per frame pair, then gathering each window) written
+here in PyTorch; their CUDA correlation-sampler package cannot be built on a machine without
+network access to fetch it.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.timing import copy_bandwidth, time_jax
+from stss_jax import ops
+
+SHAPE = (8, 8, 14, 14, 128)
+WINDOW = (5, 9, 9)
+
+
+def jax_variants(dtype, input_sets, cotangents):
+  rows = {}
+  for implementation in ("shift", "matmul"):
+    forward = jax.jit(lambda x, impl=implementation: ops.stss(x, WINDOW, impl))
+    backward = jax.jit(lambda x, g, impl=implementation: jax.vjp(lambda f: ops.stss(f, WINDOW, impl), x)[1](g)[0])
+    rows[f"jax {implementation}"] = (
+        time_jax(forward, [(x,) for x in input_sets]),
+        time_jax(backward, list(zip(input_sets, cotangents))),
+    )
+  return rows
+
+
+def torch_stss(device="cuda"):
+  """The authors' fallback formulation: (B*T, C, H, W) -> (B, T, L, HW, U*V)."""
+  import torch
+
+  B, T, H, W, C = SHAPE
+  L, U, V = WINDOW
+  hw = H * W
+  # Index of each window cell in the full correlation row, and which cells fall inside the frame.
+  h, w, u, v = np.meshgrid(np.arange(H), np.arange(W), np.arange(U), np.arange(V), indexing="ij")
+  hh, ww = h + u - U // 2, w + v - V // 2
+  inside = torch.tensor(((hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)).reshape(hw, U * V), device=device)
+  index = torch.tensor((np.clip(hh, 0, H - 1) * W + np.clip(ww, 0, W - 1)).reshape(hw, U * V), device=device)
+
+  def stss(x):  # x: (B*T, C, H, W) as in the official code
+    x = x / torch.sqrt((x.float() ** 2).sum(1, keepdim=True) + 1e-6).to(x.dtype)
+    x = x.view(B, T, C, hw)
+    pad = torch.nn.functional.pad(x, (0, 0, 0, 0, L // 2, L // 2))
+    neighbours = torch.stack([pad[:, l:l + T] for l in range(L)], 2)  # (B, T, L, C, HW)
+    queries = x[:, :, None].expand(-1, -1, L, -1, -1)
+    corr = torch.einsum("btlcn,btlcm->btlnm", queries, neighbours)
+    picked = torch.gather(corr, 4, index.expand(B, T, L, hw, U * V))
+    return picked * inside
+
+  return stss
+
+
+def torch_baseline(dtype_name, repeats=50):
+  import torch
+
+  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
+  B, T, H, W, C = SHAPE
+  L, U, V = WINDOW
+  hw = H * W
+  stss = torch_stss()
+
+  def timed(fn, inputs):
+    for i in range(5):
+      fn(*inputs[i % len(inputs)])
+    torch.cuda.synchronize()
+    times = []
+    for i in range(repeats):
+      start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+      start.record()
+      fn(*inputs[i % len(inputs)])
+      end.record()
+      torch.cuda.synchronize()
+      times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+  xs = [torch.randn(B * T, C, H, W, device="cuda", dtype=dtype, requires_grad=True) for _ in range(4)]
+  gs = [torch.randn(B, T, L, hw, U * V, device="cuda", dtype=dtype) for _ in range(4)]
+
+  def forward(x):
+    with torch.no_grad():
+      return stss(x)
+
+  def backward(x, g):
+    return torch.autograd.grad(stss(x), x, g)[0]
+
+  return timed(forward, [(x,) for x in xs]), timed(backward, list(zip(xs, gs)))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+  args = parser.parse_args(argv)
+  bandwidth = copy_bandwidth()
+  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+  rng = np.random.default_rng(0)
+  B, T, H, W, C = SHAPE
+  out_elems = B * T * H * W * np.prod(WINDOW)
+  lines = ["| dtype | implementation | forward ms | fwd+bwd ms | floor fwd / fwd+bwd ms |", "|---|---|---|---|---|"]
+  for dtype_name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+    size = jnp.dtype(dtype).itemsize
+    in_bytes, out_bytes = np.prod(SHAPE) * size, out_elems * size
+    floors = ((in_bytes + out_bytes) / bandwidth * 1e3, (2 * in_bytes + 2 * out_bytes + in_bytes) / bandwidth * 1e3)
+    input_sets = [jnp.asarray(rng.normal(size=SHAPE), dtype) for _ in range(4)]
+    cotangents = [jnp.asarray(rng.normal(size=SHAPE[:4] + WINDOW), dtype) for _ in range(4)]
+    reference = np.asarray(ops.stss(input_sets[0].astype(jnp.float32), WINDOW, "shift"), np.float64)
+    rows = jax_variants(dtype, input_sets, cotangents)
+    for name, (fwd, bwd) in rows.items():
+      got = np.asarray(ops.stss(input_sets[0], WINDOW, name.split()[-1]).astype(jnp.float32), np.float64)
+      error = np.linalg.norm(got - reference) / np.linalg.norm(reference)
+      lines.append(f"| {dtype_name} | {name} (rel. error {error:.1e}) | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} "
+                   f"| {floors[0]:.4f} / {floors[1]:.4f} |")
+    if not args.no_torch:
+      fwd, bwd = torch_baseline(dtype_name)
+      lines.append(f"| {dtype_name} | PyTorch full correlation + gather (authors' fallback) | {fwd * 1e3:.3f} "
+                   f"| {bwd * 1e3:.3f} | |")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
