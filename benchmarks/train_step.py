@@ -33,12 +33,13 @@ def peak_flops() -> float | None:
   return next((v for k, v in PEAK_BF16.items() if k in kind), None)
 
 
-def measure(selfy: bool, batch: int, implementation: str, repeats: int) -> dict:
-  config = ssv1.get_config()
+def measure(selfy: bool, batch: int, implementation: str, repeats: int, frames: int = 8) -> dict:
+  """`implementation`: "<stss>/<extraction>", e.g. "matmul/dense"."""
+  config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
   config.batch_size = batch
   config.model.selfy_stages = (2,) if selfy else ()
-  config.model.selfy.stss_implementation = implementation
+  config.model.selfy.stss_implementation, config.model.selfy.extraction_implementation = implementation.split("/")
   macs = complexity.measure(config).total_macs
   model = build_model(config)
   tx = optimizer.build_optimizer(config)
@@ -47,7 +48,7 @@ def measure(selfy: bool, batch: int, implementation: str, repeats: int) -> dict:
                        donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(graphs))
   rng = np.random.default_rng(0)
-  pool = [{"clips": jnp.asarray(rng.normal(size=(batch, 8, 224, 224, 3)), jnp.bfloat16),
+  pool = [{"clips": jnp.asarray(rng.normal(size=(batch, frames, 224, 224, 3)), jnp.bfloat16),
            "labels": jnp.asarray(rng.integers(0, 174, batch), jnp.int32)} for _ in range(3)]
   key = jax.random.key(0)
   holder = {"state": state}
@@ -62,7 +63,8 @@ def measure(selfy: bool, batch: int, implementation: str, repeats: int) -> dict:
   peak = peak_flops()
   train_flops = 3 * 2 * macs * batch
   return {
-      "model": "SELFYNet-R50" + (f" ({implementation})" if selfy else "") if selfy else "TSM-R50",
+      "model": f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50",
+      "frames": frames,
       "batch": batch,
       "train clips/s": batch / train_s,
       "step ms": train_s * 1e3,
@@ -75,15 +77,16 @@ def measure(selfy: bool, batch: int, implementation: str, repeats: int) -> dict:
 def main(argv=None):
   parser = argparse.ArgumentParser()
   parser.add_argument("--batches", default="8,32")
-  parser.add_argument("--implementations", default="shift,matmul")
+  parser.add_argument("--implementations", default="matmul/dense,matmul/conv,shift/conv")
+  parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=6)
   args = parser.parse_args(argv)
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}")
   rows = []
   for batch in map(int, args.batches.split(",")):
-    rows.append(measure(False, batch, "auto", args.repeats))
+    rows.append(measure(False, batch, "auto/dense", args.repeats, args.frames))
     for implementation in args.implementations.split(","):
-      rows.append(measure(True, batch, implementation, args.repeats))
+      rows.append(measure(True, batch, implementation, args.repeats, args.frames))
     print(rows[-1], flush=True)
   keys = list(rows[0])
   print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))

@@ -12,6 +12,7 @@ def selfy_config() -> ml_collections.ConfigDict:
       extractor="conv",  # "conv" (official) | "soft_argmax" | "mlp": the paper's three extractors
       temperature=0.01,  # softmax temperature of the soft_argmax extractor (similarity units)
       stss_implementation="auto",  # "auto" | "shift" | "matmul" (see stss_jax.ops.stss)
+      extraction_implementation="dense",  # "dense" | "conv" (see stss_jax.layers.selfy)
   ))
 
 

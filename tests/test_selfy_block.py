@@ -16,9 +16,11 @@ def official():
   return {k: data[k] for k in data.files}
 
 
-@pytest.fixture(scope="module")
-def block(official):
-  block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0))
+@pytest.fixture(scope="module", params=[("shift", "conv"), ("matmul", "dense")], ids=["shift-conv", "matmul-dense"])
+def block(official, request):
+  stss_implementation, extraction_implementation = request.param
+  block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0),
+                     stss_implementation=stss_implementation, extraction_implementation=extraction_implementation)
   params = {k.removeprefix("param/"): v for k, v in official.items() if k.startswith("param/")}
   report = load_weights(block, params)
   assert not report.left_at_init and len(report.used) == len(params)
@@ -61,9 +63,11 @@ def test_other_extractors_and_windows_run_and_learn(extractor, window):
   assert float(jnp.abs(grads.stss_integration.upsample_bn.scale[...]).sum()) > 0
 
 
+@pytest.mark.parametrize("implementation", ["conv", "dense"])
 @pytest.mark.parametrize("window", [(5, 9, 9), (5, 3, 3), (1, 1, 1), (3, 7, 5)])
-def test_conv_extractor_reduces_any_odd_window(window):
-  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0))
+def test_conv_extractor_reduces_any_odd_window(window, implementation):
+  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0),
+                     extraction_implementation=implementation)
   stss = jax.random.uniform(jax.random.key(0), (1, 2, 3, 3) + window)
   assert nnx.jit(lambda m, x: m(x))(block.stss_extraction, stss).shape == (1, 2, 3, 3, window[0], 16)
 
@@ -73,3 +77,18 @@ def test_block_rejects_bad_settings():
     SELFYBlock(16, 8, extractor="flow", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="window"):
     SELFYBlock(16, 8, window=(4, 9, 9), rngs=nnx.Rngs(0))
+
+
+def test_dense_extraction_gradients_match_convolutions():
+  clips = jax.random.normal(jax.random.key(2), (2, 4, 8, 8, 16))
+  blocks = [SELFYBlock(16, 8, (3, 9, 9), (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0),
+                       extraction_implementation=impl) for impl in ("conv", "dense")]
+  for block in blocks:  # a non-zero last BN scale, so that gradients reach every layer
+    block.stss_integration.upsample_bn.scale[...] = jnp.full((16,), 0.5)
+
+  def loss(block):
+    return jnp.mean(jnp.sin(block(clips)))
+
+  conv_grads, dense_grads = (jax.tree.leaves(nnx.jit(nnx.grad(loss))(b)) for b in blocks)
+  for a, b in zip(conv_grads, dense_grads, strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-6)

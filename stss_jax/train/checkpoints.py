@@ -19,13 +19,15 @@ from flax import nnx
 
 MODEL_DIR = "model"
 CONFIG_FILE = "model_config.json"
-# Keys that change computation but not the weights' meaning or shapes.
+# Keys that change how the model computes, not what its weights mean.
 NOT_ARCHITECTURE = ("dtype", "dropout")
+NOT_SELFY_ARCHITECTURE = ("stss_implementation", "extraction_implementation")
 
 
 def architecture(config) -> dict:
   """The part of a config that a checkpoint's weights are tied to."""
   model = {k: v for k, v in config.model.to_dict().items() if k not in NOT_ARCHITECTURE}
+  model["selfy"] = {k: v for k, v in model["selfy"].items() if k not in NOT_SELFY_ARCHITECTURE}
   return json.loads(json.dumps({"model": model, "num_classes": config.dataset.num_classes}))
 
 
