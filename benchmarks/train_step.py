@@ -16,7 +16,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from benchmarks.timing import time_jax
 from configs import ssv1

@@ -9,12 +9,13 @@ elementwise multiply-and-sum in our code and is reported on its own from its sha
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import app
 from flax import nnx
 from ml_collections import config_flags
 
@@ -73,7 +74,15 @@ def count_macs(jaxpr) -> tuple[int, int, int]:
 
 
 def measure(config) -> Complexity:
-  """Complexity of config's model for one clip of config.input.num_frames x image_size^2."""
+  """Complexity of config's model for one clip of config.input.num_frames x image_size^2.
+
+  The model is traced in its reference forms (shifted-window STSS, convolution extraction), so
+  the count is the network's, not that of a faster form that multiplies by structural zeros.
+  """
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.model.selfy.stss_implementation = "shift"
+    config.model.selfy.extraction_implementation = "conv"
   model = build_model(config)
   model.eval()
   graph, state = nnx.split(model)

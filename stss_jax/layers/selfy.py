@@ -15,7 +15,7 @@ from flax import nnx
 
 from stss_jax import ops
 from stss_jax.ops.stss import check_window
-from stss_jax.layers.conv_bn import ConvBN, batch_norm, kaiming_fan_out
+from stss_jax.layers.conv_bn import ConvBN, batch_norm
 
 EXTRACTORS = ("conv", "soft_argmax", "mlp")
 # "dense": the extraction's convolutions as matrix products over each flattened (u, v) plane

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import math
 import pathlib
@@ -38,7 +39,7 @@ def prepare_workdir(workdir: str) -> pathlib.Path:
   path = pathlib.Path(workdir).absolute()
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_probe"
+    probe = path / f".write_probe.{os.getpid()}"  # one per process: hosts may share the workdir
     probe.write_text("")
     probe.unlink()
   except OSError as e:
