@@ -1,0 +1,153 @@
+"""Readers of the label files each dataset ships, into one list of `Video` records.
+
+Every reader checks what it reads and names the file and line of anything wrong: a label
+outside the class list, a malformed line, an empty split, a path that leaves the data directory.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import pathlib
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+  video_id: str  # the dataset's id of the video (its folder or file name without extension)
+  path: pathlib.Path  # frame folder or video file, inside the data directory
+  label: int  # class index, 0-based
+  num_frames: int | None = None  # known from list files; None until decoded
+  start_frame: int | None = None  # Diving-48: first frame of the dive (0-based)
+  end_frame: int | None = None  # Diving-48: one past the last frame
+
+
+class LabelFileError(ValueError):
+  """A label file that cannot be used as it is; the message names the file and line."""
+
+
+def inside(data_dir: pathlib.Path, relative: str, source: str) -> pathlib.Path:
+  """`relative` resolved under `data_dir`, refusing paths that escape it."""
+  root = data_dir.resolve()
+  path = (root / relative).resolve()
+  if path != root and root not in path.parents:
+    raise LabelFileError(f"{source}: path {relative!r} leaves the data directory {root}")
+  return path
+
+
+def _check_label(label: int, num_classes: int | None, source: str) -> int:
+  if num_classes is not None and not 0 <= label < num_classes:
+    raise LabelFileError(f"{source}: label {label} is outside the {num_classes} classes (0..{num_classes - 1})")
+  return label
+
+
+def _nonempty(videos: list[Video], source) -> list[Video]:
+  if not videos:
+    raise LabelFileError(f"{source}: no videos listed")
+  return videos
+
+
+def read_class_names(path: pathlib.Path) -> list[str]:
+  """One class name per line (SSv1 `something_category.txt`, `-labels.csv`)."""
+  names = [line.strip() for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+  if len(set(names)) != len(names):
+    raise LabelFileError(f"{path}: repeated class names")
+  return names
+
+
+def read_list_file(path: pathlib.Path, data_dir: pathlib.Path, num_classes: int | None = None,
+                   strip_prefix: str = "") -> list[Video]:
+  """TSM list files: `path num_frames label` per line, path relative to `data_dir` once
+  `strip_prefix` (e.g. the authors' `/Dataset/SSV1/`) is removed from it."""
+  videos = []
+  for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    source = f"{path}:{number}"
+    parts = line.split()
+    if len(parts) != 3:
+      raise LabelFileError(f"{source}: expected 'path num_frames label', got {line!r}")
+    entry, frames, label = parts
+    try:
+      frames, label = int(frames), int(label)
+    except ValueError:
+      raise LabelFileError(f"{source}: num_frames and label must be integers, got {line!r}") from None
+    if strip_prefix and entry.startswith(strip_prefix):
+      entry = entry[len(strip_prefix):]
+    if entry.startswith("/"):
+      raise LabelFileError(f"{source}: absolute path {entry!r}; set the prefix to strip so it is relative "
+                           "to the data directory")
+    videos.append(Video(pathlib.PurePath(entry).name, inside(data_dir, entry, source),
+                        _check_label(label, num_classes, source), frames))
+  return _nonempty(videos, path)
+
+
+def read_ssv1(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str]]:
+  """`something-something-v1-{split}.csv` (`id;class name`) + `-labels.csv`; frames in
+  `20bn-something-something-v1/<id>/`."""
+  names = read_class_names(data_dir / "something-something-v1-labels.csv")
+  index = {name: i for i, name in enumerate(names)}
+  path = data_dir / f"something-something-v1-{split}.csv"
+  videos = []
+  for number, row in enumerate(csv.reader(path.read_text().splitlines(), delimiter=";"), start=1):
+    if not row:
+      continue
+    source = f"{path}:{number}"
+    if len(row) != 2 or row[1] not in index:
+      raise LabelFileError(f"{source}: expected 'id;class name' with a class of the labels file, got {';'.join(row)!r}")
+    videos.append(Video(row[0], inside(data_dir, f"20bn-something-something-v1/{row[0]}", source), index[row[1]]))
+  return _nonempty(videos, path), names
+
+
+def ssv2_class(template: str) -> str:
+  """SSv2's class of a video: its template with the [something] brackets removed."""
+  return template.replace("[", "").replace("]", "")
+
+
+def read_ssv2(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str]]:
+  """`something-something-v2-labels.json` ({name: "id"}) + `-{train,validation}.json`;
+  videos `20bn-something-something-v2/<id>.webm`."""
+  labels_path = data_dir / "something-something-v2-labels.json"
+  labels = {name: int(i) for name, i in json.loads(labels_path.read_text()).items()}
+  names = [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
+  if sorted(labels.values()) != list(range(len(labels))):
+    raise LabelFileError(f"{labels_path}: class ids are not 0..{len(labels) - 1}")
+  path = data_dir / f"something-something-v2-{split}.json"
+  videos = []
+  for number, entry in enumerate(json.loads(path.read_text()), start=1):
+    source = f"{path} entry {number}"
+    name = ssv2_class(entry.get("template", ""))
+    if name not in labels:
+      raise LabelFileError(f"{source}: class {name!r} (from its template) is not in {labels_path.name}")
+    video_id = str(entry["id"])
+    videos.append(Video(video_id, inside(data_dir, f"20bn-something-something-v2/{video_id}.webm", source), labels[name]))
+  return _nonempty(videos, path), names
+
+
+def read_diving48(data_dir: pathlib.Path, split: str, num_classes: int = 48) -> list[Video]:
+  """`Diving48_V2_{train,test}.json`: vid_name, label, start_frame, end_frame; `rgb/<vid_name>.mp4`."""
+  path = data_dir / f"Diving48_V2_{split}.json"
+  videos = []
+  for number, entry in enumerate(json.loads(path.read_text()), start=1):
+    source = f"{path} entry {number}"
+    try:
+      name, label = str(entry["vid_name"]), int(entry["label"])
+    except (KeyError, TypeError, ValueError):
+      raise LabelFileError(f"{source}: needs vid_name and an integer label, got {entry!r}") from None
+    videos.append(Video(name, inside(data_dir, f"rgb/{name}.mp4", source), _check_label(label, num_classes, source),
+                        start_frame=entry.get("start_frame"), end_frame=entry.get("end_frame")))
+  return _nonempty(videos, path)
+
+
+def read_finegym(list_path: pathlib.Path, data_dir: pathlib.Path, num_classes: int) -> list[Video]:
+  """Gym99/Gym288 lists `<clip name> <label>`; clips `<clip name>.mp4` in the data directory."""
+  videos = []
+  for number, line in enumerate(pathlib.Path(list_path).read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    source = f"{list_path}:{number}"
+    parts = line.split()
+    if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+      raise LabelFileError(f"{source}: expected '<clip name> <label>', got {line!r}")
+    videos.append(Video(parts[0], inside(data_dir, f"{parts[0]}.mp4", source),
+                        _check_label(int(parts[1]), num_classes, source)))
+  return _nonempty(videos, list_path)

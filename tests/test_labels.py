@@ -1,0 +1,86 @@
+"""Label-file readers on the authors' real lists and on small layouts written here."""
+import json
+import pathlib
+
+import pytest
+
+from input_pipeline import labels
+from tests.conftest import SHARED, require_shared
+
+SOMETHING = SHARED / "data" / "something"
+
+
+def test_real_ssv1_lists_and_class_names(tmp_path):
+  names = labels.read_class_names(require_shared(SOMETHING / "something_category.txt"))
+  assert len(names) == 174
+  for name, count in (("something_train.txt", 86017), ("something_val.txt", 11522)):
+    videos = labels.read_list_file(SOMETHING / name, tmp_path, num_classes=174, strip_prefix="/Dataset/SSV1/")
+    assert len(videos) == count
+    assert all(v.path.parent == tmp_path.resolve() and v.num_frames > 0 for v in videos[:100])
+
+
+def test_real_list_with_absolute_paths_needs_the_prefix(tmp_path):
+  with pytest.raises(labels.LabelFileError, match="something_val.txt:1: absolute path"):
+    labels.read_list_file(require_shared(SOMETHING / "something_val.txt"), tmp_path)
+
+
+def write(path: pathlib.Path, text: str) -> pathlib.Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text)
+  return path
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("a/1 30 5", "label 5 is outside the 3 classes"),
+        ("a/1 thirty 1", "must be integers"),
+        ("a/1 30", "expected 'path num_frames label'"),
+        ("../outside 30 1", "leaves the data directory"),
+    ],
+)
+def test_list_file_errors_name_file_and_line(tmp_path, line, message):
+  path = write(tmp_path / "list.txt", "a/0 12 0\n" + line + "\n")
+  with pytest.raises(labels.LabelFileError, match=f"list.txt:2: .*{message}"):
+    labels.read_list_file(path, tmp_path / "data", num_classes=3)
+
+
+def test_empty_split_is_refused(tmp_path):
+  with pytest.raises(labels.LabelFileError, match="no videos listed"):
+    labels.read_list_file(write(tmp_path / "list.txt", "\n"), tmp_path)
+
+
+def test_ssv1_layout(tmp_path):
+  write(tmp_path / "something-something-v1-labels.csv", "Holding something\nPushing something\n")
+  write(tmp_path / "something-something-v1-validation.csv", "12;Pushing something\n7;Holding something\n")
+  videos, names = labels.read_ssv1(tmp_path, "validation")
+  assert names == ["Holding something", "Pushing something"]
+  assert [(v.video_id, v.label) for v in videos] == [("12", 1), ("7", 0)]
+  assert videos[0].path == (tmp_path / "20bn-something-something-v1" / "12").resolve()
+  write(tmp_path / "something-something-v1-train.csv", "3;Dropping something\n")
+  with pytest.raises(labels.LabelFileError, match="train.csv:1"):
+    labels.read_ssv1(tmp_path, "train")
+
+
+def test_ssv2_layout_takes_the_class_from_the_template(tmp_path):
+  write(tmp_path / "something-something-v2-labels.json",
+        json.dumps({"Putting something on a surface": "1", "Moving something up": "0"}))
+  write(tmp_path / "something-something-v2-validation.json", json.dumps([
+      {"id": "74225", "label": "putting a cup on a table", "template": "Putting [something] on a surface",
+       "placeholders": ["a cup"]}]))
+  videos, names = labels.read_ssv2(tmp_path, "validation")
+  assert names == ["Moving something up", "Putting something on a surface"]
+  assert videos[0].label == 1 and videos[0].path.name == "74225.webm"
+
+
+def test_diving48_and_finegym_layouts(tmp_path):
+  write(tmp_path / "Diving48_V2_test.json", json.dumps([
+      {"vid_name": "_8Vy3dlHg2w_00000", "label": 12, "start_frame": 0, "end_frame": 52}]))
+  (video,) = labels.read_diving48(tmp_path, "test")
+  assert video.label == 12 and video.end_frame == 52 and video.path.name == "_8Vy3dlHg2w_00000.mp4"
+  write(tmp_path / "gym99_val.txt", "0LtLS9wROrk_E_002407_002435_A_0003_0005 72\n")
+  (clip,) = labels.read_finegym(tmp_path / "gym99_val.txt", tmp_path, 99)
+  assert clip.label == 72
+  write(tmp_path / "gym99_bad.txt", "clip 140\n")
+  with pytest.raises(labels.LabelFileError, match="gym99_bad.txt:1: label 140"):
+    labels.read_finegym(tmp_path / "gym99_bad.txt", tmp_path, 99)
