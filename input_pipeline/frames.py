@@ -1,0 +1,80 @@
+"""Reading frames: decoded from video files with PyAV, or loaded from folders of JPEG files.
+
+Errors name the video and what is wrong with it, so that the prepare tool can list the videos it
+skips and why.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+
+class UnreadableVideoError(ValueError):
+  """A video that cannot be used: missing, corrupt, truncated to nothing or empty."""
+
+
+def decode_video(path: pathlib.Path, start_frame: int = 0, end_frame: int | None = None) -> np.ndarray:
+  """All frames [start_frame, end_frame) of a video file as uint8 (N, H, W, 3) RGB."""
+  import av  # PyAV, imported here so that reading frame folders does not need it
+
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise UnreadableVideoError(f"{path}: no such video file")
+  frames = []
+  try:
+    with av.open(str(path)) as container:
+      if not container.streams.video:
+        raise UnreadableVideoError(f"{path}: has no video stream")
+      for index, frame in enumerate(container.decode(video=0)):
+        if end_frame is not None and index >= end_frame:
+          break
+        if index >= start_frame:
+          frames.append(frame.to_ndarray(format="rgb24"))
+  except av.error.FFmpegError as e:
+    if not frames:
+      raise UnreadableVideoError(f"{path}: cannot be decoded ({e})") from e
+    # A truncated file: keep the frames decoded before the damage.
+  if not frames:
+    raise UnreadableVideoError(f"{path}: no frames in [{start_frame}, {end_frame})")
+  return np.stack(frames)
+
+
+def frame_files(folder: pathlib.Path, template: str = "{:05d}.jpg", first: int = 1) -> list[pathlib.Path]:
+  """The frame files of a folder, numbered from `first` without gaps; an error names a gap."""
+  folder = pathlib.Path(folder)
+  if not folder.is_dir():
+    raise UnreadableVideoError(f"{folder}: no such frame folder")
+  present = {p.name for p in folder.iterdir()}
+  files = []
+  number = first
+  while template.format(number) in present:
+    files.append(folder / template.format(number))
+    number += 1
+  if not files:
+    raise UnreadableVideoError(f"{folder}: no frame named {template.format(first)}")
+  later = [name for name in present if name != template.format(number) and _number_of(name, template) > number]
+  if later:
+    raise UnreadableVideoError(f"{folder}: frame {template.format(number)} is missing before {min(later)}")
+  return files
+
+
+def _number_of(name: str, template: str) -> int:
+  prefix, _, suffix = template.partition("{")
+  suffix = suffix.partition("}")[2]
+  core = name[len(prefix):len(name) - len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
+  return int(core) if core.isdigit() else -1
+
+
+def load_frames(files: list[pathlib.Path], indices) -> np.ndarray:
+  """The chosen frame files decoded to uint8 (T, H, W, 3) RGB."""
+  from PIL import Image
+
+  frames = []
+  for i in indices:
+    try:
+      with Image.open(files[i]) as image:
+        frames.append(np.asarray(image.convert("RGB")))
+    except OSError as e:
+      raise UnreadableVideoError(f"{files[i]}: unreadable image ({e})") from e
+  return np.stack(frames)
