@@ -54,13 +54,21 @@ def video_config(name: str, num_classes: int, train_clips: int, num_frames: int 
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random key (init, dropout, data order)
   config.dataset = ml_collections.ConfigDict(dict(
-      name=name,  # dataset: "synthetic" | "ssv1" | "ssv2" | "diving48" | "finegym"
+      name=name,  # "synthetic" | "list" | "ssv1" | "ssv2" | "diving48" | "finegym"
       num_classes=num_classes,  # classes in the label file
-      data_dir="",  # prepared dataset directory (python -m input_pipeline.prepare)
+      data_dir="",  # the dataset's directory, in its official layout (README: Datasets)
+      train_list="",  # "list" and "finegym": training list file, relative to data_dir
+      eval_list="",  # "list" and "finegym": evaluation list file, relative to data_dir
+      class_names="",  # "list": optional file of class names, one a line, relative to data_dir
+      strip_prefix="",  # "list": prefix removed from listed paths (the authors' lists: "/Dataset/SSV1/")
+      frame_template="{:05d}.jpg",  # frame file names in frame folders, numbered from 1
+      no_flip_labels=(),  # classes never flipped in training (their meaning has a direction)
   ))
   config.input = ml_collections.ConfigDict(dict(
       num_frames=num_frames,  # TSN segments per clip, one frame each
       image_size=224,  # side of the square crop fed to the model, pixels
+      resize_hw=(240, 320),  # every frame is first resized to (height, width), pixels
+      dense_sampling=False,  # TSM dense sampling (64-frame span) instead of TSN segments
   ))
   config.model = model_config(depth=50)
   config.optimizer = optimizer_config()

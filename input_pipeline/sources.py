@@ -6,13 +6,14 @@ would have seen. Each host gets its own contiguous slice of the global batch.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from collections.abc import Iterator
 
 import numpy as np
 
 from input_pipeline import synthetic
 
-VIDEO_DATASETS = ("ssv1", "ssv2", "diving48", "finegym")
+VIDEO_DATASETS = ("list", "ssv1", "ssv2", "diving48", "finegym")
 DATASETS = ("synthetic",) + VIDEO_DATASETS
 
 
@@ -29,6 +30,13 @@ class SyntheticSource:
     local = global_batch // process_count
     first = step * global_batch + process_index * local
     return self.dataset.batch("train", range(first, first + local))
+
+  def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
+                     process_count: int = 1) -> Iterator[dict]:
+    step = start_step
+    while True:
+      yield self.train_batch(step, global_batch, process_index, process_count)
+      step += 1
 
   def eval_batches(self, global_batch: int, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """Batches of the validation split; 'mask' is 0 for padding that fills the last batch."""
@@ -57,8 +65,42 @@ def build_source(config):
         config.dataset.num_eval,
     )
   if name in VIDEO_DATASETS:
-    raise ValueError(
-        f"config.dataset.name = {name!r}: the video input pipeline is not built yet (issue 4); "
-        "train on dataset.name='synthetic' or use stss_jax.predict on clip arrays"
-    )
+    return _video_source(config)
   raise ValueError(f"config.dataset.name = {name!r} is unknown: use one of {DATASETS}")
+
+
+def _video_source(config):
+  """Videos read straight from the dataset's own layout (frame folders or video files)."""
+  from input_pipeline import labels
+  from input_pipeline.video_source import VideoSource
+
+  dataset = config.dataset
+  if not dataset.data_dir or not pathlib.Path(dataset.data_dir).is_dir():
+    raise ValueError(f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at the dataset")
+  data_dir = pathlib.Path(dataset.data_dir)
+  classes = dataset.num_classes
+  names = None
+  if dataset.name == "list":
+    train = labels.read_list_file(data_dir / dataset.train_list, data_dir, classes, dataset.strip_prefix)
+    evaluation = labels.read_list_file(data_dir / dataset.eval_list, data_dir, classes, dataset.strip_prefix)
+    if dataset.class_names:
+      names = labels.read_class_names(data_dir / dataset.class_names)
+  elif dataset.name == "ssv1":
+    train, names = labels.read_ssv1(data_dir, "train")
+    evaluation, _ = labels.read_ssv1(data_dir, "validation")
+  elif dataset.name == "ssv2":
+    train, names = labels.read_ssv2(data_dir, "train")
+    evaluation, _ = labels.read_ssv2(data_dir, "validation")
+  elif dataset.name == "diving48":
+    train, evaluation = labels.read_diving48(data_dir, "train", classes), labels.read_diving48(data_dir, "test", classes)
+  else:  # finegym
+    train = labels.read_finegym(data_dir / dataset.train_list, data_dir, classes)
+    evaluation = labels.read_finegym(data_dir / dataset.eval_list, data_dir, classes)
+  if names is not None and len(names) != classes:
+    raise ValueError(f"config.dataset.num_classes = {classes}, but the label files of {data_dir} name {len(names)} classes")
+  return VideoSource(
+      train, evaluation, names or [str(i) for i in range(classes)], config.input.num_frames,
+      image_size=config.input.image_size, resize_hw=tuple(config.input.resize_hw), seed=config.seed,
+      frame_template=dataset.frame_template, no_flip_labels=tuple(dataset.no_flip_labels),
+      dense=config.input.dense_sampling,
+  )

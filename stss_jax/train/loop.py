@@ -117,8 +117,9 @@ class Trainer:
     bar = tqdm(total=config.total_steps, initial=start, unit="step", dynamic_ncols=True,
                disable=jax.process_index() != 0)
     last_eval, tick, tick_step = None, time.perf_counter(), start
+    batches = self.source.train_iterator(start, config.batch_size, jax.process_index(), jax.process_count())
     for step in range(start, config.total_steps):
-      local = self.source.train_batch(step, config.batch_size, jax.process_index(), jax.process_count())
+      local = next(batches)
       self.state, metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh), self.rng)
       done = step + 1
       bar.update(1)
