@@ -1,10 +1,13 @@
-"""Eval-mode logits of a model checkpoint for a clip array.
+"""Eval-mode logits of a model checkpoint for a clip array or a video.
 
   python -m stss_jax.predict --config=configs/ssv1.py --checkpoint=DIR --clip=clip.npy \
       --output=logits.npy
+  python -m stss_jax.predict --config=configs/ssv2.py --checkpoint=DIR --video=12345.webm \
+      --class_names=classes.txt
 
 `clip.npy` holds normalised clips (N, T, H, W, 3) float32 (ImageNet mean/std, as fed to the
-model); `logits.npy` receives (N, classes) float32.
+model); `logits.npy` receives (N, classes) float32. A video (file or frame folder) is sampled
+and cropped as in evaluation, and its five most likely classes are printed.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from stss_jax.train.checkpoints import restore_model
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (convert or trainer).")
 _CLIP = flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) float32.")
+_VIDEO = flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.")
+_CLASS_NAMES = flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video.")
 _OUTPUT = flags.DEFINE_string("output", None, ".npy file to write logits (N, classes) to.")
 
 
@@ -47,21 +52,48 @@ def predict(model, clips: np.ndarray) -> np.ndarray:
   return np.asarray(jax.jit(lambda m, x: m(x))(model, clips), np.float32)
 
 
+def video_clip(config, path: str) -> np.ndarray:
+  """One normalised clip (1, T, S, S, 3) of a video, sampled and cropped as in evaluation."""
+  from input_pipeline.labels import Video
+  from input_pipeline.transforms import eval_transform
+  from input_pipeline.video_source import VideoSource
+
+  source = VideoSource([], [], [], config.input.num_frames, config.input.image_size,
+                       tuple(config.input.resize_hw), frame_template=config.dataset.frame_template)
+  frames, _ = source.read(Video(pathlib.Path(path).stem, pathlib.Path(path), -1), None)
+  clip = eval_transform(frames, resize_hw=tuple(config.input.resize_hw), out_size=config.input.image_size)
+  return np.asarray(clip, np.float32)[None]
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
-  if config is None or not _CHECKPOINT.value or not _CLIP.value or not _OUTPUT.value:
-    raise app.UsageError("--config, --checkpoint, --clip and --output are all required")
+  if config is None or not _CHECKPOINT.value or bool(_CLIP.value) == bool(_VIDEO.value):
+    raise app.UsageError("--config, --checkpoint and one of --clip or --video are required")
+  if _CLIP.value and not _OUTPUT.value:
+    raise app.UsageError("--clip needs --output")
   try:
-    clips = load_clips(_CLIP.value)
+    clips = load_clips(_CLIP.value) if _CLIP.value else video_clip(config, _VIDEO.value)
+    names = None
+    if _CLASS_NAMES.value:
+      names = pathlib.Path(_CLASS_NAMES.value).read_text().splitlines()
     model = build_model(config)
     restore_model(_CHECKPOINT.value, model, config)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   logits = predict(model, clips)
-  np.save(_OUTPUT.value, logits)
-  print(f"wrote logits {logits.shape} to {_OUTPUT.value}; top-1 classes {logits.argmax(-1).tolist()}")
+  if _OUTPUT.value:
+    np.save(_OUTPUT.value, logits)
+    print(f"wrote logits {logits.shape} to {_OUTPUT.value}")
+  probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+  probabilities /= probabilities.sum(-1, keepdims=True)
+  for row in probabilities[:1] if _VIDEO.value else []:
+    for k in np.argsort(-row)[:5]:
+      label = names[k] if names and k < len(names) else f"class {k}"
+      print(f"{row[k]:7.2%}  {label}")
+  if _CLIP.value:
+    print(f"top-1 classes {logits.argmax(-1).tolist()}")
   return 0
 
 

@@ -96,3 +96,30 @@ def test_main_trains_on_ssv1_frame_folders(tmp_path):
                          *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "validation: top-1" in done.stdout
+
+
+def test_predict_prints_the_top5_classes_of_a_video(tmp_path):
+  from stss_jax.models import build_model
+  from stss_jax.train.checkpoints import save_model
+
+  write_ssv1(tmp_path / "data")
+  config = tiny_config(tmp_path / "data")
+  config.model.depth, config.model.width, config.model.selfy.hidden = 18, 8, 8
+  config.model.selfy.window = (3, 3, 3)
+  save_model(tmp_path / "model", build_model(config), config)
+  (tmp_path / "names.txt").write_text("\n".join(CLASSES) + "\n")
+  overrides = ["--config.dataset.num_classes=2", "--config.input.num_frames=4", "--config.input.image_size=32",
+               "--config.input.resize_hw=(40,48)", "--config.model.depth=18", "--config.model.width=8",
+               "--config.model.selfy.hidden=8", "--config.model.selfy.window=(3,3,3)"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  video = tmp_path / "data" / "20bn-something-something-v1" / "validation0"
+  done = subprocess.run([sys.executable, "-m", "stss_jax.predict", "--config=configs/ssv1.py", *overrides,
+                         f"--checkpoint={tmp_path / 'model'}", f"--video={video}", f"--class_names={tmp_path / 'names.txt'}"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  lines = [line for line in done.stdout.splitlines() if "%" in line]
+  assert len(lines) == 2 and all(any(c in line for c in CLASSES) for line in lines)
+  done = subprocess.run([sys.executable, "-m", "stss_jax.predict", "--config=configs/ssv1.py", *overrides,
+                         f"--checkpoint={tmp_path / 'model'}", f"--video={tmp_path / 'missing.webm'}"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 1 and "missing.webm: no such video file" in done.stderr
