@@ -3,10 +3,12 @@
   python main.py --config=configs/default.py --workdir=runs/default
 
 Every class differs from its time-reversed twin only in the direction of motion, so
-appearance alone cannot solve it. Variants by one override:
-  --config.model.selfy_stages="()"                         TSM without SELFY
-  --config.model.selfy_stages="()" --config.model.temporal_shift=False   TSN (appearance only)
-  --config.model.selfy.window="(1,9,9)"                    SELFY window sizes
+appearance alone cannot solve it. The default is a TSN ResNet-18 (no temporal shift) whose only
+access to motion is one SELFY block. Variants by override:
+  --config.model.selfy_stages="()"                                      TSN, appearance only
+  --config.model.selfy_stages="()" --config.model.temporal_shift=True   TSM
+  --config.model.temporal_shift=True                                    TSM + SELFY
+  --config.model.selfy.window="(1,9,9)"                                 other SELFY windows
 """
 import ml_collections
 
