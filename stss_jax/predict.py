@@ -19,6 +19,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from input_pipeline.arrays import load_clips
 from stss_jax.models import build_model
 from stss_jax.train.checkpoints import restore_model
 
@@ -28,22 +29,6 @@ _CLIP = flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) fl
 _VIDEO = flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.")
 _CLASS_NAMES = flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video.")
 _OUTPUT = flags.DEFINE_string("output", None, ".npy file to write logits (N, classes) to.")
-
-
-def load_clips(path: str) -> np.ndarray:
-  """Reads and checks a clip array, naming the file in every error."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"clip file {path} does not exist")
-  try:
-    clips = np.load(path, allow_pickle=False)
-  except ValueError as e:
-    raise ValueError(f"{path} is not a .npy array: {e}") from e
-  if clips.ndim != 5 or clips.shape[-1] != 3:
-    raise ValueError(f"{path} holds shape {clips.shape}; expected clips (N, T, H, W, 3)")
-  if not np.issubdtype(clips.dtype, np.floating):
-    raise ValueError(f"{path} holds {clips.dtype}; expected normalised float32 clips")
-  return clips.astype(np.float32)
 
 
 def predict(model, clips: np.ndarray) -> np.ndarray:

@@ -59,6 +59,7 @@ def test_eight_devices_give_the_loss_of_one(tmp_path):
   np.testing.assert_allclose(loss_eight, loss_one, rtol=1e-4)
   evals = records(tmp_path / "eight", "validation")
   assert {"step", "split", "loss", "top1", "top5"} <= set(evals[-1])
+  assert (tmp_path / "one" / "model" / "model_config.json").is_file()  # the export predict reads
   assert "validation: top-1" in eight.stdout
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 import math
+import os
 import pathlib
+import shutil
+import sys
 import time
 
 import jax
@@ -147,7 +148,22 @@ class Trainer:
         self.checkpoints.save(done, self.state, {"top1": float(last_eval["top1"])} if evaluated else None)
     bar.close()
     self.checkpoints.close()
+    self.export_model()
     return last_eval if last_eval is not None else self.evaluate()
+
+  def export_model(self) -> None:
+    """Writes the final model to WORKDIR/model, the directory predict and visualize read
+    (replacing an older export only once the new one is complete)."""
+    if jax.process_count() > 1:
+      _say("multi-host run: no WORKDIR/model export; evaluate with --mode=eval")
+      return
+    target = self.workdir / "model"
+    fresh = self.workdir / f"model.tmp{os.getpid()}"
+    shutil.rmtree(fresh, ignore_errors=True)
+    checkpoints.save_model(fresh, nnx.merge(self.graphs.eval, self.state.params, self.state.batch_stats), self.config)
+    if target.exists():
+      shutil.rmtree(target)
+    fresh.rename(target)
 
 
 def _say(message: str) -> None:

@@ -1,0 +1,103 @@
+"""Draws a clip beside the STSS its SELFY block sees, for one query point.
+
+  python -m stss_jax.visualize --config=configs/default.py --checkpoint=runs/default/model \\
+      --output=stss.png [--clip=clip.npy] [--query=t,y,x]
+
+Top row: the clip's frames, the query point marked in the query frame. Below: for each l, the
+(u, v) map of cosine similarities between the query and its neighbourhood in frame t + l - L//2
+(bright = similar), as the first SELFY block computes it. Without --clip a clip of the synthetic
+dataset is drawn; without --checkpoint the model is freshly initialised.
+"""
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+from PIL import Image, ImageDraw
+
+from input_pipeline import synthetic
+from input_pipeline.arrays import load_clips
+from stss_jax.models import build_model
+from stss_jax.models.selfynet import selfy_name
+from stss_jax.train.checkpoints import restore_model
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (optional).")
+_CLIP = flags.DEFINE_string("clip", None, ".npy of normalised clips (N, T, H, W, 3); the first is drawn.")
+_QUERY = flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: centre).")
+_OUTPUT = flags.DEFINE_string("output", "stss.png", "PNG file to write.")
+CELL = 96  # pixels per frame and per similarity map
+
+
+def stss_of(model, clip: np.ndarray) -> np.ndarray:
+  """(T, h, w, L, U, V) similarities of the first SELFY block for one clip (T, H, W, 3)."""
+  backbone = model.base_model
+  if not backbone.selfy_stages:
+    raise ValueError("config.model.selfy_stages is empty: this model has no SELFY block to draw")
+  first = min(backbone.selfy_stages)
+
+  def forward(model, clips):
+    base = model.base_model
+    x = nnx.relu(base.bn1(base.conv1(clips.astype(model.dtype))))
+    x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 3, 3, 1), (1, 1, 2, 2, 1),
+                              ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+    for stage in range(1, first + 1):
+      for block in getattr(base, f"layer{stage}"):
+        x = block(x)
+    return getattr(base, selfy_name(first)).stss_transformation(x)
+
+  model.eval()
+  return np.asarray(nnx.jit(forward)(model, jnp.asarray(clip[None])), np.float32)[0]
+
+
+def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int]) -> Image.Image:
+  t0, y0, x0 = query
+  frames, h, w, L, U, V = stss.shape
+  pixels = np.clip((clip * synthetic.STD + synthetic.MEAN) * 255, 0, 255).astype(np.uint8)
+  canvas = Image.new("RGB", (CELL * max(frames, L), CELL * 2 + 24), "white")
+  pen = ImageDraw.Draw(canvas)
+  for t in range(frames):
+    canvas.paste(Image.fromarray(pixels[t]).resize((CELL, CELL)), (t * CELL, 0))
+  cy, cx = (y0 + 0.5) * CELL / h, (x0 + 0.5) * CELL / w
+  pen.ellipse((t0 * CELL + cx - 4, cy - 4, t0 * CELL + cx + 4, cy + 4), outline="red", width=2)
+  for l in range(L):
+    similarity = (stss[t0, y0, x0, l] + 1) / 2  # cosine in [-1, 1] -> [0, 1]
+    image = Image.fromarray((similarity * 255).astype(np.uint8)).resize((CELL, CELL), Image.NEAREST)
+    canvas.paste(image.convert("RGB"), (l * CELL, CELL + 24))
+    pen.text((l * CELL + 4, CELL + 6), f"frame t{l - L // 2:+d}", fill="black")
+  return canvas
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config is required")
+  try:
+    if _CLIP.value:
+      clip = load_clips(_CLIP.value)[0]
+    else:
+      clip, _ = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed).clip("validation", 0)
+    model = build_model(config)
+    if _CHECKPOINT.value:
+      restore_model(_CHECKPOINT.value, model, config)
+    stss = stss_of(model, clip)
+    frames, h, w = stss.shape[:3]
+    query = tuple(int(v) for v in _QUERY.value.split(",")) if _QUERY.value else (frames // 2, h // 2, w // 2)
+    if len(query) != 3 or not all(0 <= q < n for q, n in zip(query, (frames, h, w))):
+      raise ValueError(f"--query={_QUERY.value} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  draw(clip, stss, query).save(_OUTPUT.value)
+  print(f"wrote {_OUTPUT.value}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
