@@ -69,6 +69,8 @@ def video_config(name: str, num_classes: int, train_clips: int, num_frames: int 
       image_size=224,  # side of the square crop fed to the model, pixels
       resize_hw=(240, 320),  # every frame is first resized to (height, width), pixels
       dense_sampling=False,  # TSM dense sampling (64-frame span) instead of TSN segments
+      eval_clips=1,  # multi-view testing: clips per video (softmax averaged over views)
+      eval_crops=1,  # multi-view testing: 1 centre crop or 3 crops along the longer side
   ))
   config.model = model_config(depth=50)
   config.optimizer = optimizer_config()

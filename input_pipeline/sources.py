@@ -102,5 +102,5 @@ def _video_source(config):
       train, evaluation, names or [str(i) for i in range(classes)], config.input.num_frames,
       image_size=config.input.image_size, resize_hw=tuple(config.input.resize_hw), seed=config.seed,
       frame_template=dataset.frame_template, no_flip_labels=tuple(dataset.no_flip_labels),
-      dense=config.input.dense_sampling,
+      dense=config.input.dense_sampling, eval_clips=config.input.eval_clips, eval_crops=config.input.eval_crops,
   )

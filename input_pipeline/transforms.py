@@ -73,3 +73,26 @@ def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, 
 
 def eval_transform(frames, *, resize_hw=(240, 320), out_size=224):
   return normalize(center_crop(resize(frames, *resize_hw), out_size))
+
+
+def eval_views(frames, num_clips: int, num_crops: int, *, resize_hw=(240, 320), out_size=224):
+  """Multi-view testing: (num_clips * T, H, W, 3) frames -> (num_clips * num_crops, T, S, S, 3),
+  clip-major. Three crops sit at the start, centre and end of the longer side (TSM's
+  full-resolution test offsets 0, 2 and 4 quarter steps), centred on the shorter one."""
+  frames = resize(frames, *resize_hw)
+  height, width = resize_hw
+  if num_crops == 1:
+    crops = [center_crop(frames, out_size)]
+  else:
+    along_width = width >= height
+    free = (width if along_width else height) - out_size
+    centre = ((height if along_width else width) - out_size) // 2
+    crops = []
+    for quarter in (0, 2, 4):
+      offset = quarter * (free // 4)
+      top, left = (centre, offset) if along_width else (offset, centre)
+      crops.append(frames[:, top:top + out_size, left:left + out_size])
+  views = tf.stack(crops)  # (crops, clips * T, S, S, 3)
+  views = tf.reshape(views, [num_crops, num_clips, -1, out_size, out_size, 3])
+  views = tf.transpose(views, [1, 0, 2, 3, 4, 5])
+  return normalize(tf.reshape(views, [num_clips * num_crops, -1, out_size, out_size, 3]))

@@ -32,26 +32,33 @@ class VideoSource:
   frame_template: str = "{:05d}.jpg"  # frame file names, numbered from 1
   no_flip_labels: tuple[int, ...] = ()  # classes whose meaning a horizontal flip changes
   dense: bool = False  # TSM dense sampling instead of TSN segments
-
-  def read(self, video: Video, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames (T, H, W, 3) and their 0-based indices; rng None samples for evaluation."""
-    if video.path.is_dir():
-      files = frame_io.frame_files(video.path, self.frame_template)
-      indices = self._indices(len(files), rng)
-      return frame_io.load_frames(files, indices), indices
-    decoded = frame_io.decode_video(video.path, video.start_frame or 0, video.end_frame)
-    indices = self._indices(len(decoded), rng)
-    return decoded[indices], indices + (video.start_frame or 0)
-
-  def _indices(self, num_frames: int, rng) -> np.ndarray:
-    if self.dense:
-      return sampling.dense_indices(num_frames, self.num_frames, rng)
-    if rng is None:
-      return sampling.eval_indices(num_frames, self.num_frames)[0]
-    return sampling.train_indices(num_frames, self.num_frames, rng)
+  eval_clips: int = 1  # evaluation views in time: clips per video
+  eval_crops: int = 1  # evaluation views in space: 1 (centre) or 3 (along the longer side)
 
   def __post_init__(self):
     self._permutations: dict[int, np.ndarray] = {}
+    if self.eval_crops not in (1, 3):
+      raise ValueError(f"config.input.eval_crops = {self.eval_crops}: use 1 or 3")
+    if self.eval_clips < 1 or (self.dense and self.eval_clips > 1):
+      raise ValueError(f"config.input.eval_clips = {self.eval_clips}: use >= 1 (1 with dense sampling)")
+
+  def read(self, video: Video, rng: np.random.Generator | None, num_clips: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 frames (num_clips * T, H, W, 3) and their 0-based indices; rng None samples for
+    evaluation (num_clips evaluation clips, one after the other)."""
+    if video.path.is_dir():
+      files = frame_io.frame_files(video.path, self.frame_template)
+      indices = self._indices(len(files), rng, num_clips)
+      return frame_io.load_frames(files, indices), indices
+    decoded = frame_io.decode_video(video.path, video.start_frame or 0, video.end_frame)
+    indices = self._indices(len(decoded), rng, num_clips)
+    return decoded[indices], indices + (video.start_frame or 0)
+
+  def _indices(self, num_frames: int, rng, num_clips: int = 1) -> np.ndarray:
+    if self.dense:
+      return sampling.dense_indices(num_frames, self.num_frames, rng)
+    if rng is None:
+      return sampling.eval_indices(num_frames, self.num_frames, num_clips).reshape(-1)
+    return sampling.train_indices(num_frames, self.num_frames, rng)
 
   def _permutation(self, epoch: int) -> np.ndarray:
     if epoch not in self._permutations:
@@ -94,21 +101,26 @@ class VideoSource:
       yield {"clips": batch["clips"], "labels": batch["labels"]}
 
   def eval_batches(self, global_batch: int, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
-    """Centre-frame clips of the evaluation videos; 'mask' is 0 for the padding of the last batch.
-    An unreadable evaluation video stops the evaluation with its name."""
+    """Evaluation clips; 'mask' is 0 for the padding of the last batch. With several views,
+    'clips' is (N, clips x crops, T, S, S, 3). An unreadable evaluation video stops the
+    evaluation with its name."""
     local, total = global_batch // process_count, len(self.eval_videos)
+    views = self.eval_clips * self.eval_crops
 
     def load(position):
       video = self.eval_videos[min(int(position), total - 1)]
-      clip, _ = self.read(video, None)
+      clip, _ = self.read(video, None, self.eval_clips)
       return clip, np.int32(video.label)
 
     def example(position):
       clip, label = tf.numpy_function(load, [position], (tf.uint8, tf.int32), stateful=False)
-      clip.set_shape([self.num_frames, None, None, 3])
-      clip = transforms.eval_transform(clip, resize_hw=self.resize_hw, out_size=self.image_size)
+      clip.set_shape([None, None, None, 3])
+      frames = transforms.eval_views(clip, self.eval_clips, self.eval_crops, resize_hw=self.resize_hw,
+                                     out_size=self.image_size)
+      if views == 1:
+        frames = frames[0]
       mask = tf.cast(position < total, tf.float32)
-      return {"clips": clip, "labels": tf.reshape(label, []), "mask": mask}
+      return {"clips": frames, "labels": tf.reshape(label, []), "mask": mask}
 
     padded = -(-total // global_batch) * global_batch
     starts = tf.data.Dataset.range(0, padded, global_batch)

@@ -15,7 +15,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from absl import app
+from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
@@ -91,12 +91,9 @@ def measure(config) -> Complexity:
   return Complexity(count_params(model), *count_macs(jaxpr))
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-
-
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   if config is None:
     raise app.UsageError("--config=configs/NAME.py is required")
   result = measure(config)
@@ -111,4 +108,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined only when run as a command, so that importing this module defines none.
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   app.run(main)

@@ -23,13 +23,6 @@ from input_pipeline.arrays import load_clips
 from stss_jax.models import build_model
 from stss_jax.train.checkpoints import restore_model
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (convert or trainer).")
-_CLIP = flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) float32.")
-_VIDEO = flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.")
-_CLASS_NAMES = flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video.")
-_OUTPUT = flags.DEFINE_string("output", None, ".npy file to write logits (N, classes) to.")
-
 
 def predict(model, clips: np.ndarray) -> np.ndarray:
   """Eval-mode logits (N, classes) float32."""
@@ -52,35 +45,47 @@ def video_clip(config, path: str) -> np.ndarray:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  if config is None or not _CHECKPOINT.value or bool(_CLIP.value) == bool(_VIDEO.value):
+  FLAGS = flags.FLAGS
+  config = FLAGS.config
+  if config is None or not FLAGS.checkpoint or bool(FLAGS.clip) == bool(FLAGS.video):
     raise app.UsageError("--config, --checkpoint and one of --clip or --video are required")
-  if _CLIP.value and not _OUTPUT.value:
+  if FLAGS.clip and not FLAGS.output:
     raise app.UsageError("--clip needs --output")
   try:
-    clips = load_clips(_CLIP.value) if _CLIP.value else video_clip(config, _VIDEO.value)
+    clips = load_clips(FLAGS.clip) if FLAGS.clip else video_clip(config, FLAGS.video)
     names = None
-    if _CLASS_NAMES.value:
-      names = pathlib.Path(_CLASS_NAMES.value).read_text().splitlines()
+    if FLAGS.class_names:
+      names = pathlib.Path(FLAGS.class_names).read_text().splitlines()
     model = build_model(config)
-    restore_model(_CHECKPOINT.value, model, config)
+    restore_model(FLAGS.checkpoint, model, config)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   logits = predict(model, clips)
-  if _OUTPUT.value:
-    np.save(_OUTPUT.value, logits)
-    print(f"wrote logits {logits.shape} to {_OUTPUT.value}")
+  if FLAGS.output:
+    np.save(FLAGS.output, logits)
+    print(f"wrote logits {logits.shape} to {FLAGS.output}")
   probabilities = np.exp(logits - logits.max(-1, keepdims=True))
   probabilities /= probabilities.sum(-1, keepdims=True)
-  for row in probabilities[:1] if _VIDEO.value else []:
+  for row in probabilities[:1] if FLAGS.video else []:
     for k in np.argsort(-row)[:5]:
       label = names[k] if names and k < len(names) else f"class {k}"
       print(f"{row[k]:7.2%}  {label}")
-  if _CLIP.value:
+  if FLAGS.clip:
     print(f"top-1 classes {logits.argmax(-1).tolist()}")
   return 0
 
 
+def _define_flags():
+  """Only when run as a command, so that importing this module defines no flags."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (convert or trainer).")
+  flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) float32.")
+  flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.")
+  flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video.")
+  flags.DEFINE_string("output", None, ".npy file to write logits (N, classes) to.")
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -26,11 +26,6 @@ from stss_jax.models import build_model
 from stss_jax.models.selfynet import selfy_name
 from stss_jax.train.checkpoints import restore_model
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (optional).")
-_CLIP = flags.DEFINE_string("clip", None, ".npy of normalised clips (N, T, H, W, 3); the first is drawn.")
-_QUERY = flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: centre).")
-_OUTPUT = flags.DEFINE_string("output", "stss.png", "PNG file to write.")
 CELL = 96  # pixels per frame and per similarity map
 
 
@@ -75,29 +70,40 @@ def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int]) -> Ima
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  FLAGS = flags.FLAGS
+  config = FLAGS.config
   if config is None:
     raise app.UsageError("--config is required")
   try:
-    if _CLIP.value:
-      clip = load_clips(_CLIP.value)[0]
+    if FLAGS.clip:
+      clip = load_clips(FLAGS.clip)[0]
     else:
       clip, _ = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed).clip("validation", 0)
     model = build_model(config)
-    if _CHECKPOINT.value:
-      restore_model(_CHECKPOINT.value, model, config)
+    if FLAGS.checkpoint:
+      restore_model(FLAGS.checkpoint, model, config)
     stss = stss_of(model, clip)
     frames, h, w = stss.shape[:3]
-    query = tuple(int(v) for v in _QUERY.value.split(",")) if _QUERY.value else (frames // 2, h // 2, w // 2)
+    query = tuple(int(v) for v in FLAGS.query.split(",")) if FLAGS.query else (frames // 2, h // 2, w // 2)
     if len(query) != 3 or not all(0 <= q < n for q, n in zip(query, (frames, h, w))):
-      raise ValueError(f"--query={_QUERY.value} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
+      raise ValueError(f"--query={FLAGS.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  draw(clip, stss, query).save(_OUTPUT.value)
-  print(f"wrote {_OUTPUT.value}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")
+  draw(clip, stss, query).save(FLAGS.output)
+  print(f"wrote {FLAGS.output}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")
   return 0
 
 
+def _define_flags():
+  """Only when run as a command, so that importing this module defines no flags."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (optional).")
+  flags.DEFINE_string("clip", None, ".npy of normalised clips (N, T, H, W, 3); the first is drawn.")
+  flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: centre).")
+  flags.DEFINE_string("output", "stss.png", "PNG file to write.")
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

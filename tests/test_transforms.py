@@ -72,3 +72,12 @@ def test_eval_transform_is_the_normalised_centre_crop():
   expected = (np.stack([*np.meshgrid(np.arange(8, 232), np.arange(48, 272), indexing="ij"), np.zeros((224, 224))], -1)
               / 255.0 - transforms.MEAN) / transforms.STD
   np.testing.assert_allclose(out[0], expected, atol=1e-4)
+
+
+def test_three_crop_views_sit_at_the_start_centre_and_end_of_the_longer_side():
+  clip = coordinate_clip(frames=4)  # two clips of two frames
+  views = transforms.eval_views(clip, 2, 3).numpy()
+  assert views.shape == (6, 2, 224, 224, 3)
+  pixel = views[:, 0, 0, 0] * transforms.STD + transforms.MEAN  # top-left (y, x) of each view
+  np.testing.assert_allclose(pixel[:, 0] * 255, [8] * 6, atol=1e-3)
+  np.testing.assert_allclose(pixel[:, 1] * 255, [0, 48, 96, 0, 48, 96], atol=1e-3)

@@ -123,3 +123,31 @@ def test_predict_prints_the_top5_classes_of_a_video(tmp_path):
                          f"--checkpoint={tmp_path / 'model'}", f"--video={tmp_path / 'missing.webm'}"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 1 and "missing.webm: no such video file" in done.stderr
+
+
+def test_multi_view_evaluation_and_an_ensemble_of_two_frame_counts(tmp_path):
+  from stss_jax import ensemble
+  from stss_jax.models import build_model
+  from stss_jax.train.checkpoints import save_model
+
+  write_ssv1(tmp_path / "data")
+  members = []
+  for frames, seed in ((4, 0), (6, 1)):
+    config = tiny_config(tmp_path / "data")
+    config.seed = seed
+    config.input.num_frames, config.input.eval_clips, config.input.eval_crops = frames, 2, 3
+    config.model.depth, config.model.width, config.model.selfy.hidden = 18, 8, 8
+    config.model.selfy.window = (3, 3, 3)
+    config.batch_size = 2
+    save_model(tmp_path / f"model{frames}", build_model(config), config)
+    members.append((config, str(tmp_path / f"model{frames}")))
+  batch = next(sources.build_source(members[0][0]).eval_batches(2))
+  assert batch["clips"].shape == (2, 6, 4, 32, 32, 3)
+  views = batch["clips"][0]
+  assert not np.array_equal(views[0], views[1])  # three crops differ
+  assert not np.array_equal(views[0], views[3])  # two clips differ
+  reports = ensemble.ensemble(members)
+  assert len(reports) == 3
+  first, second = (ensemble.model_probabilities(c, d)[0] for c, d in members)
+  expected = np.mean(np.argmax((first + second) / 2, -1) == np.array([0, 1, 0]))
+  assert reports["ensemble"]["top1"] == expected

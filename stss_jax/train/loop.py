@@ -89,15 +89,9 @@ class Trainer:
     return int(self.state.step)
 
   def evaluate(self, split: str = "validation") -> dict:
-    logits, labels = [], []
-    for local in self.source.eval_batches(self.config.batch_size, jax.process_index(), jax.process_count()):
-      keep = _gather(local.pop("mask")) > 0  # drops the padding of the last batch
-      batch_logits = self.eval_step(self.state, sharding.global_batch(local, self.mesh))
-      logits.append(np.asarray(batch_logits)[keep])
-      labels.append(_gather(local["labels"])[keep])
-    report = reporting.classification_report(
-        np.concatenate(logits), np.concatenate(labels), self.config.dataset.num_classes
-    )
+    probabilities, labels = evaluation_probabilities(self.eval_step, self.state, self.source,
+                                                     self.config.batch_size, self.mesh)
+    report = reporting.classification_report(np.log(probabilities), labels, self.config.dataset.num_classes)
     step = int(self.state.step)
     self.writer.write(step, split, {k: report[k] for k in ("loss", "top1", "top5")})
     if jax.process_index() == 0:
@@ -164,6 +158,26 @@ class Trainer:
     if target.exists():
       shutil.rmtree(target)
     fresh.rename(target)
+
+
+def evaluation_probabilities(eval_step, state, source, batch_size: int, mesh) -> tuple[np.ndarray, np.ndarray]:
+  """Class probabilities (videos, classes) of the whole evaluation split, and its labels.
+
+  With multi-view testing (clips of shape (N, views, T, H, W, 3)) each video's probability is
+  the softmax averaged over its views, as the paper reports.
+  """
+  probabilities, labels = [], []
+  for local in source.eval_batches(batch_size, jax.process_index(), jax.process_count()):
+    keep = _gather(local.pop("mask")) > 0  # drops the padding of the last batch
+    clips = local["clips"]
+    views = clips.shape[1] if clips.ndim == 6 else 1
+    local["clips"] = clips.reshape(-1, *clips.shape[-4:])
+    logits = np.asarray(eval_step(state, sharding.global_batch(local, mesh)), np.float64)
+    softmax = np.exp(logits - logits.max(-1, keepdims=True))
+    softmax /= softmax.sum(-1, keepdims=True)
+    probabilities.append(softmax.reshape(-1, views, softmax.shape[-1]).mean(1)[keep])
+    labels.append(_gather(local["labels"])[keep])
+  return np.maximum(np.concatenate(probabilities), 1e-30), np.concatenate(labels)
 
 
 def _say(message: str) -> None:
