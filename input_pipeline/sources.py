@@ -29,7 +29,13 @@ class SyntheticSource:
   def train_batch(self, step: int, global_batch: int, process_index: int = 0, process_count: int = 1) -> dict:
     local = global_batch // process_count
     first = step * global_batch + process_index * local
-    return self.dataset.batch("train", range(first, first + local))
+    return self._with_ids(self.dataset.batch("train", range(first, first + local)), range(first, first + local))
+
+  def _with_ids(self, batch: dict, indices) -> dict:
+    """The clip's index in its split as its id; every frame of a synthetic clip is used."""
+    batch["ids"] = np.array([str(int(i)) for i in indices])
+    batch["frame_indices"] = np.tile(np.arange(self.dataset.num_frames, dtype=np.int32), (len(batch["ids"]), 1))
+    return batch
 
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
@@ -44,7 +50,8 @@ class SyntheticSource:
     for start in range(0, self.num_eval, global_batch):
       indices = np.arange(start + process_index * local, start + (process_index + 1) * local)
       mask = (indices < self.num_eval).astype(np.float32)
-      batch = self.dataset.batch("validation", np.minimum(indices, self.num_eval - 1))
+      clamped = np.minimum(indices, self.num_eval - 1)
+      batch = self._with_ids(self.dataset.batch("validation", clamped), clamped)
       batch["mask"] = mask
       yield batch
 

@@ -98,7 +98,8 @@ class VideoSource:
                .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                .batch(local, drop_remainder=True).prefetch(2))
     for batch in dataset.as_numpy_iterator():
-      yield {"clips": batch["clips"], "labels": batch["labels"]}
+      batch["ids"] = batch["ids"].astype(str)
+      yield batch
 
   def eval_batches(self, global_batch: int, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """Evaluation clips; 'mask' is 0 for the padding of the last batch. With several views,
@@ -109,21 +110,25 @@ class VideoSource:
 
     def load(position):
       video = self.eval_videos[min(int(position), total - 1)]
-      clip, _ = self.read(video, None, self.eval_clips)
-      return clip, np.int32(video.label)
+      clip, indices = self.read(video, None, self.eval_clips)
+      return clip, indices.astype(np.int32), np.int32(video.label), video.video_id
 
     def example(position):
-      clip, label = tf.numpy_function(load, [position], (tf.uint8, tf.int32), stateful=False)
+      clip, indices, label, video_id = tf.numpy_function(
+          load, [position], (tf.uint8, tf.int32, tf.int32, tf.string), stateful=False)
       clip.set_shape([None, None, None, 3])
       frames = transforms.eval_views(clip, self.eval_clips, self.eval_crops, resize_hw=self.resize_hw,
                                      out_size=self.image_size)
       if views == 1:
         frames = frames[0]
       mask = tf.cast(position < total, tf.float32)
-      return {"clips": frames, "labels": tf.reshape(label, []), "mask": mask}
+      return {"clips": frames, "labels": tf.reshape(label, []), "mask": mask, "ids": video_id,
+              "frame_indices": indices}
 
     padded = -(-total // global_batch) * global_batch
     starts = tf.data.Dataset.range(0, padded, global_batch)
     dataset = (starts.flat_map(lambda s: tf.data.Dataset.range(s + process_index * local, s + (process_index + 1) * local))
                .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(local).prefetch(2))
-    yield from dataset.as_numpy_iterator()
+    for batch in dataset.as_numpy_iterator():
+      batch["ids"] = batch["ids"].astype(str)
+      yield batch

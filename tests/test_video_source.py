@@ -151,3 +151,23 @@ def test_multi_view_evaluation_and_an_ensemble_of_two_frame_counts(tmp_path):
   first, second = (ensemble.model_probabilities(c, d)[0] for c, d in members)
   expected = np.mean(np.argmax((first + second) / 2, -1) == np.array([0, 1, 0]))
   assert reports["ensemble"]["top1"] == expected
+
+
+def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path):
+  write_ssv1(tmp_path / "data")
+  overrides = [f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.num_classes=2",
+               "--config.input.num_frames=4", "--config.input.image_size=32", "--config.input.resize_hw=(40,48)",
+               "--config.batch_size=2"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, "-m", "input_pipeline.inspect", "--config=configs/ssv1.py", *overrides,
+                         "--split=validation", "--num_batches=2", f"--output={tmp_path / 'b.npz'}",
+                         f"--png={tmp_path / 'sheet.png'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  batch = np.load(tmp_path / "b.npz")
+  assert batch["clips"].shape == (3, 4, 32, 32, 3) and batch["clips"].dtype == np.float32
+  assert batch["ids"].tolist() == ["validation0", "validation1", "validation2"]
+  assert batch["labels"].tolist() == [0, 1, 0]
+  # 10-frame videos, 4 segments: the official centre formula int(1.25 + 2.5 k).
+  assert batch["frame_indices"].tolist() == [[1, 3, 6, 8]] * 3
+  assert (tmp_path / "sheet.png").stat().st_size > 0

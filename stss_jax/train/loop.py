@@ -21,6 +21,9 @@ from stss_jax.train import checkpoints, optimizer, reporting, sharding, steps
 from stss_jax.train.state import create_train_state
 
 
+MODEL_INPUTS = ("clips", "labels")  # what goes to the devices; ids and frame indices stay on the host
+
+
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the last checkpoint holds the last good state."""
 
@@ -114,7 +117,7 @@ class Trainer:
     last_eval, tick, tick_step = None, time.perf_counter(), start
     batches = self.source.train_iterator(start, config.batch_size, jax.process_index(), jax.process_count())
     for step in range(start, config.total_steps):
-      local = next(batches)
+      local = {k: v for k, v in next(batches).items() if k in MODEL_INPUTS}
       self.state, metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh), self.rng)
       done = step + 1
       bar.update(1)
@@ -168,7 +171,8 @@ def evaluation_probabilities(eval_step, state, source, batch_size: int, mesh) ->
   """
   probabilities, labels = [], []
   for local in source.eval_batches(batch_size, jax.process_index(), jax.process_count()):
-    keep = _gather(local.pop("mask")) > 0  # drops the padding of the last batch
+    keep = _gather(local["mask"]) > 0  # drops the padding of the last batch
+    local = {k: v for k, v in local.items() if k in MODEL_INPUTS}
     clips = local["clips"]
     views = clips.shape[1] if clips.ndim == 6 else 1
     local["clips"] = clips.reshape(-1, *clips.shape[-4:])

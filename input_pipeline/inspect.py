@@ -1,0 +1,86 @@
+"""Writes batches exactly as the model receives them, to check the input pipeline by eye.
+
+  python -m input_pipeline.inspect --config=configs/ssv1.py --config.dataset.data_dir=DATA \\
+      --split=validation --num_batches=1 --output=batch.npz --png=sheet.png
+
+batch.npz holds `clips` (N, T, H, W, 3) float32 as fed to the model (the first view when
+evaluation uses several), `labels` (N,), `ids` (N,) video ids and `frame_indices` (N, T) 0-based
+frame indices into each video. --png also draws a contact sheet: one clip a row, with its class.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from PIL import Image, ImageDraw
+
+from input_pipeline import sources, transforms
+
+THUMB = 112  # pixels per frame in the contact sheet
+
+
+def collect(config, split: str, num_batches: int) -> dict[str, np.ndarray]:
+  source = sources.build_source(config)
+  if split == "train":
+    batches = source.train_iterator(0, config.batch_size)
+  elif split == "validation":
+    batches = source.eval_batches(config.batch_size)
+  else:
+    raise ValueError(f"--split={split!r}: use 'train' or 'validation'")
+  parts = {"clips": [], "labels": [], "ids": [], "frame_indices": []}
+  for batch in itertools.islice(batches, num_batches):
+    keep = batch["mask"] > 0 if "mask" in batch else np.ones(len(batch["labels"]), bool)
+    clips = batch["clips"][:, 0] if batch["clips"].ndim == 6 else batch["clips"]
+    frames = clips.shape[1]
+    parts["clips"].append(clips[keep])
+    parts["labels"].append(batch["labels"][keep])
+    parts["ids"].append(batch["ids"][keep])
+    parts["frame_indices"].append(batch["frame_indices"][keep][:, :frames])  # first view's frames
+  out = {k: np.concatenate(v) for k, v in parts.items()}
+  out["class_names"] = np.array(list(source.class_names))
+  return out
+
+
+def contact_sheet(batch: dict[str, np.ndarray]) -> Image.Image:
+  clips = batch["clips"]
+  n, t = clips.shape[:2]
+  pixels = np.clip((clips * transforms.STD + transforms.MEAN) * 255, 0, 255).astype(np.uint8)
+  sheet = Image.new("RGB", (THUMB * t, (THUMB + 16) * n), "white")
+  pen = ImageDraw.Draw(sheet)
+  for i in range(n):
+    top = i * (THUMB + 16)
+    name = batch["class_names"][batch["labels"][i]]
+    pen.text((4, top + 2), f"{batch['ids'][i]}: {name}  frames {batch['frame_indices'][i].tolist()}", fill="black")
+    for j in range(t):
+      sheet.paste(Image.fromarray(pixels[i, j]).resize((THUMB, THUMB)), (j * THUMB, top + 16))
+  return sheet
+
+
+def main(argv):
+  del argv
+  FLAGS = flags.FLAGS
+  if FLAGS.config is None or not FLAGS.output:
+    raise app.UsageError("--config and --output are required")
+  try:
+    batch = collect(FLAGS.config, FLAGS.split, FLAGS.num_batches)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  np.savez(FLAGS.output, **{k: v for k, v in batch.items() if k != "class_names"})
+  print(f"wrote {len(batch['labels'])} clips {batch['clips'].shape} to {FLAGS.output}")
+  if FLAGS.png:
+    contact_sheet(batch).save(FLAGS.png)
+    print(f"wrote {FLAGS.png}")
+  return 0
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_enum("split", "validation", ["train", "validation"], "Which stream to draw from.")
+  flags.DEFINE_integer("num_batches", 1, "Batches to write.")
+  flags.DEFINE_string("output", None, ".npz file to write.")
+  flags.DEFINE_string("png", None, "Optional contact sheet PNG.")
+  app.run(main)
