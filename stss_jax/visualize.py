@@ -50,6 +50,17 @@ def stss_of(model, clip: np.ndarray) -> np.ndarray:
   return np.asarray(nnx.jit(forward)(model, jnp.asarray(clip[None])), np.float32)[0]
 
 
+def moving_query(stss: np.ndarray) -> tuple[int, int, int]:
+  """A query in the middle frame where something moves: the position least similar to itself
+  one frame earlier (the centre of the l = L//2 - 1 map); the grid centre when L = 1."""
+  frames, h, w, L, U, V = stss.shape
+  t0 = frames // 2
+  if L == 1:
+    return t0, h // 2, w // 2
+  y, x = np.unravel_index(np.argmin(stss[t0, :, :, L // 2 - 1, U // 2, V // 2]), (h, w))
+  return t0, int(y), int(x)
+
+
 def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int]) -> Image.Image:
   t0, y0, x0 = query
   frames, h, w, L, U, V = stss.shape
@@ -84,7 +95,7 @@ def main(argv):
       restore_model(FLAGS.checkpoint, model, config)
     stss = stss_of(model, clip)
     frames, h, w = stss.shape[:3]
-    query = tuple(int(v) for v in FLAGS.query.split(",")) if FLAGS.query else (frames // 2, h // 2, w // 2)
+    query = tuple(int(v) for v in FLAGS.query.split(",")) if FLAGS.query else moving_query(stss)
     if len(query) != 3 or not all(0 <= q < n for q, n in zip(query, (frames, h, w))):
       raise ValueError(f"--query={FLAGS.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
   except (FileNotFoundError, ValueError) as e:
@@ -100,7 +111,7 @@ def _define_flags():
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (optional).")
   flags.DEFINE_string("clip", None, ".npy of normalised clips (N, T, H, W, 3); the first is drawn.")
-  flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: centre).")
+  flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: where it moves).")
   flags.DEFINE_string("output", "stss.png", "PNG file to write.")
 
 
