@@ -28,7 +28,7 @@ SHAPE = (8, 8, 14, 14, 128)
 WINDOW = (5, 9, 9)
 
 
-def jax_variants(dtype, input_sets, cotangents):
+def jax_variants(input_sets, cotangents):
   rows = {}
   for implementation in ("shift", "matmul"):
     forward = jax.jit(lambda x, impl=implementation: ops.stss(x, WINDOW, impl))
@@ -119,7 +119,7 @@ def main(argv=None):
     input_sets = [jnp.asarray(rng.normal(size=SHAPE), dtype) for _ in range(4)]
     cotangents = [jnp.asarray(rng.normal(size=SHAPE[:4] + WINDOW), dtype) for _ in range(4)]
     reference = np.asarray(ops.stss(input_sets[0].astype(jnp.float32), WINDOW, "shift"), np.float64)
-    rows = jax_variants(dtype, input_sets, cotangents)
+    rows = jax_variants(input_sets, cotangents)
     for name, (fwd, bwd) in rows.items():
       got = np.asarray(ops.stss(input_sets[0], WINDOW, name.split()[-1]).astype(jnp.float32), np.float64)
       error = np.linalg.norm(got - reference) / np.linalg.norm(reference)

@@ -6,6 +6,7 @@ would have seen. Each host gets its own contiguous slice of the global batch.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import pathlib
 from collections.abc import Iterator
 
@@ -26,10 +27,6 @@ class SyntheticSource:
 
   class_names = synthetic.CLASSES
 
-  def train_batch(self, step: int, global_batch: int, process_index: int = 0, process_count: int = 1) -> dict:
-    local = global_batch // process_count
-    first = step * global_batch + process_index * local
-    return self._with_ids(self.dataset.batch("train", range(first, first + local)), range(first, first + local))
 
   def _with_ids(self, batch: dict, indices) -> dict:
     """The clip's index in its split as its id; every frame of a synthetic clip is used."""
@@ -39,10 +36,10 @@ class SyntheticSource:
 
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
-    step = start_step
-    while True:
-      yield self.train_batch(step, global_batch, process_index, process_count)
-      step += 1
+    local = global_batch // process_count
+    for step in itertools.count(start_step):
+      indices = range(step * global_batch + process_index * local, step * global_batch + (process_index + 1) * local)
+      yield self._with_ids(self.dataset.batch("train", indices), indices)
 
   def eval_batches(self, global_batch: int, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """Batches of the validation split; 'mask' is 0 for padding that fills the last batch."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
@@ -37,14 +36,8 @@ def stss_of(model, clip: np.ndarray) -> np.ndarray:
   first = min(backbone.selfy_stages)
 
   def forward(model, clips):
-    base = model.base_model
-    x = nnx.relu(base.bn1(base.conv1(clips.astype(model.dtype))))
-    x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 1, 3, 3, 1), (1, 1, 2, 2, 1),
-                              ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
-    for stage in range(1, first + 1):
-      for block in getattr(base, f"layer{stage}"):
-        x = block(x)
-    return getattr(base, selfy_name(first)).stss_transformation(x)
+    features = model.base_model.features_after(clips.astype(model.dtype), first)
+    return getattr(model.base_model, selfy_name(first)).stss_transformation(features)
 
   model.eval()
   return np.asarray(nnx.jit(forward)(model, jnp.asarray(clip[None])), np.float32)[0]

@@ -66,15 +66,20 @@ class ResNet(nnx.Module):
     self.out_features = in_features
 
   def __call__(self, clips: jax.Array) -> jax.Array:
+    x = self.features_after(clips, 4)
+    return getattr(self, selfy_name(4))(x) if 4 in self.selfy_stages else x
+
+  def features_after(self, clips: jax.Array, last_stage: int) -> jax.Array:
+    """Features leaving stage `last_stage` (1-4), before the SELFY block that may follow it."""
     x = nnx.relu(self.bn1(self.conv1(clips)))
     x = jax.lax.reduce_window(
         x, -jnp.inf, jax.lax.max, (1, 1, 3, 3, 1), (1, 1, 2, 2, 1),
         ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)),
     )
-    for stage in range(1, 5):
+    for stage in range(1, last_stage + 1):
       for block in getattr(self, f"layer{stage}"):
         x = block(x)
-      if stage in self.selfy_stages:
+      if stage in self.selfy_stages and stage < last_stage:
         x = getattr(self, selfy_name(stage))(x)
     return x
 
