@@ -92,3 +92,29 @@ def test_dense_extraction_gradients_match_convolutions():
   conv_grads, dense_grads = (jax.tree.leaves(nnx.jit(nnx.grad(loss))(b)) for b in blocks)
   for a, b in zip(conv_grads, dense_grads, strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("out_size", [(8, 8), (7, 9)])
+def test_interleaved_batch_norm_is_batch_norm_of_the_zero_interleaved_map(out_size):
+  """The upsample BN, computed from the compact map, against numpy BN of the map with zeros
+  written between the values: outputs, running statistics, and eval mode."""
+  from stss_jax.layers.conv_bn import batch_norm
+  from stss_jax.layers.selfy import interleaved_batch_norm
+
+  height, width = out_size
+  h, w = (height + 1) // 2, (width + 1) // 2
+  x = np.random.default_rng(0).normal(1.0, 2.0, (2, 3, h, w, 5)).astype(np.float32)
+  scale, bias = np.arange(1.0, 6.0, dtype=np.float32), np.arange(5, dtype=np.float32) / 10
+  full = np.zeros((2, 3, height, width, 5), np.float32)
+  full[:, :, ::2, ::2] = x
+  mean, var = full.mean((0, 1, 2, 3)), full.var((0, 1, 2, 3))
+  bn = batch_norm(5, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  bn.scale[...], bn.bias[...] = jnp.asarray(scale), jnp.asarray(bias)
+  out = interleaved_batch_norm(bn, jnp.asarray(x), out_size)
+  np.testing.assert_allclose(out, (full - mean) / np.sqrt(var + 1e-5) * scale + bias, atol=1e-4)
+  np.testing.assert_allclose(bn.mean[...], 0.1 * mean, atol=1e-6)  # momentum 0.9 from 0
+  np.testing.assert_allclose(bn.var[...], 0.9 + 0.1 * var, atol=1e-5)  # from 1
+  bn.eval()
+  running_mean, running_var = np.asarray(bn.mean[...]), np.asarray(bn.var[...])
+  out = interleaved_batch_norm(bn, jnp.asarray(x), out_size)
+  np.testing.assert_allclose(out, (full - running_mean) / np.sqrt(running_var + 1e-5) * scale + bias, atol=1e-4)

@@ -146,11 +146,31 @@ class STSSIntegration(nnx.Module):
     height, width = out_size
     if not (2 * h - 1 <= height <= 2 * h and 2 * w - 1 <= width <= 2 * w):
       raise ValueError(f"cannot upsample a {h}x{w} STSS map to the block input {height}x{width}")
-    zero = jnp.zeros((), x.dtype)
-    x = jax.lax.pad(
-        x, zero, [(0, 0, 0), (0, 0, 0), (0, height - 2 * h + 1, 1), (0, width - 2 * w + 1, 1), (0, 0, 0)]
-    )
-    return self.upsample_bn(x)
+    return interleaved_batch_norm(self.upsample_bn, x, out_size)
+
+
+def interleaved_batch_norm(bn: nnx.BatchNorm, x: jax.Array, out_size: tuple[int, int]) -> jax.Array:
+  """bn applied to the (N, T, H, W, C) map that holds x (N, T, h, w, C) at its even (h, w)
+  positions and zeros elsewhere (the stride-2 transposed conv's output), without normalising the
+  zeros one by one: statistics come from x alone (zeros add nothing to the sums, only to the
+  count), and every zero becomes the same per-channel value. Same result and running statistics
+  as bn on the padded map, a quarter of the reduction work."""
+  n, t, h, w, c = x.shape
+  height, width = out_size
+  share = h * w / (height * width)  # of the map's positions that hold x
+  values = x.astype(jnp.float32)
+  if bn.use_running_average:
+    mean, var = bn.mean[...], bn.var[...]
+  else:
+    mean = jnp.mean(values, axis=(0, 1, 2, 3)) * share
+    var = jnp.maximum(jnp.mean(jnp.square(values), axis=(0, 1, 2, 3)) * share - jnp.square(mean), 0.0)
+    bn.mean[...] = jax.lax.stop_gradient(bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean)
+    bn.var[...] = jax.lax.stop_gradient(bn.momentum * bn.var[...] + (1 - bn.momentum) * var)
+  multiplier = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
+  at_zero = bn.bias[...] - mean * multiplier  # what every zero of the map becomes
+  compact = (values * multiplier).astype(bn.dtype or x.dtype)  # x's positions, less at_zero
+  padding = [(0, 0, 0), (0, 0, 0), (0, height - 2 * h + 1, 1), (0, width - 2 * w + 1, 1), (0, 0, 0)]
+  return jax.lax.pad(compact, jnp.zeros((), compact.dtype), padding) + at_zero.astype(compact.dtype)
 
 
 def _transposed_kaiming(key, shape, dtype=jnp.float32):
