@@ -69,6 +69,9 @@ def video_config(name: str, num_classes: int, train_clips: int, num_frames: int 
       image_size=224,  # side of the square crop fed to the model, pixels
       resize_hw=(240, 320),  # every frame is first resized to (height, width), pixels
       dense_sampling=False,  # TSM dense sampling (64-frame span) instead of TSN segments
+      train_crop="multi_scale",  # "multi_scale" (official: scale set x 13-point grid) | "random_resized"
+      randaugment_ops=0,  # RandAugment operations per training clip; 0 turns it off
+      randaugment_magnitude=9.0,  # RandAugment magnitude M, 0..10
       eval_clips=1,  # multi-view testing: clips per video (softmax averaged over views)
       eval_crops=1,  # multi-view testing: 1 centre crop or 3 crops along the longer side
   ))

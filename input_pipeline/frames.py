@@ -1,4 +1,4 @@
-"""Reading frames: decoded from video files with PyAV, or loaded from folders of JPEG files.
+"""Reading frames: decoded from video files with PyAV, or read as JPEG bytes from frame folders.
 
 Errors name the video and what is wrong with it, so that the prepare tool can list the videos it
 skips and why.
@@ -66,15 +66,16 @@ def _number_of(name: str, template: str) -> int:
   return int(core) if core.isdigit() else -1
 
 
-def load_frames(files: list[pathlib.Path], indices) -> np.ndarray:
-  """The chosen frame files decoded to uint8 (T, H, W, 3) RGB."""
-  from PIL import Image
-
+def read_jpegs(files: list[pathlib.Path]) -> np.ndarray:
+  """The bytes of JPEG frame files, to be decoded by the tf.data graph; a missing file or one
+  that does not start and end like a JPEG (a truncated copy, say) is named in the error."""
   frames = []
-  for i in indices:
+  for path in files:
     try:
-      with Image.open(files[i]) as image:
-        frames.append(np.asarray(image.convert("RGB")))
+      data = pathlib.Path(path).read_bytes()
     except OSError as e:
-      raise UnreadableVideoError(f"{files[i]}: unreadable image ({e})") from e
-  return np.stack(frames)
+      raise UnreadableVideoError(f"{path}: unreadable frame ({e})") from e
+    if not data.startswith(b"\xff\xd8") or b"\xff\xd9" not in data[-64:]:
+      raise UnreadableVideoError(f"{path}: not a complete JPEG file")
+    frames.append(data)
+  return np.array(frames, dtype=object)

@@ -11,6 +11,7 @@ import pathlib
 from collections.abc import Iterator
 
 import numpy as np
+from absl import logging
 
 from input_pipeline import synthetic
 
@@ -25,8 +26,9 @@ class SyntheticSource:
   dataset: synthetic.SyntheticMotion
   num_eval: int  # validation clips
 
-  class_names = synthetic.CLASSES
-
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return self.dataset.class_names
 
   def _with_ids(self, batch: dict, indices) -> dict:
     """The clip's index in its split as its id; every frame of a synthetic clip is used."""
@@ -57,54 +59,82 @@ def build_source(config):
   """The data source of config.dataset, or an error naming the key and the allowed values."""
   name = config.dataset.name
   if name == "synthetic":
-    if config.dataset.num_classes != len(synthetic.CLASSES):
-      raise ValueError(
-          f"config.dataset.num_classes = {config.dataset.num_classes}: the synthetic dataset has "
-          f"{len(synthetic.CLASSES)} classes"
-      )
+    motions = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed,
+                                        config.dataset.motion_scale, tuple(config.dataset.classes))
+    if config.dataset.num_classes != len(motions.classes):
+      raise ValueError(f"config.dataset.num_classes = {config.dataset.num_classes}: config.dataset.classes selects "
+                       f"{len(motions.classes)} synthetic motions")
     if config.dataset.num_eval < 1:
       raise ValueError(f"config.dataset.num_eval = {config.dataset.num_eval} must be >= 1")
-    return SyntheticSource(
-        synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed),
-        config.dataset.num_eval,
-    )
+    return SyntheticSource(motions, config.dataset.num_eval)
   if name in VIDEO_DATASETS:
     return _video_source(config)
   raise ValueError(f"config.dataset.name = {name!r} is unknown: use one of {DATASETS}")
 
 
 def _video_source(config):
-  """Videos read straight from the dataset's own layout (frame folders or video files)."""
-  from input_pipeline import labels
-  from input_pipeline.video_source import VideoSource
+  """Videos read from a prepared directory (input_pipeline.prepare) or straight from the
+  dataset's own layout (frame folders or video files)."""
+  from input_pipeline import records
+  from input_pipeline.video_source import FileSplit, VideoSource
 
   dataset = config.dataset
   if not dataset.data_dir or not pathlib.Path(dataset.data_dir).is_dir():
     raise ValueError(f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at the dataset")
   data_dir = pathlib.Path(dataset.data_dir)
+  if (data_dir / records.MANIFEST).exists():
+    manifest = records.read_manifest(data_dir)
+    if manifest["dataset"] != dataset.name:
+      raise ValueError(f"config.dataset.name = {dataset.name!r}, but {data_dir} holds prepared {manifest['dataset']!r} data")
+    train, evaluation = (records.PreparedSplit(data_dir, split) for split in records.SPLITS)
+    names = manifest["class_names"]
+  else:
+    train_videos, evaluation_videos, names = _label_files(config, data_dir)
+    train, evaluation = (FileSplit(videos, dataset.frame_template) for videos in (train_videos, evaluation_videos))
   classes = dataset.num_classes
-  names = None
-  if dataset.name == "list":
-    train = labels.read_list_file(data_dir / dataset.train_list, data_dir, classes, dataset.strip_prefix)
-    evaluation = labels.read_list_file(data_dir / dataset.eval_list, data_dir, classes, dataset.strip_prefix)
-    if dataset.class_names:
-      names = labels.read_class_names(data_dir / dataset.class_names)
-  elif dataset.name == "ssv1":
-    train, names = labels.read_ssv1(data_dir, "train")
-    evaluation, _ = labels.read_ssv1(data_dir, "validation")
-  elif dataset.name == "ssv2":
-    train, names = labels.read_ssv2(data_dir, "train")
-    evaluation, _ = labels.read_ssv2(data_dir, "validation")
-  elif dataset.name == "diving48":
-    train, evaluation = labels.read_diving48(data_dir, "train", classes), labels.read_diving48(data_dir, "test", classes)
-  else:  # finegym
-    train = labels.read_finegym(data_dir / dataset.train_list, data_dir, classes)
-    evaluation = labels.read_finegym(data_dir / dataset.eval_list, data_dir, classes)
   if names is not None and len(names) != classes:
     raise ValueError(f"config.dataset.num_classes = {classes}, but the label files of {data_dir} name {len(names)} classes")
+  if names and dataset.no_flip_labels:
+    if max(dataset.no_flip_labels) >= len(names) or min(dataset.no_flip_labels) < 0:
+      raise ValueError(f"config.dataset.no_flip_labels = {tuple(dataset.no_flip_labels)}: ids must be in 0..{len(names) - 1}")
+    logging.info("never flipped in training: %s", "; ".join(names[i] for i in dataset.no_flip_labels))
   return VideoSource(
       train, evaluation, names or [str(i) for i in range(classes)], config.input.num_frames,
       image_size=config.input.image_size, resize_hw=tuple(config.input.resize_hw), seed=config.seed,
-      frame_template=dataset.frame_template, no_flip_labels=tuple(dataset.no_flip_labels),
-      dense=config.input.dense_sampling, eval_clips=config.input.eval_clips, eval_crops=config.input.eval_crops,
+      no_flip_labels=tuple(dataset.no_flip_labels), dense=config.input.dense_sampling,
+      eval_clips=config.input.eval_clips, eval_crops=config.input.eval_crops, train_crop=config.input.train_crop,
+      randaugment_ops=config.input.randaugment_ops, randaugment_magnitude=config.input.randaugment_magnitude,
   )
+
+
+def read_label_files(name: str, data_dir: pathlib.Path, num_classes: int, train_list: str = "", eval_list: str = "",
+                     class_names: str = "", strip_prefix: str = ""):
+  """(train videos, evaluation videos, class names or None) from a dataset's label files."""
+  from input_pipeline import labels
+
+  names = None
+  if name == "list":
+    train = labels.read_list_file(data_dir / train_list, data_dir, num_classes, strip_prefix)
+    evaluation = labels.read_list_file(data_dir / eval_list, data_dir, num_classes, strip_prefix)
+    if class_names:
+      names = labels.read_class_names(data_dir / class_names)
+  elif name == "ssv1":
+    train, names = labels.read_ssv1(data_dir, "train")
+    evaluation, _ = labels.read_ssv1(data_dir, "validation")
+  elif name == "ssv2":
+    train, names = labels.read_ssv2(data_dir, "train")
+    evaluation, _ = labels.read_ssv2(data_dir, "validation")
+  elif name == "diving48":
+    train, evaluation = labels.read_diving48(data_dir, "train", num_classes), labels.read_diving48(data_dir, "test", num_classes)
+  elif name == "finegym":
+    train = labels.read_finegym(data_dir / train_list, data_dir, num_classes)
+    evaluation = labels.read_finegym(data_dir / eval_list, data_dir, num_classes)
+  else:
+    raise ValueError(f"dataset {name!r} is unknown: use one of {VIDEO_DATASETS}")
+  return train, evaluation, names
+
+
+def _label_files(config, data_dir):
+  dataset = config.dataset
+  return read_label_files(dataset.name, data_dir, dataset.num_classes, dataset.train_list, dataset.eval_list,
+                          dataset.class_names, dataset.strip_prefix)

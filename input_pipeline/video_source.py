@@ -1,4 +1,5 @@
-"""Training and evaluation batches from videos on disk (frame folders or video files).
+"""Training and evaluation batches from videos on disk: frame folders, video files or prepared
+TFRecord shards (input_pipeline.prepare).
 
 The example stream is a pure function of (seed, position): position i of the training stream is
 video permutation(seed, i // N)[i % N], its frames are drawn with a generator seeded by
@@ -16,24 +17,63 @@ import tensorflow as tf
 from absl import logging
 
 from input_pipeline import frames as frame_io
-from input_pipeline import sampling, transforms
+from input_pipeline import augment, sampling, transforms
 from input_pipeline.labels import Video
+from input_pipeline.records import PreparedSplit
+
+
+class FileSplit:
+  """Videos named by the dataset's label files, read from frame folders (as JPEG bytes) or
+  from video files (decoded with PyAV). A split holds one kind, that of its first video."""
+
+  def __init__(self, videos: Sequence[Video], frame_template: str = "{:05d}.jpg"):
+    self.videos = list(videos)
+    self.frame_template = frame_template
+    self.encoded = bool(self.videos) and self.videos[0].path.is_dir()
+
+  def __len__(self) -> int:
+    return len(self.videos)
+
+  def label(self, i: int) -> int:
+    return self.videos[i].label
+
+  def video_id(self, i: int) -> str:
+    return self.videos[i].video_id
+
+  def read(self, i: int, sample) -> tuple[np.ndarray, np.ndarray]:
+    """The frames `sample(num_frames)` picks (JPEG bytes (T,) or uint8 (T, H, W, 3)) and their
+    0-based indices in the video."""
+    video = self.videos[i]
+    if self.encoded:
+      files = frame_io.frame_files(video.path, self.frame_template)
+      indices = sample(len(files))
+      return frame_io.read_jpegs([files[k] for k in indices]), indices
+    if video.path.is_dir():
+      raise frame_io.UnreadableVideoError(f"{video.path}: a frame folder in a split of video files")
+    decoded = frame_io.decode_video(video.path, video.start_frame or 0, video.end_frame)
+    indices = sample(len(decoded))
+    return decoded[indices], indices + (video.start_frame or 0)
+
+
+Split = FileSplit | PreparedSplit
 
 
 @dataclasses.dataclass
 class VideoSource:
-  train_videos: Sequence[Video]
-  eval_videos: Sequence[Video]
+  train: Split
+  evaluation: Split
   class_names: Sequence[str]
   num_frames: int  # T, segments per clip
   image_size: int = 224  # crop side
   resize_hw: tuple[int, int] = (240, 320)  # every frame is resized to this first
   seed: int = 0
-  frame_template: str = "{:05d}.jpg"  # frame file names, numbered from 1
   no_flip_labels: tuple[int, ...] = ()  # classes whose meaning a horizontal flip changes
   dense: bool = False  # TSM dense sampling instead of TSN segments
   eval_clips: int = 1  # evaluation views in time: clips per video
   eval_crops: int = 1  # evaluation views in space: 1 (centre) or 3 (along the longer side)
+  train_crop: str = "multi_scale"  # one of transforms.CROPS
+  randaugment_ops: int = 0  # RandAugment operations per training clip (0: off)
+  randaugment_magnitude: float = 9.0  # RandAugment magnitude, 0..10
 
   def __post_init__(self):
     self._permutations: dict[int, np.ndarray] = {}
@@ -41,17 +81,11 @@ class VideoSource:
       raise ValueError(f"config.input.eval_crops = {self.eval_crops}: use 1 or 3")
     if self.eval_clips < 1 or (self.dense and self.eval_clips > 1):
       raise ValueError(f"config.input.eval_clips = {self.eval_clips}: use >= 1 (1 with dense sampling)")
-
-  def read(self, video: Video, rng: np.random.Generator | None, num_clips: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames (num_clips * T, H, W, 3) and their 0-based indices; rng None samples for
-    evaluation (num_clips evaluation clips, one after the other)."""
-    if video.path.is_dir():
-      files = frame_io.frame_files(video.path, self.frame_template)
-      indices = self._indices(len(files), rng, num_clips)
-      return frame_io.load_frames(files, indices), indices
-    decoded = frame_io.decode_video(video.path, video.start_frame or 0, video.end_frame)
-    indices = self._indices(len(decoded), rng, num_clips)
-    return decoded[indices], indices + (video.start_frame or 0)
+    if self.train_crop not in transforms.CROPS:
+      raise ValueError(f"config.input.train_crop = {self.train_crop!r}: use one of {transforms.CROPS}")
+    if self.randaugment_ops < 0 or not 0 <= self.randaugment_magnitude <= augment.MAX_MAGNITUDE:
+      raise ValueError(f"config.input.randaugment_ops = {self.randaugment_ops} must be >= 0 and "
+                       f"randaugment_magnitude = {self.randaugment_magnitude} within 0..{augment.MAX_MAGNITUDE}")
 
   def _indices(self, num_frames: int, rng, num_clips: int = 1) -> np.ndarray:
     if self.dense:
@@ -62,36 +96,60 @@ class VideoSource:
 
   def _permutation(self, epoch: int) -> np.ndarray:
     if epoch not in self._permutations:
-      self._permutations = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.train_videos))}
+      self._permutations = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.train))}
     return self._permutations[epoch]
 
   def _train_example(self, position: int):
-    count = len(self.train_videos)
+    count = len(self.train)
     for attempt in range(count):  # a broken video is skipped for the next one, the same way each time
       epoch, slot = divmod(int(position) + attempt, count)
-      video = self.train_videos[self._permutation(epoch)[slot]]
+      i = self._permutation(epoch)[slot]
+      rng = np.random.default_rng([self.seed, int(position)])
       try:
-        clip, indices = self.read(video, np.random.default_rng([self.seed, int(position)]))
-        return clip, indices.astype(np.int32), np.int32(video.label), video.video_id
+        frames, indices = self.train.read(i, lambda n: self._indices(n, rng))
+        return frames, indices.astype(np.int32), np.int32(self.train.label(i)), self.train.video_id(i)
       except frame_io.UnreadableVideoError as e:
         logging.warning("skipping %s", e)
     raise frame_io.UnreadableVideoError("no training video could be read")
 
+  def eval_example(self, split: Split, i: int):
+    """Evaluation frames of video i (all views' frames, clip after clip), their indices, label, id."""
+    frames, indices = split.read(i, lambda n: self._indices(n, None, self.eval_clips))
+    return frames, indices.astype(np.int32), np.int32(split.label(i)), split.video_id(i)
+
+  def eval_views(self, frames: tf.Tensor, encoded: bool) -> tf.Tensor:
+    """eval_example's frames -> normalised views (clips x crops, T, S, S, 3)."""
+    frames = transforms.decode_resized(frames, self.resize_hw) if encoded else transforms.resize(frames, *self.resize_hw)
+    return transforms.eval_views(frames, self.eval_clips, self.eval_crops, resize_hw=self.resize_hw,
+                                 out_size=self.image_size)
+
+  def _frames_type(self, split: Split) -> tf.DType:
+    return tf.string if split.encoded else tf.uint8
+
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
     local = global_batch // process_count
+    encoded = self.train.encoded
 
     def positions(step):
       first = step * global_batch + process_index * local
       return tf.data.Dataset.range(first, first + local)
 
     def load(position):
-      clip, indices, label, video_id = tf.numpy_function(
-          self._train_example, [position], (tf.uint8, tf.int32, tf.int32, tf.string), stateful=False)
-      clip.set_shape([self.num_frames, None, None, 3])
+      frames, indices, label, video_id = tf.numpy_function(
+          self._train_example, [position], (self._frames_type(self.train), tf.int32, tf.int32, tf.string),
+          stateful=False)
       seed = tf.stack([tf.constant(self.seed, tf.int64), position])
-      clip = transforms.train_transform(clip, label, seed, resize_hw=self.resize_hw, out_size=self.image_size,
-                                        no_flip_labels=self.no_flip_labels)
+      options = dict(resize_hw=self.resize_hw, out_size=self.image_size, no_flip_labels=self.no_flip_labels,
+                     crop=self.train_crop, randaugment_ops=self.randaugment_ops,
+                     randaugment_magnitude=self.randaugment_magnitude)
+      if encoded:
+        frames.set_shape([self.num_frames])
+        clip = transforms.train_transform_jpeg(frames, label, seed, **options)
+      else:
+        frames.set_shape([self.num_frames, None, None, 3])
+        clip = transforms.train_transform(frames, label, seed, **options)
+      clip.set_shape([self.num_frames, self.image_size, self.image_size, 3])
       return {"clips": clip, "labels": tf.reshape(label, []), "frame_indices": indices, "ids": video_id}
 
     dataset = (tf.data.Dataset.range(start_step, np.iinfo(np.int64).max).flat_map(positions)
@@ -105,24 +163,20 @@ class VideoSource:
     """Evaluation clips; 'mask' is 0 for the padding of the last batch. With several views,
     'clips' is (N, clips x crops, T, S, S, 3). An unreadable evaluation video stops the
     evaluation with its name."""
-    local, total = global_batch // process_count, len(self.eval_videos)
+    local, total = global_batch // process_count, len(self.evaluation)
     views = self.eval_clips * self.eval_crops
-
-    def load(position):
-      video = self.eval_videos[min(int(position), total - 1)]
-      clip, indices = self.read(video, None, self.eval_clips)
-      return clip, indices.astype(np.int32), np.int32(video.label), video.video_id
+    encoded = self.evaluation.encoded
 
     def example(position):
-      clip, indices, label, video_id = tf.numpy_function(
-          load, [position], (tf.uint8, tf.int32, tf.int32, tf.string), stateful=False)
-      clip.set_shape([None, None, None, 3])
-      frames = transforms.eval_views(clip, self.eval_clips, self.eval_crops, resize_hw=self.resize_hw,
-                                     out_size=self.image_size)
+      frames, indices, label, video_id = tf.numpy_function(
+          lambda p: self.eval_example(self.evaluation, min(int(p), total - 1)), [position],
+          (self._frames_type(self.evaluation), tf.int32, tf.int32, tf.string), stateful=False)
+      frames.set_shape([None] if encoded else [None, None, None, 3])
+      clips = self.eval_views(frames, encoded)
       if views == 1:
-        frames = frames[0]
+        clips = clips[0]
       mask = tf.cast(position < total, tf.float32)
-      return {"clips": frames, "labels": tf.reshape(label, []), "mask": mask, "ids": video_id,
+      return {"clips": clips, "labels": tf.reshape(label, []), "mask": mask, "ids": video_id,
               "frame_indices": indices}
 
     padded = -(-total // global_batch) * global_batch

@@ -31,15 +31,18 @@ def predict(model, clips: np.ndarray) -> np.ndarray:
 
 
 def video_clip(config, path: str) -> np.ndarray:
-  """One normalised clip (1, T, S, S, 3) of a video, sampled and cropped as in evaluation."""
-  from input_pipeline.labels import Video
-  from input_pipeline.transforms import eval_transform
-  from input_pipeline.video_source import VideoSource
+  """One normalised clip (1, T, S, S, 3) of a video file or frame folder, sampled and cropped as
+  in evaluation."""
+  import tensorflow as tf
 
-  source = VideoSource([], [], [], config.input.num_frames, config.input.image_size,
-                       tuple(config.input.resize_hw), frame_template=config.dataset.frame_template)
-  frames, _ = source.read(Video(pathlib.Path(path).stem, pathlib.Path(path), -1), None)
-  clip = eval_transform(frames, resize_hw=tuple(config.input.resize_hw), out_size=config.input.image_size)
+  from input_pipeline.labels import Video
+  from input_pipeline.video_source import FileSplit, VideoSource
+
+  split = FileSplit([Video(pathlib.Path(path).stem, pathlib.Path(path), -1)], config.dataset.frame_template)
+  source = VideoSource(split, split, [], config.input.num_frames, config.input.image_size,
+                       tuple(config.input.resize_hw))
+  frames, *_ = source.eval_example(split, 0)
+  clip = source.eval_views(tf.constant(frames), split.encoded)[0]
   return np.asarray(clip, np.float32)[None]
 
 

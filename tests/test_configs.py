@@ -40,3 +40,18 @@ def test_official_recipe_numbers():
   assert float(schedule(int(0.6 * steps) + 1)) == pytest.approx(0.001)
   assert float(schedule(int(0.8 * steps) + 1)) == pytest.approx(0.0001)
   assert ssv1.get_config("16").input.num_frames == 16
+
+
+@pytest.mark.parametrize("name", ["ssv1", "ssv2"])
+def test_never_flipped_classes_are_the_ones_a_flip_turns_into_another(name):
+  """The ids in no_flip_labels are exactly the classes whose mirror image (left <-> right) is
+  another class, found here from the authors' class list."""
+  from tests.conftest import SHARED, require_shared
+
+  names = require_shared(SHARED / "data" / "something" / "something_category.txt").read_text().splitlines()
+  def mirror(name):
+    return name.replace("left", "\0").replace("right", "left").replace("\0", "right")
+
+  expected = {i for i, n in enumerate(names) if mirror(n) != n and mirror(n) in names}
+  config = importlib.import_module(f"configs.{name}").get_config()
+  assert set(config.dataset.no_flip_labels) == expected

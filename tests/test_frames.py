@@ -1,4 +1,5 @@
 """Frame reading from videos the tests encode with PyAV and from JPEG folders they write."""
+import io
 import numpy as np
 import pytest
 from PIL import Image
@@ -71,9 +72,18 @@ def test_frame_folder_reads_the_chosen_frames(tmp_path):
   write_folder(tmp_path / "video", clip, range(1, 7))
   files = frames.frame_files(tmp_path / "video")
   assert [f.name for f in files] == [f"{n:05d}.jpg" for n in range(1, 7)]
-  loaded = frames.load_frames(files, [0, 5])
-  assert loaded.shape == (2, 64, 64, 3)
-  assert np.abs(loaded.astype(int) - clip[[0, 5]]).mean() < 3
+  loaded = frames.read_jpegs([files[0], files[5]])
+  assert loaded.shape == (2,) and loaded[1] == files[5].read_bytes()
+  decoded = np.stack([np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in loaded])
+  assert np.abs(decoded.astype(int) - clip[[0, 5]]).mean() < 3
+
+
+def test_truncated_frame_is_named(tmp_path):
+  write_folder(tmp_path / "video", moving_square(3), range(1, 4))
+  path = tmp_path / "video" / "00002.jpg"
+  path.write_bytes(path.read_bytes()[:200])
+  with pytest.raises(frames.UnreadableVideoError, match="00002.jpg: not a complete JPEG"):
+    frames.read_jpegs(frames.frame_files(tmp_path / "video"))
 
 
 def test_missing_frame_is_named(tmp_path):

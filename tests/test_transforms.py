@@ -31,21 +31,35 @@ def allowed_crops(height=240, width=320):
   return crops
 
 
-def test_multi_scale_crop_picks_only_official_crops_and_many_of_them():
-  clip, allowed, seen = coordinate_clip(), allowed_crops(), set()
-  for seed in range(200):
-    out = transforms.multi_scale_crop(clip, tf.constant([seed, 7]), 224).numpy()
-    # Pixel centres of the resized crop map back to the crop's coordinates (bilinear, linear ramp).
-    first, last = out[0, 0, 0], out[0, -1, -1]
-    scale_y, scale_x = (last[0] - first[0]) / 223, (last[1] - first[1]) / 223
-    crop_h, crop_w = round(scale_y * 224), round(scale_x * 224)
-    top, left = round(first[0] - (scale_y - 1) / 2), round(first[1] - (scale_x - 1) / 2)
-    match = [c for c in allowed if abs(c[0] - top) <= 1 and abs(c[1] - left) <= 1
-             and abs(c[2] - crop_h) <= 1 and abs(c[3] - crop_w) <= 1]
-    assert match, (top, left, crop_h, crop_w)
-    seen.add(match[0])
-    np.testing.assert_array_equal(out[0], out[1])  # one crop for every frame
-  assert len(seen) > 40
+def test_multi_scale_boxes_are_the_official_crops_and_many_of_them():
+  allowed = allowed_crops()
+  seen = {tuple(transforms.multi_scale_box(tf.constant([seed, 7]), 240, 320).numpy().tolist()) for seed in range(300)}
+  assert seen <= allowed and len(seen) > 40
+
+
+def test_one_crop_for_every_frame_of_a_clip():
+  clip = coordinate_clip(frames=3)
+  for seed in range(5):
+    out = transforms.train_transform(clip, tf.constant(0), tf.constant([seed, 1]), out_size=64).numpy()
+    np.testing.assert_array_equal(out[0], out[1])
+    np.testing.assert_array_equal(out[0], out[2])
+    # The top-left pixel's (y, x) is a crop offset on the official grid (within the resize blur).
+    y, x = (out[0, 0, 0, :2] * transforms.STD[:2] + transforms.MEAN[:2]) * 255
+    assert any(abs(top - y) < 3 and (abs(left - x) < 3 or abs(left + w - 1 - x) < 3)
+               for top, left, h, w in allowed_crops())
+
+
+def test_random_resized_boxes_stay_inside_and_keep_the_area_range():
+  boxes = np.array([transforms.random_resized_box(tf.constant([seed, 2]), 240, 320).numpy() for seed in range(100)])
+  top, left, height, width = boxes.T
+  assert (top >= 0).all() and (left >= 0).all() and (top + height <= 240).all() and (left + width <= 320).all()
+  area = height * width / (240 * 320)
+  assert area.min() >= transforms.RANDOM_RESIZED_AREA[0] - 0.01 and area.max() <= 1.0
+  assert len({tuple(b) for b in boxes}) > 90
+  clip = transforms.train_transform(coordinate_clip(), tf.constant(0), tf.constant([1, 2]), crop="random_resized")
+  assert clip.shape == (2, 224, 224, 3)
+  with pytest.raises(ValueError, match="config.input.train_crop = 'centre'"):
+    transforms.train_transform(coordinate_clip(), tf.constant(0), tf.constant([1, 2]), crop="centre")
 
 
 def test_flip_never_touches_protected_classes_and_flips_half_the_rest():
@@ -76,8 +90,76 @@ def test_eval_transform_is_the_normalised_centre_crop():
 
 def test_three_crop_views_sit_at_the_start_centre_and_end_of_the_longer_side():
   clip = coordinate_clip(frames=4)  # two clips of two frames
-  views = transforms.eval_views(clip, 2, 3).numpy()
+  views = transforms.eval_views(transforms.resize(clip, 240, 320), 2, 3).numpy()
   assert views.shape == (6, 2, 224, 224, 3)
   pixel = views[:, 0, 0, 0] * transforms.STD + transforms.MEAN  # top-left (y, x) of each view
   np.testing.assert_allclose(pixel[:, 0] * 255, [8] * 6, atol=1e-3)
   np.testing.assert_allclose(pixel[:, 1] * 255, [0, 48, 96, 0, 48, 96], atol=1e-3)
+
+
+def jpeg_bytes(frames):
+  return tf.stack([tf.io.encode_jpeg(frame, quality=98) for frame in tf.cast(frames, tf.uint8)])
+
+
+@pytest.mark.parametrize("size", [(240, 320), (100, 176)])
+def test_training_clip_from_jpeg_bytes_matches_the_decoded_path(size):
+  """Frames stored at the resize size are decoded only inside the crop; others are decoded and
+  resized; both give the clip that decoding everything first gives, for the same seed."""
+  rng = np.random.default_rng(1)
+  smooth = tf.image.resize(rng.uniform(0, 255, (3, 12, 16, 3)).astype(np.float32), size).numpy()
+  encoded = jpeg_bytes(smooth)
+  decoded = tf.stack([tf.io.decode_jpeg(e) for e in encoded])
+  for seed in range(5):
+    options = dict(label=tf.constant(0), seed=tf.constant([seed, 3]), resize_hw=(240, 320), out_size=112)
+    from_jpeg = transforms.train_transform_jpeg(encoded, **options).numpy()
+    reference = transforms.train_transform(decoded, **options).numpy()
+    assert from_jpeg.shape == (3, 112, 112, 3)
+    assert np.abs(from_jpeg - reference).max() < 0.1  # chroma upsampling at the crop border
+    assert np.abs(from_jpeg - reference).mean() < 5e-3
+
+
+def test_decode_resized_keeps_frames_already_at_size():
+  frames = np.random.default_rng(2).integers(0, 255, (2, 24, 32, 3)).astype(np.uint8)
+  encoded = jpeg_bytes(frames)
+  at_size = transforms.decode_resized(encoded, (24, 32)).numpy()
+  np.testing.assert_array_equal(at_size, tf.stack([tf.io.decode_jpeg(e) for e in encoded]).numpy())
+  assert transforms.decode_resized(encoded, (48, 40)).numpy().shape == (2, 48, 40, 3)
+
+
+def test_randaugment_treats_every_frame_alike_and_repeats_itself():
+  from input_pipeline import augment
+
+  frame = tf.image.resize(np.random.default_rng(3).uniform(0, 255, (1, 8, 8, 3)).astype(np.float32), (48, 64))
+  clip = tf.repeat(frame, 3, axis=0)
+  outputs = []
+  for seed in range(30):
+    out = augment.randaugment(clip, tf.constant([seed, 5]), 2, 9.0).numpy()
+    assert out.shape == (3, 48, 64, 3) and out.min() >= 0 and out.max() <= 255
+    np.testing.assert_allclose(out[0], out[2], atol=1e-4)  # no motion added
+    np.testing.assert_array_equal(out, augment.randaugment(clip, tf.constant([seed, 5]), 2, 9.0).numpy())
+    outputs.append(out[0])
+  changed = [np.abs(o - clip[0].numpy()).mean() > 1 for o in outputs]
+  assert sum(changed) > 20
+
+
+def test_randaugment_operations_against_numpy():
+  from input_pipeline import augment
+
+  x = np.random.default_rng(4).uniform(0, 255, (2, 16, 20, 3)).astype(np.float32)
+  gray = x @ np.array([0.2989, 0.587, 0.114], np.float32)
+  ops = augment._operations(tf.constant(x), tf.constant(0.5), tf.constant(1.0))
+  assert len(ops) == augment.NUM_OPERATIONS
+  expected = {
+      0: x,
+      2: np.clip(gray[..., None] + 1.45 * (x - gray[..., None]), 0, 255),  # colour, factor 1 + 0.9 * 0.5
+      4: np.clip(1.45 * x, 0, 255),  # brightness
+      6: np.floor(x / 4) * 4,  # posterize to 8 - round(2) = 6 bits
+      7: np.where(x >= 128, 255 - x, x),  # solarize at 256 - 128
+  }
+  for index, reference in expected.items():
+    np.testing.assert_allclose(ops[index]().numpy(), reference, atol=0.05, err_msg=f"operation {index}")
+  stretched = ops[1]().numpy()  # autocontrast: every channel spans 0..255
+  np.testing.assert_allclose(stretched.min(axis=(0, 1, 2)), 0, atol=1e-3)
+  np.testing.assert_allclose(stretched.max(axis=(0, 1, 2)), 255, atol=1e-3)
+  shifted = augment._operations(tf.constant(x), tf.constant(4 / 9), tf.constant(1.0))[12]().numpy()
+  np.testing.assert_allclose(shifted[:, :, :-4], x[:, :, 4:], atol=1e-3)  # translate x by 0.45 * 4/9 * 20 = 4 px

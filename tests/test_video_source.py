@@ -86,7 +86,7 @@ def test_broken_training_video_is_skipped_and_missing_data_dir_named(tmp_path):
 
 def test_main_trains_on_ssv1_frame_folders(tmp_path):
   write_ssv1(tmp_path / "data")
-  overrides = [f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.num_classes=2",
+  overrides = [f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.num_classes=2", "--config.dataset.no_flip_labels=(0,)",
                "--config.input.num_frames=4", "--config.input.image_size=32", "--config.input.resize_hw=(40,48)",
                "--config.model.depth=18", "--config.model.width=8", "--config.model.selfy.hidden=8",
                "--config.model.selfy.window=(3,3,3)", "--config.batch_size=4", "--config.total_steps=2",
@@ -155,7 +155,7 @@ def test_multi_view_evaluation_and_an_ensemble_of_two_frame_counts(tmp_path):
 
 def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path):
   write_ssv1(tmp_path / "data")
-  overrides = [f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.num_classes=2",
+  overrides = [f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.num_classes=2", "--config.dataset.no_flip_labels=()",
                "--config.input.num_frames=4", "--config.input.image_size=32", "--config.input.resize_hw=(40,48)",
                "--config.batch_size=2"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
