@@ -82,7 +82,9 @@ def main(argv):
     if FLAGS.clip:
       clip = load_clips(FLAGS.clip)[0]
     else:
-      clip, _ = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed).clip("validation", 0)
+      motions = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed,
+                                          config.dataset.motion_scale, tuple(config.dataset.classes))
+      clip, _ = motions.clip("validation", 0)  # a validation clip of the config's own classes
     model = build_model(config)
     if FLAGS.checkpoint:
       restore_model(FLAGS.checkpoint, model, config)
