@@ -9,6 +9,10 @@ access to motion is one SELFY block. Variants by override:
   --config.model.selfy_stages="()" --config.model.temporal_shift=True   TSM
   --config.model.temporal_shift=True                                    TSM + SELFY
   --config.model.selfy.window="(1,9,9)"                                 other SELFY windows
+  --config.dataset.motion_scale=3.0                                     the fast-motion variant
+  --config.dataset.classes="(0,1,2,3,4,5,6,7,8,9,10,11)" --config.dataset.num_classes=12
+                                                     all twelve motions (needs ~3x the steps)
+The ablation table of the README: python -m benchmarks.synthetic_ablation
 """
 import ml_collections
 
