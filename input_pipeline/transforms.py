@@ -153,10 +153,6 @@ def train_transform_jpeg(encoded, label, seed, *, resize_hw=(240, 320), out_size
                                randaugment_magnitude)
 
 
-def eval_transform(frames, *, resize_hw=(240, 320), out_size=224):
-  return normalize(center_crop(resize(frames, *resize_hw), out_size))
-
-
 def eval_views(frames, num_clips: int, num_crops: int, *, resize_hw=(240, 320), out_size=224):
   """Multi-view testing: (num_clips * T, resize_h, resize_w, 3) frames, already resized ->
   (num_clips * num_crops, T, S, S, 3), clip-major. Three crops sit at the start, centre and end

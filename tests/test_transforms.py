@@ -80,9 +80,9 @@ def test_train_transform_is_a_function_of_its_seed():
   assert not np.array_equal(a.numpy(), c.numpy())
 
 
-def test_eval_transform_is_the_normalised_centre_crop():
+def test_one_view_is_the_normalised_centre_crop():
   clip = coordinate_clip()
-  out = transforms.eval_transform(clip).numpy()
+  out = transforms.eval_views(transforms.resize(clip, 240, 320), 1, 1).numpy()[0]
   expected = (np.stack([*np.meshgrid(np.arange(8, 232), np.arange(48, 272), indexing="ij"), np.zeros((224, 224))], -1)
               / 255.0 - transforms.MEAN) / transforms.STD
   np.testing.assert_allclose(out[0], expected, atol=1e-4)
