@@ -92,6 +92,10 @@ def test_dense_extraction_gradients_match_convolutions():
   conv_grads, dense_grads = (jax.tree.leaves(nnx.jit(nnx.grad(loss))(b)) for b in blocks)
   for a, b in zip(conv_grads, dense_grads, strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-6)
+  # The dense form pads its activations to aligned rows: the BN statistics must not see that.
+  conv_stats, dense_stats = (jax.tree.leaves(nnx.state(b.stss_extraction, nnx.BatchStat)) for b in blocks)
+  for a, b in zip(conv_stats, dense_stats, strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("out_size", [(8, 8), (7, 9)])

@@ -65,33 +65,128 @@ class ConvBN(nnx.Module):
     self.bn = batch_norm(out_features, zero_scale=zero_scale, dtype=dtype, rngs=rngs)
     self.relu = relu
 
-  def __call__(self, x: jax.Array, dense: bool = False) -> jax.Array:
-    """`dense`: run the convolution as one matrix product over each flattened plane (see
-    dense_conv), for the tiny planes of the STSS where that beats a convolution kernel."""
-    if dense:
-      kernel = self.conv.kernel[...].astype(self.conv.dtype or x.dtype)
-      x = dense_conv(x.astype(kernel.dtype), kernel, self.strides, self.padding)
-    else:
-      x = self.conv(x)
-    x = self.bn(x)
-    return nnx.relu(x) if self.relu else x
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return batch_norm_relu(self.bn, self.conv(x), self.relu)
+
+  def dense(self, planes: jax.Array, plane: tuple[int, int]) -> tuple[jax.Array, tuple[int, int]]:
+    """The same layer on flattened planes, as one matrix product per plane (see dense_matrix).
+
+    planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries and zeros
+    after them (F a multiple of ROW_ALIGNMENT). Returns the (H', W', Cout) outputs flattened the
+    same way, and (H', W'). For the tiny planes of the STSS this beats a convolution kernel.
+    """
+    kernel = self.conv.kernel[...].astype(self.conv.dtype or planes.dtype)
+    matrix, out_plane, out_cells = dense_matrix(kernel, plane, planes.shape[-1], self.strides, self.padding)
+    y = planes.astype(kernel.dtype) @ matrix
+    *batch, _ = y.shape
+    cells = y.reshape(*batch, out_cells, kernel.shape[-1])
+    y = batch_norm_relu(self.bn, cells, self.relu, real_cells=out_plane[0] * out_plane[1])
+    return y.reshape(*batch, -1), out_plane
 
 
-def dense_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: tuple[int, int]) -> jax.Array:
-  """A 2-D convolution of (..., H, W, Cin) planes as one matrix product per plane.
+# Rows of the dense extraction's activations are padded to a multiple of this many entries:
+# unaligned rows (the 9x9x4 = 324 of the first extraction step) slow the matrix products that
+# read them; 16 (32 bytes in bf16) measured best of 1, 8, 16, 64 on an H100 (benchmarks/results/gpu.md).
+ROW_ALIGNMENT = 16
 
-  The kernel (kh, kw, Cin, Cout) is spread into the (H*W*Cin, H'*W'*Cout) matrix of the
-  convolution (zero padding and stride included). For the SELFY extraction's 9x9 planes with 1 to
-  64 channels this turns four poorly occupied convolution launches over ~10^5 planes into dense
-  products for the matrix units, at the price of multiplying by the zeros of that matrix.
+
+def aligned_cells(cells: int, channels: int) -> int:
+  """The fewest cells >= `cells` whose cells * channels entries are a multiple of ROW_ALIGNMENT."""
+  while (cells * channels) % ROW_ALIGNMENT:
+    cells += 1
+  return cells
+
+
+def dense_matrix(kernel: jax.Array, plane: tuple[int, int], in_entries: int, strides: tuple[int, int],
+                 padding: tuple[int, int]) -> tuple[jax.Array, tuple[int, int], int]:
+  """The (in_entries, out_cells * Cout) matrix of a 2-D convolution of flattened planes.
+
+  The kernel (kh, kw, Cin, Cout) is spread over every (input cell, output cell) pair it links
+  (zero padding and stride included); rows past the H*W*Cin plane entries and columns past the
+  H'*W' output cells are zero, so padded entries neither contribute nor receive anything. For
+  the SELFY extraction's 9x9 planes with 1 to 64 channels this turns four poorly occupied
+  convolution launches over ~10^5 planes into dense products for the matrix units, at the price
+  of multiplying by the zeros of that matrix. Returns the matrix, (H', W') and out_cells.
   """
-  *batch, height, width, in_features = x.shape
-  kh, kw, _, out_features = kernel.shape
-  taps, (out_h, out_w) = _conv_taps(height, width, kh, kw, strides, padding)
+  height, width = plane
+  kh, kw, in_features, out_features = kernel.shape
+  taps, out_plane = _conv_taps(height, width, kh, kw, strides, padding)
   matrix = jnp.einsum("iot,tab->iaob", taps.astype(kernel.dtype), kernel.reshape(kh * kw, in_features, out_features))
-  matrix = matrix.reshape(height * width * in_features, out_h * out_w * out_features)
-  y = x.reshape(*batch, height * width * in_features) @ matrix
-  return y.reshape(*batch, out_h, out_w, out_features)
+  cells = out_plane[0] * out_plane[1]
+  out_cells = aligned_cells(cells, out_features)
+  matrix = matrix.reshape(height * width * in_features, cells * out_features)
+  if in_entries < height * width * in_features:
+    raise ValueError(f"{in_entries} entries cannot hold a {height}x{width}x{in_features} plane")
+  matrix = jnp.pad(matrix, ((0, in_entries - matrix.shape[0]), (0, (out_cells - cells) * out_features)))
+  return matrix, out_plane, out_cells
+
+
+def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cells: int | None = None) -> jax.Array:
+  """bn(x), then ReLU if asked: every BN of the network goes through here.
+
+  Same function and running statistics as nnx.BatchNorm (biased batch variance, float32
+  statistics), written for fewer passes over x in training mode: both moments come from one
+  reduction, and the backward is the closed-form BN gradient (one reduction and one elementwise
+  pass, recomputing the ReLU mask from x) instead of autodiff's chain of separate passes.
+  real_cells: only the first real_cells entries of axis -2 are data; the rest must be zeros
+  (alignment padding), which add nothing to the sums and are left out of the count. Their
+  outputs are meaningless, and their cotangents must be zero (the next product ignores them).
+  """
+  scale, bias = bn.scale[...], bn.bias[...]
+  if bn.use_running_average:
+    multiplier = scale * jax.lax.rsqrt(bn.var[...] + bn.epsilon)
+    y = x.astype(jnp.float32) * multiplier + (bias - bn.mean[...] * multiplier)
+    return (jnp.maximum(y, 0.0) if relu else y).astype(bn.dtype or x.dtype)
+  count = x.size // x.shape[-1]
+  if real_cells is not None:
+    count = count // x.shape[-2] * real_cells
+  y, mean, var = _batch_norm_train(x, scale, bias, bn.epsilon, relu, count)
+  mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+  bn.mean[...] = bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean
+  bn.var[...] = bn.momentum * bn.var[...] + (1 - bn.momentum) * var
+  return y.astype(bn.dtype or x.dtype)
+
+
+def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-channel sums of a and b over every axis but the last, in one reduction (one pass)."""
+  zero = jnp.zeros((), jnp.float32)
+  return jax.lax.reduce((a, b), (zero, zero), lambda p, q: (p[0] + q[0], p[1] + q[1]),
+                        tuple(range(a.ndim - 1)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _batch_norm_train(x, scale, bias, epsilon, relu, count):
+  return _batch_norm_train_fwd(x, scale, bias, epsilon, relu, count)[0]
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon, relu, count):
+  values = x.astype(jnp.float32)
+  total, total_squares = _sums(values, values * values)
+  mean = total / count
+  var = jnp.maximum(total_squares / count - mean * mean, 0.0)
+  inv_std = jax.lax.rsqrt(var + epsilon)
+  multiplier = scale * inv_std
+  shift = bias - mean * multiplier
+  y = values * multiplier + shift
+  if relu:
+    y = jnp.maximum(y, 0.0)
+  return (y.astype(x.dtype), mean, var), (x, mean, inv_std, multiplier, shift)
+
+
+def _batch_norm_train_bwd(epsilon, relu, count, residuals, cotangents):
+  # mean and var feed only the running averages (under stop_gradient): their cotangents are zero.
+  x, mean, inv_std, multiplier, shift = residuals
+  grad = cotangents[0].astype(jnp.float32)
+  values = x.astype(jnp.float32)
+  if relu:
+    grad = jnp.where(values * multiplier + shift > 0, grad, 0.0)
+  normalized = (values - mean) * inv_std
+  grad_bias, grad_scale = _sums(grad, grad * normalized)
+  grad_x = multiplier * (grad - (grad_bias + normalized * grad_scale) / count)
+  return grad_x.astype(x.dtype), grad_scale, grad_bias
+
+
+_batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 @functools.lru_cache(maxsize=64)

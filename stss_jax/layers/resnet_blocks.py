@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stss_jax import ops
-from stss_jax.layers.conv_bn import batch_norm, kaiming_fan_out
+from stss_jax.layers.conv_bn import batch_norm, batch_norm_relu, kaiming_fan_out
 
 
 def conv(in_features: int, out_features: int, kernel: int, stride: int = 1, *, dtype, rngs) -> nnx.Conv:
@@ -50,7 +50,7 @@ class _ResidualBlock(nnx.Module):
     shortcut = clips
     if self.downsample is not None:
       projection, norm = self.downsample
-      shortcut = norm(projection(clips))
+      shortcut = batch_norm_relu(norm, projection(clips), relu=False)
     branch = ops.temporal_shift(clips, self.shift_div) if self.shift else clips
     return nnx.relu(shortcut + self.branch(branch))
 
@@ -68,8 +68,8 @@ class BasicBlock(_ResidualBlock):
     self._init_shortcut(in_features, features, stride, shift, shift_div, dtype, rngs)
 
   def branch(self, x):
-    x = nnx.relu(self.bn1(self.conv1(x)))
-    return self.bn2(self.conv2(x))
+    x = batch_norm_relu(self.bn1, self.conv1(x))
+    return batch_norm_relu(self.bn2, self.conv2(x), relu=False)
 
 
 class Bottleneck(_ResidualBlock):
@@ -87,6 +87,6 @@ class Bottleneck(_ResidualBlock):
     self._init_shortcut(in_features, features, stride, shift, shift_div, dtype, rngs)
 
   def branch(self, x):
-    x = nnx.relu(self.bn1(self.conv1(x)))
-    x = nnx.relu(self.bn2(self.conv2(x)))
-    return self.bn3(self.conv3(x))
+    x = batch_norm_relu(self.bn1, self.conv1(x))
+    x = batch_norm_relu(self.bn2, self.conv2(x))
+    return batch_norm_relu(self.bn3, self.conv3(x), relu=False)

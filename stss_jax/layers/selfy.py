@@ -15,7 +15,7 @@ from flax import nnx
 
 from stss_jax import ops
 from stss_jax.ops.stss import check_window
-from stss_jax.layers.conv_bn import ConvBN, batch_norm
+from stss_jax.layers.conv_bn import ConvBN, aligned_cells, batch_norm
 
 EXTRACTORS = ("conv", "soft_argmax", "mlp")
 # "dense": the extraction's convolutions as matrix products over each flattened (u, v) plane
@@ -64,10 +64,20 @@ class ConvExtraction(nnx.Module):
 
   def __call__(self, stss: jax.Array) -> jax.Array:
     """(N, T, h, w, L, U, V) -> (N, T, h, w, L, D)."""
-    x = stss[..., None]
-    for conv in (self.conv0, self.conv1, self.conv2, self.conv3):
-      x = conv(x, dense=self.dense)
-    return jnp.mean(x, axis=(-3, -2))
+    convs = (self.conv0, self.conv1, self.conv2, self.conv3)
+    if not self.dense:
+      x = stss[..., None]
+      for conv in convs:
+        x = conv(x)
+      return jnp.mean(x, axis=(-3, -2))
+    *batch, U, V = stss.shape
+    x = stss.reshape(*batch, U * V)
+    x = jnp.pad(x, [(0, 0)] * len(batch) + [(0, aligned_cells(U * V, 1) - U * V)])
+    plane = (U, V)
+    for conv in convs:
+      x, plane = conv.dense(x, plane)
+    cells = plane[0] * plane[1]
+    return jnp.mean(x[..., :cells * self.out_features].reshape(*batch, cells, -1), axis=-2)
 
 
 class SoftArgmaxExtraction(nnx.Module):
