@@ -17,29 +17,45 @@ import numpy as np
 from flax import nnx
 
 from benchmarks.timing import time_jax
-from stss_jax.layers import SELFYBlock
+from benchmarks.flax_bn import use_flax_batch_norm
+from stss_jax.layers import SELFYBlock, conv_bn
 
 
-def timed(module, apply, inputs):
-  """(forward ms, forward+backward ms) of apply(module, x) over the input sets."""
+def timed(name, module, apply, inputs):
+  """(forward ms, forward+backward ms, the timed forward+backward function and its input sets)
+  of apply(module, x) over the input sets."""
   graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
-  def loss(params, x, rest):
-    out = apply(nnx.merge(graphdef, params, rest, copy=True), x)
-    return jnp.sum(out.astype(jnp.float32)) * 1e-6
+  def forward(params, x, rest):
+    return apply(nnx.merge(graphdef, params, rest, copy=True), x)
 
-  forward = jax.jit(lambda params, x, rest: apply(nnx.merge(graphdef, params, rest, copy=True), x))
-  backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  def loss(params, x, rest):
+    return jnp.sum(forward(params, x, rest).astype(jnp.float32)) * 1e-6
+
+  backward = jax.grad(loss, argnums=(0, 1))
+  # Named so that the compiled modules (and a profiler trace) say which part they are.
+  forward.__name__, backward.__name__ = f"{name}_forward", f"{name}_backward"
+  forward, backward = jax.jit(forward), jax.jit(backward)
   sets = [(params, x, rest) for x in inputs]
-  return time_jax(forward, sets) * 1e3, time_jax(backward, sets) * 1e3
+  return time_jax(forward, sets) * 1e3, time_jax(backward, sets) * 1e3, backward, sets
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--frames", type=int, default=8)
+  parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 5 forward+backward "
+                      "calls of each part here (summarise it with benchmarks.trace_summary)")
+  parser.add_argument("--extraction", default="dense", help="extraction_implementation of the block")
+  parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
+                      help="the block's BNs: the project's (one_pass) or nnx.BatchNorm (before)")
+  parser.add_argument("--row_alignment", type=int, default=conv_bn.ROW_ALIGNMENT,
+                      help="entries the dense extraction pads its rows to a multiple of (1: no padding)")
   args = parser.parse_args()
-  block = SELFYBlock(512, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  conv_bn.ROW_ALIGNMENT = args.row_alignment
+  if args.bn == "flax":
+    use_flax_batch_norm()
+  block = SELFYBlock(512, extraction_implementation=args.extraction, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   block.train()
   rng = np.random.default_rng(0)
   shape = (args.batch, args.frames, 28, 28, 512)
@@ -47,17 +63,24 @@ def main() -> None:
   apply = nnx.jit(lambda module, x: module(x))
   stss = [apply(block.stss_transformation, x) for x in clips]
   features = [apply(block.stss_extraction, s) for s in stss]
-  rows = {
-      "transformation (conv + STSS)": timed(block.stss_transformation, lambda m, x: m(x), clips),
-      "extraction": timed(block.stss_extraction, lambda m, s: m(s), stss),
-      "integration": timed(block.stss_integration, lambda m, f: m(f, (28, 28)), features),
-      "whole block": timed(block, lambda m, x: m(x), clips),
+  parts = {
+      "transformation (conv + STSS)": ("transformation", block.stss_transformation, lambda m, x: m(x), clips),
+      "extraction": ("extraction", block.stss_extraction, lambda m, s: m(s), stss),
+      "integration": ("integration", block.stss_integration, lambda m, f: m(f, (28, 28)), features),
+      "whole block": ("block", block, lambda m, x: m(x), clips),
   }
+  rows = {title: timed(*part) for title, part in parts.items()}
+  if args.trace_dir:
+    with jax.profiler.trace(args.trace_dir):
+      for _, _, backward, sets in rows.values():
+        for i in range(5):
+          jax.block_until_ready(backward(*sets[i % len(sets)]))
   device = jax.devices()[0]
   print(f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; "
-        f"input {shape} bf16, window (5, 9, 9), training mode")
+        f"input {shape} bf16, window (5, 9, 9), training mode, extraction {args.extraction}, BN {args.bn}, "
+        f"rows aligned to {args.row_alignment}")
   print("| part | forward ms | forward + backward ms |\n|---|---|---|")
-  for name, (forward, backward) in rows.items():
+  for name, (forward, backward, _, _) in rows.items():
     print(f"| {name} | {forward:.2f} | {backward:.2f} |")
 
 

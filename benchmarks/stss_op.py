@@ -40,12 +40,12 @@ def jax_variants(input_sets, cotangents):
   return rows
 
 
-def torch_stss(device="cuda"):
+def torch_stss(device="cuda", shape=SHAPE, window=WINDOW):
   """The authors' fallback formulation: (B*T, C, H, W) -> (B, T, L, HW, U*V)."""
   import torch
 
-  B, T, H, W, C = SHAPE
-  L, U, V = WINDOW
+  B, T, H, W, C = shape
+  L, U, V = window
   hw = H * W
   # Index of each window cell in the full correlation row, and which cells fall inside the frame.
   h, w, u, v = np.meshgrid(np.arange(H), np.arange(W), np.arange(U), np.arange(V), indexing="ij")

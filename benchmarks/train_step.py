@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.flax_bn import use_flax_batch_norm
 from benchmarks.timing import time_jax
 from configs import ssv1
 from stss_jax import complexity
@@ -79,8 +80,12 @@ def main(argv=None):
   parser.add_argument("--implementations", default="matmul/dense,matmul/conv,shift/conv")
   parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=6)
+  parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
+                      help="every BN: the project's (one_pass) or nnx.BatchNorm (before)")
   args = parser.parse_args(argv)
-  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}")
+  if args.bn == "flax":
+    use_flax_batch_norm()
+  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; BN {args.bn}")
   rows = []
   for batch in map(int, args.batches.split(",")):
     rows.append(measure(False, batch, "auto/dense", args.repeats, args.frames))
