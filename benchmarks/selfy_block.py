@@ -52,6 +52,8 @@ def main() -> None:
   parser.add_argument("--row_alignment", type=int, default=conv_bn.ROW_ALIGNMENT,
                       help="entries the dense extraction pads its rows to a multiple of (1: no padding)")
   args = parser.parse_args()
+  if args.row_alignment < 1:
+    parser.error(f"--row_alignment must be >= 1 (1: no padding), got {args.row_alignment}")
   conv_bn.ROW_ALIGNMENT = args.row_alignment
   if args.bn == "flax":
     use_flax_batch_norm()

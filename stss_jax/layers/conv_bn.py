@@ -71,9 +71,10 @@ class ConvBN(nnx.Module):
   def dense(self, planes: jax.Array, plane: tuple[int, int]) -> tuple[jax.Array, tuple[int, int]]:
     """The same layer on flattened planes, as one matrix product per plane (see dense_matrix).
 
-    planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries and zeros
-    after them (F a multiple of ROW_ALIGNMENT). Returns the (H', W', Cout) outputs flattened the
-    same way, and (H', W'). For the tiny planes of the STSS this beats a convolution kernel.
+    planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries; entries
+    after them (alignment padding) are ignored. Returns the (H', W', Cout) outputs flattened the
+    same way and padded to a multiple of ROW_ALIGNMENT, and (H', W'). For the tiny planes of the
+    STSS this beats a convolution kernel.
     """
     kernel = self.conv.kernel[...].astype(self.conv.dtype or planes.dtype)
     matrix, out_plane, out_cells = dense_matrix(kernel, plane, planes.shape[-1], self.strides, self.padding)
@@ -122,7 +123,7 @@ def dense_matrix(kernel: jax.Array, plane: tuple[int, int], in_entries: int, str
 
 
 def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cells: int | None = None) -> jax.Array:
-  """bn(x), then ReLU if asked: every BN of the network goes through here.
+  """bn(x), then ReLU if asked: every BN of the network but the upsample's goes through here.
 
   Same function and running statistics as nnx.BatchNorm (biased batch variance, float32
   statistics), written for fewer passes over x in training mode: both moments come from one
