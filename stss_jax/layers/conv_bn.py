@@ -178,6 +178,12 @@ def _batch_norm_train_bwd(epsilon, relu, count, residuals, cotangents):
   # mean and var feed only the running averages (under stop_gradient): their cotangents are zero.
   x, mean, inv_std, multiplier, shift = residuals
   grad = cotangents[0].astype(jnp.float32)
+  # On the GPU the barrier keeps XLA from merging the ReLU mask below with the forward's `y > 0`:
+  # merged, the forward writes the mask (a byte per entry) for the backward to read twice; apart,
+  # the backward recomputes it from x, which it reads anyway (benchmarks/results/gpu.md, run 6).
+  # Elsewhere it would only reorder rounding, so CPU results stay as they were.
+  if jax.default_backend() == "gpu":
+    x, multiplier, shift = jax.lax.optimization_barrier((x, multiplier, shift))
   values = x.astype(jnp.float32)
   if relu:
     grad = jnp.where(values * multiplier + shift > 0, grad, 0.0)

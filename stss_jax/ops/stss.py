@@ -94,20 +94,21 @@ def _stss_matmul(features: jax.Array, window: tuple[int, int, int]) -> jax.Array
   L, U, V = window
   batch, time, height, width, channels = features.shape
   positions = height * width
-  # bf16/f16 inputs feed the matrix units as they are (float32 accumulation); float32 inputs
-  # ask for full float32 products, so that no TF32 rounding creeps into the reference dtype.
+  # bf16/f16 inputs feed the matrix units as they are (float32 accumulation inside the product,
+  # results stored in the input dtype, which halves the bytes of the HW x HW correlation); float32
+  # inputs ask for full float32 products, so that no TF32 rounding creeps into the reference dtype.
   low_precision = jnp.dtype(features.dtype).itemsize < 4
   compute = features.dtype if low_precision else jnp.promote_types(features.dtype, jnp.float32)
   precision = None if low_precision else jax.lax.Precision.HIGHEST
-  accumulate = jnp.promote_types(compute, jnp.float32)
   queries = l2_normalize(features).astype(compute).reshape(batch, time, positions, channels)
   padded = jnp.pad(queries, ((0, 0), (L // 2, L // 2), (0, 0), (0, 0)))
   neighbours = jnp.stack([padded[:, l:l + time] for l in range(L)], axis=2)  # (B, T, L, HW, C)
   correlation = jnp.einsum("btnc,btlmc->btlnm", queries, neighbours, precision=precision,
-                           preferred_element_type=accumulate)
+                           preferred_element_type=compute)
   selection = jnp.asarray(_window_selection(height, width, U, V), compute)
-  similarities = jnp.einsum("btlnm,nkm->btnlk", correlation.astype(compute), selection,
-                            precision=precision, preferred_element_type=accumulate)
+  # Each output picks exactly one correlation (or none): exact in any dtype.
+  similarities = jnp.einsum("btlnm,nkm->btnlk", correlation, selection, precision=precision,
+                            preferred_element_type=compute)
   return similarities.reshape(batch, time, height, width, L, U, V).astype(features.dtype)
 
 
