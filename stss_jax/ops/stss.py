@@ -109,7 +109,7 @@ def _stss_matmul(features: jax.Array, window: tuple[int, int, int]) -> jax.Array
   # Each output picks exactly one correlation (or none): exact in any dtype.
   similarities = jnp.einsum("btlnm,nkm->btnlk", correlation, selection, precision=precision,
                             preferred_element_type=compute)
-  return similarities.reshape(batch, time, height, width, L, U, V).astype(features.dtype)
+  return similarities.reshape(batch, time, height, width, L, U, V)
 
 
 @functools.lru_cache(maxsize=16)
