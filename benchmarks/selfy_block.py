@@ -5,7 +5,8 @@
 The official block after ResNet-50 stage 2: input (batch, frames, 28, 28, 512), window (5, 9, 9).
 Parts: transformation (stride-2 conv + BN + ReLU, then the STSS), extraction (the four convs over
 (l, u, v)), integration (per-l convs, fuse, upsample, BN); each forward, and forward + backward
-(gradients of its parameters and its input), median over fresh random inputs after warm-up.
+(the loss and the gradients of its parameters and its input), median over fresh random inputs
+after warm-up.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def timed(name, module, apply, inputs):
   def loss(params, x, rest):
     return jnp.sum(forward(params, x, rest).astype(jnp.float32)) * 1e-6
 
-  backward = jax.grad(loss, argnums=(0, 1))
+  # The loss value is returned too: from a constant cotangent alone, XLA would drop the forward of
+  # a part that ends linearly (the transformation's STSS) and time its backward only.
+  backward = jax.value_and_grad(loss, argnums=(0, 1))
   # Named so that the compiled modules (and a profiler trace) say which part they are.
   forward.__name__, backward.__name__ = f"{name}_forward", f"{name}_backward"
   forward, backward = jax.jit(forward), jax.jit(backward)
@@ -46,6 +49,7 @@ def main() -> None:
   parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 5 forward+backward "
                       "calls of each part here (summarise it with benchmarks.trace_summary)")
+  parser.add_argument("--stss", default="auto", help="stss_implementation of the block")
   parser.add_argument("--extraction", default="dense", help="extraction_implementation of the block")
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="the block's BNs: the project's (one_pass) or nnx.BatchNorm (before)")
@@ -57,13 +61,14 @@ def main() -> None:
   conv_bn.ROW_ALIGNMENT = args.row_alignment
   if args.bn == "flax":
     use_flax_batch_norm()
-  block = SELFYBlock(512, extraction_implementation=args.extraction, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  block = SELFYBlock(512, stss_implementation=args.stss, extraction_implementation=args.extraction,
+                     dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   block.train()
   rng = np.random.default_rng(0)
   shape = (args.batch, args.frames, 28, 28, 512)
   clips = [jnp.asarray(rng.standard_normal(shape, np.float32), jnp.bfloat16) for _ in range(3)]
   apply = nnx.jit(lambda module, x: module(x))
-  stss = [apply(block.stss_transformation, x) for x in clips]
+  stss = [jnp.moveaxis(apply(block.stss_transformation, x), 4, 2) for x in clips]  # l-major, as the block
   features = [apply(block.stss_extraction, s) for s in stss]
   parts = {
       "transformation (conv + STSS)": ("transformation", block.stss_transformation, lambda m, x: m(x), clips),
@@ -79,8 +84,8 @@ def main() -> None:
           jax.block_until_ready(backward(*sets[i % len(sets)]))
   device = jax.devices()[0]
   print(f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; "
-        f"input {shape} bf16, window (5, 9, 9), training mode, extraction {args.extraction}, BN {args.bn}, "
-        f"rows aligned to {args.row_alignment}")
+        f"input {shape} bf16, window (5, 9, 9), training mode, STSS {args.stss}, "
+        f"extraction {args.extraction}, BN {args.bn}, rows aligned to {args.row_alignment}")
   print("| part | forward ms | forward + backward ms |\n|---|---|---|")
   for name, (forward, backward, _, _) in rows.items():
     print(f"| {name} | {forward:.2f} | {backward:.2f} |")

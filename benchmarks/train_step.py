@@ -34,7 +34,7 @@ def peak_flops() -> float | None:
 
 
 def measure(selfy: bool, batch: int, implementation: str, repeats: int, frames: int = 8) -> dict:
-  """`implementation`: "<stss>/<extraction>", e.g. "matmul/dense"."""
+  """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"."""
   config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
   config.batch_size = batch
@@ -77,7 +77,7 @@ def measure(selfy: bool, batch: int, implementation: str, repeats: int, frames: 
 def main(argv=None):
   parser = argparse.ArgumentParser()
   parser.add_argument("--batches", default="8,32")
-  parser.add_argument("--implementations", default="matmul/dense,matmul/conv,shift/conv")
+  parser.add_argument("--implementations", default="gather/dense,matmul/dense,shift/conv")
   parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=6)
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",

@@ -35,7 +35,7 @@ def naive_stss(x, window):
         ((1, 1, 1, 1, 2), (1, 1, 1)),
     ],
 )
-@pytest.mark.parametrize("implementation", ["shift", "matmul"])
+@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
 def test_stss_matches_naive_loop(shape, window, implementation):
   x = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
   got = np.asarray(jax.jit(ops.stss, static_argnums=(1, 2))(x, window, implementation))
@@ -43,7 +43,7 @@ def test_stss_matches_naive_loop(shape, window, implementation):
   np.testing.assert_allclose(got, naive_stss(x, window), atol=2e-6)
 
 
-@pytest.mark.parametrize("implementation", ["shift", "matmul"])
+@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
 def test_stss_bf16_accumulates_in_float32(implementation):
   x = np.random.default_rng(0).normal(size=(1, 3, 4, 4, 256)).astype(np.float32)
   x_bf16 = jnp.asarray(x, jnp.bfloat16)
@@ -55,7 +55,7 @@ def test_stss_bf16_accumulates_in_float32(implementation):
   np.testing.assert_allclose(np.asarray(got, np.float32), reference, atol=8e-3)
 
 
-@pytest.mark.parametrize("implementation", ["shift", "matmul"])
+@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
 def test_stss_gradients_match_finite_differences(implementation):
   with jax.enable_x64(True):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 3, 4, 3)), jnp.float64)
@@ -65,8 +65,9 @@ def test_stss_gradients_match_finite_differences(implementation):
 def test_stss_rejects_unknown_implementation_and_oversized_matmul():
   with pytest.raises(ValueError, match="implementation"):
     ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), "pallas")
-  with pytest.raises(ValueError, match="33x33"):
-    ops.stss(jnp.zeros((1, 2, 33, 33, 4)), (3, 3, 3), "matmul")
+  for implementation in ("matmul", "gather"):
+    with pytest.raises(ValueError, match="33x33"):
+      ops.stss(jnp.zeros((1, 2, 33, 33, 4)), (3, 3, 3), implementation)
 
 
 @pytest.mark.parametrize("window", [(4, 9, 9), (5, 0, 9), (5, 9, -1), (5, 9), (5, 9, 9, 1)])

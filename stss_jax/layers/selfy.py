@@ -63,7 +63,7 @@ class ConvExtraction(nnx.Module):
     self.out_features = c3
 
   def __call__(self, stss: jax.Array) -> jax.Array:
-    """(N, T, h, w, L, U, V) -> (N, T, h, w, L, D)."""
+    """(..., U, V) similarity planes -> (..., D), any leading axes."""
     convs = (self.conv0, self.conv1, self.conv2, self.conv3)
     if not self.dense:
       x = stss[..., None]
@@ -95,7 +95,7 @@ class SoftArgmaxExtraction(nnx.Module):
     self.out_features = out_features
 
   def __call__(self, stss: jax.Array) -> jax.Array:
-    """(N, T, h, w, L, U, V) -> (N, T, h, w, L, D)."""
+    """(..., U, V) similarity planes -> (..., D), any leading axes."""
     U, V = stss.shape[-2:]
     offsets = jnp.stack(
         jnp.meshgrid(jnp.arange(U) - U // 2, jnp.arange(V) - V // 2, indexing="ij"), axis=-1
@@ -116,7 +116,7 @@ class MLPExtraction(nnx.Module):
     self.out_features = out_features
 
   def __call__(self, stss: jax.Array) -> jax.Array:
-    """(N, T, h, w, L, U, V) -> (N, T, h, w, L, D)."""
+    """(..., U, V) similarity planes -> (..., D), any leading axes."""
     planes = stss.reshape(*stss.shape[:-2], 1, 1, -1)
     return self.fc1(self.fc0(planes))[..., 0, 0, :]
 
@@ -147,10 +147,10 @@ class STSSIntegration(nnx.Module):
     self.upsample_bn = batch_norm(out_features, zero_scale=True, dtype=dtype, rngs=rngs)
 
   def __call__(self, features: jax.Array, out_size: tuple[int, int]) -> jax.Array:
-    """(N, T, h, w, L, D) -> (N, T, H, W, C) with (H, W) = out_size."""
-    n, t, h, w, L, _ = features.shape
-    x = jnp.moveaxis(features, 4, 2)  # (N, T, L, h, w, D): l becomes a batch axis
-    x = self.conv2(self.conv1(self.conv0(x)))
+    """(N, T, L, h, w, D) -> (N, T, H, W, C) with (H, W) = out_size; l is a batch axis of the
+    per-l convs."""
+    n, t, L, h, w, _ = features.shape
+    x = self.conv2(self.conv1(self.conv0(features)))
     x = jnp.moveaxis(x, 2, 4).reshape(n, t, h, w, -1)  # channel = l * D + d
     x = self.upsample(self.conv3_fuse(x))
     height, width = out_size
@@ -242,6 +242,9 @@ class SELFYBlock(nnx.Module):
 
   def __call__(self, clips: jax.Array) -> jax.Array:
     """(N, T, H, W, C) -> (N, T, H, W, C)."""
-    stss = self.stss_transformation(clips)
-    motion = self.stss_integration(self.stss_extraction(stss), clips.shape[2:4])
+    stss = self.stss_transformation(clips)  # (N, T, h, w, L, U, V)
+    # l before (h, w): the extraction's rows then come out in the order the integration's per-l
+    # convs read them (the gather STSS writes that order, so no transpose pass is left).
+    features = self.stss_extraction(jnp.moveaxis(stss, 4, 2))  # (N, T, L, h, w, D)
+    motion = self.stss_integration(features, clips.shape[2:4])
     return nnx.relu(clips + motion)

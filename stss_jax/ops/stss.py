@@ -39,8 +39,9 @@ def l2_normalize(features: jax.Array, axis: int = -1) -> jax.Array:
   return features * jax.lax.rsqrt(jnp.sum(features * features, axis=axis, keepdims=True) + NORM_EPS)
 
 
-IMPLEMENTATIONS = ("auto", "shift", "matmul")
-# The matmul form holds a (HW, U*V, HW) selection matrix: fine at SELFY's 14x14, not at 56x56.
+IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather")
+# The matmul and gather forms hold every frame pair's HW x HW correlation (and matmul a
+# (HW, U*V, HW) selection matrix): fine at SELFY's 14x14, not at 56x56.
 MATMUL_MAX_POSITIONS = 1024
 
 
@@ -51,8 +52,11 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
     features: (batch, time, height, width, channels), any float dtype.
     window: (L, U, V) odd sizes: temporal, height and width extent of the neighbourhood.
     implementation: "shift" (shifted windows, the reference, best on CPU), "matmul" (frame-pair
-      correlations on the matrix units, then a selection of each window; for maps of at most
-      1024 positions) or "auto" (matmul on accelerators where it fits, else shift).
+      correlations on the matrix units, then each window selected by a second product with a 0/1
+      matrix), "gather" (the same correlations, then each window copied out by a gather; the
+      fastest on GPUs) or "auto" (gather on GPUs, matmul on other accelerators, shift on CPU,
+      and shift wherever the maps are too large). matmul and gather hold the full HW x HW
+      correlation of every frame pair, so they take maps of at most 1024 positions.
 
   Returns:
     (batch, time, height, width, L, U, V) similarities in the input dtype; products are
@@ -68,16 +72,18 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
     raise ValueError(f"stss implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
   positions = features.shape[2] * features.shape[3]
   if implementation == "auto":
-    fits = positions <= MATMUL_MAX_POSITIONS
-    implementation = "matmul" if fits and jax.default_backend() != "cpu" else "shift"
-  if implementation == "matmul":
-    if positions > MATMUL_MAX_POSITIONS:
-      raise ValueError(
-          f"stss implementation 'matmul' handles at most {MATMUL_MAX_POSITIONS} positions per frame, "
-          f"got {features.shape[2]}x{features.shape[3]}; use 'shift'"
-      )
-    return _stss(features, (L, U, V), _stss_matmul)
-  return _stss(features, (L, U, V), _stss_shift)
+    backend = jax.default_backend()
+    if positions > MATMUL_MAX_POSITIONS or backend == "cpu":
+      implementation = "shift"
+    else:
+      implementation = "gather" if backend == "gpu" else "matmul"
+  if implementation != "shift" and positions > MATMUL_MAX_POSITIONS:
+    raise ValueError(
+        f"stss implementation {implementation!r} handles at most {MATMUL_MAX_POSITIONS} positions per frame, "
+        f"got {features.shape[2]}x{features.shape[3]}; use 'shift'"
+    )
+  forms = {"shift": _stss_shift, "matmul": _stss_matmul, "gather": _stss_gather}
+  return _stss(features, (L, U, V), forms[implementation])
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -87,27 +93,35 @@ def _stss(features: jax.Array, window: tuple[int, int, int], implementation) -> 
   return implementation(features, window)
 
 
-def _stss_matmul(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
-  """Correlates every frame with each of its L neighbour frames as one (HW x HW) matrix product,
-  then picks each position's U x V window out of its row with a constant 0/1 matrix (a second
-  product), so both passes and their gradients run on the matrix units with no gather."""
-  L, U, V = window
+def _frame_pair_correlation(features: jax.Array,
+                            L: int) -> tuple[jax.Array, jnp.dtype, jax.lax.Precision | None]:
+  """Correlates every frame with each of its L neighbour frames (zeros past the clip's ends) as
+  one (HW x HW) matrix product. Returns the (B, T, HW, L, HW) correlation (dot_general's own
+  output order, so no transpose of it is written), its dtype and the products' precision."""
   batch, time, height, width, channels = features.shape
-  positions = height * width
   # bf16/f16 inputs feed the matrix units as they are (float32 accumulation inside the product,
   # results stored in the input dtype, which halves the bytes of the HW x HW correlation); float32
   # inputs ask for full float32 products, so that no TF32 rounding creeps into the reference dtype.
   low_precision = jnp.dtype(features.dtype).itemsize < 4
   compute = features.dtype if low_precision else jnp.promote_types(features.dtype, jnp.float32)
   precision = None if low_precision else jax.lax.Precision.HIGHEST
-  queries = l2_normalize(features).astype(compute).reshape(batch, time, positions, channels)
+  queries = l2_normalize(features).astype(compute).reshape(batch, time, height * width, channels)
   padded = jnp.pad(queries, ((0, 0), (L // 2, L // 2), (0, 0), (0, 0)))
   neighbours = jnp.stack([padded[:, l:l + time] for l in range(L)], axis=2)  # (B, T, L, HW, C)
-  correlation = jnp.einsum("btnc,btlmc->btlnm", queries, neighbours, precision=precision,
-                           preferred_element_type=compute)
+  correlation = jax.lax.dot_general(queries, neighbours, (((3,), (4,)), ((0, 1), (0, 1))),
+                                    precision=precision, preferred_element_type=compute)
+  return correlation, compute, precision
+
+
+def _stss_matmul(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
+  """Frame-pair correlations, then each position's U x V window picked out of its row by a
+  constant 0/1 matrix (a second product): every pass and gradient on the matrix units."""
+  L, U, V = window
+  batch, time, height, width, _ = features.shape
+  correlation, compute, precision = _frame_pair_correlation(features, L)
   selection = jnp.asarray(_window_selection(height, width, U, V), compute)
   # Each output picks exactly one correlation (or none): exact in any dtype.
-  similarities = jnp.einsum("btlnm,nkm->btnlk", correlation, selection, precision=precision,
+  similarities = jnp.einsum("btnlm,nkm->btnlk", correlation, selection, precision=precision,
                             preferred_element_type=compute)
   return similarities.reshape(batch, time, height, width, L, U, V)
 
@@ -123,6 +137,78 @@ def _window_selection(height: int, width: int, U: int, V: int) -> np.ndarray:
   k = (u * V + v)[inside]
   selection[n, k, (hh * width + ww)[inside]] = 1.0
   return selection
+
+
+def _stss_gather(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
+  """Frame-pair correlations, then each position's U x V window copied out of its row by a
+  gather with constant indices (whose gradient is another gather, see _pick_windows)."""
+  L, U, V = window
+  batch, time, height, width, _ = features.shape
+  correlation, _, _ = _frame_pair_correlation(features, L)
+  rows = correlation.reshape(batch * time, -1)
+  windows = _pick_windows(rows, height, width, window).reshape(batch, time, L, height, width, U, V)
+  # Written l-major: the SELFY block moves l before (h, w) again, XLA drops the two transposes,
+  # and the gather writes the order the block reads.
+  return jnp.moveaxis(windows, 2, 4)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _pick_windows(rows: jax.Array, height: int, width: int, window: tuple[int, int, int]) -> jax.Array:
+  """(R, HW*L*HW) correlations, (n, l, m) order -> (R, L*HW*U*V) window entries, (l, n, u, v)
+  order, zero outside the frame."""
+  source, inside = _window_index(height, width, window)
+  return jnp.where(inside, _take_columns(rows, source), 0)
+
+
+def _pick_windows_fwd(rows, height, width, window):
+  return _pick_windows(rows, height, width, window), None
+
+
+def _pick_windows_bwd(height, width, window, _, cotangent):
+  # Each correlation entry feeds at most one window entry, so the transpose of the gather is
+  # another gather (no scatter-add): every entry reads the cotangent of the window cell it fed.
+  target, fed = _correlation_index(height, width, window)
+  return (jnp.where(fed, _take_columns(cotangent, target), 0),)
+
+
+_pick_windows.defvjp(_pick_windows_fwd, _pick_windows_bwd)
+
+
+def _take_columns(rows: jax.Array, columns: np.ndarray) -> jax.Array:
+  """rows[:, columns] written as a gather batched over the rows: XLA:GPU then keeps the rows
+  major in its output (jnp.take makes the rows a slice dimension, which it moves innermost)."""
+  indices = jnp.broadcast_to(jnp.asarray(columns)[None, :, None], (rows.shape[0], columns.size, 1))
+  dimensions = jax.lax.GatherDimensionNumbers(
+      offset_dims=(), collapsed_slice_dims=(1,), start_index_map=(1,), operand_batching_dims=(0,),
+      start_indices_batching_dims=(0,))
+  return jax.lax.gather(rows, indices, dimensions, (1, 1), mode=jax.lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_index(height: int, width: int, window: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """For each (l, n, u, v) window entry: its flat index into a (n, l, m) correlation row, and
+  whether (u, v) falls inside the frame."""
+  L, U, V = window
+  l, n, u, v = np.meshgrid(np.arange(L), np.arange(height * width), np.arange(U), np.arange(V), indexing="ij")
+  hh, ww = n // width + u - U // 2, n % width + v - V // 2
+  inside = (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
+  positions = height * width
+  source = (n * L + l) * positions + np.clip(hh, 0, height - 1) * width + np.clip(ww, 0, width - 1)
+  return source.reshape(-1).astype(np.int32), inside.reshape(-1)
+
+
+@functools.lru_cache(maxsize=16)
+def _correlation_index(height: int, width: int,
+                       window: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """The inverse of _window_index: for each (n, l, m) correlation entry, the flat index of the
+  window entry it feeds, and whether it feeds one."""
+  source, inside = _window_index(height, width, window)
+  entries = height * width * window[0] * height * width
+  target = np.zeros(entries, np.int32)
+  fed = np.zeros(entries, bool)
+  target[source[inside]] = np.flatnonzero(inside)
+  fed[source[inside]] = True
+  return target, fed
 
 
 def _stss_shift(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
