@@ -13,7 +13,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
 
 from benchmarks.timing import time_jax
 from configs import ssv1
@@ -26,7 +25,7 @@ def clips_per_second(devices, per_device: int, repeats: int) -> float:
   config = ssv1.get_config()
   config.model.dtype = "bfloat16"
   config.batch_size = per_device * len(devices)
-  mesh = Mesh(np.asarray(devices).reshape(-1, 1), ("data", "model"))
+  mesh = sharding.make_mesh(devices)
   tx = optimizer.build_optimizer(config)
   state, graphs = create_train_state(build_model(config), tx)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)

@@ -48,14 +48,17 @@ def optimizer_config() -> ml_collections.ConfigDict:
   ))
 
 
-def video_config(name: str, num_classes: int, train_clips: int, num_frames: int = 8,
-                 epochs: int = 50, batch_size: int = 64) -> ml_collections.ConfigDict:
-  """An official-recipe experiment on a video dataset: SELFYNet-R50, SGD, step decay."""
+def base_config() -> ml_collections.ConfigDict:
+  """Every key of an experiment, documented once, at the official recipe's values.
+
+  The dataset and schedule keys are filled in by video_config (the real datasets) and by
+  default.py (the synthetic demo), which change only what differs.
+  """
   config = ml_collections.ConfigDict()
   config.seed = 0  # root of every random key (init, dropout, data order)
   config.dataset = ml_collections.ConfigDict(dict(
-      name=name,  # "synthetic" | "list" | "ssv1" | "ssv2" | "diving48" | "finegym"
-      num_classes=num_classes,  # classes in the label file
+      name="",  # "synthetic" | "list" | "ssv1" | "ssv2" | "diving48" | "finegym"
+      num_classes=0,  # classes in the label file
       data_dir="",  # the dataset's directory, in its official layout (README: Datasets)
       train_list="",  # "list" and "finegym": training list file, relative to data_dir
       eval_list="",  # "list" and "finegym": evaluation list file, relative to data_dir
@@ -63,9 +66,13 @@ def video_config(name: str, num_classes: int, train_clips: int, num_frames: int 
       strip_prefix="",  # "list": prefix removed from listed paths (the authors' lists: "/Dataset/SSV1/")
       frame_template="{:05d}.jpg",  # frame file names in frame folders, numbered from 1
       no_flip_labels=(),  # classes never flipped in training (their meaning has a direction)
+      num_eval=384,  # "synthetic": validation clips
+      motion_scale=1.0,  # "synthetic": speed multiplier; 3.0 is the fast-motion variant
+      # "synthetic": the motions used, indices into input_pipeline.synthetic.CLASSES
+      classes=(0, 1, 2, 3, 4, 5),
   ))
   config.input = ml_collections.ConfigDict(dict(
-      num_frames=num_frames,  # TSN segments per clip, one frame each
+      num_frames=8,  # TSN segments per clip, one frame each
       image_size=224,  # side of the square crop fed to the model, pixels
       resize_hw=(240, 320),  # every frame is first resized to (height, width), pixels
       dense_sampling=False,  # TSM dense sampling (64-frame span) instead of TSN segments
@@ -78,13 +85,26 @@ def video_config(name: str, num_classes: int, train_clips: int, num_frames: int 
   config.model = model_config(depth=50)
   config.optimizer = optimizer_config()
   config.label_smoothing = 0.0  # cross-entropy label smoothing
-  config.mesh = ml_collections.ConfigDict(dict(model=1))  # devices on the 'model' mesh axis
-  steps_per_epoch = train_clips // batch_size
-  config.batch_size = batch_size  # global, in clips
-  config.total_steps = epochs * steps_per_epoch  # optimiser steps
-  config.eval_every_steps = steps_per_epoch  # steps between evaluations
-  config.checkpoint_every_steps = steps_per_epoch  # steps between checkpoints
+  config.batch_size = 64  # global, in clips
+  config.total_steps = 1  # optimiser steps
+  config.eval_every_steps = 1  # steps between evaluations
+  config.checkpoint_every_steps = 1  # steps between checkpoints
   config.log_every_steps = 50  # steps between progress and metrics updates
   config.keep_checkpoints = 3  # most recent checkpoints kept, besides the best
-  config.init_from = ""  # model checkpoint directory to start from (python -m stss_jax.convert)
+  config.init_from = ""  # model directory to start from (python -m stss_jax.convert, WORKDIR/model)
+  return config
+
+
+def video_config(name: str, num_classes: int, train_clips: int, num_frames: int = 8,
+                 epochs: int = 50, batch_size: int = 64) -> ml_collections.ConfigDict:
+  """An official-recipe experiment on a video dataset: SELFYNet-R50, SGD, step decay."""
+  config = base_config()
+  config.dataset.name = name
+  config.dataset.num_classes = num_classes
+  config.input.num_frames = num_frames
+  steps_per_epoch = train_clips // batch_size
+  config.batch_size = batch_size
+  config.total_steps = epochs * steps_per_epoch
+  config.eval_every_steps = steps_per_epoch
+  config.checkpoint_every_steps = steps_per_epoch
   return config

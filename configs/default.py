@@ -1,6 +1,7 @@
 """The embedded demo: SELFY learns motion on procedurally generated clips, on any machine.
 
   python main.py --config=configs/default.py --workdir=runs/default
+  python main.py --config=configs/default.py:tiny --workdir=runs/tiny    # seconds: for tests
 
 Every class differs from its time-reversed twin only in the direction of motion, so
 appearance alone cannot solve it. The default is a TSN ResNet-18 (no temporal shift) whose only
@@ -14,30 +15,22 @@ access to motion is one SELFY block. Variants by override:
                                                      all twelve motions (needs ~3x the steps)
 The ablation table of the README: python -m benchmarks.synthetic_ablation
 """
-import ml_collections
-
 from configs import common
+
+VARIANTS = ("", "tiny")
 
 
 def get_config(arg=None):
-  del arg
-  config = ml_collections.ConfigDict()
-  config.seed = 0  # root of every random key (init, dropout, data)
-  config.dataset = ml_collections.ConfigDict(dict(
-      name="synthetic",  # dataset: "synthetic" | "ssv1" | "ssv2" | "diving48" | "finegym"
-      num_classes=6,  # classes of the dataset
-      data_dir="",  # unused by the synthetic dataset
-      num_eval=384,  # synthetic: validation clips
-      motion_scale=1.0,  # synthetic: speed multiplier; 3.0 is the fast-motion variant
-      # synthetic: motions used, indices into input_pipeline.synthetic.CLASSES. The default six
-      # (right/left, down/up, approaching/receding) train to > 90% within 10 CPU minutes; all twelve
-      # (adding rotations, out-and-back and speed) need about 3x the steps.
-      classes=(0, 1, 2, 3, 4, 5),
-  ))
-  config.input = ml_collections.ConfigDict(dict(
-      num_frames=8,  # frames per clip
-      image_size=64,  # side of the square frames, pixels
-  ))
+  """`arg`: "" for the demo, "tiny" for a model and run small enough for unit tests."""
+  variant = str(arg or "")
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/default.py:{variant}: use one of {VARIANTS} (empty for the demo)")
+  config = common.base_config()
+  config.dataset.name = "synthetic"
+  # The default six motions (right/left, down/up, approaching/receding) train to > 90% within 10
+  # CPU minutes; all twelve (adding rotations, out-and-back and speed) need about 3x the steps.
+  config.dataset.num_classes = 6
+  config.input.image_size = 64
   config.model = common.model_config(depth=18)
   config.model.width = 16
   config.model.temporal_shift = False
@@ -49,17 +42,27 @@ def get_config(arg=None):
   config.model.selfy.ext_channels = (4, 16, 32, 32)
   config.model.selfy.int_channels = (32, 32, 32, 32)
   config.model.dropout = 0.2
-  config.optimizer = common.optimizer_config()
   config.optimizer.learning_rate = 0.2  # per 64 clips: 0.05 at batch 16
   config.optimizer.schedule = "cosine"
   config.optimizer.warmup_steps = 20
-  config.label_smoothing = 0.0  # cross-entropy label smoothing
-  config.mesh = ml_collections.ConfigDict(dict(model=1))  # devices on the 'model' mesh axis
-  config.batch_size = 16  # global, in clips
-  config.total_steps = 600  # optimiser steps
-  config.eval_every_steps = 300  # steps between evaluations
-  config.checkpoint_every_steps = 300  # steps between checkpoints
-  config.log_every_steps = 10  # steps between progress and metrics updates
-  config.keep_checkpoints = 2  # most recent checkpoints kept, besides the best
-  config.init_from = ""  # model checkpoint directory to start from (python -m stss_jax.convert)
+  config.batch_size = 16
+  config.total_steps = 600
+  config.eval_every_steps = 300
+  config.checkpoint_every_steps = 300
+  config.log_every_steps = 10
+  config.keep_checkpoints = 2
+  if variant == "tiny":
+    config.input.num_frames = 4
+    config.input.image_size = 32
+    config.model.width = 8
+    config.model.selfy.window = (3, 5, 5)
+    config.model.selfy.hidden = 8
+    config.model.selfy.ext_channels = (2, 4, 8, 8)
+    config.model.selfy.int_channels = (8, 8, 8, 8)
+    config.dataset.num_eval = 12
+    config.batch_size = 8
+    config.total_steps = 4
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.log_every_steps = 1
   return config

@@ -13,11 +13,11 @@ import itertools
 import sys
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 from PIL import Image, ImageDraw
 
-from input_pipeline import sources, transforms
+from input_pipeline import normalization, sources
+from stss_jax import cli
 
 THUMB = 112  # pixels per frame in the contact sheet
 
@@ -47,7 +47,7 @@ def collect(config, split: str, num_batches: int) -> dict[str, np.ndarray]:
 def contact_sheet(batch: dict[str, np.ndarray]) -> Image.Image:
   clips = batch["clips"]
   n, t = clips.shape[:2]
-  pixels = np.clip((clips * transforms.STD + transforms.MEAN) * 255, 0, 255).astype(np.uint8)
+  pixels = normalization.to_uint8(clips)
   sheet = Image.new("RGB", (THUMB * t, (THUMB + 16) * n), "white")
   pen = ImageDraw.Draw(sheet)
   for i in range(n):
@@ -59,28 +59,29 @@ def contact_sheet(batch: dict[str, np.ndarray]) -> Image.Image:
   return sheet
 
 
-def main(argv):
-  del argv
-  FLAGS = flags.FLAGS
-  if FLAGS.config is None or not FLAGS.output:
-    raise app.UsageError("--config and --output are required")
-  try:
-    batch = collect(FLAGS.config, FLAGS.split, FLAGS.num_batches)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  np.savez(FLAGS.output, **{k: v for k, v in batch.items() if k != "class_names"})
-  print(f"wrote {len(batch['labels'])} clips {batch['clips'].shape} to {FLAGS.output}")
-  if FLAGS.png:
-    contact_sheet(batch).save(FLAGS.png)
-    print(f"wrote {FLAGS.png}")
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  cli.define_config(flag_values, argv)
+  flags.DEFINE_enum("split", "validation", ["train", "validation"], "Which stream to draw from.",
+                    flag_values=flag_values)
+  flags.DEFINE_integer("num_batches", 1, "Batches to write.", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_string("output", None, ".npz file to write.", flag_values=flag_values)
+  flags.mark_flag_as_required("output", flag_values=flag_values)
+  flags.DEFINE_string("png", None, "Optional contact sheet PNG.", flag_values=flag_values)
+
+
+def run(flag_values: flags.FlagValues) -> int:
+  batch = collect(flag_values.config, flag_values.split, flag_values.num_batches)
+  np.savez(flag_values.output, **{k: v for k, v in batch.items() if k != "class_names"})
+  print(f"wrote {len(batch['labels'])} clips {batch['clips'].shape} to {flag_values.output}")
+  if flag_values.png:
+    contact_sheet(batch).save(flag_values.png)
+    print(f"wrote {flag_values.png}")
   return 0
 
 
+def main(argv=None) -> int:
+  return cli.main(__doc__, define_flags, run, argv)
+
+
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_enum("split", "validation", ["train", "validation"], "Which stream to draw from.")
-  flags.DEFINE_integer("num_batches", 1, "Batches to write.")
-  flags.DEFINE_string("output", None, ".npz file to write.")
-  flags.DEFINE_string("png", None, "Optional contact sheet PNG.")
-  app.run(main)
+  sys.exit(main())

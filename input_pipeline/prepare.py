@@ -21,19 +21,21 @@ import multiprocessing
 import os
 import pathlib
 import sys
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the workers inherit it: one progress bar, no banners
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from input_pipeline import frames as frame_io
 from input_pipeline import records
 from input_pipeline.labels import LabelFileError, Video
+from stss_jax import cli
+from stss_jax.files import write_json_atomically
 
 DEFAULT_CLASSES = {"ssv1": 174, "ssv2": 174, "diving48": 48}
 
-FLAGS = flags.FLAGS
 _progress = None  # the worker's queue of finished-video ticks, set by _init_worker
 
 
@@ -102,7 +104,7 @@ def write_one_shard(shard: pathlib.Path, videos: list[Video], frame_template: st
           _progress.put(1)
 
   written = records.write_shard(shard, converted())
-  records.write_json_atomically(_skipped_path(shard), skipped)
+  write_json_atomically(_skipped_path(shard), skipped)
   return written
 
 
@@ -153,7 +155,7 @@ def prepare(dataset: str, data_dir: pathlib.Path, output_dir: pathlib.Path, *, n
   settings_path = output_dir / "settings.json"
   if settings_path.exists() and json.loads(settings_path.read_text()) != settings:
     raise ValueError(f"{output_dir} was prepared with other settings ({settings_path}); use a new --output_dir")
-  records.write_json_atomically(settings_path, settings)
+  write_json_atomically(settings_path, settings)
 
   shards = plan(splits, videos_per_shard)
   todo = [s for s in shards if not _skipped_path(output_dir / records.shard_name(*s[:3])).exists()]
@@ -181,28 +183,36 @@ def prepare(dataset: str, data_dir: pathlib.Path, output_dir: pathlib.Path, *, n
   empty = [split for split, info in manifest["splits"].items() if not info["videos"]]
   if empty:
     raise RuntimeError(f"no usable video in the {' and '.join(empty)} split; reasons in {output_dir / 'skipped.txt'}")
-  records.write_json_atomically(output_dir / records.MANIFEST, manifest)
+  write_json_atomically(output_dir / records.MANIFEST, manifest)
   return manifest
 
 
 def _run(todo, output_dir, frame_template, resize_hw, quality, total, workers) -> None:
   from tqdm import tqdm
 
-  context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
-  progress = context.Manager().Queue()
-  with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_init_worker,
-                                              initargs=(progress,)) as pool, \
-      tqdm(total=total, unit="video", desc="prepare") as bar:
-    pending = {pool.submit(write_one_shard, output_dir / records.shard_name(split, i, count), videos,
-                           frame_template, resize_hw, quality) for split, i, count, videos in todo}
-    while pending:
-      done, pending = concurrent.futures.wait(pending, timeout=0.5)
+  with tqdm(total=total, unit="video", desc="prepare") as bar:
+    if workers == 1 or len(todo) == 1:  # in this process: no worker to start
+      _init_worker(types.SimpleNamespace(put=bar.update))
+      try:
+        for split, i, count, videos in todo:
+          write_one_shard(output_dir / records.shard_name(split, i, count), videos, frame_template, resize_hw, quality)
+      finally:
+        _init_worker(None)
+      return
+    context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
+    progress = context.Manager().Queue()
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context,
+                                                initializer=_init_worker, initargs=(progress,)) as pool:
+      pending = {pool.submit(write_one_shard, output_dir / records.shard_name(split, i, count), videos,
+                             frame_template, resize_hw, quality) for split, i, count, videos in todo}
+      while pending:
+        done, pending = concurrent.futures.wait(pending, timeout=0.5)
+        while not progress.empty():
+          bar.update(progress.get())
+        for future in done:
+          future.result()  # a worker's unexpected error stops the run here, finished shards kept
       while not progress.empty():
         bar.update(progress.get())
-      for future in done:
-        future.result()  # a worker's unexpected error stops the run here, finished shards kept
-    while not progress.empty():
-      bar.update(progress.get())
 
 
 def _resize_flag(value: str):
@@ -217,44 +227,48 @@ def _resize_flag(value: str):
   return height, width
 
 
-def main(argv):
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
   del argv
-  try:
-    num_classes = FLAGS.num_classes or DEFAULT_CLASSES.get(FLAGS.dataset)
-    if not num_classes:
-      raise ValueError(f"--num_classes is needed for --dataset={FLAGS.dataset}")
-    if FLAGS.videos_per_shard < 1 or not 1 <= FLAGS.jpeg_quality <= 100:
-      raise ValueError("--videos_per_shard must be >= 1 and --jpeg_quality in 1..100")
-    manifest = prepare(
-        FLAGS.dataset, pathlib.Path(FLAGS.data_dir), pathlib.Path(FLAGS.output_dir), num_classes=num_classes,
-        train_list=FLAGS.train_list, eval_list=FLAGS.eval_list, class_names=FLAGS.class_names,
-        strip_prefix=FLAGS.strip_prefix, frame_template=FLAGS.frame_template, resize_hw=_resize_flag(FLAGS.resize_hw),
-        quality=FLAGS.jpeg_quality, videos_per_shard=FLAGS.videos_per_shard, workers=FLAGS.workers)
-  except (LabelFileError, ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except RuntimeError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  define = dict(flag_values=flag_values)
+  flags.DEFINE_enum("dataset", None, ["list", "ssv1", "ssv2", "diving48", "finegym"], "Layout of --data_dir.", **define)
+  flags.DEFINE_string("data_dir", None, "The dataset in its official layout.", **define)
+  flags.DEFINE_string("output_dir", None, "Where the shards go.", **define)
+  flags.DEFINE_integer("num_classes", 0, "Classes; defaults: ssv1/ssv2 174, diving48 48 (needed for list, finegym).",
+                       **define)
+  flags.DEFINE_string("train_list", "", "list/finegym: training list file, relative to --data_dir.", **define)
+  flags.DEFINE_string("eval_list", "", "list/finegym: evaluation list file, relative to --data_dir.", **define)
+  flags.DEFINE_string("class_names", "", "list: optional file of class names, one a line.", **define)
+  flags.DEFINE_string("strip_prefix", "", "list: prefix removed from listed paths.", **define)
+  flags.DEFINE_string("frame_template", "{:05d}.jpg", "Frame file names in frame folders, numbered from 1.", **define)
+  flags.DEFINE_string("resize_hw", "240,320", "HEIGHT,WIDTH every frame is stored at; 0 keeps the frames' size.",
+                      **define)
+  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames.", lower_bound=1, upper_bound=100, **define)
+  flags.DEFINE_integer("videos_per_shard", 128, "Videos per TFRecord shard.", lower_bound=1, **define)
+  flags.DEFINE_integer("workers", 0, "Processes; 0 means one per core.", lower_bound=0, **define)
+  flags.mark_flags_as_required(["dataset", "data_dir", "output_dir"], flag_values=flag_values)
+
+
+def run(flag_values: flags.FlagValues) -> int:
+  num_classes = flag_values.num_classes or DEFAULT_CLASSES.get(flag_values.dataset)
+  if not num_classes:
+    raise ValueError(f"--num_classes is needed for --dataset={flag_values.dataset}")
+  manifest = prepare(
+      flag_values.dataset, pathlib.Path(flag_values.data_dir), pathlib.Path(flag_values.output_dir),
+      num_classes=num_classes, train_list=flag_values.train_list, eval_list=flag_values.eval_list,
+      class_names=flag_values.class_names, strip_prefix=flag_values.strip_prefix,
+      frame_template=flag_values.frame_template, resize_hw=_resize_flag(flag_values.resize_hw),
+      quality=flag_values.jpeg_quality, videos_per_shard=flag_values.videos_per_shard, workers=flag_values.workers)
   for split, info in manifest["splits"].items():
     print(f"{split}: {info['videos']} videos written, {info['skipped']} skipped")
-  print(f"wrote {FLAGS.output_dir}; train with --config.dataset.data_dir={FLAGS.output_dir}")
+  print(f"wrote {flag_values.output_dir}; train with --config.dataset.data_dir={flag_values.output_dir}")
   return 0
 
 
+def main(argv=None) -> int:
+  # Exit 2: the label files or settings are wrong; 1: a split has no usable video.
+  return cli.main(__doc__, define_flags, run, argv, errors={LabelFileError: 2, ValueError: 2, FileNotFoundError: 2,
+                                                            RuntimeError: 1})
+
+
 if __name__ == "__main__":
-  flags.DEFINE_enum("dataset", None, ["list", "ssv1", "ssv2", "diving48", "finegym"], "Layout of --data_dir.")
-  flags.DEFINE_string("data_dir", None, "The dataset in its official layout.")
-  flags.DEFINE_string("output_dir", None, "Where the shards go.")
-  flags.DEFINE_integer("num_classes", 0, "Classes; defaults: ssv1/ssv2 174, diving48 48 (needed for list, finegym).")
-  flags.DEFINE_string("train_list", "", "list/finegym: training list file, relative to --data_dir.")
-  flags.DEFINE_string("eval_list", "", "list/finegym: evaluation list file, relative to --data_dir.")
-  flags.DEFINE_string("class_names", "", "list: optional file of class names, one a line.")
-  flags.DEFINE_string("strip_prefix", "", "list: prefix removed from listed paths.")
-  flags.DEFINE_string("frame_template", "{:05d}.jpg", "Frame file names in frame folders, numbered from 1.")
-  flags.DEFINE_string("resize_hw", "240,320", "HEIGHT,WIDTH every frame is stored at; 0 keeps the frames' size.")
-  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames.")
-  flags.DEFINE_integer("videos_per_shard", 128, "Videos per TFRecord shard.")
-  flags.DEFINE_integer("workers", 0, "Processes; 0 means one per core.")
-  flags.mark_flags_as_required(["dataset", "data_dir", "output_dir"])
-  app.run(main)
+  sys.exit(main())

@@ -96,12 +96,6 @@ def write_shard(path: pathlib.Path, videos: Iterable[PreparedVideo]) -> int:
   return len(ids)
 
 
-def write_json_atomically(path: pathlib.Path, value) -> None:
-  temporary = path.with_name(path.name + ".tmp")
-  temporary.write_text(json.dumps(value, indent=1) + "\n")
-  os.replace(temporary, path)
-
-
 def read_manifest(out_dir: pathlib.Path) -> dict:
   path = pathlib.Path(out_dir) / MANIFEST
   try:

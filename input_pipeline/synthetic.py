@@ -19,6 +19,8 @@ import dataclasses
 
 import numpy as np
 
+from input_pipeline import normalization
+
 CLASSES = ("moving right", "moving left", "moving down", "moving up", "approaching", "receding",
            "rotating clockwise", "rotating anticlockwise", "moving right and back", "moving left and back",
            "moving right fast", "moving left fast")
@@ -32,9 +34,6 @@ GROWTH = 0.1  # relative growth per frame of approaching objects (x motion_scale
 _TRANSLATIONS = {0: ((0, 1), "on", 1.0), 1: ((0, -1), "on", 1.0), 2: ((1, 0), "on", 1.0), 3: ((-1, 0), "on", 1.0),
                  8: ((0, 1), "back", 1.0), 9: ((0, -1), "back", 1.0), 10: ((0, 1), "on", FAST),
                  11: ((0, -1), "on", FAST)}
-# ImageNet statistics: clips are normalised like real video so the same model code applies.
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +111,7 @@ class SyntheticMotion:
       frame = np.where(inside[..., None], foreground, background)
       clip[t] = frame + rng.normal(0, 0.02, frame.shape)
     clip = np.clip(clip, 0.0, 1.0)
-    return (clip - MEAN) / STD, label
+    return normalization.normalize(clip), label  # like real video, so the same model code applies
 
   def batch(self, split: str, indices) -> dict[str, np.ndarray]:
     clips, labels = zip(*(self.clip(split, int(i)) for i in indices))

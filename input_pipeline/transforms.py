@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from input_pipeline import augment
+from input_pipeline import augment, normalization
 
-MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, as the official model expects
-STD = (0.229, 0.224, 0.225)
 SCALES = (1.0, 0.875, 0.75, 0.66)  # multi-scale crop sides, as fractions of the shorter side
 MAX_DISTORT = 1  # crop height and width scales at most this many steps apart
 
@@ -119,7 +117,7 @@ def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw) -> tf.Tensor:
 
 def normalize(frames: tf.Tensor) -> tf.Tensor:
   """[0, 255] -> [0, 1] -> ImageNet mean and std."""
-  return (frames / 255.0 - tf.constant(MEAN)) / tf.constant(STD)
+  return (frames / 255.0 - tf.constant(normalization.MEAN)) / tf.constant(normalization.STD)
 
 
 def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude):

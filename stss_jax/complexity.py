@@ -12,13 +12,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 
+from stss_jax import cli
 from stss_jax.models import build_model
 
 STSS_CALL = "_stss"  # the name of the jitted STSS in the traced program
@@ -91,11 +92,8 @@ def measure(config) -> Complexity:
   return Complexity(count_params(model), *count_macs(jaxpr))
 
 
-def main(argv):
-  del argv
-  config = flags.FLAGS.config
-  if config is None:
-    raise app.UsageError("--config=configs/NAME.py is required")
+def run(flag_values: flags.FlagValues) -> int:
+  config = flag_values.config
   result = measure(config)
   clip = f"{config.input.num_frames}x{config.input.image_size}x{config.input.image_size}"
   print(f"model: {config.model.depth}-layer ResNet, SELFY after stages {tuple(config.model.selfy_stages)}, "
@@ -105,9 +103,12 @@ def main(argv):
   print(f"linear multiply-adds:   {result.matmul_macs / 1e9:.3f} G")
   print(f"STSS multiply-adds:     {result.stss_macs / 1e9:.3f} G")
   print(f"total multiply-adds:    {result.total_macs / 1e9:.2f} G")
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.main(__doc__, cli.define_config, run, argv)
 
 
 if __name__ == "__main__":
-  # Flags are defined only when run as a command, so that importing this module defines none.
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  app.run(main)
+  sys.exit(main())

@@ -15,29 +15,30 @@ import sys
 import jax
 import numpy as np
 import optax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 import input_pipeline.sources
+from stss_jax import cli, evaluation, model_dir
 from stss_jax.models import build_model
-from stss_jax.train import reporting, sharding, steps
-from stss_jax.train.checkpoints import restore_model
-from stss_jax.train.loop import evaluation_probabilities
+from stss_jax.train import sharding, steps
 from stss_jax.train.state import create_train_state
 
 
 def model_probabilities(config, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
-  """(videos, classes) evaluation probabilities of one model checkpoint, and the labels."""
+  """(videos, classes) evaluation probabilities of one model directory, and the labels."""
   model = build_model(config)
-  restore_model(checkpoint, model, config)
+  model_dir.restore(checkpoint, model, config)
   state, graphs = create_train_state(model, optax.identity())
-  mesh = sharding.make_mesh(config.mesh.model)
+  mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   replicated = sharding.replicated(mesh)
   eval_step = jax.jit(steps.make_eval_step(graphs), in_shardings=(replicated, sharding.batch_sharding(mesh)),
                       out_shardings=replicated)
+  state = jax.device_put(state, replicated)
   source = input_pipeline.sources.build_source(config)
-  return evaluation_probabilities(eval_step, jax.device_put(state, replicated), source, config.batch_size, mesh)
+  batches = source.eval_batches(config.batch_size, jax.process_index(), jax.process_count())
+  return evaluation.split_probabilities(
+      batches, lambda batch: np.asarray(eval_step(state, sharding.global_batch(batch, mesh))))
 
 
 def ensemble(members: list[tuple[object, str]]) -> dict:
@@ -48,31 +49,32 @@ def ensemble(members: list[tuple[object, str]]) -> dict:
     if results and not np.array_equal(labels, results[0][1]):
       raise ValueError(f"model {index + 1} was evaluated on other videos (labels differ): use the same dataset")
     results.append((probabilities, labels))
-    reports[f"model {index + 1} ({checkpoint})"] = reporting.classification_report(
-        np.log(probabilities), labels, probabilities.shape[1])
+    reports[f"model {index + 1} ({checkpoint})"] = evaluation.classification_report(
+        probabilities, labels, probabilities.shape[1])
   mean = np.mean([p for p, _ in results], axis=0)
-  reports["ensemble"] = reporting.classification_report(np.log(mean), results[0][1], mean.shape[1])
+  reports["ensemble"] = evaluation.classification_report(mean, results[0][1], mean.shape[1])
   return reports
 
 
-def main(argv):
-  del argv
-  FLAGS = flags.FLAGS
-  if FLAGS.config is None or FLAGS.second_config is None or not FLAGS.checkpoint or not FLAGS.second_checkpoint:
-    raise app.UsageError("--config, --checkpoint, --second_config and --second_checkpoint are required")
-  try:
-    reports = ensemble([(FLAGS.config, FLAGS.checkpoint), (FLAGS.second_config, FLAGS.second_checkpoint)])
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  cli.define_config(flag_values, argv, help_string="First model's config.")
+  cli.define_config(flag_values, argv, "second_config", "Second model's config.")
+  flags.DEFINE_string("checkpoint", None, "First model's directory.", flag_values=flag_values)
+  flags.DEFINE_string("second_checkpoint", None, "Second model's directory.", flag_values=flag_values)
+  flags.mark_flags_as_required(["checkpoint", "second_checkpoint"], flag_values=flag_values)
+
+
+def run(flag_values: flags.FlagValues) -> int:
+  reports = ensemble([(flag_values.config, flag_values.checkpoint),
+                      (flag_values.second_config, flag_values.second_checkpoint)])
   for name, report in reports.items():
     print(f"{name}: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}")
   return 0
 
 
+def main(argv=None) -> int:
+  return cli.main(__doc__, define_flags, run, argv)
+
+
 if __name__ == "__main__":
-  config_flags.DEFINE_config_file("config", None, "First model's config.", lock_config=True)
-  config_flags.DEFINE_config_file("second_config", None, "Second model's config.", lock_config=True)
-  flags.DEFINE_string("checkpoint", None, "First model's checkpoint directory.")
-  flags.DEFINE_string("second_checkpoint", None, "Second model's checkpoint directory.")
-  app.run(main)
+  sys.exit(main())

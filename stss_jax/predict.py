@@ -7,7 +7,8 @@
 
 `clip.npy` holds normalised clips (N, T, H, W, 3) float32 (ImageNet mean/std, as fed to the
 model); `logits.npy` receives (N, classes) float32. A video (file or frame folder) is sampled
-and cropped as in evaluation, and its five most likely classes are printed.
+and cropped as in evaluation (every view of config.input.eval_clips x eval_crops), and its five
+most likely classes, the softmax averaged over the views, are printed.
 """
 from __future__ import annotations
 
@@ -16,12 +17,11 @@ import sys
 
 import jax
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
 from input_pipeline.arrays import load_clips
+from stss_jax import cli, evaluation, model_dir
 from stss_jax.models import build_model
-from stss_jax.train.checkpoints import restore_model
 
 
 def predict(model, clips: np.ndarray) -> np.ndarray:
@@ -30,9 +30,8 @@ def predict(model, clips: np.ndarray) -> np.ndarray:
   return np.asarray(jax.jit(lambda m, x: m(x))(model, clips), np.float32)
 
 
-def video_clip(config, path: str) -> np.ndarray:
-  """One normalised clip (1, T, S, S, 3) of a video file or frame folder, sampled and cropped as
-  in evaluation."""
+def video_views(config, path: str) -> np.ndarray:
+  """The normalised evaluation views (views, T, S, S, 3) of a video file or frame folder."""
   import tensorflow as tf
 
   from input_pipeline.labels import Video
@@ -40,55 +39,50 @@ def video_clip(config, path: str) -> np.ndarray:
 
   split = FileSplit([Video(pathlib.Path(path).stem, pathlib.Path(path), -1)], config.dataset.frame_template)
   source = VideoSource(split, split, [], config.input.num_frames, config.input.image_size,
-                       tuple(config.input.resize_hw))
+                       tuple(config.input.resize_hw), eval_clips=config.input.eval_clips,
+                       eval_crops=config.input.eval_crops)
   frames, *_ = source.eval_example(split, 0)
-  clip = source.eval_views(tf.constant(frames), split.encoded)[0]
-  return np.asarray(clip, np.float32)[None]
+  return np.asarray(source.eval_views(tf.constant(frames), split.encoded), np.float32)
 
 
-def main(argv):
-  del argv
-  FLAGS = flags.FLAGS
-  config = FLAGS.config
-  if config is None or not FLAGS.checkpoint or bool(FLAGS.clip) == bool(FLAGS.video):
-    raise app.UsageError("--config, --checkpoint and one of --clip or --video are required")
-  if FLAGS.clip and not FLAGS.output:
-    raise app.UsageError("--clip needs --output")
-  try:
-    clips = load_clips(FLAGS.clip) if FLAGS.clip else video_clip(config, FLAGS.video)
-    names = None
-    if FLAGS.class_names:
-      names = pathlib.Path(FLAGS.class_names).read_text().splitlines()
-    model = build_model(config)
-    restore_model(FLAGS.checkpoint, model, config)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  cli.define_config(flag_values, argv)
+  flags.DEFINE_string("checkpoint", None, "Model directory (convert or trainer).", flag_values=flag_values)
+  flags.mark_flag_as_required("checkpoint", flag_values=flag_values)
+  flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) float32.", flag_values=flag_values)
+  flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.", flag_values=flag_values)
+  flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video.", flag_values=flag_values)
+  flags.DEFINE_string("output", None, ".npy file for the logits (N, classes); with --video one row per view.",
+                    flag_values=flag_values)
+
+
+def run(flag_values: flags.FlagValues) -> int:
+  config = flag_values.config
+  if bool(flag_values.clip) == bool(flag_values.video):
+    raise ValueError("give one of --clip or --video")
+  if flag_values.clip and not flag_values.output:
+    raise ValueError("--clip needs --output")
+  clips = load_clips(flag_values.clip) if flag_values.clip else video_views(config, flag_values.video)
+  names = pathlib.Path(flag_values.class_names).read_text().splitlines() if flag_values.class_names else None
+  model = build_model(config)
+  model_dir.restore(flag_values.checkpoint, model, config)
   logits = predict(model, clips)
-  if FLAGS.output:
-    np.save(FLAGS.output, logits)
-    print(f"wrote logits {logits.shape} to {FLAGS.output}")
-  probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-  probabilities /= probabilities.sum(-1, keepdims=True)
-  for row in probabilities[:1] if FLAGS.video else []:
-    for k in np.argsort(-row)[:5]:
+  if flag_values.output:
+    np.save(flag_values.output, logits)
+    print(f"wrote logits {logits.shape} to {flag_values.output}")
+  if flag_values.video:
+    probabilities = evaluation.view_probabilities(logits, len(logits))[0]
+    for k in np.argsort(-probabilities)[:5]:
       label = names[k] if names and k < len(names) else f"class {k}"
-      print(f"{row[k]:7.2%}  {label}")
-  if FLAGS.clip:
+      print(f"{probabilities[k]:7.2%}  {label}")
+  else:
     print(f"top-1 classes {logits.argmax(-1).tolist()}")
   return 0
 
 
-def _define_flags():
-  """Only when run as a command, so that importing this module defines no flags."""
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (convert or trainer).")
-  flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) float32.")
-  flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.")
-  flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video.")
-  flags.DEFINE_string("output", None, ".npy file to write logits (N, classes) to.")
+def main(argv=None) -> int:
+  return cli.main(__doc__, define_flags, run, argv)
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  sys.exit(main())

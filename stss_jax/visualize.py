@@ -14,16 +14,15 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
-from ml_collections import config_flags
 from PIL import Image, ImageDraw
 
-from input_pipeline import synthetic
+from input_pipeline import normalization, synthetic
 from input_pipeline.arrays import load_clips
+from stss_jax import cli, model_dir
 from stss_jax.models import build_model
 from stss_jax.models.selfynet import selfy_name
-from stss_jax.train.checkpoints import restore_model
 
 CELL = 96  # pixels per frame and per similarity map
 
@@ -57,7 +56,7 @@ def moving_query(stss: np.ndarray) -> tuple[int, int, int]:
 def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int]) -> Image.Image:
   t0, y0, x0 = query
   frames, h, w, L, U, V = stss.shape
-  pixels = np.clip((clip * synthetic.STD + synthetic.MEAN) * 255, 0, 255).astype(np.uint8)
+  pixels = normalization.to_uint8(clip)
   canvas = Image.new("RGB", (CELL * max(frames, L), CELL * 2 + 24), "white")
   pen = ImageDraw.Draw(canvas)
   for t in range(frames):
@@ -72,44 +71,46 @@ def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int]) -> Ima
   return canvas
 
 
-def main(argv):
-  del argv
-  FLAGS = flags.FLAGS
-  config = FLAGS.config
-  if config is None:
-    raise app.UsageError("--config is required")
-  try:
-    if FLAGS.clip:
-      clip = load_clips(FLAGS.clip)[0]
-    else:
-      motions = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed,
-                                          config.dataset.motion_scale, tuple(config.dataset.classes))
-      clip, _ = motions.clip("validation", 0)  # a validation clip of the config's own classes
-    model = build_model(config)
-    if FLAGS.checkpoint:
-      restore_model(FLAGS.checkpoint, model, config)
-    stss = stss_of(model, clip)
-    frames, h, w = stss.shape[:3]
-    query = tuple(int(v) for v in FLAGS.query.split(",")) if FLAGS.query else moving_query(stss)
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  cli.define_config(flag_values, argv)
+  flags.DEFINE_string("checkpoint", None, "Model directory (optional: a fresh model otherwise).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("clip", None, ".npy of normalised clips (N, T, H, W, 3); the first is drawn.",
+                      flag_values=flag_values)
+  flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: where it moves).",
+                      flag_values=flag_values)
+  flags.DEFINE_string("output", "stss.png", "PNG file to write.", flag_values=flag_values)
+
+
+def run(flag_values: flags.FlagValues) -> int:
+  config = flag_values.config
+  if flag_values.clip:
+    clip = load_clips(flag_values.clip)[0]
+  else:
+    motions = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed,
+                                        config.dataset.motion_scale, tuple(config.dataset.classes))
+    clip, _ = motions.clip("validation", 0)  # a validation clip of the config's own classes
+  model = build_model(config)
+  if flag_values.checkpoint:
+    model_dir.restore(flag_values.checkpoint, model, config)
+  stss = stss_of(model, clip)
+  frames, h, w = stss.shape[:3]
+  query = moving_query(stss)
+  if flag_values.query:
+    try:
+      query = tuple(int(v) for v in flag_values.query.split(","))
+    except ValueError:
+      query = ()
     if len(query) != 3 or not all(0 <= q < n for q, n in zip(query, (frames, h, w))):
-      raise ValueError(f"--query={FLAGS.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  draw(clip, stss, query).save(FLAGS.output)
-  print(f"wrote {FLAGS.output}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")
+      raise ValueError(f"--query={flag_values.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
+  draw(clip, stss, query).save(flag_values.output)
+  print(f"wrote {flag_values.output}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")
   return 0
 
 
-def _define_flags():
-  """Only when run as a command, so that importing this module defines no flags."""
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_string("checkpoint", None, "Model checkpoint directory (optional).")
-  flags.DEFINE_string("clip", None, ".npy of normalised clips (N, T, H, W, 3); the first is drawn.")
-  flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: where it moves).")
-  flags.DEFINE_string("output", "stss.png", "PNG file to write.")
+def main(argv=None) -> int:
+  return cli.main(__doc__, define_flags, run, argv)
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  sys.exit(main())

@@ -1,14 +1,44 @@
-"""Shared test helpers: where the authors' fixtures live, and skipping when they are absent."""
+"""Test session settings: eight CPU devices, one compilation cache, and where the fixtures live.
+
+Every test process sees eight host devices, so that sharded runs are tested in process
+(tests pick one device where they want one). XLA compiles without most optimisations, and compiled programs go to a cache that lives as long
+as the session and that subprocesses share, so a program compiled once (the tiny config's train
+step, say) is not compiled again by the next test. The fixtures in tests/fixtures are numbers computed
+by the authors' code (../shared/fixtures/README.md) and the authors' SSv1 class list; they ship
+with the repository, so parity is checked in every clone.
+"""
+import os
 import pathlib
+import shutil
+import tempfile
 
-import pytest
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="stss-jax-test-compilations-")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+# The tests' programs are tiny: compiling them dominates, so XLA skips most optimisations (numerics
+# stay within every test's tolerance). Subprocesses inherit it.
+os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURES = SHARED / "fixtures"
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
-def require_shared(path: pathlib.Path) -> pathlib.Path:
-  """Skips the calling test, with the reason, when a file from ../shared is absent."""
-  if not path.exists():
-    pytest.skip(f"{path} not found: it ships beside the project in CI, not in a clone")
-  return path
+@pytest.fixture(scope="session", autouse=True)
+def _tensorflow_leaves_the_accelerators_alone():
+  """tf.data runs on the CPU; TensorFlow must not take GPU memory JAX will want."""
+  try:
+    import tensorflow as tf
+  except ImportError:
+    return
+  tf.config.set_visible_devices([], "GPU")
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)

@@ -46,9 +46,9 @@ def test_official_recipe_numbers():
 def test_never_flipped_classes_are_the_ones_a_flip_turns_into_another(name):
   """The ids in no_flip_labels are exactly the classes whose mirror image (left <-> right) is
   another class, found here from the authors' class list."""
-  from tests.conftest import SHARED, require_shared
+  from tests.conftest import FIXTURES
 
-  names = require_shared(SHARED / "data" / "something" / "something_category.txt").read_text().splitlines()
+  names = (FIXTURES / "something_category.txt").read_text().splitlines()
   def mirror(name):
     return name.replace("left", "\0").replace("right", "left").replace("\0", "right")
 

@@ -1,7 +1,4 @@
 """Weight import: our network on imported weights against an independent PyTorch reference."""
-import os
-import pathlib
-import subprocess
 import sys
 
 import jax
@@ -12,11 +9,11 @@ torch = pytest.importorskip("torch", reason="weight import needs the optional to
 
 from configs import ssv1  # noqa: E402
 from flax import nnx  # noqa: E402
-from stss_jax import convert  # noqa: E402
+from stss_jax import convert, predict  # noqa: E402
+from stss_jax.convert import __main__ as convert_command  # noqa: E402
 from stss_jax.models import build_model  # noqa: E402
 from tests import torch_reference as ref  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 FRAMES, SIZE, CLASSES = 8, 64, 10
 
 
@@ -45,36 +42,33 @@ def save_official(model, path):
   torch.save({"epoch": 50, "arch": "SELFY", "state_dict": state, "best_prec1": 0.0}, path)
 
 
-def run(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
 def assert_close(got, expected):
   scale = np.abs(expected).max()
   assert np.abs(got - expected).max() <= 1e-4 * max(1.0, scale), (np.abs(got - expected).max(), scale)
 
 
-def test_official_checkpoint_through_convert_and_predict(tmp_path):
+@pytest.mark.slow  # a full-size parity check
+def test_official_checkpoint_through_convert_and_predict(tmp_path, capsys):
   reference = ref.randomize(ref.TSN(CLASSES, FRAMES, depth=50, shift=True, selfy_after=2))
   save_official(reference, tmp_path / "selfy.pth.tar")
   clips = random_clips(0)
   np.save(tmp_path / "clip.npy", clips)
   overrides = [f"--config.dataset.num_classes={CLASSES}", f"--config.input.image_size={SIZE}"]
 
-  done = run("-m", "stss_jax.convert", "--from=official", f"--checkpoint={tmp_path / 'selfy.pth.tar'}",
-             "--config=configs/ssv1.py", *overrides, f"--output={tmp_path / 'converted'}")
-  assert done.returncode == 0, done.stderr
-  assert "left at init 0" in done.stdout
-  done = run("-m", "stss_jax.predict", "--config=configs/ssv1.py", *overrides,
-             f"--checkpoint={tmp_path / 'converted'}", f"--clip={tmp_path / 'clip.npy'}",
-             f"--output={tmp_path / 'logits.npy'}")
-  assert done.returncode == 0, done.stderr
+  status = convert_command.main(["convert", "--from=official", f"--checkpoint={tmp_path / 'selfy.pth.tar'}",
+                                  "--config=configs/ssv1.py", *overrides, f"--output={tmp_path / 'converted'}"])
+  out, err = capsys.readouterr()
+  assert status == 0, err
+  assert "left at init 0" in out
+  status = predict.main(["predict", "--config=configs/ssv1.py", *overrides, f"--checkpoint={tmp_path / 'converted'}",
+                         f"--clip={tmp_path / 'clip.npy'}", f"--output={tmp_path / 'logits.npy'}"])
+  assert status == 0, capsys.readouterr().err
   logits = np.load(tmp_path / "logits.npy")
   assert logits.shape == (2, CLASSES) and logits.dtype == np.float32
   assert_close(logits, reference_logits(reference, clips))
 
 
+@pytest.mark.slow  # a full-size parity check
 def test_resnet18_without_shift_and_selfy_after_stage3():
   reference = ref.randomize(ref.TSN(CLASSES, FRAMES, depth=18, shift=False, selfy_after=3), seed=1)
   model = build_model(config(depth=18, shift=False, selfy_stages=(3,)))
@@ -86,6 +80,7 @@ def test_resnet18_without_shift_and_selfy_after_stage3():
   assert_close(np.asarray(model(clips)), reference_logits(reference, clips))
 
 
+@pytest.mark.slow  # a full-size parity check
 def test_torchvision_import_fills_backbone_and_reports_the_rest(tmp_path):
   backbone = ref.randomize(ref.ResNet(ref.Bottleneck, (3, 4, 6, 3), FRAMES, False, None), seed=2)
   state = dict(backbone.state_dict())
@@ -107,6 +102,7 @@ def test_torchvision_import_fills_backbone_and_reports_the_rest(tmp_path):
   assert_close(features, expected)
 
 
+@pytest.mark.slow  # a full-size model
 def test_mismatched_checkpoint_is_refused_and_nothing_loaded():
   reference = ref.TSN(CLASSES, FRAMES, depth=50, shift=True, selfy_after=2)
   state = {k: v.numpy() for k, v in reference.state_dict().items()}
@@ -125,12 +121,17 @@ def test_mismatched_checkpoint_is_refused_and_nothing_loaded():
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
 
 
-def test_missing_or_unreadable_files_are_named(tmp_path):
+def test_missing_or_unreadable_files_are_named(tmp_path, capsys):
   with pytest.raises(FileNotFoundError, match="nope.pth"):
     convert.load_state_dict(tmp_path / "nope.pth")
   (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
   with pytest.raises(ValueError, match="junk.pth"):
     convert.load_state_dict(tmp_path / "junk.pth")
+  status = convert_command.main(["convert", "--from=official", f"--checkpoint={tmp_path / 'junk.pth'}",
+                                 "--config=configs/default.py:tiny", f"--output={tmp_path / 'out'}"])
+  err = capsys.readouterr().err
+  assert status == 1 and "junk.pth" in err and "Traceback" not in err
+  assert not (tmp_path / "out").exists()
 
 
 def test_missing_torch_gives_an_install_hint(monkeypatch, tmp_path):

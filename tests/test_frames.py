@@ -50,15 +50,23 @@ def test_corrupt_empty_and_missing_videos_are_named(tmp_path):
     frames.decode_video(tmp_path / "gone.webm")
 
 
-def test_truncated_video_keeps_what_decodes_or_is_named(tmp_path):
+def test_truncated_mp4_is_named(tmp_path):
+  """An MP4 written by ffmpeg keeps its index (moov) at the end: cut in half, nothing decodes."""
   data = encode(tmp_path / "v.mp4", moving_square(24), "mpeg4").read_bytes()
   (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
-  try:
-    decoded = frames.decode_video(tmp_path / "cut.mp4")
-  except frames.UnreadableVideoError as e:
-    assert "cut.mp4" in str(e)
-  else:
-    assert 0 < len(decoded) <= 24
+  with pytest.raises(frames.UnreadableVideoError, match="cut.mp4"):
+    frames.decode_video(tmp_path / "cut.mp4")
+
+
+def test_truncated_stream_keeps_the_frames_before_the_cut(tmp_path):
+  """A Matroska stream decodes up to the damage: the frames kept are the video's first ones."""
+  clip = moving_square(24)
+  data = encode(tmp_path / "v.mkv", clip, "mpeg4").read_bytes()
+  (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 4 // 5])
+  decoded = frames.decode_video(tmp_path / "cut.mkv")
+  assert 0 < len(decoded) < 24 and decoded.shape[1:] == clip.shape[1:]
+  columns = [np.argmax(f[28, :, 0] > 150) for f in decoded]  # the square's left edge, 4 px a frame
+  np.testing.assert_allclose(columns, 4 * np.arange(len(decoded)), atol=1)
 
 
 def write_folder(folder, clip, numbers):

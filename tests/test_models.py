@@ -23,6 +23,7 @@ def tiny_config(**model):
   return config
 
 
+@pytest.mark.slow  # the full-size official model
 def test_official_ssv1_model_size_matches_the_authors():
   # Figures measured on the authors' code (CONVENTIONS.md).
   result = complexity.measure(ssv1.get_config())
@@ -65,6 +66,7 @@ def test_every_depth_builds_with_the_torchvision_layout(depth):
   assert tuple(len(getattr(model.base_model, f"layer{s}")) for s in range(1, 5)) == counts
 
 
+@pytest.mark.slow  # a ResNet-50 with two SELFY blocks, forward and backward
 @pytest.mark.parametrize("extractor", ["conv", "soft_argmax", "mlp"])
 def test_forward_and_backward_in_train_mode(extractor):
   config = tiny_config(selfy_stages=(2, 3))

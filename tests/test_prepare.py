@@ -1,27 +1,34 @@
 """The prepare tool: TFRecord shards of the tiny datasets the tests write, read back by an
 independent TFRecord reader and by the training pipeline."""
+import dataclasses
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from input_pipeline import records, sources  # noqa: E402
+from input_pipeline import prepare, records, sources  # noqa: E402
+from stss_jax.files import write_json_atomically  # noqa: E402
 from tests.test_frames import encode, moving_square  # noqa: E402
 from tests.test_video_source import tiny_config, write_ssv1  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+@dataclasses.dataclass
+class Done:
+  returncode: int
+  stdout: str
+  stderr: str
 
 
-def run_prepare(*args):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "input_pipeline.prepare", *map(str, args)], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+@pytest.fixture
+def run_prepare(capsys):
+  """The prepare command in process: its exit status and what it printed."""
+  def run(*args):
+    capsys.readouterr()
+    status = prepare.main(["prepare", *map(str, args)])
+    return Done(status, *capsys.readouterr())
+  return run
 
 
 def parsed_examples(shard):
@@ -41,7 +48,7 @@ def test_index_points_at_the_frames_a_tfrecord_reader_sees(tmp_path):
   videos = [records.PreparedVideo(f"v{i}", i % 3, [rng.bytes(int(rng.integers(1, 300))) for _ in range(n)], 2 * i, 4, 6)
             for i, n in enumerate([1, 5, 12, 3])]
   assert records.write_shard(tmp_path / "train-00000-of-00001.tfrecord", videos) == 4
-  records.write_json_atomically(tmp_path / records.MANIFEST, {
+  write_json_atomically(tmp_path / records.MANIFEST, {
       "format_version": records.FORMAT_VERSION, "dataset": "list", "class_names": ["a", "b", "c"],
       "resize_hw": None, "splits": {"train": {"shards": ["train-00000-of-00001.tfrecord"]}}})
   expected = parsed_examples(tmp_path / "train-00000-of-00001.tfrecord")
@@ -55,7 +62,8 @@ def test_index_points_at_the_frames_a_tfrecord_reader_sees(tmp_path):
     np.testing.assert_array_equal(indices, chosen + first)
 
 
-def test_prepared_frame_folders_give_the_clips_of_the_raw_folders(tmp_path):
+@pytest.mark.slow  # two worker processes
+def test_prepared_frame_folders_give_the_clips_of_the_raw_folders(tmp_path, run_prepare):
   write_ssv1(tmp_path / "raw", train=7)
   (tmp_path / "raw" / "20bn-something-something-v1" / "train6" / "00004.jpg").unlink()  # a gap
   done = run_prepare("--dataset=ssv1", f"--data_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
@@ -79,7 +87,7 @@ def test_prepared_frame_folders_give_the_clips_of_the_raw_folders(tmp_path):
   assert "train6" not in np.concatenate([b["ids"] for b in batches])
 
 
-def test_rerun_skips_finished_shards_and_finishes_a_killed_run(tmp_path):
+def test_rerun_skips_finished_shards_and_finishes_a_killed_run(tmp_path, run_prepare):
   write_ssv1(tmp_path / "raw", train=6)
   args = ["--dataset=ssv1", f"--data_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}", "--num_classes=2",
           "--resize_hw=40,48", "--videos_per_shard=2", "--workers=1"]
@@ -103,7 +111,7 @@ def test_rerun_skips_finished_shards_and_finishes_a_killed_run(tmp_path):
   assert changed.returncode == 2 and "was prepared with other settings" in changed.stderr
 
 
-def test_prepared_webm_videos_hold_every_frame(tmp_path):
+def test_prepared_webm_videos_hold_every_frame(tmp_path, run_prepare):
   """SSv2 layout: VP9 webm files and their label JSON; one corrupt video is skipped."""
   if "libvpx-vp9" not in __import__("av").codecs_available:
     pytest.skip("this PyAV build has no VP9 encoder")
@@ -129,7 +137,7 @@ def test_prepared_webm_videos_hold_every_frame(tmp_path):
   np.testing.assert_allclose(columns, 4 * np.arange(12), atol=1)
 
 
-def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path):
+def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path, run_prepare):
   write_ssv1(tmp_path / "raw", train=2, validation=1)
   for folder in (tmp_path / "raw" / "20bn-something-something-v1").iterdir():
     if folder.name.startswith("validation"):
@@ -156,7 +164,7 @@ def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path):
   assert done.returncode == 2 and "label 5 is outside the 2 classes" in done.stderr
 
 
-def test_prepared_data_of_another_dataset_is_refused(tmp_path):
+def test_prepared_data_of_another_dataset_is_refused(tmp_path, run_prepare):
   write_ssv1(tmp_path / "raw", train=2, validation=1)
   assert run_prepare("--dataset=ssv1", f"--data_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
                      "--num_classes=2").returncode == 0

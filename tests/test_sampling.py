@@ -44,8 +44,8 @@ def test_train_and_eval_follow_the_official_formulas(num_frames, T):
 
 
 def test_real_ssv1_lengths_follow_the_official_eval_formula():
-  from tests.conftest import SHARED, require_shared
-  lines = require_shared(SHARED / "data" / "something" / "something_val.txt").read_text().split("\n")
+  from tests.conftest import FIXTURES
+  lines = (FIXTURES / "something_val.txt").read_text().split("\n")
   lengths = [int(line.split()[1]) for line in lines if line.strip()]
   for n in lengths[:2000]:
     if n > 8:

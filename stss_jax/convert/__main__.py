@@ -12,39 +12,38 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
+from stss_jax import cli, model_dir
 from stss_jax.convert import CheckpointMismatchError, import_official, import_torchvision, load_state_dict
 from stss_jax.models import build_model
-from stss_jax.train.checkpoints import save_model
 
 IMPORTERS = {"official": import_official, "torchvision": import_torchvision}
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-flags.DEFINE_enum("from", None, list(IMPORTERS), "Checkpoint format: the authors' trainer or torchvision.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "PyTorch .pth/.pth.tar file to read.")
-_OUTPUT = flags.DEFINE_string("output", None, "New directory to write the model checkpoint to.")
+
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  cli.define_config(flag_values, argv)
+  flags.DEFINE_enum("from", None, list(IMPORTERS), "Checkpoint format: the authors' trainer or torchvision.",
+                    flag_values=flag_values)
+  flags.DEFINE_string("checkpoint", None, "PyTorch .pth/.pth.tar file to read.", flag_values=flag_values)
+  flags.DEFINE_string("output", None, "New directory to write the model directory to.", flag_values=flag_values)
+  flags.mark_flags_as_required(["from", "checkpoint", "output"], flag_values=flag_values)
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  source = flags.FLAGS["from"].value
-  if config is None or source is None or not _CHECKPOINT.value or not _OUTPUT.value:
-    raise app.UsageError("--config, --from, --checkpoint and --output are all required")
-  try:
-    state_dict = load_state_dict(_CHECKPOINT.value)
-    model = build_model(config)
-    report = IMPORTERS[source](model, state_dict)
-    directory = save_model(_OUTPUT.value, model, config)
-  except (CheckpointMismatchError, FileNotFoundError, FileExistsError, ImportError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+def run(flag_values: flags.FlagValues) -> int:
+  config = flag_values.config
+  state_dict = load_state_dict(flag_values.checkpoint)
+  model = build_model(config)
+  report = IMPORTERS[flag_values["from"].value](model, state_dict)
+  directory = model_dir.save(flag_values.output, model, config)
   print(report.summary())
   print(f"wrote {directory}")
   return 0
 
 
+def main(argv=None) -> int:
+  return cli.main(__doc__, define_flags, run, argv, errors={CheckpointMismatchError: 1, ImportError: 1})
+
+
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(main())

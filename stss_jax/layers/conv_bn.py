@@ -142,10 +142,15 @@ def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cel
   if real_cells is not None:
     count = count // x.shape[-2] * real_cells
   y, mean, var = _batch_norm_train(x, scale, bias, bn.epsilon, relu, count)
+  update_running_statistics(bn, mean, var)
+  return y.astype(bn.dtype or x.dtype)
+
+
+def update_running_statistics(bn: nnx.BatchNorm, mean: jax.Array, var: jax.Array) -> None:
+  """Moves bn's running mean and (biased) variance towards a batch's, by bn.momentum."""
   mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
   bn.mean[...] = bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean
   bn.var[...] = bn.momentum * bn.var[...] + (1 - bn.momentum) * var
-  return y.astype(bn.dtype or x.dtype)
 
 
 def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -180,8 +185,8 @@ def _batch_norm_train_bwd(epsilon, relu, count, residuals, cotangents):
   grad = cotangents[0].astype(jnp.float32)
   # On the GPU the barrier keeps XLA from merging the ReLU mask below with the forward's `y > 0`:
   # merged, the forward writes the mask (a byte per entry) for the backward to read twice; apart,
-  # the backward recomputes it from x, which it reads anyway (benchmarks/results/gpu.md, run 6).
-  # Elsewhere it would only reorder rounding, so CPU results stay as they were.
+  # the backward recomputes it from x, which it reads anyway (benchmarks/results/gpu.md).
+  # Elsewhere it is left out: there it would only reorder rounding.
   if jax.default_backend() == "gpu":
     x, multiplier, shift = jax.lax.optimization_barrier((x, multiplier, shift))
   values = x.astype(jnp.float32)

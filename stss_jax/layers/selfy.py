@@ -15,7 +15,7 @@ from flax import nnx
 
 from stss_jax import ops
 from stss_jax.ops.stss import check_window
-from stss_jax.layers.conv_bn import ConvBN, aligned_cells, batch_norm
+from stss_jax.layers.conv_bn import ConvBN, aligned_cells, batch_norm, update_running_statistics
 
 EXTRACTORS = ("conv", "soft_argmax", "mlp")
 # "dense": the extraction's convolutions as matrix products over each flattened (u, v) plane
@@ -174,8 +174,7 @@ def interleaved_batch_norm(bn: nnx.BatchNorm, x: jax.Array, out_size: tuple[int,
   else:
     mean = jnp.mean(values, axis=(0, 1, 2, 3)) * share
     var = jnp.maximum(jnp.mean(jnp.square(values), axis=(0, 1, 2, 3)) * share - jnp.square(mean), 0.0)
-    bn.mean[...] = jax.lax.stop_gradient(bn.momentum * bn.mean[...] + (1 - bn.momentum) * mean)
-    bn.var[...] = jax.lax.stop_gradient(bn.momentum * bn.var[...] + (1 - bn.momentum) * var)
+    update_running_statistics(bn, mean, var)
   multiplier = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
   at_zero = bn.bias[...] - mean * multiplier  # what every zero of the map becomes
   compact = (values * multiplier).astype(bn.dtype or x.dtype)  # x's positions, less at_zero

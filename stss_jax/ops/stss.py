@@ -126,16 +126,20 @@ def _stss_matmul(features: jax.Array, window: tuple[int, int, int]) -> jax.Array
   return similarities.reshape(batch, time, height, width, L, U, V)
 
 
+def _neighbour(n: np.ndarray, u: np.ndarray, v: np.ndarray, height: int, width: int, U: int,
+               V: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Row and column of window cell (u, v) of flat position n, and whether it is inside the frame."""
+  hh, ww = n // width + u - U // 2, n % width + v - V // 2
+  return hh, ww, (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
+
+
 @functools.lru_cache(maxsize=16)
 def _window_selection(height: int, width: int, U: int, V: int) -> np.ndarray:
   """(HW, U*V, HW) with a 1 where window cell (u, v) of position n is position m (inside the frame)."""
-  h, w, u, v = np.meshgrid(np.arange(height), np.arange(width), np.arange(U), np.arange(V), indexing="ij")
-  hh, ww = h + u - U // 2, w + v - V // 2
-  inside = (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
+  n, u, v = np.meshgrid(np.arange(height * width), np.arange(U), np.arange(V), indexing="ij")
+  hh, ww, inside = _neighbour(n, u, v, height, width, U, V)
   selection = np.zeros((height * width, U * V, height * width), np.float32)
-  n = (h * width + w)[inside]
-  k = (u * V + v)[inside]
-  selection[n, k, (hh * width + ww)[inside]] = 1.0
+  selection[n[inside], (u * V + v)[inside], (hh * width + ww)[inside]] = 1.0
   return selection
 
 
@@ -190,8 +194,7 @@ def _window_index(height: int, width: int, window: tuple[int, int, int]) -> tupl
   whether (u, v) falls inside the frame."""
   L, U, V = window
   l, n, u, v = np.meshgrid(np.arange(L), np.arange(height * width), np.arange(U), np.arange(V), indexing="ij")
-  hh, ww = n // width + u - U // 2, n % width + v - V // 2
-  inside = (hh >= 0) & (hh < height) & (ww >= 0) & (ww < width)
+  hh, ww, inside = _neighbour(n, u, v, height, width, U, V)
   positions = height * width
   source = (n * L + l) * positions + np.clip(hh, 0, height - 1) * width + np.clip(ww, 0, width - 1)
   return source.reshape(-1).astype(np.int32), inside.reshape(-1)

@@ -1,21 +1,21 @@
 """The training and evaluation loop: one program for one CPU, many GPUs and TPU pods."""
 from __future__ import annotations
 
-import json
 import math
 import os
 import pathlib
-import shutil
 import sys
 import time
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 import input_pipeline.sources
+from stss_jax import evaluation, model_dir
+from stss_jax.files import write_json_atomically
 from stss_jax.models import build_model
 from stss_jax.train import checkpoints, optimizer, reporting, sharding, steps
 from stss_jax.train.state import create_train_state
@@ -52,20 +52,23 @@ def prepare_workdir(workdir: str) -> pathlib.Path:
 
 
 class Trainer:
-  """Builds the model, optimiser, mesh, data and compiled steps of one config."""
+  """Builds the model, optimiser, mesh, data and compiled steps of one config.
 
-  def __init__(self, config, workdir: str):
+  devices: the devices of the data-parallel mesh; every device of every host by default.
+  """
+
+  def __init__(self, config, workdir: str, devices: Sequence[jax.Device] | None = None):
     validate_config(config)
     self.config = config
     self.workdir = prepare_workdir(workdir)
-    self.mesh = sharding.make_mesh(config.mesh.model)
+    self.mesh = sharding.make_mesh(devices)
     self.local_batch = sharding.check_batch_size(config.batch_size, self.mesh)
     self.source = input_pipeline.sources.build_source(config)
     self.tx = optimizer.build_optimizer(config)
     self.schedule = optimizer.learning_rate_schedule(config)
     model = build_model(config, nnx.Rngs(config.seed))
     if config.init_from:
-      checkpoints.restore_model(config.init_from, model, config)
+      model_dir.restore(config.init_from, model, config)
       _say(f"initialised from {config.init_from}")
     state, self.graphs = create_train_state(model, self.tx)
     self.replicated = sharding.replicated(self.mesh)
@@ -92,20 +95,23 @@ class Trainer:
     return int(self.state.step)
 
   def evaluate(self, split: str = "validation") -> dict:
-    probabilities, labels = evaluation_probabilities(self.eval_step, self.state, self.source,
-                                                     self.config.batch_size, self.mesh)
-    report = reporting.classification_report(np.log(probabilities), labels, self.config.dataset.num_classes)
+    batches = self.source.eval_batches(self.config.batch_size, jax.process_index(), jax.process_count())
+    probabilities, labels = evaluation.split_probabilities(batches, self.logits)
+    report = evaluation.classification_report(probabilities, labels, self.config.dataset.num_classes)
     step = int(self.state.step)
     self.writer.write(step, split, {k: report[k] for k in ("loss", "top1", "top5")})
     if jax.process_index() == 0:
-      path = self.workdir / f"eval_{split}_step{step}.json"
-      path.write_text(json.dumps({
+      write_json_atomically(self.workdir / f"eval_{split}_step{step}.json", {
           "step": step,
           "class_names": list(getattr(self.source, "class_names", [])),
           "per_class_top1": [None if math.isnan(v) else v for v in report["per_class_top1"].tolist()],
           "confusion": report["confusion"].tolist(),
-      }))
+      })
     return report
+
+  def logits(self, batch: dict) -> np.ndarray:
+    """Eval-mode logits of the global batch whose host-local part is {'clips', 'labels'}."""
+    return np.asarray(self.eval_step(self.state, sharding.global_batch(batch, self.mesh)))
 
   def train(self) -> dict:
     config = self.config
@@ -149,39 +155,12 @@ class Trainer:
     return last_eval if last_eval is not None else self.evaluate()
 
   def export_model(self) -> None:
-    """Writes the final model to WORKDIR/model, the directory predict and visualize read
-    (replacing an older export only once the new one is complete)."""
+    """Writes the final model to WORKDIR/model, the directory predict and visualize read."""
     if jax.process_count() > 1:
       _say("multi-host run: no WORKDIR/model export; evaluate with --mode=eval")
       return
-    target = self.workdir / "model"
-    fresh = self.workdir / f"model.tmp{os.getpid()}"
-    shutil.rmtree(fresh, ignore_errors=True)
-    checkpoints.save_model(fresh, nnx.merge(self.graphs.eval, self.state.params, self.state.batch_stats), self.config)
-    if target.exists():
-      shutil.rmtree(target)
-    fresh.rename(target)
-
-
-def evaluation_probabilities(eval_step, state, source, batch_size: int, mesh) -> tuple[np.ndarray, np.ndarray]:
-  """Class probabilities (videos, classes) of the whole evaluation split, and its labels.
-
-  With multi-view testing (clips of shape (N, views, T, H, W, 3)) each video's probability is
-  the softmax averaged over its views, as the paper reports.
-  """
-  probabilities, labels = [], []
-  for local in source.eval_batches(batch_size, jax.process_index(), jax.process_count()):
-    keep = _gather(local["mask"]) > 0  # drops the padding of the last batch
-    local = {k: v for k, v in local.items() if k in MODEL_INPUTS}
-    clips = local["clips"]
-    views = clips.shape[1] if clips.ndim == 6 else 1
-    local["clips"] = clips.reshape(-1, *clips.shape[-4:])
-    logits = np.asarray(eval_step(state, sharding.global_batch(local, mesh)), np.float64)
-    softmax = np.exp(logits - logits.max(-1, keepdims=True))
-    softmax /= softmax.sum(-1, keepdims=True)
-    probabilities.append(softmax.reshape(-1, views, softmax.shape[-1]).mean(1)[keep])
-    labels.append(_gather(local["labels"])[keep])
-  return np.maximum(np.concatenate(probabilities), 1e-30), np.concatenate(labels)
+    model = nnx.merge(self.graphs.eval, self.state.params, self.state.batch_stats)
+    model_dir.replace(self.workdir / "model", model, self.config)
 
 
 def _say(message: str) -> None:
@@ -190,18 +169,13 @@ def _say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def _gather(local: np.ndarray) -> np.ndarray:
-  """The concatenation of every host's `local` array (the array itself on one host)."""
-  return np.asarray(multihost_utils.process_allgather(local, tiled=True))
+def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | None = None) -> dict:
+  return Trainer(config, workdir, devices).train()
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  return Trainer(config, workdir).train()
-
-
-def evaluate_only(config, workdir: str) -> dict:
+def evaluate_only(config, workdir: str, devices: Sequence[jax.Device] | None = None) -> dict:
   """Evaluates the workdir's latest checkpoint, or config.init_from when the workdir has none."""
-  trainer = Trainer(config, workdir)
+  trainer = Trainer(config, workdir, devices)
   if trainer.checkpoints.latest_step() is None and not config.init_from:
     raise ValueError(f"nothing to evaluate: {trainer.checkpoints.directory} is empty and config.init_from is unset")
   trainer.resume()

@@ -1,4 +1,4 @@
-"""Where metrics go: DIR/metrics.jsonl (one JSON object per line), TensorBoard, eval reports."""
+"""Where metrics go: DIR/metrics.jsonl (one JSON object per line) and TensorBoard."""
 from __future__ import annotations
 
 import json
@@ -41,19 +41,3 @@ class MetricsWriter:
 
 def _plain(value):
   return float(value) if np.ndim(value) == 0 else np.asarray(value).tolist()
-
-
-def classification_report(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-  """Loss, top-1, top-5, per-class accuracy and the confusion matrix of (N, C) logits."""
-  logits = logits.astype(np.float64)
-  log_probs = logits - logits.max(-1, keepdims=True)
-  log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
-  loss = -log_probs[np.arange(len(labels)), labels].mean()
-  ranked = np.argsort(-logits, axis=-1)
-  top1 = (ranked[:, 0] == labels).mean()
-  top5 = (ranked[:, :5] == labels[:, None]).any(-1).mean()
-  confusion = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(confusion, (labels, ranked[:, 0]), 1)
-  counts = confusion.sum(1)
-  per_class = np.where(counts > 0, np.diag(confusion) / np.maximum(counts, 1), np.nan)
-  return {"loss": loss, "top1": top1, "top5": top5, "per_class_top1": per_class, "confusion": confusion}

@@ -1,22 +1,20 @@
 """One data-parallel mesh for every machine: one CPU, GPUs, several hosts, TPU pods.
 
-The mesh has a 'data' axis over every device (and a 'model' axis of size config.mesh.model,
-1 by default, kept for model parallelism). Batches are split along 'data'; the train state is
+The mesh has one axis, 'data', over the devices. Batches are split along it; the train state is
 replicated. Each host feeds only its own slice of the global batch.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
-def make_mesh(model_axis: int = 1) -> Mesh:
-  devices = jax.devices()
-  if model_axis < 1 or len(devices) % model_axis:
-    raise ValueError(f"config.mesh.model = {model_axis} must divide the {len(devices)} devices")
-  grid = np.asarray(devices).reshape(len(devices) // model_axis, model_axis)
-  return Mesh(grid, ("data", "model"))
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A data-parallel mesh over `devices` (every device of every host by default)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), ("data",))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

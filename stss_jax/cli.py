@@ -1,0 +1,89 @@
+"""The one pattern of every command: flags parsed into a fresh FlagValues, user errors as one line.
+
+A command module defines `define_flags(flag_values, argv)` and `run(flags) -> int`, and its
+`main(argv=None)` is `cli.main(__doc__, define_flags, run, argv)`. Tests call `main([...])` in
+process; `python -m ...` calls it with sys.argv. Nothing is registered on absl's global FLAGS, so
+importing any number of commands defines no flag twice.
+
+Exit status: 0 done, 1 the input was wrong (a config value, a file, a checkpoint: the message
+names it), 2 the command line was wrong (unknown flag or config key, missing flag, unloadable
+config file). Commands may map their own exception types to statuses.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+USAGE_STATUS = 2
+# What a user's input can raise; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def define_config(flag_values: flags.FlagValues, argv: Sequence[str], name: str = "config",
+                  help_string: str = "Experiment config file, e.g. configs/ssv1.py or configs/default.py:tiny.",
+                  required: bool = True) -> None:
+  """A config-file flag whose --NAME.key=value overrides are read from argv."""
+  config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values, lock_config=True,
+                                  sys_argv=list(argv))
+  if required:
+    flags.mark_flag_as_required(name, flag_values=flag_values)
+
+
+def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], None],
+         run: Callable[[flags.FlagValues], int | None], argv: Sequence[str] | None = None,
+         errors: Mapping[type[BaseException], int] | None = None) -> int:
+  """Parses argv (argv[0] is the program) and runs the command; returns the exit status.
+
+  errors: exception types (besides USER_ERRORS, status 1) that end the command with one line
+  `error: ...` and the given status.
+  """
+  argv = list(sys.argv if argv is None else argv)
+  flag_values = flags.FlagValues()
+  define_flags(flag_values, argv)
+  config_names = [name for name in flag_values if _is_config_file_flag(flag_values[name])]
+  if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
+    print((doc or "").strip() + "\n\nflags:\n" + flag_values.get_help())
+    return 0
+  try:
+    rest = flag_values(argv)
+    if len(rest) > 1:
+      raise flags.Error(f"unexpected arguments {rest[1:]}: every input is a --flag")
+    for name in config_names:  # a config loads when first read: a bad file or key fails here
+      flag_values[name].value.keys()
+  except (flags.Error, OSError, TypeError) as e:
+    print(f"error: {_one_line(e)}\n(--help lists the flags)", file=sys.stderr)
+    return USAGE_STATUS
+  except (AttributeError, KeyError) as e:  # ml_collections' word for a --config.key it does not have
+    print(f"error: unknown config key {_one_line(e)}\n(configs/common.py documents every key)", file=sys.stderr)
+    return USAGE_STATUS
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # absl.logging then needs no parsed global flags
+  logging.set_verbosity(logging.WARNING)  # library chatter off; commands print what matters
+  statuses = {**(errors or {}), **{e: 1 for e in USER_ERRORS if e not in (errors or {})}}  # specific first
+  try:
+    return int(run(flag_values) or 0)
+  except tuple(statuses) as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+    return next(status for kind, status in statuses.items() if isinstance(e, kind))
+
+
+def _is_config_file_flag(flag) -> bool:
+  # ml_collections exports no test for its flag class; the name is stable across its releases.
+  return type(flag).__name__ == "_ConfigFlag"
+
+
+def _one_line(error: BaseException) -> str:
+  """The message of an error on one line: multi-line texts folded, and the quoted repr that
+  ml_collections puts in its KeyError and AttributeError messages unquoted."""
+  text = str(error.args[0]) if isinstance(error, (KeyError, AttributeError)) and error.args else str(error)
+  text = text.strip()
+  if "Traceback (most recent call last)" in text:  # a config file's get_config raised: its last line
+    head, _, trace = text.partition("Traceback (most recent call last)")
+    text = head.strip().rstrip(":") + ": " + [line for line in trace.splitlines() if line.strip()][-1].strip()
+  if len(text) > 1 and text[0] == text[-1] == "'":
+    text = text[1:-1].replace("\\n", "\n").replace("\\'", "'")
+  return " ".join(line.strip() for line in text.splitlines() if line.strip())

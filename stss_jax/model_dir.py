@@ -1,0 +1,96 @@
+"""Model directories: a network's weights with the architecture they belong to.
+
+Layout of DIR (written by the trainer as WORKDIR/model, by convert, read by init_from, predict,
+visualize, ensemble and the notebook):
+  DIR/model/              orbax pytree {'params': ..., 'batch_stats': ...} in our module paths
+  DIR/model_config.json   the architecture it belongs to, checked before anything is loaded
+Orbax writes into a temporary directory and renames it when complete, and the JSON is written
+with an atomic replace last, so a killed save never leaves a directory that looks whole.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from stss_jax.files import write_json_atomically
+
+WEIGHTS = "model"
+CONFIG_FILE = "model_config.json"
+# Keys that change how the model computes, not what its weights mean.
+NOT_ARCHITECTURE = ("dtype", "dropout")
+NOT_SELFY_ARCHITECTURE = ("stss_implementation", "extraction_implementation")
+
+
+def architecture(config) -> dict:
+  """The part of a config that a model's weights are tied to."""
+  model = {k: v for k, v in config.model.to_dict().items() if k not in NOT_ARCHITECTURE}
+  model["selfy"] = {k: v for k, v in model["selfy"].items() if k not in NOT_SELFY_ARCHITECTURE}
+  return json.loads(json.dumps({"model": model, "num_classes": config.dataset.num_classes}))
+
+
+def differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+  """'key is A in the checkpoint, B in the config' for every key where two architectures differ."""
+  out = []
+  for key in sorted(set(saved) | set(wanted)):
+    a, b = saved.get(key), wanted.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += differences(a, b, f"{prefix}{key}.")
+    elif a != b:
+      out.append(f"{prefix}{key} is {a!r} in the checkpoint, {b!r} in the config")
+  return out
+
+
+def _variables(model: nnx.Module) -> nnx.State:
+  return nnx.state(model, (nnx.Param, nnx.BatchStat))
+
+
+def save(directory: str | os.PathLike, model: nnx.Module, config) -> pathlib.Path:
+  """Writes `model`'s parameters and BN statistics to a new (or empty) directory."""
+  directory = pathlib.Path(directory).absolute()
+  if directory.exists() and any(directory.iterdir()):
+    raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
+  directory.mkdir(parents=True, exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(directory / WEIGHTS, nnx.to_pure_dict(_variables(model)))
+  checkpointer.wait_until_finished()
+  write_json_atomically(directory / CONFIG_FILE, architecture(config))
+  return directory
+
+
+def replace(directory: str | os.PathLike, model: nnx.Module, config) -> pathlib.Path:
+  """save() into a sibling directory, then swapped in for `directory`: an older model there stays
+  whole until the new one is."""
+  directory = pathlib.Path(directory).absolute()
+  fresh = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
+  shutil.rmtree(fresh, ignore_errors=True)
+  save(fresh, model, config)
+  if directory.exists():
+    shutil.rmtree(directory)
+  fresh.rename(directory)
+  return directory
+
+
+def restore(directory: str | os.PathLike, model: nnx.Module, config) -> None:
+  """Loads a model directory into `model`, refusing one of another architecture (nothing is
+  loaded then)."""
+  directory = pathlib.Path(directory).absolute()
+  config_path = directory / CONFIG_FILE
+  if not config_path.is_file() or not (directory / WEIGHTS).is_dir():
+    raise FileNotFoundError(
+        f"{directory} is not a model directory (no {CONFIG_FILE} and {WEIGHTS}/); "
+        "write one with python -m stss_jax.convert or the trainer"
+    )
+  found = differences(json.loads(config_path.read_text()), architecture(config))
+  if found:
+    raise ValueError(f"checkpoint {directory} belongs to another model: " + "; ".join(found))
+  variables = _variables(model)
+  target = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.to_pure_dict(variables))
+  restored = ocp.StandardCheckpointer().restore(directory / WEIGHTS, target)
+  nnx.replace_by_pure_dict(variables, restored)
+  nnx.update(model, variables)
