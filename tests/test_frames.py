@@ -69,6 +69,19 @@ def test_truncated_stream_keeps_the_frames_before_the_cut(tmp_path):
   np.testing.assert_allclose(columns, 4 * np.arange(len(decoded)), atol=1)
 
 
+def test_damaged_stream_keeps_the_frames_before_the_damage(tmp_path):
+  """200 zeroed bytes at 70% of a Matroska stream make its decoder fail part-way (PyAV raises
+  InvalidDataError after ten frames): the frames decoded before the damage are kept."""
+  data = bytearray(encode(tmp_path / "v.mkv", moving_square(24), "mpeg4").read_bytes())
+  middle = len(data) * 7 // 10
+  data[middle:middle + 200] = bytes(200)
+  (tmp_path / "damaged.mkv").write_bytes(bytes(data))
+  decoded = frames.decode_video(tmp_path / "damaged.mkv")
+  assert 0 < len(decoded) < 24
+  columns = [np.argmax(f[28, :, 0] > 150) for f in decoded]
+  np.testing.assert_allclose(columns, 4 * np.arange(len(decoded)), atol=1)
+
+
 def write_folder(folder, clip, numbers):
   folder.mkdir(parents=True)
   for number, image in zip(numbers, clip):
