@@ -12,7 +12,12 @@ import pathlib
 import shutil
 import tempfile
 
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="stss-jax-test-compilations-")
+# The first process of a session (pytest itself, or the xdist controller) makes the cache and
+# removes it at the end; xdist workers and subprocesses inherit it through the environment.
+OWNS_COMPILATION_CACHE = "STSS_JAX_TEST_COMPILATION_CACHE" not in os.environ
+if OWNS_COMPILATION_CACHE:
+  os.environ["STSS_JAX_TEST_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="stss-jax-test-compilations-")
+COMPILATION_CACHE = os.environ["STSS_JAX_TEST_COMPILATION_CACHE"]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
@@ -41,4 +46,5 @@ def _tensorflow_leaves_the_accelerators_alone():
 
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
-  shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+  if OWNS_COMPILATION_CACHE:
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)

@@ -40,7 +40,10 @@ def test_official_ssv1_model_size_matches_the_authors():
 
 
 def test_initialisation_follows_the_official_model():
+  # The official ResNet-50 layout at a quarter of the width: the same rules, and enough draws in
+  # every tensor to test their spread.
   config = ssv1.get_config()
+  config.model.width = 16
   model = build_model(config)
   base = model.base_model
   for block in [*base.layer1, *base.layer2, *base.layer3, *base.layer4]:
@@ -49,11 +52,13 @@ def test_initialisation_follows_the_official_model():
   assert not np.any(base.selfy.stss_integration.upsample_bn.scale[...])
   np.testing.assert_array_equal(base.selfy.stss_extraction.conv2.bn.scale[...], 1.0)
   # kaiming normal, fan_out: std sqrt(2 / (out * kh * kw)).
-  kernel = np.asarray(base.layer3[0].conv2.kernel[...])  # (3, 3, 256, 256)
-  assert abs(kernel.std() / np.sqrt(2 / (256 * 9)) - 1) < 0.02
+  kernel = np.asarray(base.layer3[0].conv2.kernel[...])  # (3, 3, 64, 64)
+  assert kernel.shape == (3, 3, 64, 64)
+  assert abs(kernel.std() / np.sqrt(2 / (64 * 9)) - 1) < 0.02
   # xavier uniform head, zero bias.
-  head = np.asarray(model.new_fc.kernel[...])
-  bound = np.sqrt(6 / (2048 + 174))
+  head = np.asarray(model.new_fc.kernel[...])  # (512, 174)
+  bound = np.sqrt(6 / (512 + 174))
+  assert head.shape == (512, 174)
   assert head.max() <= bound and head.min() >= -bound and head.max() > 0.9 * bound
   assert not np.any(model.new_fc.bias[...])
 

@@ -21,7 +21,7 @@ import main
 from configs import default
 from stss_jax import model_dir
 from stss_jax.models import build_model
-from stss_jax.train import loop
+from stss_jax.train import checkpoints, loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "--config=configs/default.py:tiny"
@@ -53,11 +53,13 @@ def final_params(workdir, step):
 
 
 def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
-  status, out, err = run_main(capsys, tmp_path / "eight", "--config.total_steps=3", "--config.eval_every_steps=3")
+  # One checkpoint and one evaluation, at the last step: the losses are what is compared.
+  status, out, err = run_main(capsys, tmp_path / "eight", "--config.total_steps=3", "--config.eval_every_steps=3",
+                              "--config.checkpoint_every_steps=3")
   assert status == 0, err[-3000:]
   assert "8 cpu device(s)" in err and "validation: top-1" in out
   config = default.get_config("tiny")
-  config.total_steps = config.eval_every_steps = 3
+  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
   loop.train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
   loss_one = [r["loss"] for r in records(tmp_path / "one", "train")]
   loss_eight = [r["loss"] for r in records(tmp_path / "eight", "train")]
@@ -140,7 +142,9 @@ def test_unwritable_workdir_and_other_models_checkpoints_are_refused(tmp_path, c
   blocker.write_text("")
   status, _, err = run_main(capsys, blocker / "run", "--config.total_steps=1")
   assert status == 1 and "is not writable" in err
-  assert run_main(capsys, tmp_path / "run", "--config.total_steps=1")[0] == 0
+  # What the trainer records beside its first checkpoint: the tiny config's architecture.
+  checkpoints.TrainCheckpoints(tmp_path / "run", default.get_config("tiny"), keep=1).close()
+  assert json.loads((tmp_path / "run" / "checkpoints" / model_dir.CONFIG_FILE).read_text())["model"]["depth"] == 18
   status, _, err = run_main(capsys, tmp_path / "run", "--config.total_steps=1", "--config.model.depth=34")
   assert status == 1
   assert "holds checkpoints of another model (model.depth is 18 in the checkpoint, 34 in the config)" in err
