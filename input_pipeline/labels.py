@@ -25,6 +25,30 @@ class LabelFileError(ValueError):
   """A label file that cannot be used as it is; the message names the file and line."""
 
 
+def read_text(path: pathlib.Path) -> str:
+  """A label file's text (UTF-8), or an error naming the file and the offending byte's place."""
+  path = pathlib.Path(path)
+  data = path.read_bytes()
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b"\n") + 1
+    raise LabelFileError(f"{path}:{line}: byte {data[e.start]:#04x} at offset {e.start} is not UTF-8 "
+                         "(label files are UTF-8 text)") from None
+
+
+def read_json(path: pathlib.Path, kind: type) -> dict | list:
+  """A JSON label file holding a `kind` (dict or list), or an error naming the file and line."""
+  try:
+    value = json.loads(read_text(path))
+  except json.JSONDecodeError as e:
+    raise LabelFileError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+  if not isinstance(value, kind):
+    raise LabelFileError(f"{path}: expected a JSON {'object' if kind is dict else 'array'}, "
+                         f"got a {type(value).__name__}")
+  return value
+
+
 def inside(data_dir: pathlib.Path, relative: str, source: str) -> pathlib.Path:
   """`relative` resolved under `data_dir`, refusing paths that escape it."""
   root = data_dir.resolve()
@@ -48,7 +72,7 @@ def _nonempty(videos: list[Video], source) -> list[Video]:
 
 def read_class_names(path: pathlib.Path) -> list[str]:
   """One class name per line (SSv1 `something_category.txt`, `-labels.csv`)."""
-  names = [line.strip() for line in pathlib.Path(path).read_text().splitlines() if line.strip()]
+  names = [line.strip() for line in read_text(path).splitlines() if line.strip()]
   if len(set(names)) != len(names):
     raise LabelFileError(f"{path}: repeated class names")
   return names
@@ -59,7 +83,7 @@ def read_list_file(path: pathlib.Path, data_dir: pathlib.Path, num_classes: int 
   """TSM list files: `path num_frames label` per line, path relative to `data_dir` once
   `strip_prefix` (e.g. the authors' `/Dataset/SSV1/`) is removed from it."""
   videos = []
-  for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), start=1):
+  for number, line in enumerate(read_text(path).splitlines(), start=1):
     if not line.strip():
       continue
     source = f"{path}:{number}"
@@ -88,7 +112,7 @@ def read_ssv1(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str
   index = {name: i for i, name in enumerate(names)}
   path = data_dir / f"something-something-v1-{split}.csv"
   videos = []
-  for number, row in enumerate(csv.reader(path.read_text().splitlines(), delimiter=";"), start=1):
+  for number, row in enumerate(csv.reader(read_text(path).splitlines(), delimiter=";"), start=1):
     if not row:
       continue
     source = f"{path}:{number}"
@@ -107,15 +131,22 @@ def read_ssv2(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str
   """`something-something-v2-labels.json` ({name: "id"}) + `-{train,validation}.json`;
   videos `20bn-something-something-v2/<id>.webm`."""
   labels_path = data_dir / "something-something-v2-labels.json"
-  labels = {name: int(i) for name, i in json.loads(labels_path.read_text()).items()}
+  labels = {}
+  for name, i in read_json(labels_path, dict).items():
+    try:
+      labels[name] = int(i)
+    except (TypeError, ValueError):
+      raise LabelFileError(f"{labels_path}: class {name!r} has id {i!r}, not an integer") from None
   names = [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
   if sorted(labels.values()) != list(range(len(labels))):
     raise LabelFileError(f"{labels_path}: class ids are not 0..{len(labels) - 1}")
   path = data_dir / f"something-something-v2-{split}.json"
   videos = []
-  for number, entry in enumerate(json.loads(path.read_text()), start=1):
+  for number, entry in enumerate(read_json(path, list), start=1):
     source = f"{path} entry {number}"
-    name = ssv2_class(entry.get("template", ""))
+    if not isinstance(entry, dict) or not {"id", "template"} <= entry.keys():
+      raise LabelFileError(f"{source}: needs an id and a template, got {entry!r}")
+    name = ssv2_class(str(entry["template"]))
     if name not in labels:
       raise LabelFileError(f"{source}: class {name!r} (from its template) is not in {labels_path.name}")
     video_id = str(entry["id"])
@@ -127,21 +158,23 @@ def read_diving48(data_dir: pathlib.Path, split: str, num_classes: int = 48) -> 
   """`Diving48_V2_{train,test}.json`: vid_name, label, start_frame, end_frame; `rgb/<vid_name>.mp4`."""
   path = data_dir / f"Diving48_V2_{split}.json"
   videos = []
-  for number, entry in enumerate(json.loads(path.read_text()), start=1):
+  for number, entry in enumerate(read_json(path, list), start=1):
     source = f"{path} entry {number}"
     try:
       name, label = str(entry["vid_name"]), int(entry["label"])
+      start, end = (None if entry.get(k) is None else int(entry[k]) for k in ("start_frame", "end_frame"))
     except (KeyError, TypeError, ValueError):
-      raise LabelFileError(f"{source}: needs vid_name and an integer label, got {entry!r}") from None
+      raise LabelFileError(f"{source}: needs vid_name, an integer label and integer start_frame/end_frame "
+                           f"if any, got {entry!r}") from None
     videos.append(Video(name, inside(data_dir, f"rgb/{name}.mp4", source), _check_label(label, num_classes, source),
-                        start_frame=entry.get("start_frame"), end_frame=entry.get("end_frame")))
+                        start_frame=start, end_frame=end))
   return _nonempty(videos, path)
 
 
 def read_finegym(list_path: pathlib.Path, data_dir: pathlib.Path, num_classes: int) -> list[Video]:
   """Gym99/Gym288 lists `<clip name> <label>`; clips `<clip name>.mp4` in the data directory."""
   videos = []
-  for number, line in enumerate(pathlib.Path(list_path).read_text().splitlines(), start=1):
+  for number, line in enumerate(read_text(list_path).splitlines(), start=1):
     if not line.strip():
       continue
     source = f"{list_path}:{number}"

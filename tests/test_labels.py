@@ -88,3 +88,42 @@ def test_diving48_and_finegym_layouts(tmp_path):
   write(tmp_path / "gym99_bad.txt", "clip 140\n")
   with pytest.raises(labels.LabelFileError, match="gym99_bad.txt:1: label 140"):
     labels.read_finegym(tmp_path / "gym99_bad.txt", tmp_path, 99)
+
+
+SSV2_LABELS = json.dumps({"Moving something up": "0", "Putting something on a surface": "1"})
+SSV2_ENTRY = '{"id": "74225", "template": "Putting [something] on a surface"}'
+
+
+@pytest.mark.parametrize("file,content,message", [
+    ("validation", b'[' + SSV2_ENTRY.encode() + b',\n  {"id": "7", "template": }]',
+     r"v2-validation.json:2:\d+: not valid JSON \(Expecting value\)"),
+    ("validation", b'[{"template": "Moving [something] up"}]',
+     r"v2-validation.json entry 1: needs an id and a template"),
+    ("validation", b'["74225"]', r"v2-validation.json entry 1: needs an id and a template"),
+    ("validation", b'{"id": "74225"}', r"v2-validation.json: expected a JSON array, got a dict"),
+    ("validation", b'[' + SSV2_ENTRY.encode() + b',\n {"id": "caf\xe9", "template": "x"}]',
+     r"v2-validation.json:2: byte 0xe9 at offset \d+ is not UTF-8"),
+    ("labels", b'{"Moving something up": "zero"}', r"v2-labels.json: class 'Moving something up' has id 'zero'"),
+    ("labels", b'\xff{}', r"v2-labels.json:1: byte 0xff at offset 0 is not UTF-8"),
+])
+def test_ssv2_label_file_errors_name_the_file_and_the_entry(tmp_path, file, content, message):
+  write(tmp_path / "something-something-v2-labels.json", SSV2_LABELS)
+  write(tmp_path / "something-something-v2-validation.json", f"[{SSV2_ENTRY}]")
+  (tmp_path / f"something-something-v2-{file}.json").write_bytes(content)
+  with pytest.raises(labels.LabelFileError, match=message):
+    labels.read_ssv2(tmp_path, "validation")
+
+
+def test_other_layouts_name_undecodable_bytes_and_bad_fields(tmp_path):
+  (tmp_path / "gym99_val.txt").write_bytes(b"clip_a 72\nclip_\xff 3\n")
+  with pytest.raises(labels.LabelFileError, match=r"gym99_val.txt:2: byte 0xff at offset 15 is not UTF-8"):
+    labels.read_finegym(tmp_path / "gym99_val.txt", tmp_path, 99)
+  (tmp_path / "list.txt").write_bytes(b"\x80a 10 1\n")
+  with pytest.raises(labels.LabelFileError, match=r"list.txt:1: byte 0x80"):
+    labels.read_list_file(tmp_path / "list.txt", tmp_path)
+  write(tmp_path / "Diving48_V2_test.json", json.dumps([{"vid_name": "a", "label": 1, "start_frame": "x"}]))
+  with pytest.raises(labels.LabelFileError, match=r"Diving48_V2_test.json entry 1: needs vid_name"):
+    labels.read_diving48(tmp_path, "test")
+  write(tmp_path / "Diving48_V2_test.json", "[{\"vid_name\": \"a\",\n \"label\": 1,,}]")
+  with pytest.raises(labels.LabelFileError, match=r"Diving48_V2_test.json:2:\d+: not valid JSON"):
+    labels.read_diving48(tmp_path, "test")

@@ -172,3 +172,17 @@ def test_prepared_data_of_another_dataset_is_refused(tmp_path, run_prepare):
   config.dataset.name = "ssv2"
   with pytest.raises(ValueError, match="holds prepared 'ssv1' data"):
     sources.build_source(config)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"[{\"id\": \"1\", \"template\": }]", "something-something-v2-train.json:1:26: not valid JSON"),
+    (b"[{\"template\": \"Moving [something] up\"}]", "something-something-v2-train.json entry 1: needs an id"),
+    (b"[\xff]", "something-something-v2-train.json:1: byte 0xff at offset 1 is not UTF-8"),
+])
+def test_malformed_label_file_is_one_line_naming_it_with_exit_2(tmp_path, run_prepare, content, message):
+  (tmp_path / "something-something-v2-labels.json").write_text('{"Moving something up": "0"}')
+  (tmp_path / "something-something-v2-validation.json").write_text('[{"id": "2", "template": "Moving something up"}]')
+  (tmp_path / "something-something-v2-train.json").write_bytes(content)
+  done = run_prepare("--dataset=ssv2", f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'out'}", "--num_classes=1")
+  (line,) = done.stderr.strip().splitlines()
+  assert done.returncode == 2 and line.startswith(f"error: {tmp_path}/{message}")
