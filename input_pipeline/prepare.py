@@ -15,12 +15,16 @@ wrong or contradict each other, or OUT was prepared with other settings.
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import io
 import json
 import multiprocessing
 import os
 import pathlib
+import signal
 import sys
+import threading
+import time
 import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the workers inherit it: one progress bar, no banners
@@ -79,9 +83,28 @@ def convert(video: Video, frame_template: str, resize_hw: tuple[int, int] | None
   return records.PreparedVideo(video.video_id, video.label, jpegs, first_frame, height, width)
 
 
-def _init_worker(progress) -> None:
+def _init_worker(progress, parent_pid: int | None = None) -> None:
+  """Sets the worker's progress queue; a worker process also ends when its parent does."""
   global _progress
   _progress = progress
+  if parent_pid is not None:
+    _die_with(parent_pid)
+
+
+def _die_with(parent_pid: int) -> None:
+  """Ends this process when `parent_pid` ends, even by SIGKILL, so that no worker outlives a
+  killed prepare: the kernel's parent-death signal on Linux, a watch on the parent elsewhere."""
+  if sys.platform.startswith("linux"):
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+  else:
+    def watch():
+      while os.getppid() == parent_pid:
+        time.sleep(0.5)
+      os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+  if os.getppid() != parent_pid:  # the parent died before the guard was set
+    os._exit(1)
 
 
 def _skipped_path(shard: pathlib.Path) -> pathlib.Path:
@@ -200,9 +223,9 @@ def _run(todo, output_dir, frame_template, resize_hw, quality, total, workers) -
         _init_worker(None)
       return
     context = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
-    progress = context.Manager().Queue()
+    progress = context.Queue()  # no manager process: nothing but the workers to outlive a kill
     with concurrent.futures.ProcessPoolExecutor(min(workers, len(todo)), mp_context=context,
-                                                initializer=_init_worker, initargs=(progress,)) as pool:
+                                                initializer=_init_worker, initargs=(progress, os.getpid())) as pool:
       pending = {pool.submit(write_one_shard, output_dir / records.shard_name(split, i, count), videos,
                              frame_template, resize_hw, quality) for split, i, count, videos in todo}
       while pending:

@@ -166,10 +166,18 @@ class VideoSource:
     local, total = global_batch // process_count, len(self.evaluation)
     views = self.eval_clips * self.eval_crops
     encoded = self.evaluation.encoded
+    unreadable = []  # what a reader raised, to be raised here rather than as TensorFlow's error
+
+    def read(position):
+      try:
+        return self.eval_example(self.evaluation, min(int(position), total - 1))
+      except frame_io.UnreadableVideoError as e:
+        unreadable.append(e)
+        raise
 
     def example(position):
       frames, indices, label, video_id = tf.numpy_function(
-          lambda p: self.eval_example(self.evaluation, min(int(p), total - 1)), [position],
+          read, [position],
           (self._frames_type(self.evaluation), tf.int32, tf.int32, tf.string), stateful=False)
       frames.set_shape([None] if encoded else [None, None, None, 3])
       clips = self.eval_views(frames, encoded)
@@ -183,6 +191,15 @@ class VideoSource:
     starts = tf.data.Dataset.range(0, padded, global_batch)
     dataset = (starts.flat_map(lambda s: tf.data.Dataset.range(s + process_index * local, s + (process_index + 1) * local))
                .map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(local).prefetch(2))
-    for batch in dataset.as_numpy_iterator():
+    batches = dataset.as_numpy_iterator()
+    while True:
+      try:
+        batch = next(batches)
+      except StopIteration:
+        return
+      except tf.errors.OpError:
+        if unreadable:
+          raise frame_io.UnreadableVideoError(f"evaluation video {unreadable[0]}") from None
+        raise
       batch["ids"] = batch["ids"].astype(str)
       yield batch

@@ -7,13 +7,16 @@ import pathlib
 import tempfile
 
 
-def write_json_atomically(path: str | os.PathLike, content) -> None:
-  """Writes `content` as JSON to a fresh temporary file beside `path`, then renames it over
-  `path`: readers see the old file or the whole new one, and concurrent writers never share a
-  temporary file."""
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` to a fresh temporary file beside `path`, then renames it over `path`: readers
+  see the old file or the whole new one, and concurrent writers never share a temporary file."""
   path = pathlib.Path(path)
   with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
                                    delete=False) as f:
-    json.dump(content, f, indent=1)
-    f.write("\n")
+    f.write(text)
   os.replace(f.name, path)
+
+
+def write_json_atomically(path: str | os.PathLike, content) -> None:
+  """`content` as indented JSON, written as write_text_atomically writes."""
+  write_text_atomically(path, json.dumps(content, indent=1) + "\n")

@@ -2,6 +2,11 @@
 independent TFRecord reader and by the training pipeline."""
 import dataclasses
 import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +17,8 @@ from input_pipeline import prepare, records, sources  # noqa: E402
 from stss_jax.files import write_json_atomically  # noqa: E402
 from tests.test_frames import encode, moving_square  # noqa: E402
 from tests.test_video_source import tiny_config, write_ssv1  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass
@@ -186,3 +193,43 @@ def test_malformed_label_file_is_one_line_naming_it_with_exit_2(tmp_path, run_pr
   done = run_prepare("--dataset=ssv2", f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'out'}", "--num_classes=1")
   (line,) = done.stderr.strip().splitlines()
   assert done.returncode == 2 and line.startswith(f"error: {tmp_path}/{message}")
+
+
+def children_of(pid: int) -> set[int]:
+  """The live processes whose parent is `pid` (Linux /proc; zombies count as gone)."""
+  found = set()
+  for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    try:
+      fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+      continue
+    if int(fields[1]) == pid and fields[0] != "Z":
+      found.add(int(stat.parent.name))
+  return found
+
+
+def alive(pid: int) -> bool:
+  try:
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+@pytest.mark.slow  # a process killed with its workers running
+@pytest.mark.skipif(not pathlib.Path("/proc/self/stat").exists(), reason="reads processes from Linux /proc")
+def test_sigkill_of_prepare_leaves_no_worker_behind(tmp_path):
+  write_ssv1(tmp_path / "raw", train=40, frames=30)
+  command = [sys.executable, "-m", "input_pipeline.prepare", "--dataset=ssv1", f"--data_dir={tmp_path / 'raw'}",
+             f"--output_dir={tmp_path / 'out'}", "--num_classes=2", "--videos_per_shard=1", "--workers=2"]
+  parent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline, workers = time.time() + 300, set()
+  while parent.poll() is None and time.time() < deadline:  # both workers started and converting
+    workers = children_of(parent.pid)
+    if len(workers) >= 2 and list((tmp_path / "out").glob("*.tfrecord")):
+      break
+    time.sleep(0.2)
+  assert parent.poll() is None and workers, "prepare ended before it could be killed"
+  parent.send_signal(signal.SIGKILL)
+  parent.wait()
+  time.sleep(5)
+  assert not [pid for pid in workers if alive(pid)], f"processes {workers} of the killed prepare still run"

@@ -21,7 +21,8 @@ import main
 from configs import default
 from stss_jax import model_dir
 from stss_jax.models import build_model
-from stss_jax.train import checkpoints, loop
+from stss_jax.train import checkpoints, loop, workdir
+from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "--config=configs/default.py:tiny"
@@ -45,6 +46,14 @@ def main_process(workdir, *overrides, devices=1, **popen):
 def records(workdir, split):
   lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
   return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def rows(workdir):
+  return [(r["step"], r["split"]) for r in map(json.loads, (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines())]
+
+
+def kept_steps(workdir):
+  return sorted(int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def final_params(workdir, step):
@@ -78,6 +87,54 @@ def test_rerun_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, capsys
   assert status == 0 and "resumed from step 2" in err
   for a, b in zip(final_params(tmp_path / "whole", 4), final_params(tmp_path / "parts", 4), strict=True):
     np.testing.assert_array_equal(a, b)
+  assert rows(tmp_path / "parts") == rows(tmp_path / "whole")
+  assert kept_steps(tmp_path / "parts") == kept_steps(tmp_path / "whole")
+
+
+
+
+@pytest.mark.slow  # two short trainings on video files
+def test_a_bad_evaluation_video_keeps_the_checkpoint_and_the_rerun_evaluates_it(tmp_path, capsys):
+  write_ssv1(tmp_path / "data")
+  frames = tmp_path / "data" / "20bn-something-something-v1" / "validation1"
+  frames.rename(tmp_path / "aside")
+  args = ["main.py", "--config=configs/ssv1.py", f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={tmp_path / 'data'}",
+          *TINY_INPUT, *TINY_MODEL, "--config.dataset.no_flip_labels=(0,)", "--config.batch_size=8",
+          "--config.total_steps=4", "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2"]
+  capsys.readouterr()
+  assert main.main(args) == 1
+  line = capsys.readouterr().err.strip().splitlines()[-1]
+  assert line == (f"error: evaluation at step 2 failed: evaluation video {frames}: no such frame folder. Checkpoint 2 "
+                  f"is complete in {tmp_path / 'run' / 'checkpoints'}; fix the evaluation data and rerun the same "
+                  "command: it evaluates that checkpoint and goes on")
+  assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if not p.name.endswith(".json")) == ["2"]
+  (tmp_path / "aside").rename(frames)
+  assert main.main(args) == 0
+  err = capsys.readouterr().err
+  assert "resumed from step 2" in err and "step 2: validation" in err and "step 4: validation" in err
+  assert rows(tmp_path / "run") == [(2, "train"), (2, "validation"), (4, "train"), (4, "validation")]
+
+
+@pytest.mark.slow  # two processes into one workdir
+def test_a_second_run_into_a_busy_workdir_stops_and_the_first_finishes(tmp_path):
+  steps = ["--config.total_steps=4", "--config.checkpoint_every_steps=2", "--config.eval_every_steps=2"]
+  first = main_process(tmp_path / "shared", *steps)
+  lock = tmp_path / "shared" / workdir.LOCK_FILE
+  deadline = time.time() + 300
+  while not lock.exists() and first.poll() is None and time.time() < deadline:
+    time.sleep(0.1)
+  second = main_process(tmp_path / "shared", *steps)
+  _, err = second.communicate(timeout=300)
+  assert second.returncode == 1
+  assert err.strip().splitlines()[-1].startswith(
+      f"error: --workdir {tmp_path / 'shared'} is in use by the run of pid {first.pid} on host ")
+  assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
+  alone = main_process(tmp_path / "alone", *steps)
+  assert alone.wait(timeout=900) == 0
+  for a, b in zip(final_params(tmp_path / "shared", 4), final_params(tmp_path / "alone", 4), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert rows(tmp_path / "shared") == rows(tmp_path / "alone") == [
+      (1, "train"), (2, "train"), (2, "validation"), (3, "train"), (4, "train"), (4, "validation")]
 
 
 @pytest.mark.slow
@@ -99,6 +156,8 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
   assert "resumed from step" in err
   for a, b in zip(final_params(tmp_path / "whole", 8), final_params(tmp_path / "killed", 8), strict=True):
     np.testing.assert_array_equal(a, b)
+  assert rows(tmp_path / "killed") == rows(tmp_path / "whole")  # one row per (step, split)
+  assert kept_steps(tmp_path / "killed") == kept_steps(tmp_path / "whole")  # the best one too
 
 
 @pytest.mark.parametrize(

@@ -12,16 +12,48 @@ from stss_jax import model_dir
 from stss_jax.files import write_json_atomically
 
 
+EVALUATIONS_FILE = "evaluations.json"
+
+
+class LatestAndBest:
+  """Orbax preservation policy: the last `keep` checkpoints and the one of the best top-1.
+
+  The top-1 of each step comes from `top1_of(step)` (None while a step is not evaluated), a record
+  kept beside the checkpoints rather than in orbax's metrics, so that a checkpoint is written
+  before its evaluation and the best one is still known after a restart.
+  """
+
+  def __init__(self, keep: int, top1_of):
+    self.keep = keep
+    self.top1_of = top1_of
+
+  def should_preserve(self, checkpoints, *, context) -> list[bool]:
+    del context
+    steps = [info.step for info in checkpoints]
+    keep = set(sorted(steps)[-self.keep:])
+    scored = [(self.top1_of(step), step) for step in steps if self.top1_of(step) is not None]
+    if scored:
+      keep.add(max(scored, key=lambda item: (item[0], -item[1]))[1])  # the earliest of equal top-1s
+    return [step in keep for step in steps]
+
+
 class TrainCheckpoints:
   """The train states of one workdir: asynchronous, atomic, the last `keep` plus the best.
 
   The architecture is recorded beside them, so that a workdir is never resumed with another
-  model's config.
+  model's config, and so is each evaluated step's report (EVALUATIONS_FILE), which picks the best.
   """
 
-  def __init__(self, workdir: str | os.PathLike, config, keep: int):
+  def __init__(self, workdir: str | os.PathLike, config, keep: int, writer: bool = True):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
-    self.directory.mkdir(parents=True, exist_ok=True)
+    self.writer = writer  # process 0 writes the records; every process reads them
+    try:
+      self.directory.mkdir(parents=True, exist_ok=True)
+      probe = self.directory / f".write_probe.{os.getpid()}"
+      probe.write_text("")
+      probe.unlink()
+    except OSError as e:
+      raise ValueError(f"{self.directory} is not writable: {e.strerror or e}") from e
     recorded = self.directory / model_dir.CONFIG_FILE
     wanted = model_dir.architecture(config)
     if recorded.is_file():
@@ -31,14 +63,11 @@ class TrainCheckpoints:
             f"{self.directory} holds checkpoints of another model ({'; '.join(differences)}); "
             "use a new --workdir"
         )
-    else:
+    elif writer:
       write_json_atomically(recorded, wanted)
-    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-        ocp.checkpoint_managers.LatestN(keep),
-        ocp.checkpoint_managers.BestN(
-            get_metric_fn=lambda metrics: metrics["top1"], n=1, keep_checkpoints_without_metrics=False
-        ),
-    ])
+    evaluations = self.directory / EVALUATIONS_FILE
+    self.evaluations = {int(k): v for k, v in json.loads(evaluations.read_text()).items()} if evaluations.is_file() else {}
+    policy = LatestAndBest(keep, lambda step: self.evaluations.get(step, {}).get("top1"))
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True),
@@ -47,8 +76,20 @@ class TrainCheckpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, metrics: dict | None = None) -> None:
-    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics)
+  def steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state, wait: bool = False) -> None:
+    """Starts writing `state` as `step`; with `wait`, returns once it is complete on disk."""
+    self.manager.save(step, args=ocp.args.StandardSave(state))
+    if wait:
+      self.manager.wait_until_finished()
+
+  def record_evaluation(self, step: int, report: dict) -> None:
+    """Records the evaluation of checkpoint `step` (loss, top1, top5: plain floats)."""
+    self.evaluations[step] = report
+    if self.writer:
+      write_json_atomically(self.directory / EVALUATIONS_FILE, {str(k): v for k, v in sorted(self.evaluations.items())})
 
   def restore(self, state, step: int | None = None):
     """The saved state at `step` (the latest if None) shaped and sharded like `state`."""
@@ -57,5 +98,8 @@ class TrainCheckpoints:
     return self.manager.restore(step, args=ocp.args.StandardRestore(target))
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for the saves in flight; the manager is not used afterwards."""
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+      self.manager = None

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-import pathlib
 import sys
 import time
 from collections.abc import Sequence
@@ -11,13 +9,14 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 import input_pipeline.sources
 from stss_jax import evaluation, model_dir
 from stss_jax.files import write_json_atomically
 from stss_jax.models import build_model
-from stss_jax.train import checkpoints, optimizer, reporting, sharding, steps
+from stss_jax.train import checkpoints, optimizer, reporting, sharding, steps, workdir as workdir_lib
 from stss_jax.train.state import create_train_state
 
 
@@ -26,6 +25,10 @@ MODEL_INPUTS = ("clips", "labels")  # what goes to the devices; ids and frame in
 
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN or Inf; the last checkpoint holds the last good state."""
+
+
+class EvaluationError(ValueError):
+  """An evaluation failed on its data; the checkpoint it evaluated is saved and complete."""
 
 
 def validate_config(config) -> None:
@@ -39,20 +42,9 @@ def validate_config(config) -> None:
     raise ValueError(f"config.label_smoothing = {config.label_smoothing!r} must be in [0, 1)")
 
 
-def prepare_workdir(workdir: str) -> pathlib.Path:
-  path = pathlib.Path(workdir).absolute()
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / f".write_probe.{os.getpid()}"  # one per process: hosts may share the workdir
-    probe.write_text("")
-    probe.unlink()
-  except OSError as e:
-    raise ValueError(f"--workdir {path} is not writable: {e.strerror or e}") from e
-  return path
-
-
 class Trainer:
-  """Builds the model, optimiser, mesh, data and compiled steps of one config.
+  """Builds the model, optimiser, mesh, data and compiled steps of one config, and owns the
+  workdir while it lives (`with Trainer(...) as trainer:`; process 0 holds the workdir's lock).
 
   devices: the devices of the data-parallel mesh; every device of every host by default.
   """
@@ -60,7 +52,26 @@ class Trainer:
   def __init__(self, config, workdir: str, devices: Sequence[jax.Device] | None = None):
     validate_config(config)
     self.config = config
-    self.workdir = prepare_workdir(workdir)
+    self.workdir = workdir_lib.prepare(workdir)
+    self.lock = workdir_lib.WorkdirLock(self.workdir)
+    busy = None
+    if jax.process_index() == 0:
+      try:
+        self.lock.acquire()
+      except workdir_lib.WorkdirBusyError as e:
+        busy = e
+    if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(busy is not None)) and not busy:
+      raise workdir_lib.WorkdirBusyError(f"process 0 found --workdir {self.workdir} in use by another run")
+    if busy:
+      raise busy
+    try:
+      self._build(devices)
+    except BaseException:
+      self.lock.release()
+      raise
+
+  def _build(self, devices) -> None:
+    config = self.config
     self.mesh = sharding.make_mesh(devices)
     self.local_batch = sharding.check_batch_size(config.batch_size, self.mesh)
     self.source = input_pipeline.sources.build_source(config)
@@ -84,8 +95,22 @@ class Trainer:
     self.eval_step = jax.jit(
         steps.make_eval_step(self.graphs), in_shardings=(self.replicated, batch), out_shardings=self.replicated
     )
-    self.checkpoints = checkpoints.TrainCheckpoints(self.workdir, config, config.keep_checkpoints)
-    self.writer = reporting.MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+    writes = jax.process_index() == 0
+    self.checkpoints = checkpoints.TrainCheckpoints(self.workdir, config, config.keep_checkpoints, writer=writes)
+    self.writer = reporting.MetricsWriter(self.workdir, enabled=writes)
+
+  def __enter__(self) -> Trainer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def close(self) -> None:
+    """Finishes the checkpoints in flight and gives the workdir up."""
+    try:
+      self.checkpoints.close()
+    finally:
+      self.lock.release()
 
   def resume(self) -> int:
     step = self.checkpoints.latest_step()
@@ -95,11 +120,12 @@ class Trainer:
     return int(self.state.step)
 
   def evaluate(self, split: str = "validation") -> dict:
+    """Evaluates the current state on the evaluation split; writes the per-class report
+    WORKDIR/eval_{split}_step{N}.json and returns the classification report."""
     batches = self.source.eval_batches(self.config.batch_size, jax.process_index(), jax.process_count())
     probabilities, labels = evaluation.split_probabilities(batches, self.logits)
     report = evaluation.classification_report(probabilities, labels, self.config.dataset.num_classes)
     step = int(self.state.step)
-    self.writer.write(step, split, {k: report[k] for k in ("loss", "top1", "top5")})
     if jax.process_index() == 0:
       write_json_atomically(self.workdir / f"eval_{split}_step{step}.json", {
           "step": step,
@@ -109,48 +135,75 @@ class Trainer:
       })
     return report
 
+  def _evaluate_checkpoint(self, step: int) -> dict:
+    """Evaluates the saved state of `step`, records it for keep-best and in metrics.jsonl."""
+    try:
+      report = self.evaluate()
+    except (ValueError, OSError) as e:
+      raise EvaluationError(
+          f"evaluation at step {step} failed: {e}. Checkpoint {step} is complete in {self.checkpoints.directory}; "
+          "fix the evaluation data and rerun the same command: it evaluates that checkpoint and goes on") from e
+    scalars = {k: float(report[k]) for k in ("loss", "top1", "top5")}
+    self.checkpoints.record_evaluation(step, scalars)
+    self.writer.write(step, "validation", scalars)
+    _say(f"step {step}: validation loss {scalars['loss']:.4f} top-1 {scalars['top1']:.2%} "
+         f"top-5 {scalars['top5']:.2%}")
+    return scalars
+
+  def _evaluates(self, step: int) -> bool:
+    return step % self.config.eval_every_steps == 0 or step == self.config.total_steps
+
   def logits(self, batch: dict) -> np.ndarray:
     """Eval-mode logits of the global batch whose host-local part is {'clips', 'labels'}."""
     return np.asarray(self.eval_step(self.state, sharding.global_batch(batch, self.mesh)))
 
   def train(self) -> dict:
+    """Trains from the latest checkpoint to config.total_steps; returns the last evaluation.
+
+    A checkpoint is written, and finished, before each evaluation, so a failed evaluation
+    loses nothing; a rerun evaluates a checkpoint whose evaluation did not finish.
+    """
     config = self.config
     start = self.resume()
+    recorded = self.checkpoints.evaluations
+    # metrics.jsonl holds one row per (step, split): rows past the restored step, and an
+    # evaluation of it that did not finish, belong to the lost part of an earlier run.
+    self.writer.keep_rows(lambda row: row["step"] < start or (
+        row["step"] == start and (row["split"] == "train" or start in recorded)))
+    last_eval = recorded.get(start)
+    if start > 0 and self._evaluates(start) and last_eval is None:
+      last_eval = self._evaluate_checkpoint(start)
     if start >= config.total_steps:
       _say(f"already trained for {start} steps (config.total_steps = {config.total_steps})")
-    bar = tqdm(total=config.total_steps, initial=start, unit="step", dynamic_ncols=True,
-               disable=jax.process_index() != 0)
-    last_eval, tick, tick_step = None, time.perf_counter(), start
-    batches = self.source.train_iterator(start, config.batch_size, jax.process_index(), jax.process_count())
-    for step in range(start, config.total_steps):
-      local = {k: v for k, v in next(batches).items() if k in MODEL_INPUTS}
-      self.state, metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh), self.rng)
-      done = step + 1
-      bar.update(1)
-      is_last = done == config.total_steps
-      if done % config.log_every_steps == 0 or done % config.checkpoint_every_steps == 0 or is_last:
-        metrics = jax.device_get(metrics)
-        if not (np.isfinite(metrics["loss"]) and metrics["params_finite"]):
-          self.checkpoints.close()
-          what = f"loss is {metrics['loss']}" if not np.isfinite(metrics["loss"]) else "parameters overflowed"
-          raise NonFiniteLossError(
-              f"{what} at step {done}; stopping. The last checkpoint in "
-              f"{self.checkpoints.directory} (step {self.checkpoints.latest_step()}) is intact"
-          )
-        now = time.perf_counter()
-        clips_per_s = (done - tick_step) * config.batch_size / max(now - tick, 1e-9)
-        tick, tick_step = now, done
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}", clips_s=f"{clips_per_s:.1f}")
-        self.writer.write(done, "train", {**metrics, "clips_per_second": clips_per_s})
-      if done % config.eval_every_steps == 0 or is_last:
-        last_eval = self.evaluate()
-        _say(f"step {done}: validation loss {last_eval['loss']:.4f} top-1 {last_eval['top1']:.2%} "
-                  f"top-5 {last_eval['top5']:.2%}")
-      if done % config.checkpoint_every_steps == 0 or is_last:
-        evaluated = done % config.eval_every_steps == 0 or is_last  # evaluated just above
-        self.checkpoints.save(done, self.state, {"top1": float(last_eval["top1"])} if evaluated else None)
-    bar.close()
-    self.checkpoints.close()
+    with tqdm(total=config.total_steps, initial=start, unit="step", dynamic_ncols=True,
+              disable=jax.process_index() != 0) as bar:
+      tick, tick_step = time.perf_counter(), start
+      batches = self.source.train_iterator(start, config.batch_size, jax.process_index(), jax.process_count())
+      for step in range(start, config.total_steps):
+        local = {k: v for k, v in next(batches).items() if k in MODEL_INPUTS}
+        self.state, metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh), self.rng)
+        done = step + 1
+        bar.update(1)
+        evaluates = self._evaluates(done)
+        saves = evaluates or done % config.checkpoint_every_steps == 0
+        if done % config.log_every_steps == 0 or saves:
+          metrics = jax.device_get(metrics)
+          if not (np.isfinite(metrics["loss"]) and metrics["params_finite"]):
+            what = f"loss is {metrics['loss']}" if not np.isfinite(metrics["loss"]) else "parameters overflowed"
+            raise NonFiniteLossError(
+                f"{what} at step {done}; stopping. The last checkpoint in "
+                f"{self.checkpoints.directory} (step {self.checkpoints.latest_step()}) is intact"
+            )
+          now = time.perf_counter()
+          clips_per_s = (done - tick_step) * config.batch_size / max(now - tick, 1e-9)
+          tick, tick_step = now, done
+          bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}", clips_s=f"{clips_per_s:.1f}")
+          self.writer.write(done, "train", {**metrics, "clips_per_second": clips_per_s})
+        if saves:
+          self.lock.check()
+          self.checkpoints.save(done, self.state, wait=evaluates)
+        if evaluates:
+          last_eval = self._evaluate_checkpoint(done)
     self.export_model()
     return last_eval if last_eval is not None else self.evaluate()
 
@@ -170,15 +223,17 @@ def _say(message: str) -> None:
 
 
 def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | None = None) -> dict:
-  return Trainer(config, workdir, devices).train()
+  with Trainer(config, workdir, devices) as trainer:
+    return trainer.train()
 
 
 def evaluate_only(config, workdir: str, devices: Sequence[jax.Device] | None = None) -> dict:
   """Evaluates the workdir's latest checkpoint, or config.init_from when the workdir has none."""
-  trainer = Trainer(config, workdir, devices)
-  if trainer.checkpoints.latest_step() is None and not config.init_from:
-    raise ValueError(f"nothing to evaluate: {trainer.checkpoints.directory} is empty and config.init_from is unset")
-  trainer.resume()
-  report = trainer.evaluate()
-  trainer.checkpoints.close()
-  return report
+  with Trainer(config, workdir, devices) as trainer:
+    if trainer.checkpoints.latest_step() is None and not config.init_from:
+      raise ValueError(f"nothing to evaluate: {trainer.checkpoints.directory} is empty and config.init_from is unset")
+    step = trainer.resume()
+    report = trainer.evaluate()
+    trainer.writer.keep_rows(lambda row: (row["step"], row["split"]) != (step, "validation"))
+    trainer.writer.write(step, "validation", {k: report[k] for k in ("loss", "top1", "top5")})
+    return report

@@ -7,6 +7,8 @@ import pathlib
 import numpy as np
 from absl import logging
 
+from stss_jax.files import write_text_atomically
+
 
 class MetricsWriter:
   """Appends metrics to metrics.jsonl and TensorBoard; only process 0 writes."""
@@ -24,6 +26,15 @@ class MetricsWriter:
         self._tf = tf
       except ImportError:
         logging.warning("tensorflow is not installed: no TensorBoard summaries, metrics.jsonl only")
+
+  def keep_rows(self, keep) -> None:
+    """Rewrites metrics.jsonl (atomically) with only the rows for which keep(row) is true."""
+    if not self.enabled or not self.path.is_file():
+      return
+    rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+    kept = [row for row in rows if keep(row)]
+    if len(kept) != len(rows):
+      write_text_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
   def write(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:

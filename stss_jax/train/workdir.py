@@ -1,0 +1,156 @@
+"""A run's directory: writable, and owned by one run at a time.
+
+The owner holds WORKDIR/lock.json (host, pid, start time, and when it was last known alive, which a
+thread refreshes every `heartbeat_s`). A second run into the same workdir stops at once and
+names the owner. A lock whose owner is gone is taken over: at once when the owner ran on this
+host and its process no longer exists, and after `stale_after_s` without a refresh when it ran on
+another host (a preempted VM, say).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import socket
+import threading
+import time
+import uuid
+
+from absl import logging
+
+LOCK_FILE = "lock.json"
+
+
+class WorkdirBusyError(FileExistsError):
+  """Another run owns the workdir."""
+
+
+def prepare(workdir: str | os.PathLike) -> pathlib.Path:
+  """The workdir as an absolute path, created, or an error saying why it cannot be written."""
+  path = pathlib.Path(workdir).absolute()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / f".write_probe.{os.getpid()}"  # one per process: hosts may share the workdir
+    probe.write_text("")
+    probe.unlink()
+  except OSError as e:
+    raise ValueError(f"--workdir {path} is not writable: {e.strerror or e}") from e
+  return path
+
+
+def _now() -> float:
+  return time.time()
+
+
+def _utc(timestamp: float) -> str:
+  return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _process_exists(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
+
+
+class WorkdirLock:
+  """The lock of one workdir; `with WorkdirLock(path):` owns it for the block."""
+
+  def __init__(self, workdir: pathlib.Path, heartbeat_s: float = 30.0, stale_after_s: float = 300.0):
+    self.path = pathlib.Path(workdir) / LOCK_FILE
+    self.heartbeat_s = heartbeat_s
+    self.stale_after_s = stale_after_s
+    self.token = uuid.uuid4().hex
+    self.record = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "started": _now()}
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+    self.lost = False  # set when another run took the lock over (this one hung past stale_after_s)
+
+  def __enter__(self) -> WorkdirLock:
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def holder(self) -> dict | None:
+    """The lock's record, or None when there is no lock; a torn or foreign file counts as stale."""
+    try:
+      record = json.loads(self.path.read_text())
+      return record if isinstance(record, dict) and {"host", "pid", "started", "alive"} <= record.keys() else {}
+    except FileNotFoundError:
+      return None
+    except (OSError, ValueError):
+      return {}
+
+  def describe(self, record: dict) -> str:
+    return (f"pid {record['pid']} on host {record['host']}, started {_utc(record['started'])}, "
+            f"last alive {max(0, _now() - record['alive']):.0f} s ago")
+
+  def is_stale(self, record: dict) -> bool:
+    if not record:
+      return True
+    if record["host"] == socket.gethostname() and not _process_exists(int(record["pid"])):
+      return True
+    return _now() - record["alive"] > self.stale_after_s
+
+  def acquire(self) -> None:
+    for _ in range(3):  # a race with another run taking over the same stale lock is retried
+      record = self.holder()
+      if record is not None:
+        if not self.is_stale(record):
+          raise WorkdirBusyError(
+              f"--workdir {self.path.parent} is in use by the run of {self.describe(record)}; wait for it to "
+              f"end or use another --workdir (a lock not refreshed for {self.stale_after_s:.0f} s is taken over)")
+        stale = self.path.with_name(f"{LOCK_FILE}.stale.{self.token}")
+        try:
+          os.replace(self.path, stale)  # only one of several takers moves a given file
+        except FileNotFoundError:
+          continue
+        logging.warning("took over the stale lock of %s", self.describe(record) if record else "an unreadable lock")
+        stale.unlink(missing_ok=True)
+      try:
+        descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        continue
+      with os.fdopen(descriptor, "w") as f:
+        json.dump({**self.record, "alive": _now()}, f)
+      self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
+      self._thread.start()
+      return
+    raise WorkdirBusyError(f"--workdir {self.path.parent}: other runs keep taking its lock; use another --workdir")
+
+  def _owned(self) -> bool:
+    record = self.holder()
+    return bool(record) and record.get("token") == self.token
+
+  def _heartbeat(self) -> None:
+    while not self._stop.wait(self.heartbeat_s):
+      if not self._owned():
+        self.lost = True
+        logging.error("the lock %s was taken over by another run", self.path)
+        return
+      temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.tmp")
+      temporary.write_text(json.dumps({**self.record, "alive": _now()}))
+      os.replace(temporary, self.path)
+
+  def check(self) -> None:
+    """Raises if another run took the lock over, before this run writes over its work."""
+    if self.lost or (self._thread is not None and not self._owned()):
+      self.lost = True
+      record = self.holder()
+      other = self.describe(record) if record else "its lock is gone"
+      raise WorkdirBusyError(f"--workdir {self.path.parent} was taken over by another run ({other}); stopping")
+
+  def release(self) -> None:
+    if self._thread is None:
+      return
+    self._stop.set()
+    self._thread.join()
+    self._thread = None
+    if self._owned():
+      self.path.unlink(missing_ok=True)

@@ -1,0 +1,137 @@
+"""What keeps a run's work: the workdir lock, keep-best across restarts, one metrics row per (step, split)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import main
+from configs import default
+from stss_jax.train import checkpoints, loop, reporting, workdir
+
+TINY = "--config=configs/default.py:tiny"
+
+
+def lock_record(**fields):
+  return {"token": "other", "host": socket.gethostname(), "pid": os.getpid(), "started": time.time() - 60,
+          "alive": time.time(), **fields}
+
+
+def dead_pid() -> int:
+  process = subprocess.Popen([sys.executable, "-c", "pass"])
+  process.wait()
+  return process.pid
+
+
+def test_a_busy_workdir_stops_a_second_run_at_once_naming_the_first(tmp_path, capsys):
+  with workdir.WorkdirLock(workdir.prepare(tmp_path / "run")) as held:
+    status = main.main(["main.py", TINY, f"--workdir={tmp_path / 'run'}"])
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert status == 1
+    assert line.startswith(f"error: --workdir {tmp_path / 'run'} is in use by the run of pid {os.getpid()} on host "
+                           f"{socket.gethostname()}, started ")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before anything was written
+    assert json.loads(held.path.read_text())["token"] == held.token
+  assert not held.path.exists()  # given up at the end of the block
+
+
+@pytest.mark.parametrize("record,stale", [
+    (lock_record(), False),  # this very process: alive
+    (lock_record(pid=None), True),  # a run of this host whose process is gone (pid filled in below)
+    (lock_record(host="elsewhere", alive=time.time() - 3600), True),  # another host, silent for an hour
+    (lock_record(host="elsewhere"), False),  # another host, alive now
+    ({"half": "written"}, True),
+])
+def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, record, stale):
+  if record.get("pid", 0) is None:
+    record["pid"] = dead_pid()
+  (tmp_path / workdir.LOCK_FILE).write_text(json.dumps(record))
+  lock = workdir.WorkdirLock(tmp_path)
+  if not stale:
+    with pytest.raises(workdir.WorkdirBusyError, match=f"in use by the run of pid {record['pid']} on host"):
+      lock.acquire()
+    assert json.loads((tmp_path / workdir.LOCK_FILE).read_text()) == record
+    return
+  with lock:
+    assert json.loads((tmp_path / workdir.LOCK_FILE).read_text())["token"] == lock.token
+  assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_lock_is_refreshed_and_a_takeover_is_noticed(tmp_path):
+  with workdir.WorkdirLock(tmp_path, heartbeat_s=0.05) as lock:
+    first = json.loads(lock.path.read_text())["alive"]
+    time.sleep(0.3)
+    assert json.loads(lock.path.read_text())["alive"] > first
+    lock.check()
+    lock.path.write_text(json.dumps(lock_record(token="thief", host="elsewhere")))
+    time.sleep(0.3)
+    with pytest.raises(workdir.WorkdirBusyError, match="was taken over by another run .pid .* on host elsewhere"):
+      lock.check()
+  assert json.loads(lock.path.read_text())["token"] == "thief"  # not removed: it is not ours
+
+
+def test_the_trainer_holds_the_lock_while_it_lives(tmp_path):
+  config = default.get_config("tiny")
+  with loop.Trainer(config, str(tmp_path), devices=jax.devices()[:1]):
+    assert json.loads((tmp_path / workdir.LOCK_FILE).read_text())["pid"] == os.getpid()
+    with pytest.raises(workdir.WorkdirBusyError):
+      loop.Trainer(config, str(tmp_path), devices=jax.devices()[:1])
+  assert not (tmp_path / workdir.LOCK_FILE).exists()
+
+
+def test_keep_best_survives_a_restart(tmp_path):
+  config = default.get_config("tiny")
+  state = {"w": jnp.arange(4.0)}
+  first = checkpoints.TrainCheckpoints(tmp_path, config, keep=1)
+  for step, top1 in ((2, 0.9), (4, 0.5)):
+    first.save(step, {"w": state["w"] + step}, wait=True)
+    first.record_evaluation(step, {"loss": 1.0, "top1": top1, "top5": 1.0})
+  first.close()  # the process ends; a new one resumes
+  second = checkpoints.TrainCheckpoints(tmp_path, config, keep=1)
+  assert second.evaluations[2]["top1"] == 0.9
+  for step, top1 in ((6, 0.4), (8, None)):
+    second.save(step, {"w": state["w"] + step}, wait=True)
+    if top1 is not None:
+      second.record_evaluation(step, {"loss": 1.0, "top1": top1, "top5": 1.0})
+  second.close()
+  third = checkpoints.TrainCheckpoints(tmp_path, config, keep=1)
+  assert third.steps() == [2, 8]  # the best (step 2, top-1 0.9) and the latest
+  np.testing.assert_array_equal(third.restore(state, 2)["w"], state["w"] + 2)
+  third.close()
+
+
+@pytest.mark.parametrize("steps,evaluated,keep,best", [
+    ([2, 4, 6, 8], {2: 0.5, 4: 0.7, 6: 0.7, 8: 0.1}, 1, 4),  # equal top-1s: the earlier
+    ([2, 4, 6, 8], {}, 2, None),
+    ([2, 4, 6, 8], {8: 0.3, 6: 0.2}, 3, 8),
+])
+def test_latest_and_best_policy_against_the_rule(steps, evaluated, keep, best):
+  infos = [type("Info", (), {"step": s})() for s in steps]
+  preserved = checkpoints.LatestAndBest(keep, evaluated.get).should_preserve(infos, context=None)
+  expected = {s for s in steps[-keep:]} | ({best} if best is not None else set())
+  assert [s for s, p in zip(steps, preserved) if p] == sorted(expected)
+
+
+def test_metrics_rows_past_a_point_are_dropped(tmp_path):
+  writer = reporting.MetricsWriter(tmp_path, enabled=True)
+  for step in (1, 2, 3):
+    writer.write(step, "train", {"loss": float(step)})
+  writer.write(2, "validation", {"top1": 0.5})
+  writer.keep_rows(lambda row: row["step"] < 2 or (row["step"] == 2 and row["split"] == "train"))
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train")]
+
+
+def test_an_unwritable_checkpoint_folder_is_one_line(tmp_path, capsys):
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "checkpoints").write_text("a file where the folder goes")
+  status = main.main(["main.py", TINY, f"--workdir={tmp_path / 'run'}"])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert status == 1 and err[-1] == f"error: {tmp_path / 'run' / 'checkpoints'} is not writable: File exists"
+  assert not (tmp_path / "run" / workdir.LOCK_FILE).exists()  # a refused run leaves no lock behind
