@@ -4,7 +4,8 @@
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --config.batch_size=32
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval
 
-Rerunning the same command resumes from the workdir's latest checkpoint. On several hosts
+Rerunning the same command resumes from the workdir's latest checkpoint. SIGTERM or Ctrl-C ends
+the step in flight, writes a checkpoint and exits 0 (a second Ctrl-C stops at once). On several hosts
 (TPU pod slices, GPU clusters) run the same command on every host with --multihost.
 """
 import sys
@@ -13,7 +14,7 @@ import jax
 from absl import flags
 
 from stss_jax import cli
-from stss_jax.train import loop
+from stss_jax.train import loop, preemption
 
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
@@ -37,7 +38,12 @@ def run(flag_values: flags.FlagValues) -> int:
     print(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s)",
           file=sys.stderr)
   command = loop.train_and_evaluate if flag_values.mode == "train" else loop.evaluate_only
-  report = command(flag_values.config, flag_values.workdir)
+  try:
+    report = command(flag_values.config, flag_values.workdir)
+  except preemption.Preempted as stopped:
+    if jax.process_index() == 0:
+      print(stopped, file=sys.stderr)
+    return 0
   if jax.process_index() == 0:
     print(f"validation: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
           f"(workdir {flag_values.workdir})")

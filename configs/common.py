@@ -89,6 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.total_steps = 1  # optimiser steps
   config.eval_every_steps = 1  # steps between evaluations (and the last step); each evaluates a saved checkpoint
   config.checkpoint_every_steps = 1  # steps between checkpoints, besides those of the evaluations
+  config.checkpoint_every_minutes = 30.0  # also checkpoint when this much time passed (0: off); bounds what a preemption loses
   config.log_every_steps = 50  # steps between progress and metrics updates
   config.keep_checkpoints = 3  # most recent checkpoints kept, besides the best evaluated one
   config.init_from = ""  # model directory to start from (python -m stss_jax.convert, WORKDIR/model)

@@ -62,9 +62,9 @@ def final_params(workdir, step):
 
 
 def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
-  # One checkpoint and one evaluation, at the last step: the losses are what is compared.
+  # One evaluation, at the last step; checkpoints by the clock (due at every step here) besides.
   status, out, err = run_main(capsys, tmp_path / "eight", "--config.total_steps=3", "--config.eval_every_steps=3",
-                              "--config.checkpoint_every_steps=3")
+                              "--config.checkpoint_every_steps=100", "--config.checkpoint_every_minutes=1e-9")
   assert status == 0, err[-3000:]
   assert "8 cpu device(s)" in err and "validation: top-1" in out
   config = default.get_config("tiny")
@@ -74,6 +74,7 @@ def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
   loss_eight = [r["loss"] for r in records(tmp_path / "eight", "train")]
   assert len(loss_one) == 3
   np.testing.assert_allclose(loss_eight, loss_one, rtol=1e-4)
+  assert kept_steps(tmp_path / "eight") == [2, 3]  # saved at steps 1, 2 and 3; the tiny config keeps two
   evals = records(tmp_path / "eight", "validation")
   assert {"step", "split", "loss", "top1", "top5"} <= set(evals[-1])
   assert (tmp_path / "eight" / "model" / model_dir.CONFIG_FILE).is_file()  # the export predict reads
@@ -158,6 +159,33 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
     np.testing.assert_array_equal(a, b)
   assert rows(tmp_path / "killed") == rows(tmp_path / "whole")  # one row per (step, split)
   assert kept_steps(tmp_path / "killed") == kept_steps(tmp_path / "whole")  # the best one too
+
+
+@pytest.mark.slow  # signals across a process boundary
+def test_sigterm_at_a_random_moment_saves_and_the_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
+  steps = ["--config.total_steps=30", "--config.eval_every_steps=30", "--config.checkpoint_every_steps=30"]
+  whole = main_process(tmp_path / "whole", *steps)
+  assert whole.wait(timeout=900) == 0, whole.stderr.read()[-3000:]
+  stopped = main_process(tmp_path / "stopped", *steps)
+  metrics = tmp_path / "stopped" / "metrics.jsonl"
+  deadline = time.time() + 600
+  while not (metrics.exists() and metrics.read_text()) and stopped.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(np.random.default_rng().uniform(0, 0.5))
+  logged = len(metrics.read_text().splitlines())
+  stopped.send_signal(signal.SIGTERM)
+  _, err = stopped.communicate(timeout=300)
+  assert stopped.returncode == 0, err[-3000:]
+  step = int(err.split("stopped by SIGTERM after step ")[1].split(";")[0])
+  assert logged <= step <= logged + 2 and step < 30  # the step in flight, not a later one
+  assert kept_steps(tmp_path / "stopped") == [step]
+  resumed = main_process(tmp_path / "stopped", *steps)
+  _, err = resumed.communicate(timeout=900)
+  assert resumed.returncode == 0 and f"resumed from step {step}" in err, err[-3000:]
+  for a, b in zip(final_params(tmp_path / "whole", 30), final_params(tmp_path / "stopped", 30), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert rows(tmp_path / "stopped") == rows(tmp_path / "whole")
+  assert records(tmp_path / "stopped", "validation") == records(tmp_path / "whole", "validation")
 
 
 @pytest.mark.parametrize(

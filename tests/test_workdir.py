@@ -1,6 +1,7 @@
 """What keeps a run's work: the workdir lock, keep-best across restarts, one metrics row per (step, split)."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 import main
 from configs import default
-from stss_jax.train import checkpoints, loop, reporting, workdir
+from stss_jax.train import checkpoints, loop, preemption, reporting, workdir
 
 TINY = "--config=configs/default.py:tiny"
 
@@ -135,3 +136,20 @@ def test_an_unwritable_checkpoint_folder_is_one_line(tmp_path, capsys):
   err = capsys.readouterr().err.strip().splitlines()
   assert status == 1 and err[-1] == f"error: {tmp_path / 'run' / 'checkpoints'} is not writable: File exists"
   assert not (tmp_path / "run" / workdir.LOCK_FILE).exists()  # a refused run leaves no lock behind
+
+
+def test_a_signal_is_recorded_once_and_the_handlers_are_restored():
+  before = {number: signal.getsignal(number) for number in preemption.SIGNALS}
+  with preemption.StopRequests() as stop:
+    assert not stop.requested(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.requested(2) and stop.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]  # a second SIGTERM is not caught
+    assert signal.getsignal(signal.SIGINT) != before[signal.SIGINT]
+  assert {number: signal.getsignal(number) for number in preemption.SIGNALS} == before
+
+
+def test_a_negative_checkpoint_interval_is_refused(tmp_path, capsys):
+  status = main.main(["main.py", TINY, f"--workdir={tmp_path}", "--config.checkpoint_every_minutes=-1"])
+  assert status == 1
+  assert capsys.readouterr().err.strip().endswith("config.checkpoint_every_minutes = -1.0 must be >= 0 (0: off)")

@@ -16,7 +16,7 @@ import input_pipeline.sources
 from stss_jax import evaluation, model_dir
 from stss_jax.files import write_json_atomically
 from stss_jax.models import build_model
-from stss_jax.train import checkpoints, optimizer, reporting, sharding, steps, workdir as workdir_lib
+from stss_jax.train import checkpoints, optimizer, preemption, reporting, sharding, steps, workdir as workdir_lib
 from stss_jax.train.state import create_train_state
 
 
@@ -38,6 +38,8 @@ def validate_config(config) -> None:
     value = config[key]
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"config.{key} = {value!r} must be a positive integer")
+  if not isinstance(config.checkpoint_every_minutes, (int, float)) or config.checkpoint_every_minutes < 0:
+    raise ValueError(f"config.checkpoint_every_minutes = {config.checkpoint_every_minutes!r} must be >= 0 (0: off)")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ValueError(f"config.label_smoothing = {config.label_smoothing!r} must be in [0, 1)")
 
@@ -150,6 +152,14 @@ class Trainer:
          f"top-5 {scalars['top5']:.2%}")
     return scalars
 
+  @staticmethod
+  def _minutes_since(start: float) -> float:
+    """Minutes since `start` on process 0's clock, so that every host decides alike."""
+    minutes = (time.monotonic() - start) / 60
+    if jax.process_count() > 1:
+      minutes = float(multihost_utils.broadcast_one_to_all(np.float32(minutes)))
+    return minutes
+
   def _evaluates(self, step: int) -> bool:
     return step % self.config.eval_every_steps == 0 or step == self.config.total_steps
 
@@ -176,17 +186,20 @@ class Trainer:
     if start >= config.total_steps:
       _say(f"already trained for {start} steps (config.total_steps = {config.total_steps})")
     with tqdm(total=config.total_steps, initial=start, unit="step", dynamic_ncols=True,
-              disable=jax.process_index() != 0) as bar:
-      tick, tick_step = time.perf_counter(), start
+              disable=jax.process_index() != 0) as bar, preemption.StopRequests() as stop:
+      tick, tick_step, saved_at = time.perf_counter(), start, time.monotonic()
       batches = self.source.train_iterator(start, config.batch_size, jax.process_index(), jax.process_count())
       for step in range(start, config.total_steps):
         local = {k: v for k, v in next(batches).items() if k in MODEL_INPUTS}
         self.state, metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh), self.rng)
         done = step + 1
         bar.update(1)
-        evaluates = self._evaluates(done)
-        saves = evaluates or done % config.checkpoint_every_steps == 0
-        if done % config.log_every_steps == 0 or saves:
+        stops = stop.requested(done)
+        evaluates = self._evaluates(done) and not stops  # a stopped run's rerun evaluates this checkpoint
+        logs = done % config.log_every_steps == 0
+        saves = (stops or evaluates or done % config.checkpoint_every_steps == 0
+                 or (logs and self._minutes_since(saved_at) >= config.checkpoint_every_minutes > 0))
+        if logs or saves:
           metrics = jax.device_get(metrics)
           if not (np.isfinite(metrics["loss"]) and metrics["params_finite"]):
             what = f"loss is {metrics['loss']}" if not np.isfinite(metrics["loss"]) else "parameters overflowed"
@@ -201,9 +214,12 @@ class Trainer:
           self.writer.write(done, "train", {**metrics, "clips_per_second": clips_per_s})
         if saves:
           self.lock.check()
-          self.checkpoints.save(done, self.state, wait=evaluates)
+          self.checkpoints.save(done, self.state, wait=evaluates or stops)
+          saved_at = time.monotonic()
         if evaluates:
           last_eval = self._evaluate_checkpoint(done)
+        if stops:
+          raise preemption.Preempted(done, stop.signal_name, self.checkpoints.directory)
     self.export_model()
     return last_eval if last_eval is not None else self.evaluate()
 
