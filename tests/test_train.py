@@ -23,6 +23,7 @@ from stss_jax import model_dir
 from stss_jax.models import build_model
 from stss_jax.train import checkpoints, loop, workdir
 from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
+from tests.test_workdir import flip_bytes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "--config=configs/default.py:tiny"
@@ -159,6 +160,19 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
     np.testing.assert_array_equal(a, b)
   assert rows(tmp_path / "killed") == rows(tmp_path / "whole")  # one row per (step, split)
   assert kept_steps(tmp_path / "killed") == kept_steps(tmp_path / "whole")  # the best one too
+
+
+@pytest.mark.slow  # three short trainings
+def test_a_damaged_latest_checkpoint_falls_back_and_ends_where_an_uninterrupted_run_ends(tmp_path, capsys):
+  assert run_main(capsys, tmp_path / "whole", "--config.total_steps=6")[0] == 0
+  assert run_main(capsys, tmp_path / "damaged", "--config.total_steps=4")[0] == 0
+  flip_bytes(tmp_path / "damaged" / "checkpoints" / "4")
+  status, _, err = run_main(capsys, tmp_path / "damaged", "--config.total_steps=6")
+  assert status == 0, err[-3000:]
+  assert "skipped the damaged checkpoint of step 4: " in err and "resumed from step 2" in err
+  for a, b in zip(final_params(tmp_path / "whole", 6), final_params(tmp_path / "damaged", 6), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert rows(tmp_path / "damaged") == rows(tmp_path / "whole")
 
 
 @pytest.mark.slow  # signals across a process boundary

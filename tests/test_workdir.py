@@ -1,6 +1,7 @@
 """What keeps a run's work: the workdir lock, keep-best across restarts, one metrics row per (step, split)."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -153,3 +154,68 @@ def test_a_negative_checkpoint_interval_is_refused(tmp_path, capsys):
   status = main.main(["main.py", TINY, f"--workdir={tmp_path}", "--config.checkpoint_every_minutes=-1"])
   assert status == 1
   assert capsys.readouterr().err.strip().endswith("config.checkpoint_every_minutes = -1.0 must be >= 0 (0: off)")
+
+
+def largest_file(folder):
+  return max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def flip_bytes(folder):
+  path = largest_file(folder)
+  data = bytearray(path.read_bytes())
+  for i in range(len(data) // 3, len(data) // 3 + 8):
+    data[i] ^= 0xFF
+  path.write_bytes(bytes(data))
+
+
+def truncate(folder):
+  path = largest_file(folder)
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def lose_a_file(folder):
+  largest_file(folder).unlink()
+
+
+def garble_metadata(folder):
+  (folder / "default" / "_METADATA").write_bytes(b"\x9a\x00not json")
+
+
+def swap_in_other_arrays(folder):
+  """Another step's files under this step's name: every file loads, the numbers are wrong."""
+  shutil.rmtree(folder / "default")
+  shutil.copytree(folder.parent / "2" / "default", folder / "default")
+
+
+@pytest.mark.parametrize("damage", [flip_bytes, truncate, lose_a_file, garble_metadata, swap_in_other_arrays])
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(tmp_path, damage):
+  config = default.get_config("tiny")
+  state = {"w": jnp.arange(3000.0), "b": {"count": jnp.int32(0), "scale": jnp.ones((40, 40), jnp.bfloat16)}}
+  saved = checkpoints.TrainCheckpoints(tmp_path, config, keep=2)
+  for step in (2, 4):
+    saved.save(step, jax.tree.map(lambda x: x + step, state), wait=True)
+  saved.close()
+  damage(tmp_path / "checkpoints" / "4")
+  again = checkpoints.TrainCheckpoints(tmp_path, config, keep=2)
+  step, restored, damaged = again.restore_latest(state)
+  assert step == 2 and len(damaged) == 1 and damaged[0].startswith("step 4: ")
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(jax.tree.map(lambda x: x + 2, state)), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert (tmp_path / "checkpoints" / "damaged" / "4").is_dir() and again.steps() == [2]
+  again.save(4, jax.tree.map(lambda x: x + 4, state), wait=True)  # the step can be written again
+  again.close()
+
+
+def test_no_good_checkpoint_left_is_one_line_naming_each(tmp_path):
+  config = default.get_config("tiny")
+  state = {"w": jnp.arange(10.0)}
+  saved = checkpoints.TrainCheckpoints(tmp_path, config, keep=2)
+  for step in (2, 4):
+    saved.save(step, {"w": state["w"] + step}, wait=True)
+  saved.close()
+  garble_metadata(tmp_path / "checkpoints" / "4")
+  garble_metadata(tmp_path / "checkpoints" / "2")
+  with pytest.raises(checkpoints.NoGoodCheckpointError, match=r"no usable checkpoint in .*checkpoints \(step 4: .*; "
+                                                               r"step 2: .*\); the damaged ones are in .*damaged") as e:
+    checkpoints.TrainCheckpoints(tmp_path, config, keep=2).restore_latest(state)
+  assert "\n" not in str(e.value)

@@ -1,4 +1,5 @@
-"""A workdir's train states: asynchronous, atomic orbax checkpoints, the last few and the best."""
+"""A workdir's train states: asynchronous, atomic orbax checkpoints, the last few and the best,
+each checked against a digest of its arrays when it is restored."""
 from __future__ import annotations
 
 import json
@@ -6,21 +7,47 @@ import os
 import pathlib
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 from stss_jax import model_dir
 from stss_jax.files import write_json_atomically
 
 
-EVALUATIONS_FILE = "evaluations.json"
+STEPS_FILE = "steps.json"  # per step: the digest of its arrays and, once evaluated, its evaluation
+
+
+class NoGoodCheckpointError(ValueError):
+  """Every checkpoint of a workdir is damaged."""
+
+
+@jax.jit
+def state_digest(state) -> jax.Array:
+  """(leaves, 2) uint32: per leaf, the sum of its words and their sum weighted by position (mod
+  2**32). A changed, lost or moved byte changes it; it is computed where the state lives."""
+  def words(leaf):
+    leaf = jnp.asarray(leaf)
+    if leaf.dtype == jnp.bool_:
+      return leaf.astype(jnp.uint32).reshape(-1)
+    unsigned = {4: jnp.uint32, 2: jnp.uint16, 1: jnp.uint8}[leaf.dtype.itemsize]
+    return jax.lax.bitcast_convert_type(leaf, unsigned).astype(jnp.uint32).reshape(-1)
+
+  rows = []
+  for leaf in jax.tree.leaves(state):
+    w = words(leaf)
+    position = jnp.arange(1, w.size + 1, dtype=jnp.uint32)
+    rows.append(jnp.stack([jnp.sum(w, dtype=jnp.uint32), jnp.sum(w * position, dtype=jnp.uint32)]))
+  return jnp.stack(rows)
 
 
 class LatestAndBest:
   """Orbax preservation policy: the last `keep` checkpoints and the one of the best top-1.
 
   The top-1 of each step comes from `top1_of(step)` (None while a step is not evaluated), a record
-  kept beside the checkpoints rather than in orbax's metrics, so that a checkpoint is written
-  before its evaluation and the best one is still known after a restart.
+  kept beside the checkpoints (STEPS_FILE) rather than in orbax's metrics, so that a checkpoint is
+  written before its evaluation and the best one is still known after a restart.
   """
 
   def __init__(self, keep: int, top1_of):
@@ -41,12 +68,14 @@ class TrainCheckpoints:
   """The train states of one workdir: asynchronous, atomic, the last `keep` plus the best.
 
   The architecture is recorded beside them, so that a workdir is never resumed with another
-  model's config, and so is each evaluated step's report (EVALUATIONS_FILE), which picks the best.
+  model's config, and so is each step's record (STEPS_FILE): the digest of its arrays, which
+  `restore_latest` checks, and its evaluation, which picks the best.
   """
 
   def __init__(self, workdir: str | os.PathLike, config, keep: int, writer: bool = True):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.writer = writer  # process 0 writes the records; every process reads them
+    self.keep = keep
     try:
       self.directory.mkdir(parents=True, exist_ok=True)
       probe = self.directory / f".write_probe.{os.getpid()}"
@@ -65,13 +94,30 @@ class TrainCheckpoints:
         )
     elif writer:
       write_json_atomically(recorded, wanted)
-    evaluations = self.directory / EVALUATIONS_FILE
-    self.evaluations = {int(k): v for k, v in json.loads(evaluations.read_text()).items()} if evaluations.is_file() else {}
-    policy = LatestAndBest(keep, lambda step: self.evaluations.get(step, {}).get("top1"))
-    self.manager = ocp.CheckpointManager(
+    self.records = self._read_records()
+    self.manager = self._open_manager()
+
+  def _read_records(self) -> dict[int, dict]:
+    path = self.directory / STEPS_FILE
+    try:
+      return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+    except (ValueError, AttributeError) as e:
+      logging.warning("%s is unreadable (%s): digests and evaluations of earlier steps are lost", path, e)
+      return {}
+
+  def _open_manager(self) -> ocp.CheckpointManager:
+    policy = LatestAndBest(self.keep, lambda step: self.evaluation(step) and self.evaluation(step)["top1"])
+    return ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True),
     )
+
+  @property
+  def evaluations(self) -> dict[int, dict]:
+    return {step: r["evaluation"] for step, r in self.records.items() if "evaluation" in r}
+
+  def evaluation(self, step: int) -> dict | None:
+    return self.records.get(step, {}).get("evaluation")
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -79,23 +125,70 @@ class TrainCheckpoints:
   def steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
+  def _write_records(self) -> None:
+    if self.writer:
+      write_json_atomically(self.directory / STEPS_FILE, {str(k): v for k, v in sorted(self.records.items())})
+
   def save(self, step: int, state, wait: bool = False) -> None:
     """Starts writing `state` as `step`; with `wait`, returns once it is complete on disk."""
+    self.records[step] = {"digest": np.asarray(state_digest(state)).tolist()}
+    self._write_records()
     self.manager.save(step, args=ocp.args.StandardSave(state))
     if wait:
       self.manager.wait_until_finished()
 
   def record_evaluation(self, step: int, report: dict) -> None:
     """Records the evaluation of checkpoint `step` (loss, top1, top5: plain floats)."""
-    self.evaluations[step] = report
-    if self.writer:
-      write_json_atomically(self.directory / EVALUATIONS_FILE, {str(k): v for k, v in sorted(self.evaluations.items())})
+    self.records.setdefault(step, {})["evaluation"] = report
+    self._write_records()
 
-  def restore(self, state, step: int | None = None):
-    """The saved state at `step` (the latest if None) shaped and sharded like `state`."""
-    step = self.latest_step() if step is None else step
+  def restore(self, state, step: int):
+    """The saved state of `step`, shaped and sharded like `state`, checked against its digest."""
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    digest = self.records.get(step, {}).get("digest")
+    if digest is None:
+      logging.warning("checkpoint %d has no recorded digest (written by an older version): not checked", step)
+    elif not np.array_equal(np.asarray(state_digest(restored)), np.asarray(digest, np.uint32)):
+      raise ValueError("its arrays differ from what was saved (damaged on disk)")
+    return restored
+
+  def restore_latest(self, state) -> tuple[int | None, object, list[str]]:
+    """(step, state, damaged) of the latest checkpoint that restores and matches its digest, or
+    (None, state, damaged) when there is none; `damaged` says which later ones were skipped and
+    why. Damaged checkpoints are moved to checkpoints/damaged/, so that training can write those
+    steps again."""
+    damaged = []
+    for step in sorted(self.steps(), reverse=True):
+      try:
+        restored = self.restore(state, step)
+      except Exception as e:  # noqa: BLE001  orbax, tensorstore and json each raise their own kinds
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        damaged.append(f"step {step}: {reason}")
+        self._set_aside(step)
+        continue
+      if damaged:
+        self.manager.close()
+        self.manager = self._open_manager()
+      return step, restored, damaged
+    if damaged:
+      raise NoGoodCheckpointError(f"no usable checkpoint in {self.directory} ({'; '.join(damaged)}); the damaged "
+                                  f"ones are in {self.directory / 'damaged'}: use a new --workdir or fix them")
+    return None, state, damaged
+
+  def _set_aside(self, step: int) -> None:
+    if not self.writer:
+      return
+    aside = self.directory / "damaged"
+    aside.mkdir(exist_ok=True)
+    target = aside / str(step)
+    suffix = 0
+    while target.exists():
+      suffix += 1
+      target = aside / f"{step}.{suffix}"
+    os.replace(self.directory / str(step), target)
+    self.records.pop(step, None)
+    self._write_records()
 
   def close(self) -> None:
     """Waits for the saves in flight; the manager is not used afterwards."""

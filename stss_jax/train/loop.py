@@ -115,9 +115,11 @@ class Trainer:
       self.lock.release()
 
   def resume(self) -> int:
-    step = self.checkpoints.latest_step()
+    """Restores the latest good checkpoint (damaged ones are set aside, with a warning)."""
+    step, self.state, damaged = self.checkpoints.restore_latest(self.state)
+    for reason in damaged:
+      _say(f"skipped the damaged checkpoint of {reason}; moved to {self.checkpoints.directory / 'damaged'}")
     if step is not None:
-      self.state = self.checkpoints.restore(self.state, step)
       _say(f"resumed from step {step} of {self.checkpoints.directory}")
     return int(self.state.step)
 
