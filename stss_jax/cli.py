@@ -11,6 +11,7 @@ config file). Commands may map their own exception types to statuses.
 """
 from __future__ import annotations
 
+import pathlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -33,6 +34,26 @@ def define_config(flag_values: flags.FlagValues, argv: Sequence[str], name: str 
     flags.mark_flag_as_required(name, flag_values=flag_values)
 
 
+def bundled_configs(argv: list[str], names: Sequence[str]) -> list[str]:
+  """argv with `--NAME=configs/FILE.py[:arg]` (or `--NAME=FILE[:arg]`), for the config flags
+  `names`, pointed at the installed configs package when no such file exists here, so that
+  installed commands run from any directory."""
+  import configs
+
+  bundled = pathlib.Path(configs.__file__).parent
+  out = []
+  for arg in argv:
+    flag, equals, value = arg.partition("=")
+    path, colon, variant = value.partition(":")
+    if flag.lstrip("-") in names and equals and path and not pathlib.Path(path).exists():
+      name = pathlib.PurePath(path).name
+      candidate = bundled / (name if name.endswith(".py") else f"{name}.py")
+      if candidate.is_file() and candidate.name not in ("__init__.py", "common.py"):
+        arg = f"{flag}={candidate}{colon}{variant}"
+    out.append(arg)
+  return out
+
+
 def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], None],
          run: Callable[[flags.FlagValues], int | None], argv: Sequence[str] | None = None,
          errors: Mapping[type[BaseException], int] | None = None) -> int:
@@ -45,6 +66,7 @@ def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], Non
   flag_values = flags.FlagValues()
   define_flags(flag_values, argv)
   config_names = [name for name in flag_values if _is_config_file_flag(flag_values[name])]
+  argv = bundled_configs(argv, config_names)
   if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
     print((doc or "").strip() + "\n\nflags:\n" + flag_values.get_help())
     return 0

@@ -1,0 +1,58 @@
+"""Trains and evaluates SELFYNet (`python main.py` in a checkout, `stss-train` once installed).
+
+  python main.py --config=configs/default.py --workdir=runs/default
+  python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --config.batch_size=32
+  python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval
+
+Rerunning the same command resumes from the workdir's latest checkpoint. SIGTERM or Ctrl-C ends
+the step in flight, writes a checkpoint and exits 0 (a second Ctrl-C stops at once). On several hosts
+(TPU pod slices, GPU clusters) run the same command on every host with --multihost.
+"""
+import sys
+
+import jax
+from absl import flags
+
+from stss_jax import cli
+from stss_jax.train import loop, preemption
+
+
+def define_flags(flag_values: flags.FlagValues, argv) -> None:
+  cli.define_config(flag_values, argv)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports.", flag_values=flag_values)
+  flags.mark_flag_as_required("workdir", flag_values=flag_values)
+  flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate), or only evaluate.",
+                    flag_values=flag_values)
+  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods and clusters detect the rest).",
+                    flag_values=flag_values)
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0, when not detected.",
+                      flag_values=flag_values)
+  flags.DEFINE_integer("num_processes", None, "Processes in the job, when not detected.", flag_values=flag_values)
+  flags.DEFINE_integer("process_id", None, "This process's index, when not detected.", flag_values=flag_values)
+
+
+def run(flag_values: flags.FlagValues) -> int:
+  if flag_values.multihost or flag_values.coordinator_address:
+    jax.distributed.initialize(flag_values.coordinator_address, flag_values.num_processes, flag_values.process_id)
+  if jax.process_index() == 0:
+    print(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s)",
+          file=sys.stderr)
+  command = loop.train_and_evaluate if flag_values.mode == "train" else loop.evaluate_only
+  try:
+    report = command(flag_values.config, flag_values.workdir)
+  except preemption.Preempted as stopped:
+    if jax.process_index() == 0:
+      print(stopped, file=sys.stderr)
+    return 0
+  if jax.process_index() == 0:
+    print(f"validation: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
+          f"(workdir {flag_values.workdir})")
+  return 0
+
+
+def main(argv=None) -> int:
+  return cli.main(__doc__, define_flags, run, argv, errors={loop.NonFiniteLossError: 1})
+
+
+if __name__ == "__main__":
+  sys.exit(main())

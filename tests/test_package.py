@@ -1,0 +1,49 @@
+"""The installed package: `pip install .` gives importable packages and console commands that run
+from any directory, with the configs bundled."""
+import os
+import pathlib
+import shutil
+import site
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+COMMANDS = ("stss-train", "stss-predict", "stss-convert", "stss-prepare", "stss-visualize")
+
+
+@pytest.mark.slow  # a venv and a pip install, then commands in their own processes
+def test_installed_commands_run_outside_the_checkout(tmp_path):
+  source = tmp_path / "source"  # a copy, so that the build writes nothing into the checkout
+  shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "runs", "__pycache__", "*.egg-info",
+                                                              "build", ".whl"))
+  venv = tmp_path / "venv"
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+  # The dependencies, pip and setuptools come from this test's environment (no index is
+  # reached): a .pth file puts its site-packages behind the new venv's own.
+  (next((venv / "lib").glob("python3*/site-packages")) / "dependencies.pth").write_text(
+      "\n".join(site.getsitepackages()) + "\n")
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+  bin_dir = venv / "bin"
+  install = subprocess.run([bin_dir / "python", "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                            "--no-index", str(source)], env=env, capture_output=True, text=True)
+  assert install.returncode == 0, install.stderr[-3000:]
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+
+  def run(*command):
+    return subprocess.run([str(c) for c in command], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+  where = run(bin_dir / "python", "-c", "import stss_jax, input_pipeline, configs; print(stss_jax.__file__)")
+  assert where.returncode == 0, where.stderr[-3000:]
+  assert "site-packages" in where.stdout and str(ROOT) not in where.stdout
+  for command in COMMANDS:
+    shown = run(bin_dir / command, "--help")
+    assert shown.returncode == 0 and "flags:" in shown.stdout, (command, shown.stderr[-2000:])
+  trained = run(bin_dir / "stss-train", "--config=configs/default.py:tiny", f"--workdir={tmp_path / 'run'}",
+                "--config.total_steps=2")
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  assert "validation: top-1" in trained.stdout
+  assert (tmp_path / "run" / "model").is_dir()
