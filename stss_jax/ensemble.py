@@ -68,7 +68,8 @@ def run(flag_values: flags.FlagValues) -> int:
   reports = ensemble([(flag_values.config, flag_values.checkpoint),
                       (flag_values.second_config, flag_values.second_checkpoint)])
   for name, report in reports.items():
-    print(f"{name}: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}")
+    print(f"{name}: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
+          f"mean class accuracy {report['mean_class_accuracy']:.2%}")
   return 0
 
 

@@ -51,10 +51,15 @@ def _all_hosts(local: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 
+# The scalars of a report that go to metrics.jsonl, the checkpoints' records and the final line.
+SCALARS = ("loss", "top1", "top5", "mean_class_accuracy")
+
+
 def classification_report(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
   """Loss (mean negative log-probability of the label), top-1, top-5, per-class top-1 (NaN for
-  classes without a video) and the confusion matrix (true class x predicted class) of (N, C)
-  class probabilities."""
+  classes without a video), their mean over the classes that have videos (mean class accuracy,
+  FineGym's metric, a fraction as top-1 is) and the confusion matrix (true class x predicted
+  class) of (N, C) class probabilities."""
   probabilities = np.asarray(probabilities, np.float64)
   loss = -np.log(np.maximum(probabilities[np.arange(len(labels)), labels], MIN_PROBABILITY)).mean()
   ranked = np.argsort(-probabilities, axis=-1, kind="stable")
@@ -64,4 +69,5 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray, num_cla
   np.add.at(confusion, (labels, ranked[:, 0]), 1)
   counts = confusion.sum(1)
   per_class = np.where(counts > 0, np.diag(confusion) / np.maximum(counts, 1), np.nan)
-  return {"loss": loss, "top1": top1, "top5": top5, "per_class_top1": per_class, "confusion": confusion}
+  return {"loss": loss, "top1": top1, "top5": top5, "mean_class_accuracy": np.nanmean(per_class),
+          "per_class_top1": per_class, "confusion": confusion}

@@ -46,6 +46,7 @@ def run(flag_values: flags.FlagValues) -> int:
     return 0
   if jax.process_index() == 0:
     print(f"validation: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
+          f"mean class accuracy {report['mean_class_accuracy']:.2%}  "
           f"(workdir {flag_values.workdir})")
   return 0
 

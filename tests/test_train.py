@@ -77,7 +77,7 @@ def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
   np.testing.assert_allclose(loss_eight, loss_one, rtol=1e-4)
   assert kept_steps(tmp_path / "eight") == [2, 3]  # saved at steps 1, 2 and 3; the tiny config keeps two
   evals = records(tmp_path / "eight", "validation")
-  assert {"step", "split", "loss", "top1", "top5"} <= set(evals[-1])
+  assert {"step", "split", "loss", "top1", "top5", "mean_class_accuracy"} <= set(evals[-1])
   assert (tmp_path / "eight" / "model" / model_dir.CONFIG_FILE).is_file()  # the export predict reads
 
 

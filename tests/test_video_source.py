@@ -9,10 +9,11 @@ from PIL import Image
 pytest.importorskip("tensorflow")
 
 import main  # noqa: E402
-from configs import ssv1  # noqa: E402
+from configs import default, ssv1  # noqa: E402
 from input_pipeline import inspect, sources  # noqa: E402
 from stss_jax import ensemble, model_dir, predict  # noqa: E402
 from stss_jax.models import build_model  # noqa: E402
+from tests.test_frames import encode, moving_square  # noqa: E402
 CLASSES = ["Pushing something from left to right", "Pushing something from right to left"]
 
 
@@ -122,6 +123,21 @@ def test_predict_prints_the_top5_classes_of_a_video(tmp_path, capsys):
   assert len(lines) == 2 and all(any(c in line for c in CLASSES) for line in lines)
   assert predict.main([*command, f"--video={tmp_path / 'missing.webm'}"]) == 1
   assert "missing.webm: no such video file" in capsys.readouterr().err
+
+
+def test_predict_on_a_video_with_the_demo_config(tmp_path, capsys):
+  """The demo's config names no frame layout of its own; a video file still works, and a file
+  that is no video is one line."""
+  config = default.get_config("tiny")
+  model_dir.save(tmp_path / "model", build_model(config), config)
+  encode(tmp_path / "clip.mp4", moving_square(12), "mpeg4")
+  (tmp_path / "notes.mp4").write_text("not a video")
+  command = ["predict", "--config=configs/default.py:tiny", f"--checkpoint={tmp_path / 'model'}"]
+  assert predict.main([*command, f"--video={tmp_path / 'clip.mp4'}"]) == 0
+  assert len([line for line in capsys.readouterr().out.splitlines() if "%  class " in line]) == 5
+  assert predict.main([*command, f"--video={tmp_path / 'notes.mp4'}"]) == 1
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith(f"error: {tmp_path / 'notes.mp4'}: cannot be decoded")
 
 
 def softmax(logits):

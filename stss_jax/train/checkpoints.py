@@ -64,6 +64,10 @@ class LatestAndBest:
     return [step in keep for step in steps]
 
 
+def _hex(digest: jax.Array) -> str:
+  return np.asarray(digest, ">u4").tobytes().hex()
+
+
 class TrainCheckpoints:
   """The train states of one workdir: asynchronous, atomic, the last `keep` plus the best.
 
@@ -131,14 +135,14 @@ class TrainCheckpoints:
 
   def save(self, step: int, state, wait: bool = False) -> None:
     """Starts writing `state` as `step`; with `wait`, returns once it is complete on disk."""
-    self.records[step] = {"digest": np.asarray(state_digest(state)).tolist()}
+    self.records[step] = {"digest": _hex(state_digest(state))}
     self._write_records()
     self.manager.save(step, args=ocp.args.StandardSave(state))
     if wait:
       self.manager.wait_until_finished()
 
   def record_evaluation(self, step: int, report: dict) -> None:
-    """Records the evaluation of checkpoint `step` (loss, top1, top5: plain floats)."""
+    """Records the evaluation of checkpoint `step` (evaluation.SCALARS, plain floats)."""
     self.records.setdefault(step, {})["evaluation"] = report
     self._write_records()
 
@@ -149,7 +153,7 @@ class TrainCheckpoints:
     digest = self.records.get(step, {}).get("digest")
     if digest is None:
       logging.warning("checkpoint %d has no recorded digest (written by an older version): not checked", step)
-    elif not np.array_equal(np.asarray(state_digest(restored)), np.asarray(digest, np.uint32)):
+    elif _hex(state_digest(restored)) != digest:
       raise ValueError("its arrays differ from what was saved (damaged on disk)")
     return restored
 

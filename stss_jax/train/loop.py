@@ -147,11 +147,11 @@ class Trainer:
       raise EvaluationError(
           f"evaluation at step {step} failed: {e}. Checkpoint {step} is complete in {self.checkpoints.directory}; "
           "fix the evaluation data and rerun the same command: it evaluates that checkpoint and goes on") from e
-    scalars = {k: float(report[k]) for k in ("loss", "top1", "top5")}
+    scalars = {k: float(report[k]) for k in evaluation.SCALARS}
     self.checkpoints.record_evaluation(step, scalars)
     self.writer.write(step, "validation", scalars)
     _say(f"step {step}: validation loss {scalars['loss']:.4f} top-1 {scalars['top1']:.2%} "
-         f"top-5 {scalars['top5']:.2%}")
+         f"top-5 {scalars['top5']:.2%} mean class accuracy {scalars['mean_class_accuracy']:.2%}")
     return scalars
 
   @staticmethod
@@ -253,5 +253,5 @@ def evaluate_only(config, workdir: str, devices: Sequence[jax.Device] | None = N
     step = trainer.resume()
     report = trainer.evaluate()
     trainer.writer.keep_rows(lambda row: (row["step"], row["split"]) != (step, "validation"))
-    trainer.writer.write(step, "validation", {k: report[k] for k in ("loss", "top1", "top5")})
+    trainer.writer.write(step, "validation", {k: report[k] for k in evaluation.SCALARS})
     return report
