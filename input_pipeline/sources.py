@@ -80,7 +80,10 @@ def _video_source(config):
 
   dataset = config.dataset
   if not dataset.data_dir or not pathlib.Path(dataset.data_dir).is_dir():
-    raise ValueError(f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at the dataset")
+    raise ValueError(
+        f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at {dataset.name} in its "
+        f"official layout (README: Datasets), or at the output of `python -m input_pipeline.prepare "
+        f"--dataset={dataset.name} --data_dir=RAW --output_dir=OUT`, e.g. --config.dataset.data_dir=/data/{dataset.name}")
   data_dir = pathlib.Path(dataset.data_dir)
   if (data_dir / records.MANIFEST).exists():
     manifest = records.read_manifest(data_dir)

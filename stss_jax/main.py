@@ -8,6 +8,7 @@ Rerunning the same command resumes from the workdir's latest checkpoint. SIGTERM
 the step in flight, writes a checkpoint and exits 0 (a second Ctrl-C stops at once). On several hosts
 (TPU pod slices, GPU clusters) run the same command on every host with --multihost.
 """
+import pathlib
 import sys
 
 import jax
@@ -19,8 +20,8 @@ from stss_jax.train import loop, preemption
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports.", flag_values=flag_values)
-  flags.mark_flag_as_required("workdir", flag_values=flag_values)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports; default runs/CONFIG "
+                      "(e.g. runs/ssv2, runs/default-tiny).", flag_values=flag_values)
   flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate), or only evaluate.",
                     flag_values=flag_values)
   flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods and clusters detect the rest).",
@@ -31,15 +32,25 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_integer("process_id", None, "This process's index, when not detected.", flag_values=flag_values)
 
 
+def default_workdir(config_file: str) -> str:
+  """runs/NAME for --config=.../NAME.py, runs/NAME-ARG for NAME.py:ARG."""
+  path, _, variant = config_file.partition(":")
+  name = pathlib.PurePath(path).stem
+  return str(pathlib.PurePath("runs") / (f"{name}-{variant}" if variant else name))
+
+
 def run(flag_values: flags.FlagValues) -> int:
   if flag_values.multihost or flag_values.coordinator_address:
     jax.distributed.initialize(flag_values.coordinator_address, flag_values.num_processes, flag_values.process_id)
   if jax.process_index() == 0:
     print(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s)",
           file=sys.stderr)
+  workdir = flag_values.workdir or default_workdir(flag_values["config"].config_filename)
+  if not flag_values.workdir and jax.process_index() == 0:
+    print(f"workdir: {workdir} (--workdir chooses another)", file=sys.stderr)
   command = loop.train_and_evaluate if flag_values.mode == "train" else loop.evaluate_only
   try:
-    report = command(flag_values.config, flag_values.workdir)
+    report = command(flag_values.config, workdir)
   except preemption.Preempted as stopped:
     if jax.process_index() == 0:
       print(stopped, file=sys.stderr)
@@ -47,7 +58,7 @@ def run(flag_values: flags.FlagValues) -> int:
   if jax.process_index() == 0:
     print(f"validation: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
           f"mean class accuracy {report['mean_class_accuracy']:.2%}  "
-          f"(workdir {flag_values.workdir})")
+          f"(workdir {workdir})")
   return 0
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import main
 from configs import default
+from stss_jax import main as stss_main
 from stss_jax import model_dir
 from stss_jax.models import build_model
 from stss_jax.train import checkpoints, loop, workdir
@@ -286,3 +287,15 @@ def test_eval_mode_reads_a_converted_model_directory(tmp_path, capsys):
   assert status == 0, err[-3000:]
   assert "validation: top-1" in out
   assert records(tmp_path / "run", "validation")[-1]["step"] == 0
+
+
+def test_the_design_card_command_names_its_workdir_and_how_to_get_the_data(tmp_path, capsys, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # configs/ssv2.py is then found in the configs package
+  capsys.readouterr()
+  assert main.main(["main.py", "--config=configs/ssv2.py"]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert "workdir: runs/ssv2 (--workdir chooses another)" in err
+  assert err[-1].startswith("error: config.dataset.data_dir = '' is not a directory: point it at ssv2 in its official "
+                            "layout (README: Datasets), or at the output of `python -m input_pipeline.prepare "
+                            "--dataset=ssv2")
+  assert stss_main.default_workdir("configs/default.py:tiny") == "runs/default-tiny"
