@@ -20,9 +20,10 @@ from stss_jax.train import checkpoints, loop, preemption, reporting, workdir
 TINY = "--config=configs/default.py:tiny"
 
 
-def lock_record(**fields):
+def lock_record(alive_ago: float = 0.0, **fields):
+  """A lock file's record, timed from now (not from when the tests were collected)."""
   return {"token": "other", "host": socket.gethostname(), "pid": os.getpid(), "started": time.time() - 60,
-          "alive": time.time(), **fields}
+          "alive": time.time() - alive_ago, **fields}
 
 
 def dead_pid() -> int:
@@ -43,16 +44,20 @@ def test_a_busy_workdir_stops_a_second_run_at_once_naming_the_first(tmp_path, ca
   assert not held.path.exists()  # given up at the end of the block
 
 
-@pytest.mark.parametrize("record,stale", [
-    (lock_record(), False),  # this very process: alive
-    (lock_record(pid=None), True),  # a run of this host whose process is gone (pid filled in below)
-    (lock_record(host="elsewhere", alive=time.time() - 3600), True),  # another host, silent for an hour
-    (lock_record(host="elsewhere"), False),  # another host, alive now
-    ({"half": "written"}, True),
+@pytest.mark.parametrize("fields,stale", [
+    ({}, False),  # this very process: alive
+    ({"pid": None}, True),  # a run of this host whose process is gone (pid filled in below)
+    ({"host": "elsewhere", "alive_ago": 3600}, True),  # another host, silent for an hour
+    ({"host": "elsewhere", "alive_ago": 10}, False),  # another host, alive recently
+    (None, True),  # a torn file
 ])
-def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, record, stale):
-  if record.get("pid", 0) is None:
-    record["pid"] = dead_pid()
+def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, fields, stale):
+  if fields is None:
+    record = {"half": "written"}
+  else:
+    record = lock_record(**fields)
+    if record["pid"] is None:
+      record["pid"] = dead_pid()
   (tmp_path / workdir.LOCK_FILE).write_text(json.dumps(record))
   lock = workdir.WorkdirLock(tmp_path)
   if not stale:
