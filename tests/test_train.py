@@ -22,7 +22,7 @@ from configs import default
 from stss_jax import main as stss_main
 from stss_jax import model_dir
 from stss_jax.models import build_model
-from stss_jax.train import checkpoints, loop, workdir
+from stss_jax.train import checkpoints, loop, sharding, workdir
 from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
 from tests.test_workdir import flip_bytes
 
@@ -69,10 +69,15 @@ def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
                               "--config.checkpoint_every_steps=3")
   assert status == 0, err[-3000:]
   assert "8 cpu device(s)" in err and "validation: top-1" in out
+  # The same three steps on one device: the step function alone, no evaluation or checkpoint.
   config = default.get_config("tiny")
-  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
-  loop.train_and_evaluate(config, str(tmp_path / "one"), devices=jax.devices()[:1])
-  loss_one = [r["loss"] for r in records(tmp_path / "one", "train")]
+  config.total_steps = 3
+  with loop.Trainer(config, str(tmp_path / "one"), devices=jax.devices()[:1]) as one:
+    batches, loss_one = one.source.train_iterator(0, config.batch_size), []
+    for _ in range(3):
+      batch = {k: v for k, v in next(batches).items() if k in loop.MODEL_INPUTS}
+      one.state, metrics = one.train_step(one.state, sharding.global_batch(batch, one.mesh), one.rng)
+      loss_one.append(float(metrics["loss"]))
   loss_eight = [r["loss"] for r in records(tmp_path / "eight", "train")]
   assert len(loss_one) == 3
   np.testing.assert_allclose(loss_eight, loss_one, rtol=1e-4)
