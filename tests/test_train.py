@@ -63,6 +63,20 @@ def final_params(workdir, step):
   return jax.tree.leaves(restored["params"])
 
 
+def assert_same_end(workdir, reference, step):
+  """The run in `workdir` ended with `reference`'s parameters, bit for bit, and its metrics rows."""
+  for a, b in zip(final_params(reference, step), final_params(workdir, step), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert rows(workdir) == rows(reference)  # one row per (step, split)
+
+
+def wait_for(condition, process, seconds=600):
+  """Polls `condition` until it holds, `process` ends or the time is up."""
+  deadline = time.time() + seconds
+  while not condition() and process.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+
+
 def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
   # One checkpoint and one evaluation, at the last step: the losses are what is compared.
   status, out, err = run_main(capsys, tmp_path / "eight", "--config.total_steps=3", "--config.eval_every_steps=3",
@@ -93,9 +107,7 @@ def test_rerun_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, capsys
   assert run_main(capsys, tmp_path / "parts", "--config.total_steps=2", *by_clock)[0] == 0
   status, _, err = run_main(capsys, tmp_path / "parts", "--config.total_steps=4", *by_clock)
   assert status == 0 and "resumed from step 2" in err
-  for a, b in zip(final_params(tmp_path / "whole", 4), final_params(tmp_path / "parts", 4), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert rows(tmp_path / "parts") == rows(tmp_path / "whole")
+  assert_same_end(tmp_path / "parts", tmp_path / "whole", 4)
   assert kept_steps(tmp_path / "parts") == kept_steps(tmp_path / "whole")
   assert 3 in kept_steps(tmp_path / "whole")  # neither an evaluation nor a checkpoint_every_steps step: the clock's
 
@@ -128,10 +140,7 @@ def test_a_bad_evaluation_video_keeps_the_checkpoint_and_the_rerun_evaluates_it(
 def test_a_second_run_into_a_busy_workdir_stops_and_the_first_finishes(tmp_path):
   steps = ["--config.total_steps=4", "--config.checkpoint_every_steps=2", "--config.eval_every_steps=2"]
   first = main_process(tmp_path / "shared", *steps)
-  lock = tmp_path / "shared" / workdir.LOCK_FILE
-  deadline = time.time() + 300
-  while not lock.exists() and first.poll() is None and time.time() < deadline:
-    time.sleep(0.1)
+  wait_for((tmp_path / "shared" / workdir.LOCK_FILE).exists, first, seconds=300)
   second = main_process(tmp_path / "shared", *steps)
   _, err = second.communicate(timeout=300)
   assert second.returncode == 1
@@ -140,9 +149,8 @@ def test_a_second_run_into_a_busy_workdir_stops_and_the_first_finishes(tmp_path)
   assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
   alone = main_process(tmp_path / "alone", *steps)
   assert alone.wait(timeout=900) == 0
-  for a, b in zip(final_params(tmp_path / "shared", 4), final_params(tmp_path / "alone", 4), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert rows(tmp_path / "shared") == rows(tmp_path / "alone") == [
+  assert_same_end(tmp_path / "shared", tmp_path / "alone", 4)
+  assert rows(tmp_path / "shared") == [
       (1, "train"), (2, "train"), (2, "validation"), (3, "train"), (4, "train"), (4, "validation")]
 
 
@@ -152,10 +160,7 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
   whole = main_process(tmp_path / "whole", *steps)
   assert whole.wait(timeout=900) == 0, whole.stderr.read()[-3000:]
   killed = main_process(tmp_path / "killed", *steps)
-  checkpoints = tmp_path / "killed" / "checkpoints"
-  deadline = time.time() + 600
-  while not (checkpoints / "4").is_dir() and killed.poll() is None and time.time() < deadline:
-    time.sleep(0.2)
+  wait_for(lambda: (tmp_path / "killed" / "checkpoints" / "4").is_dir(), killed)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
@@ -163,9 +168,7 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
   _, err = resumed.communicate(timeout=900)
   assert resumed.returncode == 0, err[-3000:]
   assert "resumed from step" in err
-  for a, b in zip(final_params(tmp_path / "whole", 8), final_params(tmp_path / "killed", 8), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert rows(tmp_path / "killed") == rows(tmp_path / "whole")  # one row per (step, split)
+  assert_same_end(tmp_path / "killed", tmp_path / "whole", 8)
   assert kept_steps(tmp_path / "killed") == kept_steps(tmp_path / "whole")  # the best one too
 
 
@@ -177,9 +180,7 @@ def test_a_damaged_latest_checkpoint_falls_back_and_ends_where_an_uninterrupted_
   status, _, err = run_main(capsys, tmp_path / "damaged", "--config.total_steps=6")
   assert status == 0, err[-3000:]
   assert "skipped the damaged checkpoint of step 4: " in err and "resumed from step 2" in err
-  for a, b in zip(final_params(tmp_path / "whole", 6), final_params(tmp_path / "damaged", 6), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert rows(tmp_path / "damaged") == rows(tmp_path / "whole")
+  assert_same_end(tmp_path / "damaged", tmp_path / "whole", 6)
 
 
 @pytest.mark.slow  # signals across a process boundary
@@ -189,9 +190,7 @@ def test_sigterm_at_a_random_moment_saves_and_the_rerun_ends_where_an_uninterrup
   assert whole.wait(timeout=900) == 0, whole.stderr.read()[-3000:]
   stopped = main_process(tmp_path / "stopped", *steps)
   metrics = tmp_path / "stopped" / "metrics.jsonl"
-  deadline = time.time() + 600
-  while not (metrics.exists() and metrics.read_text()) and stopped.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
+  wait_for(lambda: metrics.exists() and metrics.read_text(), stopped)
   time.sleep(np.random.default_rng().uniform(0, 0.5))
   logged = len(metrics.read_text().splitlines())
   stopped.send_signal(signal.SIGTERM)
@@ -203,9 +202,7 @@ def test_sigterm_at_a_random_moment_saves_and_the_rerun_ends_where_an_uninterrup
   resumed = main_process(tmp_path / "stopped", *steps)
   _, err = resumed.communicate(timeout=900)
   assert resumed.returncode == 0 and f"resumed from step {step}" in err, err[-3000:]
-  for a, b in zip(final_params(tmp_path / "whole", 30), final_params(tmp_path / "stopped", 30), strict=True):
-    np.testing.assert_array_equal(a, b)
-  assert rows(tmp_path / "stopped") == rows(tmp_path / "whole")
+  assert_same_end(tmp_path / "stopped", tmp_path / "whole", 30)
   assert records(tmp_path / "stopped", "validation") == records(tmp_path / "whole", "validation")
 
 
