@@ -51,7 +51,8 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.mark_flag_as_required("checkpoint", flag_values=flag_values)
   flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) float32.", flag_values=flag_values)
   flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.", flag_values=flag_values)
-  flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video.", flag_values=flag_values)
+  flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video (the synthetic demo's "
+                      "are known).", flag_values=flag_values)
   flags.DEFINE_string("output", None, ".npy file for the logits (N, classes); with --video one row per view.",
                     flag_values=flag_values)
 
@@ -63,7 +64,13 @@ def run(flag_values: flags.FlagValues) -> int:
   if flag_values.clip and not flag_values.output:
     raise ValueError("--clip needs --output")
   clips = load_clips(flag_values.clip) if flag_values.clip else video_views(config, flag_values.video)
-  names = pathlib.Path(flag_values.class_names).read_text().splitlines() if flag_values.class_names else None
+  if flag_values.class_names:
+    names = pathlib.Path(flag_values.class_names).read_text().splitlines()
+  elif config.dataset.name == "synthetic":  # the demo's classes need no file
+    from input_pipeline.sources import build_source
+    names = list(build_source(config).class_names)
+  else:
+    names = None
   model = build_model(config)
   model_dir.restore(flag_values.checkpoint, model, config)
   logits = predict(model, clips)

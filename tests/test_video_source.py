@@ -10,7 +10,7 @@ pytest.importorskip("tensorflow")
 
 import main  # noqa: E402
 from configs import default, ssv1  # noqa: E402
-from input_pipeline import inspect, sources  # noqa: E402
+from input_pipeline import inspect, sources, synthetic  # noqa: E402
 from stss_jax import ensemble, model_dir, predict  # noqa: E402
 from stss_jax.models import build_model  # noqa: E402
 from tests.test_frames import encode, moving_square  # noqa: E402
@@ -134,7 +134,8 @@ def test_predict_on_a_video_with_the_demo_config(tmp_path, capsys):
   (tmp_path / "notes.mp4").write_text("not a video")
   command = ["predict", "--config=configs/default.py:tiny", f"--checkpoint={tmp_path / 'model'}"]
   assert predict.main([*command, f"--video={tmp_path / 'clip.mp4'}"]) == 0
-  assert len([line for line in capsys.readouterr().out.splitlines() if "%  class " in line]) == 5
+  lines = [line for line in capsys.readouterr().out.splitlines() if "%  " in line]
+  assert len(lines) == 5 and all(line.split("%  ", 1)[1] in synthetic.CLASSES[:6] for line in lines)
   assert predict.main([*command, f"--video={tmp_path / 'notes.mp4'}"]) == 1
   (line,) = capsys.readouterr().err.strip().splitlines()
   assert line.startswith(f"error: {tmp_path / 'notes.mp4'}: cannot be decoded")
