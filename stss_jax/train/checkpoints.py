@@ -14,6 +14,7 @@ from absl import logging
 
 from stss_jax import model_dir
 from stss_jax.files import write_json_atomically
+from stss_jax.train import workdir as workdir_lib
 
 
 STEPS_FILE = "steps.json"  # per step: the digest of its arrays and, once evaluated, its evaluation
@@ -80,13 +81,7 @@ class TrainCheckpoints:
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.writer = writer  # process 0 writes the records; every process reads them
     self.keep = keep
-    try:
-      self.directory.mkdir(parents=True, exist_ok=True)
-      probe = self.directory / f".write_probe.{os.getpid()}"
-      probe.write_text("")
-      probe.unlink()
-    except OSError as e:
-      raise ValueError(f"{self.directory} is not writable: {e.strerror or e}") from e
+    workdir_lib.writable_directory(self.directory, str(self.directory))
     recorded = self.directory / model_dir.CONFIG_FILE
     wanted = model_dir.architecture(config)
     if recorded.is_file():
@@ -110,7 +105,7 @@ class TrainCheckpoints:
       return {}
 
   def _open_manager(self) -> ocp.CheckpointManager:
-    policy = LatestAndBest(self.keep, lambda step: self.evaluation(step) and self.evaluation(step)["top1"])
+    policy = LatestAndBest(self.keep, lambda step: (self.evaluation(step) or {}).get("top1"))
     return ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True),

@@ -26,17 +26,22 @@ class WorkdirBusyError(FileExistsError):
   """Another run owns the workdir."""
 
 
-def prepare(workdir: str | os.PathLike) -> pathlib.Path:
-  """The workdir as an absolute path, created, or an error saying why it cannot be written."""
-  path = pathlib.Path(workdir).absolute()
+def writable_directory(path: pathlib.Path, name: str) -> pathlib.Path:
+  """`path`, created and probed with a write, or an error naming it (`name`) and the reason."""
   try:
     path.mkdir(parents=True, exist_ok=True)
     probe = path / f".write_probe.{os.getpid()}"  # one per process: hosts may share the workdir
     probe.write_text("")
     probe.unlink()
   except OSError as e:
-    raise ValueError(f"--workdir {path} is not writable: {e.strerror or e}") from e
+    raise ValueError(f"{name} is not writable: {e.strerror or e}") from e
   return path
+
+
+def prepare(workdir: str | os.PathLike) -> pathlib.Path:
+  """The workdir as an absolute path, created, or an error saying why it cannot be written."""
+  path = pathlib.Path(workdir).absolute()
+  return writable_directory(path, f"--workdir {path}")
 
 
 def _now() -> float:
