@@ -86,6 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer = optimizer_config()
   config.label_smoothing = 0.0  # cross-entropy label smoothing
   config.batch_size = 64  # global, in clips
+  # micro-batches per update: the global batch runs as K forward/backward passes of batch_size / K
+  # clips and their mean gradient makes one update (for GPUs too small for batch_size at once);
+  # BatchNorm sees each micro-batch separately (README: Small GPUs)
+  config.grad_accum_steps = 1
   config.total_steps = 1  # optimiser steps
   config.eval_every_steps = 1  # steps between evaluations (and the last step); each evaluates a saved checkpoint
   config.checkpoint_every_steps = 1  # steps between checkpoints, besides those of the evaluations

@@ -210,6 +210,8 @@ def test_sigterm_at_a_random_moment_saves_and_the_rerun_ends_where_an_uninterrup
     "overrides,message",
     [
         (["--config.batch_size=12"], "error: config.batch_size = 12 is not divisible by the 8"),
+        (["--config.grad_accum_steps=2"], "8 data-parallel devices x config.grad_accum_steps = 2; use a multiple of 16"),
+        (["--config.grad_accum_steps=0"], "error: config.grad_accum_steps = 0 must be a positive integer"),
         (["--config.dataset.name=kinetics"], "error: config.dataset.name = 'kinetics' is unknown"),
         (["--config.total_steps=0"], "error: config.total_steps = 0 must be a positive integer"),
         (["--config.optimizer.schedule=linear"], "error: config.optimizer.schedule = 'linear'"),

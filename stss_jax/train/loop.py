@@ -34,7 +34,7 @@ class EvaluationError(ValueError):
 def validate_config(config) -> None:
   """Checks the loop's own keys before any work, naming the key and what is allowed."""
   for key in ("batch_size", "total_steps", "eval_every_steps", "checkpoint_every_steps", "log_every_steps",
-              "keep_checkpoints"):
+              "keep_checkpoints", "grad_accum_steps"):
     value = config[key]
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"config.{key} = {value!r} must be a positive integer")
@@ -75,7 +75,7 @@ class Trainer:
   def _build(self, devices) -> None:
     config = self.config
     self.mesh = sharding.make_mesh(devices)
-    self.local_batch = sharding.check_batch_size(config.batch_size, self.mesh)
+    self.local_batch = sharding.check_batch_size(config.batch_size, self.mesh, config.grad_accum_steps)
     self.source = input_pipeline.sources.build_source(config)
     self.tx = optimizer.build_optimizer(config)
     self.schedule = optimizer.learning_rate_schedule(config)
@@ -89,7 +89,7 @@ class Trainer:
     self.rng = jax.random.key(config.seed)
     batch = sharding.batch_sharding(self.mesh)
     self.train_step = jax.jit(
-        steps.make_train_step(self.graphs, self.tx, self.schedule, config.label_smoothing),
+        steps.make_train_step(self.graphs, self.tx, self.schedule, config.label_smoothing, config.grad_accum_steps),
         in_shardings=(self.replicated, batch, self.replicated),
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=0,

@@ -25,13 +25,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> int:
-  """The per-host batch, or an error naming batch_size and the device and host counts."""
+def check_batch_size(global_batch: int, mesh: Mesh, grad_accum_steps: int = 1) -> int:
+  """The per-host batch, or an error naming batch_size (and grad_accum_steps) and the device count.
+
+  Every device must hold an equal share of every micro-batch: batch_size must be a multiple of
+  devices x grad_accum_steps.
+  """
   data_devices = mesh.shape["data"]
-  if global_batch % data_devices:
+  multiple = data_devices * grad_accum_steps
+  if global_batch % multiple:
+    accum = f" x config.grad_accum_steps = {grad_accum_steps}" if grad_accum_steps > 1 else ""
     raise ValueError(
         f"config.batch_size = {global_batch} is not divisible by the {data_devices} data-parallel "
-        f"devices; use a multiple of {data_devices}"
+        f"devices{accum}; use a multiple of {multiple}"
     )
   return global_batch // jax.process_count()
 

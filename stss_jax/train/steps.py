@@ -23,18 +23,53 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, schedule, label_smoothing: float):
+def micro_batches(batch: dict, count: int) -> dict:
+  """(N, ...) -> (count, N // count, ...): micro-batch k holds examples k, k + count, k + 2 count, ...
+
+  Strided rather than contiguous, so that when the global batch is split over devices in
+  contiguous blocks every device holds an equal share of every micro-batch.
+  """
+  def split(x):
+    return jnp.swapaxes(x.reshape(x.shape[0] // count, count, *x.shape[1:]), 0, 1)
+
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, schedule, label_smoothing: float,
+                    grad_accum_steps: int = 1):
+  """grad_accum_steps K > 1: the global batch runs as K micro-batches (micro_batches) through
+  forward and backward in turn, and their mean gradient makes one update. BatchNorm normalises
+  each micro-batch with its own statistics and updates its running statistics once per
+  micro-batch, as PyTorch does when gradients are accumulated over K backward passes."""
+
   def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}."""
     dropout_key = jax.random.fold_in(rng, state.step)
 
-    def loss_fn(params, batch_stats):
+    def loss_fn(params, batch_stats, micro, key):
       model = model_of(graphs, state.replace(params=params, batch_stats=batch_stats), train=True)
-      logits = model(batch["clips"], rngs=nnx.Rngs(dropout=dropout_key))
-      loss = jnp.mean(cross_entropy(logits, batch["labels"], label_smoothing))
-      return loss, (logits, nnx.state(model, nnx.BatchStat))
+      logits = model(micro["clips"], rngs=nnx.Rngs(dropout=key))
+      loss = jnp.mean(cross_entropy(logits, micro["labels"], label_smoothing))
+      top1 = jnp.mean(topk_correct(logits, micro["labels"], 1))
+      return loss, (top1, nnx.state(model, nnx.BatchStat))
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.batch_stats)
+    gradients = jax.value_and_grad(loss_fn, has_aux=True)
+    if grad_accum_steps == 1:
+      (loss, (top1, batch_stats)), grads = gradients(state.params, state.batch_stats, batch, dropout_key)
+    else:
+      def accumulate(carry, micro_and_index):
+        grad_sum, batch_stats = carry
+        micro, index = micro_and_index
+        (loss, (top1, batch_stats)), grads = gradients(state.params, batch_stats, micro,
+                                                       jax.random.fold_in(dropout_key, index))
+        return (jax.tree.map(jnp.add, grad_sum, grads), batch_stats), (loss, top1)
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grad_sum, batch_stats), (losses, top1s) = jax.lax.scan(
+          accumulate, (zeros, state.batch_stats),
+          (micro_batches(batch, grad_accum_steps), jnp.arange(grad_accum_steps)))
+      grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
+      loss, top1 = jnp.mean(losses), jnp.mean(top1s)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
@@ -45,7 +80,7 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, sched
     )
     metrics = {
         "loss": loss,
-        "top1": jnp.mean(topk_correct(logits, batch["labels"], 1)),
+        "top1": top1,
         "grad_norm": optax.global_norm(grads),
         "lr": schedule(state.step),
         # 0 once an update overflowed: the loop then stops before saving that state.

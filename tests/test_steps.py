@@ -1,0 +1,96 @@
+"""The train step with gradient accumulation, against a reference written with plain NNX calls."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs import default
+from stss_jax.models import build_model
+from stss_jax.train import sharding, steps
+from stss_jax.train.state import create_train_state
+
+LEARNING_RATE = 0.1
+
+
+def tiny_config():
+  config = default.get_config("tiny")
+  config.model.dropout = 0.0  # the reference draws no dropout masks
+  # Accumulation does not depend on the layers; without the SELFY block the programs compile in
+  # a third of the time. BatchNorm, whose statistics accumulation changes, is in every block.
+  config.model.selfy_stages = ()
+  return config
+
+
+def a_batch(size, config, seed=0):
+  rng = np.random.default_rng(seed)
+  clips = rng.normal(size=(size, config.input.num_frames, config.input.image_size, config.input.image_size, 3))
+  return {"clips": clips.astype(np.float32), "labels": rng.integers(0, config.dataset.num_classes, size).astype(np.int32)}
+
+
+def reference_update(config, batch, micro_batches):
+  """Parameters and BN statistics after one SGD update from the mean gradient of the micro-batches
+  (rows k, k + K, ...), BN running statistics updated once per micro-batch in order."""
+  model = build_model(config)
+  model.train()
+
+  def loss(model, clips, labels):
+    logits = model(clips)
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+
+  params = nnx.state(model, nnx.Param)
+  gradient_sum, losses = None, []
+  for k in range(micro_batches):
+    clips, labels = batch["clips"][k::micro_batches], batch["labels"][k::micro_batches]
+    # Train-mode outputs use batch statistics only, so every micro-batch's gradient is taken at
+    # the same parameters whatever the running statistics hold.
+    value, gradient = nnx.jit(nnx.value_and_grad(loss))(model, clips, labels)
+    losses.append(float(value))
+    gradient_sum = gradient if gradient_sum is None else jax.tree.map(jnp.add, gradient_sum, gradient)
+  expected = jax.tree.map(lambda p, g: p - LEARNING_RATE * g / micro_batches, params, gradient_sum)
+  return expected, nnx.state(model, nnx.BatchStat), float(np.mean(losses))
+
+
+def project_update(config, batch, micro_batches, mesh=None):
+  model = build_model(config)
+  tx = optax.sgd(LEARNING_RATE)
+  state, graphs = create_train_state(model, tx)
+  step = steps.make_train_step(graphs, tx, lambda _: LEARNING_RATE, 0.0, grad_accum_steps=micro_batches)
+  if mesh is not None:
+    sharding.check_batch_size(len(batch["labels"]), mesh, micro_batches)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    batch = sharding.global_batch(batch, mesh)
+  new_state, metrics = jax.jit(step)(state, batch, jax.random.key(0))
+  return new_state, metrics
+
+
+def assert_trees_close(actual, expected, rtol, atol):
+  for (path, a), b in zip(jax.tree.leaves_with_path(actual), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("micro_batches,devices", [pytest.param(1, 1, marks=pytest.mark.slow), (4, 1), (2, 8)])
+def test_accumulated_update_is_the_mean_gradient_of_the_micro_batches(micro_batches, devices):
+  config = tiny_config()
+  batch = a_batch(16, config)
+  mesh = sharding.make_mesh(jax.devices()[:devices]) if devices > 1 else None
+  state, metrics = project_update(config, batch, micro_batches, mesh)
+  expected_params, expected_stats, expected_loss = reference_update(config, batch, micro_batches)
+  assert_trees_close(state.params, expected_params, rtol=2e-4, atol=2e-6)
+  assert_trees_close(state.batch_stats, expected_stats, rtol=2e-4, atol=2e-6)
+  np.testing.assert_allclose(float(metrics["loss"]), expected_loss, rtol=1e-5)
+  assert int(state.step) == 1
+
+
+def test_micro_batches_are_strided_so_each_device_holds_a_share_of_each():
+  batch = {"x": np.arange(8)}
+  np.testing.assert_array_equal(steps.micro_batches(batch, 2)["x"], [[0, 2, 4, 6], [1, 3, 5, 7]])
+
+
+def test_batch_size_must_split_over_devices_and_micro_batches():
+  mesh = sharding.make_mesh(jax.devices()[:4])
+  assert sharding.check_batch_size(16, mesh, 4) == 16
+  with pytest.raises(ValueError, match=r"batch_size = 8 .* 4 data-parallel devices x config.grad_accum_steps = "
+                                       r"4; use a multiple of 16"):
+    sharding.check_batch_size(8, mesh, 4)
