@@ -45,6 +45,17 @@ def video_views(config, path: str) -> np.ndarray:
   return np.asarray(source.eval_views(tf.constant(frames), split.encoded), np.float32)
 
 
+def class_names(config, path: str | None) -> list[str] | None:
+  """The class names in a file of one a line, the synthetic demo's own, or None."""
+  if path:
+    from input_pipeline.labels import read_text
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+  if config.dataset.name == "synthetic":  # the demo's classes need no file
+    from input_pipeline.sources import build_source
+    return list(build_source(config).class_names)
+  return None
+
+
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
   flags.DEFINE_string("checkpoint", None, "Model directory (convert or trainer).", flag_values=flag_values)
@@ -64,13 +75,7 @@ def run(flag_values: flags.FlagValues) -> int:
   if flag_values.clip and not flag_values.output:
     raise ValueError("--clip needs --output")
   clips = load_clips(flag_values.clip) if flag_values.clip else video_views(config, flag_values.video)
-  if flag_values.class_names:
-    names = pathlib.Path(flag_values.class_names).read_text().splitlines()
-  elif config.dataset.name == "synthetic":  # the demo's classes need no file
-    from input_pipeline.sources import build_source
-    names = list(build_source(config).class_names)
-  else:
-    names = None
+  names = class_names(config, flag_values.class_names)
   model = build_model(config)
   model_dir.restore(flag_values.checkpoint, model, config)
   logits = predict(model, clips)
