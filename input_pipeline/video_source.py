@@ -112,9 +112,13 @@ class VideoSource:
         logging.warning("skipping %s", e)
     raise frame_io.UnreadableVideoError("no training video could be read")
 
+  def eval_indices(self, num_frames: int) -> np.ndarray:
+    """The frames an evaluation samples from a video of `num_frames`: (eval_clips * T,), clip after clip."""
+    return self._indices(num_frames, None, self.eval_clips)
+
   def eval_example(self, split: Split, i: int):
     """Evaluation frames of video i (all views' frames, clip after clip), their indices, label, id."""
-    frames, indices = split.read(i, lambda n: self._indices(n, None, self.eval_clips))
+    frames, indices = split.read(i, self.eval_indices)
     return frames, indices.astype(np.int32), np.int32(split.label(i)), split.video_id(i)
 
   def eval_views(self, frames: tf.Tensor, encoded: bool) -> tf.Tensor:

@@ -1,27 +1,36 @@
-"""Eval-mode logits of a model checkpoint for a clip array or a video.
+"""Eval-mode logits of a model checkpoint for a clip array, or the classes of a video.
 
   python -m stss_jax.predict --config=configs/ssv1.py --checkpoint=DIR --clip=clip.npy \
       --output=logits.npy
   python -m stss_jax.predict --config=configs/ssv2.py --checkpoint=DIR --video=12345.webm \
       --class_names=classes.txt
+  python -m stss_jax.predict --config=configs/ssv2.py --checkpoint=DIR --video=long.mp4 \
+      --window=2s --stride=1s --json=long.json
 
 `clip.npy` holds normalised clips (N, T, H, W, 3) float32 (ImageNet mean/std, as fed to the
 model); `logits.npy` receives (N, classes) float32. A video (file or frame folder) is sampled
-and cropped as in evaluation (every view of config.input.eval_clips x eval_crops), and its five
-most likely classes, the softmax averaged over the views, are printed.
+and cropped as in evaluation (every view of config.input.eval_clips x eval_crops) and its five
+most likely classes, the softmax averaged over the views, are printed. With --window, the video
+is cut into windows of that length every --stride (frames, or seconds with an "s"), each is
+sampled as one evaluation video, and each window's classes with its time span are printed and,
+with --json, written with the average over the windows.
 """
 from __future__ import annotations
 
-import pathlib
+import json
 import sys
 
 import jax
 import numpy as np
 from absl import flags
+from etils import epath
+from tqdm import tqdm
 
 from input_pipeline.arrays import load_clips
 from stss_jax import cli, evaluation, model_dir
 from stss_jax.models import build_model
+
+TOP_K = 5
 
 
 def predict(model, clips: np.ndarray) -> np.ndarray:
@@ -30,19 +39,65 @@ def predict(model, clips: np.ndarray) -> np.ndarray:
   return np.asarray(jax.jit(lambda m, x: m(x))(model, clips), np.float32)
 
 
-def video_views(config, path: str) -> np.ndarray:
-  """The normalised evaluation views (views, T, S, S, 3) of a video file or frame folder."""
-  import tensorflow as tf
-
-  from input_pipeline.labels import Video
+def evaluation_source(config):
+  """A VideoSource that samples and crops videos as config's evaluation does."""
   from input_pipeline.video_source import FileSplit, VideoSource
 
-  split = FileSplit([Video(pathlib.Path(path).stem, pathlib.Path(path), -1)], config.dataset.frame_template)
-  source = VideoSource(split, split, [], config.input.num_frames, config.input.image_size,
-                       tuple(config.input.resize_hw), eval_clips=config.input.eval_clips,
-                       eval_crops=config.input.eval_crops)
-  frames, *_ = source.eval_example(split, 0)
-  return np.asarray(source.eval_views(tf.constant(frames), split.encoded), np.float32)
+  nothing = FileSplit([], config.dataset.frame_template)
+  return VideoSource(nothing, nothing, [], config.input.num_frames, config.input.image_size,
+                     tuple(config.input.resize_hw), dense=config.input.dense_sampling,
+                     eval_clips=config.input.eval_clips, eval_crops=config.input.eval_crops)
+
+
+def window_predictions(model, config, path: str, window: str | None = None, stride: str | None = None,
+                       fps: float | None = None, batch_windows: int = 8, progress: bool = True) -> dict:
+  """Logits of every view of every window of a video, and its windows: {'video': LongVideo,
+  'windows': [Window], 'logits': (windows * views, classes)}; one window over the whole video
+  when `window` is None."""
+  import tensorflow as tf
+
+  from input_pipeline import windows as windows_lib
+
+  source = evaluation_source(config)
+  video = windows_lib.LongVideo(path, config.dataset.frame_template, fps)
+  length = windows_lib.parse_span(window, video.fps, "window") if window else None
+  step = windows_lib.parse_span(stride, video.fps, "stride") if stride else None
+  if step and not length:
+    raise ValueError("--stride needs --window")
+  planned = windows_lib.plan(video.num_frames, length, step or (length and max(1, length // 2)), source.eval_indices)
+  logits, views = [], []
+  with tqdm(total=len(planned), unit="window", desc=video.path.name, disable=not progress or len(planned) == 1,
+            file=sys.stderr, dynamic_ncols=True) as bar:
+    for _, frames in video.read(planned):
+      views.append(np.asarray(source.eval_views(tf.constant(frames), video.encoded), np.float32))
+      if len(views) == batch_windows:
+        logits.append(predict(model, np.concatenate(views)))
+        views = []
+        bar.update(batch_windows)
+    if views:
+      logits.append(predict(model, np.concatenate(views)))
+      bar.update(len(views))
+  return {"video": video, "windows": planned, "logits": np.concatenate(logits)}
+
+
+def top_classes(probabilities: np.ndarray, names: list[str] | None, k: int = TOP_K) -> list[dict]:
+  return [{"class": int(c), "name": names[c] if names and c < len(names) else f"class {c}",
+           "probability": float(probabilities[c])} for c in np.argsort(-probabilities)[:k]]
+
+
+def window_report(result: dict, views: int, names: list[str] | None) -> dict:
+  """The JSON report: each window's span and top classes, and the average over the windows."""
+  video, planned = result["video"], result["windows"]
+  probabilities = evaluation.view_probabilities(result["logits"], views)
+  seconds = (lambda frame: round(frame / video.fps, 3)) if video.fps else (lambda frame: None)
+  return {
+      "video": str(video.path),
+      "frames": video.num_frames,
+      "fps": video.fps,
+      "windows": [{"start_frame": w.start, "end_frame": w.end, "start_s": seconds(w.start), "end_s": seconds(w.end),
+                   "top": top_classes(p, names)} for w, p in zip(planned, probabilities)],
+      "average": {"top": top_classes(probabilities.mean(0), names)},
+  }
 
 
 def class_names(config, path: str | None) -> list[str] | None:
@@ -64,8 +119,18 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.", flag_values=flag_values)
   flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video (the synthetic demo's "
                       "are known).", flag_values=flag_values)
-  flags.DEFINE_string("output", None, ".npy file for the logits (N, classes); with --video one row per view.",
-                    flag_values=flag_values)
+  flags.DEFINE_string("output", None, ".npy file for the logits (N, classes); with --video one row per view "
+                      "(window after window).", flag_values=flag_values)
+  flags.DEFINE_string("window", None, "--video: window length, frames (64) or seconds (2.5s); the whole "
+                      "video when not given.", flag_values=flag_values)
+  flags.DEFINE_string("stride", None, "--video: distance between window starts, frames or seconds; half "
+                      "the window when not given.", flag_values=flag_values)
+  flags.DEFINE_float("fps", None, "--video: frame rate of a frame folder (files carry their own), for "
+                     "spans in seconds and the times in the report.", flag_values=flag_values)
+  flags.DEFINE_string("json", None, "--video: JSON file for each window's top classes and time span, "
+                      "and their average.", flag_values=flag_values)
+  flags.DEFINE_integer("batch_windows", 8, "--video: windows run through the model at once.",
+                       flag_values=flag_values)
 
 
 def run(flag_values: flags.FlagValues) -> int:
@@ -74,22 +139,44 @@ def run(flag_values: flags.FlagValues) -> int:
     raise ValueError("give one of --clip or --video")
   if flag_values.clip and not flag_values.output:
     raise ValueError("--clip needs --output")
-  clips = load_clips(flag_values.clip) if flag_values.clip else video_views(config, flag_values.video)
+  video_only = ("window", "stride", "fps", "json")
+  if flag_values.clip and any(flag_values[name].value is not None for name in video_only):
+    raise ValueError(f"--{', --'.join(video_only)} are for --video")
+  if flag_values.batch_windows < 1:
+    raise ValueError(f"--batch_windows={flag_values.batch_windows} must be at least 1")
   names = class_names(config, flag_values.class_names)
   model = build_model(config)
   model_dir.restore(flag_values.checkpoint, model, config)
-  logits = predict(model, clips)
-  if flag_values.output:
-    np.save(flag_values.output, logits)
-    print(f"wrote logits {logits.shape} to {flag_values.output}")
-  if flag_values.video:
-    probabilities = evaluation.view_probabilities(logits, len(logits))[0]
-    for k in np.argsort(-probabilities)[:5]:
-      label = names[k] if names and k < len(names) else f"class {k}"
-      print(f"{probabilities[k]:7.2%}  {label}")
-  else:
+  if flag_values.clip:
+    logits = predict(model, load_clips(flag_values.clip))
+    _save_logits(flag_values.output, logits)
     print(f"top-1 classes {logits.argmax(-1).tolist()}")
+    return 0
+  result = window_predictions(model, config, flag_values.video, flag_values.window, flag_values.stride,
+                              flag_values.fps, flag_values.batch_windows)
+  if flag_values.output:
+    _save_logits(flag_values.output, result["logits"])
+  report = window_report(result, config.input.eval_clips * config.input.eval_crops, names)
+  if len(report["windows"]) > 1:
+    print(f"{len(report['windows'])} windows over {report['frames']} frames; top class of each:")
+    for w in report["windows"]:
+      span = (f"{w['start_s']:8.2f}-{w['end_s']:8.2f} s" if w["start_s"] is not None else
+              f"frames {w['start_frame']}-{w['end_frame']}")
+      best = w["top"][0]
+      print(f"  {span}  {best['probability']:7.2%}  {best['name']}")
+    print("averaged over the windows:")
+  for entry in report["average"]["top"]:
+    print(f"{entry['probability']:7.2%}  {entry['name']}")
+  if flag_values.json:
+    epath.Path(flag_values.json).write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {len(report['windows'])} window(s) to {flag_values.json}")
   return 0
+
+
+def _save_logits(path: str, logits: np.ndarray) -> None:
+  with epath.Path(path).open("wb") as f:
+    np.save(f, logits)
+  print(f"wrote logits {logits.shape} to {path}")
 
 
 def main(argv=None) -> int:
