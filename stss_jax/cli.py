@@ -88,6 +88,13 @@ def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], Non
   statuses = {**(errors or {}), **{e: 1 for e in USER_ERRORS if e not in (errors or {})}}  # specific first
   try:
     return int(run(flag_values) or 0)
+  except ModuleNotFoundError as e:
+    if (e.name or "").split(".")[0] != "tensorflow":
+      raise
+    # The package leaves TensorFlow to the environment (pyproject.toml says why).
+    print("error: TensorFlow is not installed; install one build: pip install tensorflow-cpu "
+          "(or tensorflow, or the package's [tf-cpu] / [tf] extra)", file=sys.stderr)
+    return 1
   except tuple(statuses) as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return next(status for kind, status in statuses.items() if isinstance(e, kind))

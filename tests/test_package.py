@@ -47,3 +47,27 @@ def test_installed_commands_run_outside_the_checkout(tmp_path):
   assert trained.returncode == 0, trained.stderr[-3000:]
   assert "validation: top-1" in trained.stdout
   assert (tmp_path / "run" / "model").is_dir()
+
+
+HIDE_TENSORFLOW = """
+import importlib.abc, runpy, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path, target=None):
+    if name.split(".")[0] == "tensorflow":
+      raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoTensorFlow())
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_without_tensorflow_a_command_says_how_to_install_it(tmp_path):
+  """TensorFlow is left to the environment (pyproject.toml): its absence is one line, not a traceback."""
+  result = subprocess.run([sys.executable, "-c", HIDE_TENSORFLOW, "stss_jax.main", "--config=configs/default.py:tiny",
+                           f"--workdir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: TensorFlow is not installed; install one build")
+  assert "Traceback" not in result.stderr
