@@ -71,3 +71,21 @@ def test_without_tensorflow_a_command_says_how_to_install_it(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("error: TensorFlow is not installed; install one build")
   assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # a git clone, a venv and a pip install
+def test_installs_from_a_git_url(tmp_path):
+  """`pip install "stss-jax @ git+URL"`, with a file://localhost URL (the form this pip parses as a direct reference) to a clone of this repository's HEAD."""
+  clone = tmp_path / "clone"
+  subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+  venv = tmp_path / "venv"
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+  (next((venv / "lib").glob("python3*/site-packages")) / "dependencies.pth").write_text(
+      "\n".join(site.getsitepackages()) + "\n")
+  env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+  install = subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-index", "--no-build-isolation",
+                            f"stss-jax @ git+file://localhost{clone}"], env=env, cwd=tmp_path, capture_output=True, text=True)
+  assert install.returncode == 0, install.stderr[-3000:]
+  where = subprocess.run([venv / "bin" / "python", "-c", "import stss_jax.export, configs.ssv2; print(stss_jax.__file__)"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True)
+  assert where.returncode == 0 and "site-packages" in where.stdout, where.stderr[-3000:]
