@@ -6,6 +6,9 @@ def selfy_config() -> ml_collections.ConfigDict:
   """The official SELFY block (Kwon et al.): window (5, 9, 9), 128 hidden channels."""
   return ml_collections.ConfigDict(dict(
       window=(5, 9, 9),  # (L, U, V) odd sizes: frames, height and width of the neighbourhood
+      # frames compared, as offsets from the query's frame, e.g. (1,) forward only or (-1, 1);
+      # () is the centred window of L frames, -(L//2)..L//2 (the official model); L is then ignored
+      temporal_offsets=(),
       hidden=128,  # channels of the features the STSS is computed on
       ext_channels=(4, 16, 64, 64),  # extraction conv widths; the last is the motion feature size
       int_channels=(64, 64, 64, 64),  # integration conv widths; the last is the fused width

@@ -10,6 +10,11 @@ access to motion is one SELFY block. Variants by override:
   --config.model.selfy_stages="()" --config.model.temporal_shift=True   TSM
   --config.model.temporal_shift=True                                    TSM + SELFY
   --config.model.selfy.window="(1,9,9)"                                 other SELFY windows
+  --config.model.selfy.temporal_offsets="(1,)"                          forward-only STSS (any set of offsets)
+  --config.model.selfy.extractor=soft_argmax                            the paper's other extractors (or mlp)
+  --config.model.selfy.temporal_offsets="(1,)" --config.model.selfy.extractor=soft_argmax
+                           correlation flow: next-frame correlation and its soft-argmax displacement
+                           (the MotionSqueeze family the paper compares with), in the same block
   --config.dataset.motion_scale=3.0                                     the fast-motion variant
   --config.dataset.classes="(0,1,2,3,4,5,6,7,8,9,10,11)" --config.dataset.num_classes=12
                                                      all twelve motions (needs ~3x the steps)

@@ -31,6 +31,10 @@ def architecture(config) -> dict:
   """The part of a config that a model's weights are tied to."""
   model = {k: v for k, v in config.model.to_dict().items() if k not in NOT_ARCHITECTURE}
   model["selfy"] = {k: v for k, v in model["selfy"].items() if k not in NOT_SELFY_ARCHITECTURE}
+  if not model["selfy"].get("temporal_offsets"):
+    # The centred window is described by `window` alone, as in model directories written before
+    # offsets could be chosen: they stay loadable.
+    model["selfy"].pop("temporal_offsets", None)
   return json.loads(json.dumps({"model": model, "num_classes": config.dataset.num_classes}))
 
 

@@ -4,8 +4,8 @@
       --output=stss.png [--clip=clip.npy] [--query=t,y,x]
 
 Top row: the clip's frames, the query point marked in the query frame. Below: for each l, the
-(u, v) map of cosine similarities between the query and its neighbourhood in frame t + l - L//2
-(bright = similar), as the first SELFY block computes it. Without --clip a clip of the synthetic
+(u, v) map of cosine similarities between the query and its neighbourhood in frame t + offset
+(the centred window's offsets are -(L//2)..L//2; bright = similar), as the first SELFY block computes it. Without --clip a clip of the synthetic
 dataset is drawn; without --checkpoint the model is freshly initialised.
 """
 from __future__ import annotations
@@ -42,20 +42,36 @@ def stss_of(model, clip: np.ndarray) -> np.ndarray:
   return np.asarray(nnx.jit(forward)(model, jnp.asarray(clip[None])), np.float32)[0]
 
 
-def moving_query(stss: np.ndarray) -> tuple[int, int, int]:
-  """A query in the middle frame where something moves: the position least similar to itself
-  one frame earlier (the centre of the l = L//2 - 1 map); the grid centre when L = 1."""
+def first_block_offsets(model) -> tuple[int, ...]:
+  """The temporal offsets of the first SELFY block's STSS, in the order of its l axis."""
+  backbone = model.base_model
+  return getattr(backbone, selfy_name(min(backbone.selfy_stages))).stss_transformation.temporal_offsets
+
+
+def _centred(L: int) -> tuple[int, ...]:
+  return tuple(range(-(L // 2), L // 2 + 1))
+
+
+def moving_query(stss: np.ndarray, offsets: tuple[int, ...] | None = None) -> tuple[int, int, int]:
+  """A query in the middle frame where something moves: the position least similar to itself in
+  the nearest other frame (offset -1, else the smallest non-zero one; the centre of that map);
+  the grid centre when the STSS compares no other frame."""
   frames, h, w, L, U, V = stss.shape
+  offsets = offsets or _centred(L)
   t0 = frames // 2
-  if L == 1:
+  others = [o for o in offsets if o != 0]
+  if not others:
     return t0, h // 2, w // 2
-  y, x = np.unravel_index(np.argmin(stss[t0, :, :, L // 2 - 1, U // 2, V // 2]), (h, w))
+  nearest = offsets.index(min(others, key=lambda o: (abs(o), o > 0)))
+  y, x = np.unravel_index(np.argmin(stss[t0, :, :, nearest, U // 2, V // 2]), (h, w))
   return t0, int(y), int(x)
 
 
-def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int]) -> Image.Image:
+def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int],
+         offsets: tuple[int, ...] | None = None) -> Image.Image:
   t0, y0, x0 = query
   frames, h, w, L, U, V = stss.shape
+  offsets = offsets or _centred(L)
   pixels = normalization.to_uint8(clip)
   canvas = Image.new("RGB", (CELL * max(frames, L), CELL * 2 + 24), "white")
   pen = ImageDraw.Draw(canvas)
@@ -67,7 +83,7 @@ def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int]) -> Ima
     similarity = (stss[t0, y0, x0, l] + 1) / 2  # cosine in [-1, 1] -> [0, 1]
     image = Image.fromarray((similarity * 255).astype(np.uint8)).resize((CELL, CELL), Image.NEAREST)
     canvas.paste(image.convert("RGB"), (l * CELL, CELL + 24))
-    pen.text((l * CELL + 4, CELL + 6), f"frame t{l - L // 2:+d}", fill="black")
+    pen.text((l * CELL + 4, CELL + 6), f"frame t{offsets[l]:+d}", fill="black")
   return canvas
 
 
@@ -94,8 +110,9 @@ def run(flag_values: flags.FlagValues) -> int:
   if flag_values.checkpoint:
     model_dir.restore(flag_values.checkpoint, model, config)
   stss = stss_of(model, clip)
+  offsets = first_block_offsets(model)
   frames, h, w = stss.shape[:3]
-  query = moving_query(stss)
+  query = moving_query(stss, offsets)
   if flag_values.query:
     try:
       query = tuple(int(v) for v in flag_values.query.split(","))
@@ -103,7 +120,7 @@ def run(flag_values: flags.FlagValues) -> int:
       query = ()
     if len(query) != 3 or not all(0 <= q < n for q, n in zip(query, (frames, h, w))):
       raise ValueError(f"--query={flag_values.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
-  draw(clip, stss, query).save(flag_values.output)
+  draw(clip, stss, query, offsets).save(flag_values.output)
   print(f"wrote {flag_values.output}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")
   return 0
 

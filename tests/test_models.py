@@ -120,3 +120,24 @@ def test_bad_selfy_window_names_the_key():
   config.model.selfy.window = (5, 8, 8)
   with pytest.raises(ValueError, match="config.model.*window"):
     build_model(config)
+
+
+def test_model_directories_record_temporal_offsets_only_when_chosen(tmp_path):
+  """A centred window's architecture is what it was before offsets could be chosen (so older
+  model directories load); a chosen set is recorded and a mismatch is refused."""
+  import json
+
+  from configs import default
+  from stss_jax import model_dir
+  from stss_jax.models import build_model
+
+  centred = default.get_config("tiny")
+  assert "temporal_offsets" not in model_dir.architecture(centred)["model"]["selfy"]
+  forward = default.get_config("tiny")
+  forward.model.selfy.temporal_offsets = (1,)
+  model_dir.save(tmp_path / "forward", build_model(forward), forward)
+  saved = json.loads((tmp_path / "forward" / model_dir.CONFIG_FILE).read_text())
+  assert saved["model"]["selfy"]["temporal_offsets"] == [1]
+  model_dir.restore(tmp_path / "forward", build_model(forward), forward)
+  with pytest.raises(ValueError, match=r"temporal_offsets is \[1\] in the checkpoint, None in the config"):
+    model_dir.restore(tmp_path / "forward", build_model(centred), centred)

@@ -62,6 +62,64 @@ def test_stss_gradients_match_finite_differences(implementation):
     check_grads(lambda f: ops.stss(f, (3, 3, 3), implementation), (x,), order=1, modes=("rev",), eps=1e-4)
 
 
+def naive_stss_offsets(x, offsets, U, V):
+  """The same loop over a set of temporal offsets: entry i compares frame t with t + offsets[i]."""
+  B, T, H, W, C = x.shape
+  x = x.astype(np.float64)
+  xn = x / np.sqrt((x ** 2).sum(-1, keepdims=True) + 1e-6)
+  out = np.zeros((B, T, H, W, len(offsets), U, V))
+  for b, t, h, w in itertools.product(range(B), range(T), range(H), range(W)):
+    for i, u, v in itertools.product(range(len(offsets)), range(U), range(V)):
+      tt, hh, ww = t + offsets[i], h + u - U // 2, w + v - V // 2
+      if 0 <= tt < T and 0 <= hh < H and 0 <= ww < W:
+        out[b, t, h, w, i, u, v] = xn[b, t, h, w] @ xn[b, tt, hh, ww]
+  return out
+
+
+@pytest.mark.parametrize("offsets,shape,plane", [
+    ((1,), (2, 4, 5, 6, 8), (3, 3)),  # forward only
+    ((-1, 1), (1, 5, 4, 4, 5), (5, 5)),  # both directions, no self-similarity
+    ((-2, -1, 0, 1, 2), (1, 3, 3, 5, 4), (3, 5)),  # the centred window of 5, longer than the clip
+    ((1, 2, 3), (2, 4, 3, 3, 3), (1, 3)),
+    ((3, -2, 0), (1, 6, 4, 3, 4), (3, 1)),  # any order: the output keeps it
+])
+@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
+def test_stss_with_temporal_offsets_matches_naive_loop(offsets, shape, plane, implementation):
+  x = np.random.default_rng(sum(shape) + len(offsets)).normal(size=shape).astype(np.float32)
+  got = np.asarray(ops.stss(x, (1, *plane), implementation, temporal_offsets=offsets))
+  assert got.shape == shape[:4] + (len(offsets), *plane)
+  np.testing.assert_allclose(got, naive_stss_offsets(x, offsets, *plane), atol=2e-6)
+
+
+@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
+def test_stss_offsets_bf16_and_gradients(implementation):
+  x = np.random.default_rng(3).normal(size=(1, 4, 3, 3, 64)).astype(np.float32)
+  x_bf16 = jnp.asarray(x, jnp.bfloat16)
+  got = ops.stss(x_bf16, (1, 3, 3), implementation, temporal_offsets=(1, 2))
+  assert got.dtype == jnp.bfloat16
+  reference = naive_stss_offsets(np.asarray(x_bf16.astype(jnp.float32)), (1, 2), 3, 3)
+  np.testing.assert_allclose(np.asarray(got, np.float32), reference, atol=8e-3)
+  with jax.enable_x64(True):
+    x64 = jnp.asarray(np.random.default_rng(4).normal(size=(1, 4, 3, 3, 3)), jnp.float64)
+    check_grads(lambda f: ops.stss(f, (1, 3, 3), implementation, temporal_offsets=(-2, 1)), (x64,), order=1,
+                modes=("rev",), eps=1e-4)
+
+
+def test_centred_offsets_are_the_centred_window():
+  x = np.random.default_rng(5).normal(size=(1, 4, 4, 4, 6)).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(ops.stss(x, (5, 3, 3), "shift", temporal_offsets=(-2, -1, 0, 1, 2))),
+                                np.asarray(ops.stss(x, (5, 3, 3), "shift")))
+
+
+@pytest.mark.parametrize("offsets", [(1, 1), (), (0.5,), "ab"])
+def test_stss_rejects_bad_offsets(offsets):
+  if offsets == ():
+    assert ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), temporal_offsets=offsets).shape[4] == 3  # () = centred
+    return
+  with pytest.raises(ValueError, match="temporal_offsets"):
+    ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), temporal_offsets=offsets)
+
+
 def test_stss_rejects_unknown_implementation_and_oversized_matmul():
   with pytest.raises(ValueError, match="implementation"):
     ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), "pallas")

@@ -107,6 +107,64 @@ def test_mlp_extractor_against_numpy(window):
   np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def numpy_gradient(function, x, cotangent, points, eps=1e-6):
+  """d(sum(function(x) * cotangent))/dx at a few flat positions, by central differences in float64."""
+  gradient = []
+  for index in points:
+    step = np.zeros(x.size)
+    step[index] = eps
+    step = step.reshape(x.shape)
+    gradient.append(((function(x + step) - function(x - step)) * cotangent).sum() / (2 * eps))
+  return np.array(gradient)
+
+
+@pytest.mark.parametrize("extractor", ["soft_argmax", "mlp"])
+def test_extractor_gradients_against_numpy(extractor):
+  """The gradient of the extractor's output with respect to the similarity planes, against
+  central differences of the numpy reference above."""
+  window = (3, 5, 5)
+  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), extractor=extractor, temperature=0.2,
+                     rngs=nnx.Rngs(0))
+  extraction = block.stss_extraction
+  randomize_batch_norms(extraction, 5)
+  extraction.eval()
+  planes = np.random.default_rng(6).uniform(-1, 1, (2, 3, 2, 2) + window[1:])
+  if extractor == "soft_argmax":
+    def reference(x):
+      return numpy_conv_bn_relu(numpy_soft_argmax(x, 0.2), extraction.embed)
+  else:
+    def reference(x):
+      flat = x.reshape(*x.shape[:-2], -1)
+      return numpy_conv_bn_relu(numpy_conv_bn_relu(flat, extraction.fc0), extraction.fc1)
+  cotangent = np.random.default_rng(7).normal(size=reference(planes).shape)
+  with jax.enable_x64(True):
+    graph, state = nnx.split(extraction)
+    state = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), state)
+
+    def loss(x):
+      return jnp.sum(nnx.merge(graph, state)(x) * cotangent)
+
+    got = np.asarray(jax.grad(loss)(jnp.asarray(planes, jnp.float64))).reshape(-1)
+  points = np.random.default_rng(8).choice(planes.size, 24, replace=False)
+  np.testing.assert_allclose(got[points], numpy_gradient(reference, planes, cotangent, points), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("offsets", [(1,), (-1, 1), (1, 2, 3)])
+def test_block_with_temporal_offsets(offsets):
+  """The STSS the block integrates has one map per offset: against the op's naive loop, and the
+  fuse conv takes one group of channels per offset."""
+  from tests.test_ops import naive_stss_offsets
+
+  block = SELFYBlock(8, 8, (5, 3, 3), (4, 8, 16, 16), (16, 16, 16, 16), temporal_offsets=offsets, rngs=nnx.Rngs(0))
+  block.eval()
+  clips = jax.random.normal(jax.random.key(3), (2, 4, 8, 8, 8))
+  stss = np.asarray(block.stss_transformation(clips))
+  features = np.asarray(block.stss_transformation.downsample(clips))
+  np.testing.assert_allclose(stss, naive_stss_offsets(features, offsets, 3, 3), atol=2e-5)
+  assert block.stss_integration.conv3_fuse.conv.kernel.shape[2] == len(offsets) * 16
+  assert block(clips).shape == clips.shape
+
+
 @pytest.mark.parametrize("extractor", ["conv", "soft_argmax", "mlp"])
 def test_block_learns_through_every_extractor(extractor):
   """Trained by Adam towards a fixed target, the block's loss falls and the extractor's own

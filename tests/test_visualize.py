@@ -66,3 +66,4 @@ def test_command_writes_the_picture_of_a_model_directory_and_names_a_bad_query(t
   assert visualize.main([*base, "--query=9,0,0", f"--output={tmp_path / 'x.png'}"]) == 1
   assert "--query=9,0,0 must be t,y,x inside the STSS grid 4x4x4" in capsys.readouterr().err
   assert not (tmp_path / "x.png").exists()
+

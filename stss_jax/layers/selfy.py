@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stss_jax import ops
-from stss_jax.ops.stss import check_window
+from stss_jax.ops.stss import check_window, resolve_temporal_offsets
 from stss_jax.layers.conv_bn import ConvBN, aligned_cells, batch_norm, update_running_statistics
 
 EXTRACTORS = ("conv", "soft_argmax", "mlp")
@@ -27,14 +27,15 @@ class STSSTransformation(nnx.Module):
   """Stride-2 3x3 conv to `hidden` channels, then the STSS of the result."""
 
   def __init__(self, in_features: int, hidden: int, window: Sequence[int], implementation: str = "auto",
-               *, dtype, rngs: nnx.Rngs):
+               temporal_offsets: Sequence[int] = (), *, dtype, rngs: nnx.Rngs):
     self.window = check_window(window)
+    self.temporal_offsets = resolve_temporal_offsets(window, temporal_offsets)
     self.implementation = implementation
     self.downsample = ConvBN(in_features, hidden, 3, strides=2, padding=1, dtype=dtype, rngs=rngs)
 
   def __call__(self, clips: jax.Array) -> jax.Array:
-    """(N, T, H, W, C) -> (N, T, h, w, L, U, V)."""
-    return ops.stss(self.downsample(clips), self.window, self.implementation)
+    """(N, T, H, W, C) -> (N, T, h, w, L, U, V), L the number of temporal offsets."""
+    return ops.stss(self.downsample(clips), self.window, self.implementation, self.temporal_offsets)
 
 
 def _conv_output_size(size: int, stride: int, padding: int) -> int:
@@ -128,13 +129,13 @@ class STSSIntegration(nnx.Module):
       self,
       in_features: int,
       out_features: int,
-      window: Sequence[int],
+      num_offsets: int,
       channels: Sequence[int],
       *,
       dtype,
       rngs: nnx.Rngs,
   ):
-    L = window[0]
+    L = num_offsets
     c0, c1, c2, c3 = channels
     self.conv0 = ConvBN(in_features, c0, 3, padding=1, dtype=dtype, rngs=rngs)
     self.conv1 = ConvBN(c0, c1, 3, padding=1, dtype=dtype, rngs=rngs)
@@ -205,6 +206,7 @@ class SELFYBlock(nnx.Module):
       temperature: float = 0.01,
       stss_implementation: str = "auto",
       extraction_implementation: str = "dense",
+      temporal_offsets: Sequence[int] = (),
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
@@ -219,7 +221,7 @@ class SELFYBlock(nnx.Module):
           f"selfy.stss_implementation must be one of {ops.stss_implementations}, got {stss_implementation!r}"
       )
     self.stss_transformation = STSSTransformation(
-        in_features, hidden, window, stss_implementation, dtype=dtype, rngs=rngs
+        in_features, hidden, window, stss_implementation, temporal_offsets, dtype=dtype, rngs=rngs
     )
     if extraction_implementation not in EXTRACTION_IMPLEMENTATIONS:
       raise ValueError(f"selfy.extraction_implementation must be one of {EXTRACTION_IMPLEMENTATIONS}, "
@@ -236,7 +238,8 @@ class SELFYBlock(nnx.Module):
     else:
       raise ValueError(f"selfy.extractor must be one of {EXTRACTORS}, got {extractor!r}")
     self.stss_integration = STSSIntegration(
-        self.stss_extraction.out_features, in_features, window, int_channels, dtype=dtype, rngs=rngs
+        self.stss_extraction.out_features, in_features, len(self.stss_transformation.temporal_offsets),
+        int_channels, dtype=dtype, rngs=rngs
     )
 
   def __call__(self, clips: jax.Array) -> jax.Array:

@@ -142,6 +142,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
   selfy = model.selfy.to_dict()
   _check(selfy["extractor"] in EXTRACTORS, "model.selfy.extractor", selfy["extractor"], f"one of {EXTRACTORS}")
   selfy["window"] = tuple(selfy["window"])
+  selfy["temporal_offsets"] = tuple(selfy["temporal_offsets"])
   selfy["ext_channels"] = tuple(selfy["ext_channels"])
   selfy["int_channels"] = tuple(selfy["int_channels"])
   try:

@@ -3,7 +3,9 @@
 Index conventions (../shared/CONVENTIONS.md): for a window (L, U, V),
 ``stss[b, t, h, w, l, u, v] = <x̂[b, t, h, w], x̂[b, t + l - L//2, h + u - U//2, w + v - V//2]>``
 with x̂ the feature vector divided by ``sqrt(sum_c x^2 + 1e-6)``; neighbours outside the clip
-(in time or space) contribute zero.
+(in time or space) contribute zero. With a set of temporal offsets instead of the centred L,
+entry i compares frame t with frame t + offsets[i]: the centred window is the offsets
+-(L//2), ..., L//2 in that order.
 """
 from __future__ import annotations
 
@@ -33,6 +35,25 @@ def check_window(window: Sequence[int]) -> tuple[int, int, int]:
   return sizes
 
 
+def check_temporal_offsets(offsets: Sequence[int]) -> tuple[int, ...]:
+  """Returns `offsets` as a tuple of distinct ints, or raises ValueError naming them."""
+  try:
+    values = tuple(int(o) for o in offsets)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"temporal_offsets must be a sequence of integer frame offsets, got {offsets!r}") from e
+  if not values or any(v != o for v, o in zip(values, offsets)) or len(set(values)) != len(values):
+    raise ValueError(f"temporal_offsets must be distinct integers (e.g. (-1, 1)), at least one, got {offsets!r}")
+  return values
+
+
+def resolve_temporal_offsets(window: Sequence[int], temporal_offsets: Sequence[int] | None) -> tuple[int, ...]:
+  """The frame offsets the STSS compares: `temporal_offsets`, or the centred window's -(L//2)..L//2."""
+  L = check_window(window)[0]
+  if temporal_offsets is None or len(temporal_offsets) == 0:
+    return tuple(range(-(L // 2), L // 2 + 1))
+  return check_temporal_offsets(temporal_offsets)
+
+
 def l2_normalize(features: jax.Array, axis: int = -1) -> jax.Array:
   """Divides each feature vector by sqrt(sum of squares + 1e-6), in at least float32."""
   features = features.astype(jnp.promote_types(features.dtype, jnp.float32))
@@ -45,12 +66,16 @@ IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather")
 MATMUL_MAX_POSITIONS = 1024
 
 
-def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation: str = "auto") -> jax.Array:
+def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation: str = "auto",
+         temporal_offsets: Sequence[int] | None = None) -> jax.Array:
   """Cosine similarity of every position with its (L, U, V) space-time neighbourhood.
 
   Args:
     features: (batch, time, height, width, channels), any float dtype.
     window: (L, U, V) odd sizes: temporal, height and width extent of the neighbourhood.
+    temporal_offsets: None or () for the centred window of L frames; else the frames compared,
+      as offsets from the query's frame (e.g. (1,) forward only, (-1, 1), (1, 2, 3)), in which
+      case L is ignored and the output's l axis has one entry per offset, in the order given.
     implementation: "shift" (shifted windows, the reference, best on CPU), "matmul" (frame-pair
       correlations on the matrix units, then each window selected by a second product with a 0/1
       matrix), "gather" (the same correlations, then each window copied out by a gather; the
@@ -59,10 +84,12 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
       correlation of every frame pair, so they take maps of at most 1024 positions.
 
   Returns:
-    (batch, time, height, width, L, U, V) similarities in the input dtype; products are
-    accumulated in float32 whatever the input dtype.
+    (batch, time, height, width, L, U, V) similarities in the input dtype (L = the number of
+    offsets); products are accumulated in float32 whatever the input dtype. Every form takes
+    any set of offsets.
   """
-  L, U, V = check_window(window)
+  _, U, V = check_window(window)
+  offsets = resolve_temporal_offsets(window, temporal_offsets)
   if features.ndim != 5:
     raise ValueError(
         "stss expects features of shape (batch, time, height, width, channels), "
@@ -83,21 +110,22 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
         f"got {features.shape[2]}x{features.shape[3]}; use 'shift'"
     )
   forms = {"shift": _stss_shift, "matmul": _stss_matmul, "gather": _stss_gather}
-  return _stss(features, (L, U, V), forms[implementation])
+  return _stss(features, offsets, (U, V), forms[implementation])
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _stss(features: jax.Array, window: tuple[int, int, int], implementation) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _stss(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], implementation) -> jax.Array:
   # One named jit around either form, so that the traced program shows "_stss" for complexity
   # counting whichever form runs.
-  return implementation(features, window)
+  return implementation(features, offsets, plane)
 
 
 def _frame_pair_correlation(features: jax.Array,
-                            L: int) -> tuple[jax.Array, jnp.dtype, jax.lax.Precision | None]:
-  """Correlates every frame with each of its L neighbour frames (zeros past the clip's ends) as
-  one (HW x HW) matrix product. Returns the (B, T, HW, L, HW) correlation (dot_general's own
-  output order, so no transpose of it is written), its dtype and the products' precision."""
+                            offsets: tuple[int, ...]) -> tuple[jax.Array, jnp.dtype, jax.lax.Precision | None]:
+  """Correlates every frame t with frame t + o for each offset o (zeros past the clip's ends) as
+  one (HW x HW) matrix product. Returns the (B, T, HW, L, HW) correlation, L = len(offsets)
+  (dot_general's own output order, so no transpose of it is written), its dtype and the
+  products' precision."""
   batch, time, height, width, channels = features.shape
   # bf16/f16 inputs feed the matrix units as they are (float32 accumulation inside the product,
   # results stored in the input dtype, which halves the bytes of the HW x HW correlation); float32
@@ -106,19 +134,20 @@ def _frame_pair_correlation(features: jax.Array,
   compute = features.dtype if low_precision else jnp.promote_types(features.dtype, jnp.float32)
   precision = None if low_precision else jax.lax.Precision.HIGHEST
   queries = l2_normalize(features).astype(compute).reshape(batch, time, height * width, channels)
-  padded = jnp.pad(queries, ((0, 0), (L // 2, L // 2), (0, 0), (0, 0)))
-  neighbours = jnp.stack([padded[:, l:l + time] for l in range(L)], axis=2)  # (B, T, L, HW, C)
+  pad = max(abs(o) for o in offsets)
+  padded = jnp.pad(queries, ((0, 0), (pad, pad), (0, 0), (0, 0)))
+  neighbours = jnp.stack([padded[:, pad + o:pad + o + time] for o in offsets], axis=2)  # (B, T, L, HW, C)
   correlation = jax.lax.dot_general(queries, neighbours, (((3,), (4,)), ((0, 1), (0, 1))),
                                     precision=precision, preferred_element_type=compute)
   return correlation, compute, precision
 
 
-def _stss_matmul(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
+def _stss_matmul(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
   """Frame-pair correlations, then each position's U x V window picked out of its row by a
   constant 0/1 matrix (a second product): every pass and gradient on the matrix units."""
-  L, U, V = window
+  L, (U, V) = len(offsets), plane
   batch, time, height, width, _ = features.shape
-  correlation, compute, precision = _frame_pair_correlation(features, L)
+  correlation, compute, precision = _frame_pair_correlation(features, offsets)
   selection = jnp.asarray(_window_selection(height, width, U, V), compute)
   # Each output picks exactly one correlation (or none): exact in any dtype.
   similarities = jnp.einsum("btnlm,nkm->btnlk", correlation, selection, precision=precision,
@@ -143,14 +172,14 @@ def _window_selection(height: int, width: int, U: int, V: int) -> np.ndarray:
   return selection
 
 
-def _stss_gather(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
+def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
   """Frame-pair correlations, then each position's U x V window copied out of its row by a
   gather with constant indices (whose gradient is another gather, see _pick_windows)."""
-  L, U, V = window
+  L, (U, V) = len(offsets), plane
   batch, time, height, width, _ = features.shape
-  correlation, _, _ = _frame_pair_correlation(features, L)
+  correlation, _, _ = _frame_pair_correlation(features, offsets)
   rows = correlation.reshape(batch * time, -1)
-  windows = _pick_windows(rows, height, width, window).reshape(batch, time, L, height, width, U, V)
+  windows = _pick_windows(rows, height, width, (L, U, V)).reshape(batch, time, L, height, width, U, V)
   # Written l-major: the SELFY block moves l before (h, w) again, XLA drops the two transposes,
   # and the gather writes the order the block reads.
   return jnp.moveaxis(windows, 2, 4)
@@ -214,20 +243,23 @@ def _correlation_index(height: int, width: int,
   return target, fed
 
 
-def _stss_shift(features: jax.Array, window: tuple[int, int, int]) -> jax.Array:
+def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
   """Multiplies the queries with shifted copies of the padded clip, one (l, u) slab at a time."""
-  L, U, V = window
+  L, (U, V) = len(offsets), plane
   batch, time, height, width, channels = features.shape
   queries = l2_normalize(features)
+  pad = max(abs(o) for o in offsets)
   neighbours = jnp.pad(
-      queries, ((0, 0), (L // 2, L // 2), (U // 2, U // 2), (V // 2, V // 2), (0, 0))
+      queries, ((0, 0), (pad, pad), (U // 2, U // 2), (V // 2, V // 2), (0, 0))
   )
+  first_frames = np.asarray([pad + o for o in offsets])
 
   def row_of_offsets(_, lu):
     # The (t, h)-shifted slab of one (l, u); the V width offsets slide inside it. Scanning over
     # (l, u) keeps the program small: it compiles in a fraction of the time of 405 unrolled slices.
     slab = jax.lax.dynamic_slice(
-        neighbours, (0, lu // U, lu % U, 0, 0), (batch, time, height, width + V - 1, channels)
+        neighbours, (0, jnp.asarray(first_frames, lu.dtype)[lu // U], lu % U, 0, 0),
+        (batch, time, height, width + V - 1, channels)
     )
     row = [jnp.sum(queries * slab[:, :, :, v:v + width], axis=-1) for v in range(V)]
     return None, jnp.stack(row, axis=-1)
