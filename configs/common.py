@@ -85,6 +85,12 @@ def base_config() -> ml_collections.ConfigDict:
       eval_clips=1,  # multi-view testing: clips per video (softmax averaged over views)
       eval_crops=1,  # multi-view testing: 1 centre crop or 3 crops along the longer side
   ))
+  config.eval = ml_collections.ConfigDict(dict(
+      # --mode=eval only: corrupt the evaluation clips (input_pipeline/corruptions.py), one of
+      # occlusion, moving_occlusion, motion_blur, dropped_frames, gaussian_noise; "" for none
+      corruption="",
+      severity=3,  # 1 (mild) .. 5 (strong)
+  ))
   config.model = model_config(depth=50)
   config.optimizer = optimizer_config()
   config.label_smoothing = 0.0  # cross-entropy label smoothing

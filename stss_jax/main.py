@@ -3,6 +3,8 @@
   python main.py --config=configs/default.py --workdir=runs/default
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --config.batch_size=32
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval
+  python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval \
+      --config.eval.corruption=occlusion --config.eval.severity=3     # robustness (python -m stss_jax.robustness sweeps)
 
 Rerunning the same command resumes from the workdir's latest checkpoint. SIGTERM or Ctrl-C ends
 the step in flight, writes a checkpoint and exits 0 (a second Ctrl-C stops at once). On several hosts
@@ -56,7 +58,9 @@ def run(flag_values: flags.FlagValues) -> int:
       print(stopped, file=sys.stderr)
     return 0
   if jax.process_index() == 0:
-    print(f"validation: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
+    corruption = loop.corruption_labels(flag_values.config)
+    under = f" under {corruption['corruption']} (severity {corruption['severity']})" if corruption else ""
+    print(f"validation{under}: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
           f"mean class accuracy {report['mean_class_accuracy']:.2%}  "
           f"(workdir {workdir})")
   return 0

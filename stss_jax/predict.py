@@ -33,10 +33,15 @@ from stss_jax.models import build_model
 TOP_K = 5
 
 
+@jax.jit
+def _logits(model, clips):
+  return model(clips)
+
+
 def predict(model, clips: np.ndarray) -> np.ndarray:
-  """Eval-mode logits (N, classes) float32."""
+  """Eval-mode logits (N, classes) float32 (compiled once per clip shape)."""
   model.eval()
-  return np.asarray(jax.jit(lambda m, x: m(x))(model, clips), np.float32)
+  return np.asarray(_logits(model, clips), np.float32)
 
 
 def evaluation_source(config):

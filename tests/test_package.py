@@ -10,7 +10,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-COMMANDS = ("stss-train", "stss-predict", "stss-convert", "stss-prepare", "stss-visualize", "stss-export")
+COMMANDS = ("stss-train", "stss-predict", "stss-convert", "stss-prepare", "stss-visualize", "stss-export",
+            "stss-robustness")
 
 
 @pytest.mark.slow  # a venv and a pip install, then commands in their own processes

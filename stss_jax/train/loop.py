@@ -13,6 +13,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 import input_pipeline.sources
+from input_pipeline import corruptions
 from stss_jax import evaluation, model_dir
 from stss_jax.files import write_json_atomically
 from stss_jax.models import build_model
@@ -42,6 +43,13 @@ def validate_config(config) -> None:
     raise ValueError(f"config.checkpoint_every_minutes = {config.checkpoint_every_minutes!r} must be >= 0 (0: off)")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ValueError(f"config.label_smoothing = {config.label_smoothing!r} must be in [0, 1)")
+  if config.eval.corruption:
+    corruptions.check(config.eval.corruption, config.eval.severity)
+
+
+def corruption_labels(config) -> dict:
+  """{'corruption': name, 'severity': s} of corrupted evaluations, {} for clean ones."""
+  return {"corruption": config.eval.corruption, "severity": config.eval.severity} if config.eval.corruption else {}
 
 
 class Trainer:
@@ -127,12 +135,17 @@ class Trainer:
     """Evaluates the current state on the evaluation split; writes the per-class report
     WORKDIR/eval_{split}_step{N}.json and returns the classification report."""
     batches = self.source.eval_batches(self.config.batch_size, jax.process_index(), jax.process_count())
+    corruption = corruption_labels(self.config)
+    if corruption:
+      batches = corruptions.corrupt_batches(batches, corruption["corruption"], corruption["severity"], self.config.seed)
     probabilities, labels = evaluation.split_probabilities(batches, self.logits)
     report = evaluation.classification_report(probabilities, labels, self.config.dataset.num_classes)
     step = int(self.state.step)
     if jax.process_index() == 0:
-      write_json_atomically(self.workdir / f"eval_{split}_step{step}.json", {
+      name = "_".join([split, *map(str, corruption.values())])
+      write_json_atomically(self.workdir / f"eval_{name}_step{step}.json", {
           "step": step,
+          **corruption,
           "class_names": list(getattr(self.source, "class_names", [])),
           "per_class_top1": [None if math.isnan(v) else v for v in report["per_class_top1"].tolist()],
           "confusion": report["confusion"].tolist(),
@@ -241,6 +254,9 @@ def _say(message: str) -> None:
 
 
 def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | None = None) -> dict:
+  if config.eval.corruption:
+    raise ValueError(f"config.eval.corruption = {config.eval.corruption!r} is for --mode=eval: training's "
+                     "evaluations pick the best checkpoint on clean clips")
   with Trainer(config, workdir, devices) as trainer:
     return trainer.train()
 
@@ -252,6 +268,12 @@ def evaluate_only(config, workdir: str, devices: Sequence[jax.Device] | None = N
       raise ValueError(f"nothing to evaluate: {trainer.checkpoints.directory} is empty and config.init_from is unset")
     step = trainer.resume()
     report = trainer.evaluate()
-    trainer.writer.keep_rows(lambda row: (row["step"], row["split"]) != (step, "validation"))
-    trainer.writer.write(step, "validation", {k: report[k] for k in evaluation.SCALARS})
+    labels = corruption_labels(config)
+
+    def same_evaluation(row):
+      return (row["step"], row["split"]) == (step, "validation") and all(row.get(k) == v for k, v in labels.items()) \
+          and (labels or "corruption" not in row)
+
+    trainer.writer.keep_rows(lambda row: not same_evaluation(row))
+    trainer.writer.write(step, "validation", {k: report[k] for k in evaluation.SCALARS}, labels)
     return report

@@ -36,17 +36,20 @@ class MetricsWriter:
     if len(kept) != len(rows):
       write_text_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
 
-  def write(self, step: int, split: str, metrics: dict) -> None:
+  def write(self, step: int, split: str, metrics: dict, labels: dict | None = None) -> None:
+    """One row {step, split, **labels, **metrics}; `labels` (e.g. a corruption and its severity)
+    say what was measured and also name the TensorBoard group, split_label1_label2."""
     if not self.enabled:
       return
-    record = {"step": int(step), "split": split, **{k: _plain(v) for k, v in metrics.items()}}
+    record = {"step": int(step), "split": split, **(labels or {}), **{k: _plain(v) for k, v in metrics.items()}}
     with self.path.open("a") as f:
       f.write(json.dumps(record) + "\n")
     if self.summary_writer is not None:
+      group = "_".join([split, *map(str, (labels or {}).values())])
       with self.summary_writer.as_default(step=int(step)):
         for key, value in metrics.items():
           if np.ndim(value) == 0:
-            self._tf.summary.scalar(f"{split}/{key}", float(value))
+            self._tf.summary.scalar(f"{group}/{key}", float(value))
       self.summary_writer.flush()
 
 
