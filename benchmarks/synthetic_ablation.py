@@ -1,19 +1,26 @@
-"""TSN vs TSM vs SELFY, and SELFY's window, on the synthetic motion set (normal and fast motion).
+"""The paper's claims at small scale, on the synthetic motion set: backbones, temporal offsets,
+window size against speed, extractors, and robustness to corruptions.
 
-  python -m benchmarks.synthetic_ablation --workdir=runs/ablation --output=benchmarks/results/synthetic_ablation.md
+  python -m benchmarks.synthetic_ablation --workdir=runs/ablation --seeds=0,1,2 --parallel=14 --robustness
+  python -m benchmarks.synthetic_ablation --workdir=runs/ablation --summarize \\
+      --output=benchmarks/results/synthetic_ablation.md            # tables and plots from the runs
 
-Every row is `python main.py --config=configs/default.py` with one override set, trained from
-scratch for the default's 600 steps, one run per (variant, motion, seed). Reported: validation
-top-1 over the config's classes, direction accuracy on the time-reversed pairs (among clips of a pair
-that the model put in that pair, the share given the right one of the two: chance is 50%, the
-test that appearance alone cannot solve the task), and wall time. A finished run is read back
-from its workdir, so a killed ablation resumes where it stopped.
+Every row is `python main.py --config=configs/default.py` with its overrides, trained from
+scratch, one run per (row, motion, seed). A run's figures: validation top-1 over the config's
+classes, direction accuracy on the time-reversed pairs (among clips of a pair that the model put
+in that pair, the share given the right one of the two: chance is 50%, the test that appearance
+alone cannot solve the task), and wall time. With --robustness, the rows of ROBUSTNESS_ROWS are
+also evaluated under every corruption at severities 1, 3 and 5 (python -m stss_jax.robustness).
+A finished run is read back from its workdir, so a killed study resumes where it stopped; each
+run's figures are in WORKDIR/<run>/ablation_result.json, which --summarize reads (plots need
+matplotlib).
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -24,16 +31,39 @@ import numpy as np
 from input_pipeline.synthetic import CLASSES, REVERSED
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VARIANTS = {
-    "TSN (appearance only)": ["--config.model.selfy_stages=()"],
-    "TSM": ["--config.model.selfy_stages=()", "--config.model.temporal_shift=True"],
-    "TSN + SELFY (5,5,5) (default)": [],
-    "TSN + SELFY (1,9,9)": ["--config.model.selfy.window=(1,9,9)"],
-    "TSN + SELFY (3,9,9)": ["--config.model.selfy.window=(3,9,9)"],
-    "TSN + SELFY (5,9,9)": ["--config.model.selfy.window=(5,9,9)"],
-    "TSN + SELFY (5,3,3)": ["--config.model.selfy.window=(5,3,3)"],
-}
+TSN = ["--config.model.selfy_stages=()"]
+TSM = ["--config.model.selfy_stages=()", "--config.model.temporal_shift=True"]
+# TSM learns the task with three times the default's steps (README: Synthetic-motion results).
+LONG = ["--config.total_steps=1800", "--config.eval_every_steps=1800", "--config.checkpoint_every_steps=600"]
 MOTIONS = {"normal": 1.0, "fast": 3.0}
+# (group, row, overrides, motions)
+ROWS = [
+    ("backbone", "TSN (appearance only)", TSN, ("normal",)),
+    ("backbone", "TSM", TSM, ("normal",)),
+    ("backbone", "TSN + SELFY", [], ("normal",)),
+    ("backbone", "TSM + SELFY", ["--config.model.temporal_shift=True"], ("normal",)),
+    ("backbone", "TSM, 1800 steps", TSM + LONG, ("normal",)),
+    ("backbone", "TSM + SELFY, 1800 steps", ["--config.model.temporal_shift=True", *LONG], ("normal",)),
+    ("offsets", "offsets (1,)", ["--config.model.selfy.temporal_offsets=(1,)"], ("normal",)),
+    ("offsets", "offsets (-1,1)", ["--config.model.selfy.temporal_offsets=(-1,1)"], ("normal",)),
+    ("offsets", "offsets (-2..2) (default)", [], ("normal",)),
+    ("window", "window (5,3,3)", ["--config.model.selfy.window=(5,3,3)"], ("normal", "fast")),
+    ("window", "window (5,5,5) (default)", [], ("normal", "fast")),
+    ("window", "window (5,9,9)", ["--config.model.selfy.window=(5,9,9)"], ("normal", "fast")),
+    ("extractor", "conv (default)", [], ("normal",)),
+    ("extractor", "soft-argmax", ["--config.model.selfy.extractor=soft_argmax"], ("normal",)),
+    ("extractor", "MLP", ["--config.model.selfy.extractor=mlp"], ("normal",)),
+    ("extractor", "correlation flow: offsets (1,) + soft-argmax",
+     ["--config.model.selfy.temporal_offsets=(1,)", "--config.model.selfy.extractor=soft_argmax"], ("normal",)),
+]
+ROBUSTNESS_ROWS = ("TSN + SELFY", "TSM, 1800 steps", "TSM + SELFY, 1800 steps")
+ROBUSTNESS_SEVERITIES = "1,3,5"
+
+
+def run_key(overrides: list[str], motion: str, seed: int) -> str:
+  """The run's directory name: rows with the same overrides share their runs."""
+  slug = "".join(c if c.isalnum() else "_" for c in " ".join(overrides) or "default")
+  return f"{'_'.join(filter(None, slug.split('_')))}-{motion}-seed{seed}"
 
 
 def reversed_pair_accuracy(confusion: np.ndarray, class_names: list[str]) -> float:
@@ -44,76 +74,178 @@ def reversed_pair_accuracy(confusion: np.ndarray, class_names: list[str]) -> flo
   return correct / max(within, 1)
 
 
-def run(workdir: pathlib.Path, overrides: list[str], extra: list[str]) -> dict:
-  """Trains one variant (or reads its finished run back) and returns its figures."""
+def run(workdir: pathlib.Path, overrides: list[str], robustness: bool, extra: list[str] = ()) -> dict:
+  """Trains one run (or reads its finished figures back) and returns its figures."""
   result_file = workdir / "ablation_result.json"
-  if result_file.exists():
-    return json.loads(result_file.read_text())
-  start = time.perf_counter()
-  done = subprocess.run([sys.executable, "main.py", "--config=configs/default.py", f"--workdir={workdir}",
-                         *overrides, *extra], cwd=ROOT, capture_output=True, text=True)
-  seconds = time.perf_counter() - start
-  if done.returncode:
-    raise RuntimeError(f"run in {workdir} failed:\n{done.stderr[-3000:]}")
-  reports = sorted(workdir.glob("eval_validation_step*.json"), key=lambda p: int(p.stem.rsplit("step", 1)[1]))
-  report = json.loads(reports[-1].read_text())
-  confusion = np.array(report["confusion"])
-  result = {"top1": float(np.trace(confusion) / confusion.sum()), "pairs": reversed_pair_accuracy(confusion, report["class_names"]),
-            "seconds": seconds, "step": report["step"]}
-  result_file.write_text(json.dumps(result))
+  result = json.loads(result_file.read_text()) if result_file.exists() else None
+  env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # many runs share one GPU
+  if result is None:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "main.py", "--config=configs/default.py", f"--workdir={workdir}",
+                           *overrides, *extra], cwd=ROOT, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+      raise RuntimeError(f"run in {workdir} failed:\n{done.stderr[-3000:]}")
+    reports = sorted(workdir.glob("eval_validation_step*.json"), key=lambda p: int(p.stem.rsplit("step", 1)[1]))
+    report = json.loads(reports[-1].read_text())
+    confusion = np.array(report["confusion"])
+    result = {"top1": float(np.trace(confusion) / confusion.sum()),
+              "pairs": reversed_pair_accuracy(confusion, report["class_names"]), "seconds": seconds,
+              "step": report["step"], "overrides": overrides}
+    result_file.write_text(json.dumps(result))
+  if robustness and "robustness" not in result:
+    done = subprocess.run([sys.executable, "-m", "stss_jax.robustness", "--config=configs/default.py", *overrides,
+                           *extra, f"--checkpoint={workdir / 'model'}", f"--output={workdir / 'robustness'}",
+                           f"--severities={ROBUSTNESS_SEVERITIES}", "--noplot"], cwd=ROOT, capture_output=True,
+                          text=True, env=env)
+    if done.returncode:
+      raise RuntimeError(f"robustness of {workdir} failed:\n{done.stderr[-3000:]}")
+    result["robustness"] = json.loads((workdir / "robustness" / "robustness.json").read_text())["rows"]
+    result_file.write_text(json.dumps(result))
   return result
+
+
+def train(args) -> None:
+  seeds = [int(s) for s in args.seeds.split(",")]
+  rows = [row for row in ROWS if not args.groups or row[0] in args.groups.split(",")]
+  jobs = {}
+  with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+    for _, name, overrides, motions in rows:
+      for motion in motions:
+        for seed in seeds:
+          all_overrides = overrides + [f"--config.dataset.motion_scale={MOTIONS[motion]}", f"--config.seed={seed}"]
+          key = run_key(overrides, motion, seed)
+          if key not in jobs:
+            jobs[key] = pool.submit(run, pathlib.Path(args.workdir).resolve() / key, all_overrides,
+                                    args.robustness and name in ROBUSTNESS_ROWS and motion == "normal",
+                                    args.extra.split())
+    for key, job in jobs.items():
+      try:
+        result = job.result()
+        print(f"{key}: top-1 {result['top1']:.1%}, reversed pairs {result['pairs']:.1%}, "
+              f"{result['seconds']:.0f} s", flush=True)
+      except RuntimeError as e:
+        print(f"{key}: {e}", flush=True)
+
+
+def _mean_spread(values: list[float]) -> str:
+  if not values:
+    return "not run"
+  text = f"{100 * np.mean(values):.1f}%"
+  if len(values) > 1:
+    text += f" ± {100 * np.std(values, ddof=1):.1f}"
+  return text + f" (n={len(values)})"
+
+
+def summarize(args) -> str:
+  """Markdown tables (mean ± std over seeds, per-seed top-1) and plots from the runs' figures."""
+  workdir = pathlib.Path(args.workdir)
+  found = {p.parent.name: json.loads(p.read_text()) for p in workdir.glob("*/ablation_result.json")}
+  seeds = sorted({int(k.rsplit("seed", 1)[1]) for k in found})
+  figures = {}
+  sections = []
+  for group in dict.fromkeys(g for g, *_ in ROWS):
+    motions = sorted({m for g, _, _, ms in ROWS if g == group for m in ms}, key=list(MOTIONS).index)
+    header = "| row | " + " | ".join(f"{m}: top-1 | {m}: reversed pairs | {m}: top-1 per seed" for m in motions) + " |"
+    lines = [f"### {group}", "", header, "|---|" + "---|---|---|" * len(motions)]
+    for g, name, overrides, row_motions in ROWS:
+      if g != group:
+        continue
+      cells = []
+      for motion in motions:
+        runs = [found[k] for s in seeds if (k := run_key(overrides, motion, s)) in found] if motion in row_motions else []
+        cells += [_mean_spread([r["top1"] for r in runs]), _mean_spread([r["pairs"] for r in runs]),
+                  ", ".join(f"{100 * r['top1']:.1f}" for r in runs) or "-"]
+        figures[(group, name, motion)] = [r["top1"] for r in runs]
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    sections.append("\n".join(lines))
+  robustness = {}
+  for _, name, overrides, _ in ROWS:
+    if name in ROBUSTNESS_ROWS:
+      for s in seeds:
+        result = found.get(run_key(overrides, "normal", s), {})
+        for row in result.get("robustness", []):
+          robustness.setdefault((name, row["corruption"], row["severity"]), []).append(row["top1"])
+  if robustness:
+    corruptions = sorted({c for _, c, _ in robustness if c != "clean"})
+    severities = sorted({s for _, c, s in robustness if c != "clean"})
+    lines = ["### robustness (top-1 under each corruption; severity 0 is clean)", "",
+             "| row | corruption | " + " | ".join(f"severity {s}" for s in [0, *severities]) + " |",
+             "|---|---|" + "---|" * (len(severities) + 1)]
+    for name in ROBUSTNESS_ROWS:
+      for corruption in corruptions:
+        clean = robustness.get((name, "clean", 0), [])
+        cells = [_mean_spread(clean)] + [_mean_spread(robustness.get((name, corruption, s), [])) for s in severities]
+        lines.append(f"| {name} | {corruption} | " + " | ".join(cells) + " |")
+    sections.append("\n".join(lines))
+  if args.plots:
+    _plots(figures, robustness, pathlib.Path(args.plots))
+  return "\n\n".join(sections)
+
+
+def _plots(figures: dict, robustness: dict, folder: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  folder.mkdir(parents=True, exist_ok=True)
+  groups = list(dict.fromkeys(g for g, *_ in ROWS))
+  figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), sharey=True)
+  for ax, group in zip(axes, groups):
+    keys = [k for k in figures if k[0] == group and figures[k]]
+    labels = [k[1] if k[2] == "normal" else f"{k[1]}, fast" for k in keys]
+    for i, key in enumerate(keys):
+      values = 100 * np.array(figures[key])
+      ax.bar(i, values.mean(), color="tab:orange" if key[2] == "fast" else "tab:blue", alpha=0.6)
+      ax.scatter(np.full(len(values), i), values, color="black", s=10, zorder=3)
+    ax.set_xticks(range(len(keys)), labels, rotation=60, ha="right", fontsize=7)
+    ax.axhline(100 / 6, color="grey", linestyle=":", linewidth=1)
+    ax.set_title(group)
+  axes[0].set_ylabel("validation top-1 (%), mean and seeds")
+  axes[0].set_ylim(0, 100)
+  figure.tight_layout()
+  figure.savefig(folder / "synthetic_ablation.png", dpi=110)
+  plt.close(figure)
+  if robustness:
+    names = list(dict.fromkeys(n for n, _, _ in robustness))
+    corruptions = sorted({c for _, c, _ in robustness if c != "clean"})
+    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], names):
+      clean = np.mean(robustness.get((name, "clean", 0), [np.nan]))
+      for corruption in corruptions:
+        points = sorted((s, np.mean(v)) for (n, c, s), v in robustness.items() if n == name and c == corruption)
+        ax.plot([0] + [s for s, _ in points], [100 * clean] + [100 * v for _, v in points], marker="o",
+                label=corruption.replace("_", " "))
+      ax.set_title(name, fontsize=9)
+      ax.set_xlabel("severity (0: clean)")
+      ax.axhline(100 / 6, color="grey", linestyle=":", linewidth=1)
+    axes[0][0].set_ylabel("validation top-1 (%), mean over seeds")
+    axes[0][0].set_ylim(0, 100)
+    axes[0][-1].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(folder / "synthetic_robustness.png", dpi=110)
+    plt.close(figure)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/ablation")
-  parser.add_argument("--output", default="")
   parser.add_argument("--seeds", default="0", help="comma-separated seeds; one run per seed")
   parser.add_argument("--parallel", type=int, default=1, help="runs at once (GPU machines: several fit)")
-  parser.add_argument("--variants", default="", help="comma-separated indices into the variant list (default all)")
-  parser.add_argument("--motions", default="normal,fast")
-  parser.add_argument("extra", nargs="*", help="further --config.* overrides for every run (after --)")
+  parser.add_argument("--groups", default="", help="comma-separated groups of ROWS (default all)")
+  parser.add_argument("--extra", default="", help="further --config.* overrides for every run (smoke tests)")
+  parser.add_argument("--robustness", action="store_true", help="sweep the corruptions for ROBUSTNESS_ROWS")
+  parser.add_argument("--summarize", action="store_true", help="tables (and plots) from the finished runs")
+  parser.add_argument("--output", default="", help="--summarize: markdown file for the tables")
+  parser.add_argument("--plots", default="", help="--summarize: folder for the PNG plots")
   args = parser.parse_args()
-  seeds = [int(s) for s in args.seeds.split(",")]
-  names = list(VARIANTS)
-  if args.variants:
-    names = [names[int(i)] for i in args.variants.split(",")]
-  motions = args.motions.split(",")
-  jobs = {}
-  with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-    for name in names:
-      for motion in motions:
-        for seed in seeds:
-          slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-          workdir = pathlib.Path(args.workdir).resolve() / f"{slug}-{motion}-seed{seed}"
-          overrides = VARIANTS[name] + [f"--config.dataset.motion_scale={MOTIONS[motion]}", f"--config.seed={seed}"]
-          jobs[(name, motion, seed)] = pool.submit(run, workdir, overrides, args.extra)
-    for key, job in jobs.items():
-      result = job.result()
-      print(f"{key[0]:32s} {key[1]:6s} seed {key[2]}: top-1 {result['top1']:.1%}, reversed pairs "
-            f"{result['pairs']:.1%}, {result['seconds']:.0f} s", flush=True)
-  results = {key: job.result() for key, job in jobs.items()}
-  header = "| model | " + " | ".join(f"{m}: top-1 / reversed pairs / wall" for m in motions) + " |"
-  lines = [header, "|---|" + "---|" * len(motions)]
-  for name in names:
-    cells = []
-    for motion in motions:
-      runs = [results[(name, motion, seed)] for seed in seeds]
-      top1, pairs = np.mean([r["top1"] for r in runs]), np.mean([r["pairs"] for r in runs])
-      seconds = np.mean([r["seconds"] for r in runs])
-      cells.append(f"{top1:.1%} / {pairs:.1%} / {seconds:.0f} s")
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  table = "\n".join(lines)
-  print(table)
+  if not args.summarize:
+    train(args)
+    return
+  tables = summarize(args)
+  print(tables)
   if args.output:
-    import jax
-
-    device = jax.devices()[0]
-    note = (f"Seeds {args.seeds}, {results[next(iter(results))]['step']} steps each; device: "
-            f"{getattr(device, 'device_kind', device.platform)} ({jax.device_count()} device(s)), {args.parallel} run(s) "
-            f"at once; wall time per run includes start-up and compilation. Command: `python -m "
-            f"benchmarks.synthetic_ablation --seeds={args.seeds} --parallel={args.parallel}`.")
-    pathlib.Path(args.output).write_text(f"# Synthetic motion ablation\n\n{note}\n\n{table}\n")
+    pathlib.Path(args.output).write_text(tables + "\n")
     print(f"wrote {args.output}")
 
 

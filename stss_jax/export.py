@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 
 import jax
 import numpy as np
-import tensorflow as tf
 from absl import flags
 from etils import epath
 from flax import nnx
-from jax.experimental import jax2tf
+
+if typing.TYPE_CHECKING:
+  import tensorflow as tf
 
 from input_pipeline import normalization
 from stss_jax import cli, model_dir
@@ -35,6 +37,9 @@ PLATFORMS = ("cpu", "cuda", "tpu")
 def serving_module(model: nnx.Module, num_frames: int, image_size: int,
                    platforms: tuple[str, ...] = PLATFORMS) -> tf.Module:
   """A tf.Module whose `serve` is the eval-mode network, its weights held as tf.Variables."""
+  # Imported here: without TensorFlow, the command then ends in cli's one-line error, not a traceback.
+  import tensorflow as tf
+  from jax.experimental import jax2tf
   model.eval()
   graph, variables = nnx.split(model)
   leaves, treedef = jax.tree.flatten(variables)
@@ -60,6 +65,7 @@ def serving_module(model: nnx.Module, num_frames: int, image_size: int,
 def export(config, checkpoint: str, output: str, class_names: list[str] | None = None,
            platforms: tuple[str, ...] = PLATFORMS) -> epath.Path:
   """Writes the SavedModel of a model directory to a new (or empty) `output`; returns it."""
+  import tensorflow as tf
   output = epath.Path(output)
   if output.exists() and any(output.iterdir()):
     raise FileExistsError(f"--output {output} exists and is not empty; choose a new directory")

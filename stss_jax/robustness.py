@@ -113,6 +113,7 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_list("corruptions", list(corruptions.CORRUPTIONS), "Corruptions to apply.", flag_values=flag_values)
   flags.DEFINE_list("severities", [str(s) for s in corruptions.SEVERITIES], "Severities, 1..5.",
                     flag_values=flag_values)
+  flags.DEFINE_boolean("plot", True, "Draw robustness.png (needs matplotlib).", flag_values=flag_values)
   flags.mark_flags_as_required(["checkpoint", "output"], flag_values=flag_values)
 
 
@@ -132,9 +133,10 @@ def run(flag_values: flags.FlagValues) -> int:
   results = sweep(config, flag_values.checkpoint, flag_values.output, names, severities)
   output = epath.Path(flag_values.output)
   title = f"{config.dataset.name}: {epath.Path(flag_values.checkpoint).name}"
-  plot(results["rows"], output / PLOT_FILE, title)
+  if flag_values.plot:
+    plot(results["rows"], output / PLOT_FILE, title)
   print(table(results["rows"]))
-  print(f"wrote {output / RESULTS_FILE} and {output / PLOT_FILE}")
+  print(f"wrote {output / RESULTS_FILE}" + (f" and {output / PLOT_FILE}" if flag_values.plot else ""))
   return 0
 
 
