@@ -24,6 +24,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -44,6 +45,14 @@ ROWS = [
     ("backbone", "TSM + SELFY", ["--config.model.temporal_shift=True"], ("normal",)),
     ("backbone", "TSM, 1800 steps", TSM + LONG, ("normal",)),
     ("backbone", "TSM + SELFY, 1800 steps", ["--config.model.temporal_shift=True", *LONG], ("normal",)),
+    ("tsm_recipe", "TSM, 1800 steps, half the learning rate", TSM + LONG + ["--config.optimizer.learning_rate=0.1"],
+     ("normal",)),
+    ("tsm_recipe", "TSM, 1800 steps, twice the learning rate", TSM + LONG + ["--config.optimizer.learning_rate=0.4"],
+     ("normal",)),
+    ("tsm_recipe", "TSM, 1800 steps, four times the learning rate",
+     TSM + LONG + ["--config.optimizer.learning_rate=0.8"], ("normal",)),
+    ("tsm_recipe", "TSM, 3600 steps", TSM + ["--config.total_steps=3600", "--config.eval_every_steps=3600",
+                                             "--config.checkpoint_every_steps=600"], ("normal",)),
     ("offsets", "offsets (1,)", ["--config.model.selfy.temporal_offsets=(1,)"], ("normal",)),
     ("offsets", "offsets (-1,1)", ["--config.model.selfy.temporal_offsets=(-1,1)"], ("normal",)),
     ("offsets", "offsets (-2..2) (default)", [], ("normal",)),
@@ -56,6 +65,14 @@ ROWS = [
     ("extractor", "correlation flow: offsets (1,) + soft-argmax",
      ["--config.model.selfy.temporal_offsets=(1,)", "--config.model.selfy.extractor=soft_argmax"], ("normal",)),
 ]
+TABLES_MARKER = "<!-- the tables below are written by python -m benchmarks.synthetic_ablation --summarize -->"
+GROUP_TITLES = {
+    "backbone": "Backbones: does SELFY complement TSM?",
+    "tsm_recipe": "TSM alone: steps and learning rate",
+    "offsets": "Temporal offsets of the STSS",
+    "window": "Spatial window against speed (orange: fast)",
+    "extractor": "Feature extractors",
+}
 ROBUSTNESS_ROWS = ("TSN + SELFY", "TSM, 1800 steps", "TSM + SELFY, 1800 steps")
 ROBUSTNESS_SEVERITIES = "1,3,5"
 
@@ -74,11 +91,14 @@ def reversed_pair_accuracy(confusion: np.ndarray, class_names: list[str]) -> flo
   return correct / max(within, 1)
 
 
-def run(workdir: pathlib.Path, overrides: list[str], robustness: bool, extra: list[str] = ()) -> dict:
+def run(workdir: pathlib.Path, overrides: list[str], robustness: bool, extra: list[str] = (),
+        gpu: int | None = None) -> dict:
   """Trains one run (or reads its finished figures back) and returns its figures."""
   result_file = workdir / "ablation_result.json"
   result = json.loads(result_file.read_text()) if result_file.exists() else None
   env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")  # many runs share one GPU
+  if gpu is not None:
+    env["CUDA_VISIBLE_DEVICES"] = str(gpu)
   if result is None:
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "main.py", "--config=configs/default.py", f"--workdir={workdir}",
@@ -108,17 +128,24 @@ def run(workdir: pathlib.Path, overrides: list[str], robustness: bool, extra: li
 def train(args) -> None:
   seeds = [int(s) for s in args.seeds.split(",")]
   rows = [row for row in ROWS if not args.groups or row[0] in args.groups.split(",")]
-  jobs = {}
+  runs = {}
+  for _, name, overrides, motions in rows:
+    for motion in motions:
+      for seed in seeds:
+        key = run_key(overrides, motion, seed)
+        robust = args.robustness and name in ROBUSTNESS_ROWS and motion == "normal"
+        if key not in runs or robust:
+          runs[key] = (overrides + [f"--config.dataset.motion_scale={MOTIONS[motion]}", f"--config.seed={seed}"], robust)
+
+  def steps(overrides):
+    return max([int(o.split("=")[1]) for o in overrides if o.startswith("--config.total_steps=")], default=0)
+
+  # The longest runs first, so that a study cut off by a time limit loses the fewest finished runs.
+  order = sorted(runs, key=lambda k: (-steps(runs[k][0]), not runs[k][1]))
   with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-    for _, name, overrides, motions in rows:
-      for motion in motions:
-        for seed in seeds:
-          all_overrides = overrides + [f"--config.dataset.motion_scale={MOTIONS[motion]}", f"--config.seed={seed}"]
-          key = run_key(overrides, motion, seed)
-          if key not in jobs:
-            jobs[key] = pool.submit(run, pathlib.Path(args.workdir).resolve() / key, all_overrides,
-                                    args.robustness and name in ROBUSTNESS_ROWS and motion == "normal",
-                                    args.extra.split())
+    jobs = {key: pool.submit(run, pathlib.Path(args.workdir).resolve() / key, *runs[key], args.extra.split(),
+                             i % args.gpus if args.gpus > 1 else None)
+            for i, key in enumerate(order)}
     for key, job in jobs.items():
       try:
         result = job.result()
@@ -190,19 +217,24 @@ def _plots(figures: dict, robustness: dict, folder: pathlib.Path) -> None:
 
   folder.mkdir(parents=True, exist_ok=True)
   groups = list(dict.fromkeys(g for g, *_ in ROWS))
-  figure, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.2), sharey=True)
+  columns = 3
+  rows = -(-len(groups) // columns)
+  figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 5 * rows), squeeze=False)
+  axes = axes.ravel()
+  for ax in axes[len(groups):]:
+    ax.set_visible(False)
   for ax, group in zip(axes, groups):
     keys = [k for k in figures if k[0] == group and figures[k]]
-    labels = [k[1] if k[2] == "normal" else f"{k[1]}, fast" for k in keys]
+    labels = [textwrap.fill(k[1] if k[2] == "normal" else f"{k[1]}, fast", 22) for k in keys]
     for i, key in enumerate(keys):
       values = 100 * np.array(figures[key])
       ax.bar(i, values.mean(), color="tab:orange" if key[2] == "fast" else "tab:blue", alpha=0.6)
       ax.scatter(np.full(len(values), i), values, color="black", s=10, zorder=3)
-    ax.set_xticks(range(len(keys)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(range(len(keys)), labels, rotation=45, ha="right", fontsize=7)
     ax.axhline(100 / 6, color="grey", linestyle=":", linewidth=1)
-    ax.set_title(group)
-  axes[0].set_ylabel("validation top-1 (%), mean and seeds")
-  axes[0].set_ylim(0, 100)
+    ax.set_title(GROUP_TITLES.get(group, group), fontsize=10)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("validation top-1 (%): bar mean, dots seeds", fontsize=8)
   figure.tight_layout()
   figure.savefig(folder / "synthetic_ablation.png", dpi=110)
   plt.close(figure)
@@ -232,6 +264,7 @@ def main() -> None:
   parser.add_argument("--workdir", default="runs/ablation")
   parser.add_argument("--seeds", default="0", help="comma-separated seeds; one run per seed")
   parser.add_argument("--parallel", type=int, default=1, help="runs at once (GPU machines: several fit)")
+  parser.add_argument("--gpus", type=int, default=1, help="GPUs to spread the runs over, one GPU a run")
   parser.add_argument("--groups", default="", help="comma-separated groups of ROWS (default all)")
   parser.add_argument("--extra", default="", help="further --config.* overrides for every run (smoke tests)")
   parser.add_argument("--robustness", action="store_true", help="sweep the corruptions for ROBUSTNESS_ROWS")
@@ -245,8 +278,11 @@ def main() -> None:
   tables = summarize(args)
   print(tables)
   if args.output:
-    pathlib.Path(args.output).write_text(tables + "\n")
-    print(f"wrote {args.output}")
+    output = pathlib.Path(args.output)
+    # The page's own text (device, date, what the rows mean) stays; the tables below the marker are replaced.
+    head = output.read_text().split(TABLES_MARKER)[0] if output.exists() else "# Synthetic motion ablation\n\n"
+    output.write_text(f"{head}{TABLES_MARKER}\n\n{tables}\n")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":
