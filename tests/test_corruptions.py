@@ -102,6 +102,7 @@ def test_unknown_corruptions_and_severities_name_the_key():
     corruptions.check("occlusion", 6)
 
 
+@pytest.mark.slow  # a training run and two evaluations through main
 def test_eval_mode_under_a_corruption_adds_its_own_row(tmp_path, capsys):
   import main
 

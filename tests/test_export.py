@@ -49,6 +49,7 @@ def a_model_directory(path, config):
   return model_dir.save(path, model, config), model
 
 
+@pytest.mark.slow  # a SavedModel loaded in a process without jax
 def test_savedmodel_without_jax_gives_the_jax_logits_for_two_batch_sizes(tmp_path, capsys):
   config = default.get_config("tiny")
   checkpoint, model = a_model_directory(tmp_path / "model", config)

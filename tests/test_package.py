@@ -59,6 +59,7 @@ runpy.run_module(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow  # two processes without TensorFlow
 def test_without_tensorflow_the_demo_trains_and_export_says_how_to_install_it(tmp_path):
   """TensorFlow is left to the environment (pyproject.toml): the synthetic demo needs none (no
   TensorBoard summaries, said once), and a command that needs it says so in one line."""

@@ -70,7 +70,7 @@ def assert_trees_close(actual, expected, rtol, atol):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("micro_batches,devices", [pytest.param(1, 1, marks=pytest.mark.slow), (4, 1), (2, 8)])
+@pytest.mark.parametrize("micro_batches,devices", [pytest.param(1, 1, marks=pytest.mark.slow), pytest.param(4, 1, marks=pytest.mark.slow), (2, 8)])
 def test_accumulated_update_is_the_mean_gradient_of_the_micro_batches(micro_batches, devices):
   config = tiny_config()
   batch = a_batch(16, config)

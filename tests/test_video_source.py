@@ -146,6 +146,7 @@ def softmax(logits):
   return exponentials / exponentials.sum(-1, keepdims=True)
 
 
+@pytest.mark.slow  # two models evaluated over every view, then their ensemble
 def test_multi_view_evaluation_and_an_ensemble_of_two_frame_counts(tmp_path):
   write_ssv1(tmp_path / "data")
   members = []
