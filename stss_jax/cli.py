@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
+from stss_jax import storage
+
 USAGE_STATUS = 2
 # What a user's input can raise; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
@@ -62,6 +64,7 @@ def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], Non
   errors: exception types (besides USER_ERRORS, status 1) that end the command with one line
   `error: ...` and the given status.
   """
+  storage.configure()
   argv = list(sys.argv if argv is None else argv)
   flag_values = flags.FlagValues()
   define_flags(flag_values, argv)

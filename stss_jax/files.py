@@ -6,10 +6,18 @@ import os
 import pathlib
 import tempfile
 
+from etils import epath
+
+from stss_jax import storage
+
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
   """Writes `text` to a fresh temporary file beside `path`, then renames it over `path`: readers
-  see the old file or the whole new one, and concurrent writers never share a temporary file."""
+  see the old file or the whole new one, and concurrent writers never share a temporary file.
+  In a bucket (gs://), where an object is replaced whole by each upload, it is written directly."""
+  if not storage.is_local(path):
+    epath.Path(path).write_text(text)
+    return
   path = pathlib.Path(path)
   with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
                                    delete=False) as f:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
+from stss_jax import storage
 from stss_jax.files import write_json_atomically
 
 WEIGHTS = "model"
@@ -50,13 +50,18 @@ def differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def _path(directory: str | os.PathLike) -> epath.Path:
+  """A model directory's path: local ones made absolute (orbax needs that), gs:// ones as given."""
+  return epath.Path(os.path.abspath(directory) if storage.is_local(directory) else directory)
+
+
 def _variables(model: nnx.Module) -> nnx.State:
   return nnx.state(model, (nnx.Param, nnx.BatchStat))
 
 
-def save(directory: str | os.PathLike, model: nnx.Module, config) -> pathlib.Path:
+def save(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
   """Writes `model`'s parameters and BN statistics to a new (or empty) directory."""
-  directory = pathlib.Path(directory).absolute()
+  directory = _path(directory)
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
   directory.mkdir(parents=True, exist_ok=True)
@@ -67,15 +72,16 @@ def save(directory: str | os.PathLike, model: nnx.Module, config) -> pathlib.Pat
   return directory
 
 
-def replace(directory: str | os.PathLike, model: nnx.Module, config) -> pathlib.Path:
+def replace(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
   """save() into a sibling directory, then swapped in for `directory`: an older model there stays
-  whole until the new one is."""
-  directory = pathlib.Path(directory).absolute()
+  whole until the new one is (on a local disk; a bucket has no atomic rename of a folder)."""
+  directory = _path(directory)
   fresh = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
-  shutil.rmtree(fresh, ignore_errors=True)
+  if fresh.exists():
+    fresh.rmtree()
   save(fresh, model, config)
   if directory.exists():
-    shutil.rmtree(directory)
+    directory.rmtree()
   fresh.rename(directory)
   return directory
 
@@ -83,9 +89,11 @@ def replace(directory: str | os.PathLike, model: nnx.Module, config) -> pathlib.
 def restore(directory: str | os.PathLike, model: nnx.Module, config) -> None:
   """Loads a model directory into `model`, refusing one of another architecture (nothing is
   loaded then)."""
-  directory = pathlib.Path(directory).absolute()
+  directory = _path(directory)
   config_path = directory / CONFIG_FILE
   if not config_path.is_file() or not (directory / WEIGHTS).is_dir():
+    if bucket := storage.missing_bucket(directory):
+      raise FileNotFoundError(f"{directory}: the bucket {bucket} does not exist (or these credentials cannot see it)")
     raise FileNotFoundError(
         f"{directory} is not a model directory (no {CONFIG_FILE} and {WEIGHTS}/); "
         "write one with python -m stss_jax.convert or the trainer"

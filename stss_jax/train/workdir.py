@@ -19,6 +19,8 @@ import uuid
 
 from absl import logging
 
+from stss_jax import storage
+
 LOCK_FILE = "lock.json"
 
 
@@ -40,6 +42,12 @@ def writable_directory(path: pathlib.Path, name: str) -> pathlib.Path:
 
 def prepare(workdir: str | os.PathLike) -> pathlib.Path:
   """The workdir as an absolute path, created, or an error saying why it cannot be written."""
+  if not storage.is_local(workdir):
+    # The trainer's lock and atomic renames assume a POSIX file system; rather than write a
+    # local folder named like the URL, say so.
+    raise ValueError(f"--workdir {workdir}: the trainer writes to a local (or mounted) directory; a bucket "
+                     "workdir is not supported yet. Train locally and copy WORKDIR/model to the bucket: "
+                     "predict, visualize, export and --config.init_from read model directories from gs://")
   path = pathlib.Path(workdir).absolute()
   return writable_directory(path, f"--workdir {path}")
 
