@@ -105,8 +105,8 @@ def main() -> None:
       f"{window} frames lies wholly after it).",
       "",
       f"Windows wholly before the change with the first motion as top-1: {before_right} of {before_total}; "
-      f"wholly after it with the second: {after_right} of {after_total}. Videos whose timeline switched within one "
-      f"window ({window} frames) of the change: {sum(d is not None and 0 < d <= window for d in delays)} "
+      f"wholly after it with the second: {after_right} of {after_total}. Videos whose timeline first shows the "
+      f"second motion within one window ({window} frames) of the change, either side: {sum(d is not None and abs(d) <= window for d in delays)} "
       f"of {len(delays)}.",
       "",
       "| video | timeline | switch |",
