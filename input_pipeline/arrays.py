@@ -1,18 +1,18 @@
 """Clip arrays on disk: normalised clips (N, T, H, W, 3) float32 in a .npy file."""
 from __future__ import annotations
 
-import pathlib
-
 import numpy as np
+from etils import epath
 
 
 def load_clips(path: str) -> np.ndarray:
-  """Reads and checks a clip array, naming the file in every error."""
-  path = pathlib.Path(path)
+  """Reads and checks a clip array (a local or gs:// path), naming the file in every error."""
+  path = epath.Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"clip file {path} does not exist")
   try:
-    clips = np.load(path, allow_pickle=False)
+    with path.open("rb") as f:
+      clips = np.load(f, allow_pickle=False)
   except ValueError as e:
     raise ValueError(f"{path} is not a .npy array: {e}") from e
   if clips.ndim != 5 or clips.shape[-1] != 3:

@@ -15,6 +15,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 from absl import flags
+from etils import epath
 from flax import nnx
 from PIL import Image, ImageDraw
 
@@ -120,7 +121,8 @@ def run(flag_values: flags.FlagValues) -> int:
       query = ()
     if len(query) != 3 or not all(0 <= q < n for q, n in zip(query, (frames, h, w))):
       raise ValueError(f"--query={flag_values.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
-  draw(clip, stss, query, offsets).save(flag_values.output)
+  with epath.Path(flag_values.output).open("wb") as f:  # a local or gs:// path
+    draw(clip, stss, query, offsets).save(f, format="PNG")
   print(f"wrote {flag_values.output}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")
   return 0
 

@@ -55,13 +55,16 @@ def emulator(tmp_path):
     log.close()
 
 
-def _upload(address: str, folder: pathlib.Path, prefix: str) -> None:
-  """Copies a local folder into the bucket with google-cloud-storage, not with project code."""
+def _client(address: str):
   from google.auth.credentials import AnonymousCredentials
-  client = storage_client.Client(project="test", credentials=AnonymousCredentials(),
-                                 client_options={"api_endpoint": address})
-  bucket = client.bucket(BUCKET)
-  for path in folder.rglob("*"):
+  return storage_client.Client(project="test", credentials=AnonymousCredentials(),
+                               client_options={"api_endpoint": address})
+
+
+def _upload(address: str, folder: pathlib.Path, prefix: str, only: str = "*") -> None:
+  """Copies a local folder's files into the bucket with google-cloud-storage, not with project code."""
+  bucket = _client(address).bucket(BUCKET)
+  for path in folder.rglob(only):
     if path.is_file():
       bucket.blob(f"{prefix}/{path.relative_to(folder)}").upload_from_filename(str(path))
 
@@ -102,6 +105,19 @@ def test_commands_read_a_model_directory_in_a_bucket_as_they_read_it_on_disk(tmp
     assert drawn.returncode == 0, drawn.stderr[-3000:]
   np.testing.assert_array_equal(np.load(tmp_path / "logits_bucket.npy"), np.load(tmp_path / "logits_disk.npy"))
   assert (tmp_path / "stss_bucket.png").read_bytes() == (tmp_path / "stss_disk.png").read_bytes()
+  # Inputs and outputs in the bucket too: the clip array, the logits, the picture.
+  _upload(emulator, tmp_path, "inputs", only="clips.npy")
+  in_bucket = f"gs://{BUCKET}/runs/tiny/model"
+  predicted = _command(emulator, "stss_jax.predict", "--config=configs/default.py:tiny", f"--checkpoint={in_bucket}",
+                       f"--clip=gs://{BUCKET}/inputs/clips.npy", f"--output=gs://{BUCKET}/outputs/logits.npy")
+  assert predicted.returncode == 0, predicted.stderr[-3000:]
+  drawn = _command(emulator, "stss_jax.visualize", "--config=configs/default.py:tiny", f"--checkpoint={in_bucket}",
+                   f"--output=gs://{BUCKET}/outputs/stss.png")
+  assert drawn.returncode == 0, drawn.stderr[-3000:]
+  bucket = _client(emulator).bucket(BUCKET)
+  (tmp_path / "logits_from_bucket.npy").write_bytes(bucket.blob("outputs/logits.npy").download_as_bytes())
+  np.testing.assert_array_equal(np.load(tmp_path / "logits_from_bucket.npy"), np.load(tmp_path / "logits_disk.npy"))
+  assert bucket.blob("outputs/stss.png").download_as_bytes() == (tmp_path / "stss_disk.png").read_bytes()
   missing = _command(emulator, "stss_jax.predict", "--config=configs/default.py:tiny",
                      "--checkpoint=gs://no-such-bucket/model", f"--clip={tmp_path / 'clips.npy'}",
                      f"--output={tmp_path / 'x.npy'}")
