@@ -164,10 +164,17 @@ def _mean_spread(values: list[float]) -> str:
   return text + f" (n={len(values)})"
 
 
+def collect(source: pathlib.Path) -> dict:
+  """Every finished run's figures by run key: from a study's workdir, or from the one JSON file
+  that --summarize --output keeps beside the page (so that anyone can redo the tables)."""
+  if source.is_file():
+    return json.loads(source.read_text())
+  return {p.parent.name: json.loads(p.read_text()) for p in sorted(source.glob("*/ablation_result.json"))}
+
+
 def summarize(args) -> str:
   """Markdown tables (mean ± std over seeds, per-seed top-1) and plots from the runs' figures."""
-  workdir = pathlib.Path(args.workdir)
-  found = {p.parent.name: json.loads(p.read_text()) for p in workdir.glob("*/ablation_result.json")}
+  found = collect(pathlib.Path(args.workdir))
   seeds = sorted({int(k.rsplit("seed", 1)[1]) for k in found})
   figures = {}
   sections = []
@@ -261,7 +268,8 @@ def _plots(figures: dict, robustness: dict, folder: pathlib.Path) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", default="runs/ablation")
+  parser.add_argument("--workdir", default="runs/ablation",
+                      help="the study's folder, or (--summarize) the .runs.json file kept beside a results page")
   parser.add_argument("--seeds", default="0", help="comma-separated seeds; one run per seed")
   parser.add_argument("--parallel", type=int, default=1, help="runs at once (GPU machines: several fit)")
   parser.add_argument("--gpus", type=int, default=1, help="GPUs to spread the runs over, one GPU a run")
@@ -282,7 +290,10 @@ def main() -> None:
     # The page's own text (device, date, what the rows mean) stays; the tables below the marker are replaced.
     head = output.read_text().split(TABLES_MARKER)[0] if output.exists() else "# Synthetic motion ablation\n\n"
     output.write_text(f"{head}{TABLES_MARKER}\n\n{tables}\n")
-    print(f"wrote {output}")
+    runs_file = output.with_suffix(".runs.json")
+    if pathlib.Path(args.workdir).resolve() != runs_file.resolve():
+      runs_file.write_text(json.dumps(collect(pathlib.Path(args.workdir)), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {output} and {runs_file}")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,19 @@ def test_summary_page_keeps_its_own_text_above_the_tables(tmp_path, monkeypatch,
   written = page.read_text()
   assert written.startswith("# Title\n\nDevice and date.\n\n" + ablation.TABLES_MARKER)
   assert "old tables" not in written and "| TSN + SELFY | 25.0% (n=1) |" in written
+
+
+def test_the_runs_file_kept_beside_the_page_gives_the_same_tables(tmp_path, monkeypatch):
+  _write_run(tmp_path / "runs", [], "normal", 0, 0.25, 0.5)
+  _write_run(tmp_path / "runs", [], "normal", 1, 0.75, 1.0)
+  page = tmp_path / "page.md"
+  monkeypatch.setattr("sys.argv", ["synthetic_ablation", f"--workdir={tmp_path / 'runs'}", "--summarize",
+                                   f"--output={page}"])
+  ablation.main()
+  from_runs = page.read_text()
+  runs_file = tmp_path / "page.runs.json"
+  assert set(json.loads(runs_file.read_text())) == {ablation.run_key([], "normal", 0), ablation.run_key([], "normal", 1)}
+  page.unlink()
+  monkeypatch.setattr("sys.argv", ["synthetic_ablation", f"--workdir={runs_file}", "--summarize", f"--output={page}"])
+  ablation.main()
+  assert page.read_text() == from_runs and "| TSN + SELFY | 50.0% ± 35.4 (n=2) |" in from_runs
