@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 
+from etils import epath
+
 EMULATOR = "STORAGE_EMULATOR_HOST"
 
 
@@ -34,7 +36,6 @@ def missing_bucket(path) -> str | None:
   """The bucket of a cloud path when that bucket does not exist (or cannot be seen), else None."""
   if is_local(path):
     return None
-  from etils import epath
   scheme, rest = os.fspath(path).split("://", 1)
   bucket = rest.split("/", 1)[0]
   return None if epath.Path(f"{scheme}://{bucket}").exists() else bucket

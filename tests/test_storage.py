@@ -96,28 +96,21 @@ def test_commands_read_a_model_directory_in_a_bucket_as_they_read_it_on_disk(tmp
   _upload(emulator, tmp_path / "model", "runs/tiny/model")
   rng = np.random.default_rng(0)
   np.save(tmp_path / "clips.npy", rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32))
-  for where, checkpoint in (("disk", tmp_path / "model"), ("bucket", f"gs://{BUCKET}/runs/tiny/model")):
-    predicted = _command(emulator, "stss_jax.predict", "--config=configs/default.py:tiny", f"--checkpoint={checkpoint}",
-                         f"--clip={tmp_path / 'clips.npy'}", f"--output={tmp_path / f'logits_{where}.npy'}")
-    assert predicted.returncode == 0, predicted.stderr[-3000:]
-    drawn = _command(emulator, "stss_jax.visualize", "--config=configs/default.py:tiny", f"--checkpoint={checkpoint}",
-                     f"--output={tmp_path / f'stss_{where}.png'}")
-    assert drawn.returncode == 0, drawn.stderr[-3000:]
-  np.testing.assert_array_equal(np.load(tmp_path / "logits_bucket.npy"), np.load(tmp_path / "logits_disk.npy"))
-  assert (tmp_path / "stss_bucket.png").read_bytes() == (tmp_path / "stss_disk.png").read_bytes()
-  # Inputs and outputs in the bucket too: the clip array, the logits, the picture.
   _upload(emulator, tmp_path, "inputs", only="clips.npy")
-  in_bucket = f"gs://{BUCKET}/runs/tiny/model"
-  predicted = _command(emulator, "stss_jax.predict", "--config=configs/default.py:tiny", f"--checkpoint={in_bucket}",
-                       f"--clip=gs://{BUCKET}/inputs/clips.npy", f"--output=gs://{BUCKET}/outputs/logits.npy")
-  assert predicted.returncode == 0, predicted.stderr[-3000:]
-  drawn = _command(emulator, "stss_jax.visualize", "--config=configs/default.py:tiny", f"--checkpoint={in_bucket}",
-                   f"--output=gs://{BUCKET}/outputs/stss.png")
-  assert drawn.returncode == 0, drawn.stderr[-3000:]
+
+  def predict_and_draw(checkpoint, clip, logits, picture):
+    for args in (("stss_jax.predict", f"--clip={clip}", f"--output={logits}"), ("stss_jax.visualize", f"--output={picture}")):
+      done = _command(emulator, args[0], "--config=configs/default.py:tiny", f"--checkpoint={checkpoint}", *args[1:])
+      assert done.returncode == 0, done.stderr[-3000:]
+
+  predict_and_draw(tmp_path / "model", tmp_path / "clips.npy", tmp_path / "logits.npy", tmp_path / "stss.png")
+  # The model directory, the clip array, the logits and the picture all in the bucket.
+  predict_and_draw(f"gs://{BUCKET}/runs/tiny/model", f"gs://{BUCKET}/inputs/clips.npy",
+                   f"gs://{BUCKET}/outputs/logits.npy", f"gs://{BUCKET}/outputs/stss.png")
   bucket = _client(emulator).bucket(BUCKET)
   (tmp_path / "logits_from_bucket.npy").write_bytes(bucket.blob("outputs/logits.npy").download_as_bytes())
-  np.testing.assert_array_equal(np.load(tmp_path / "logits_from_bucket.npy"), np.load(tmp_path / "logits_disk.npy"))
-  assert bucket.blob("outputs/stss.png").download_as_bytes() == (tmp_path / "stss_disk.png").read_bytes()
+  np.testing.assert_array_equal(np.load(tmp_path / "logits_from_bucket.npy"), np.load(tmp_path / "logits.npy"))
+  assert bucket.blob("outputs/stss.png").download_as_bytes() == (tmp_path / "stss.png").read_bytes()
   missing = _command(emulator, "stss_jax.predict", "--config=configs/default.py:tiny",
                      "--checkpoint=gs://no-such-bucket/model", f"--clip={tmp_path / 'clips.npy'}",
                      f"--output={tmp_path / 'x.npy'}")
