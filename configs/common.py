@@ -29,6 +29,8 @@ def model_config(depth: int = 50) -> ml_collections.ConfigDict:
       selfy_stages=(2,),  # stages (1-4) followed by a SELFY block; () for none
       selfy=selfy_config(),
       dropout=0.5,  # dropout rate before the linear head
+      # every residual branch's last BN starts at zero scale (official); False starts it at 1
+      zero_init_residual=True,
       dtype="float32",  # compute dtype: "float32" or "bfloat16" (params stay float32)
   ))
 
@@ -36,11 +38,13 @@ def model_config(depth: int = 50) -> ml_collections.ConfigDict:
 def optimizer_config() -> ml_collections.ConfigDict:
   """The official recipe: SGD Nesterov, lr 0.01 per 64 clips, x0.1 at 60% and 80% of training."""
   return ml_collections.ConfigDict(dict(
-      name="sgd",  # the only optimiser built: SGD with momentum
+      name="sgd",  # "sgd" (official: momentum, L2 decay) | "adamw" (decoupled decay, as torch.optim.AdamW)
       learning_rate=0.01,  # per base_batch_size clips; scaled linearly to batch_size
       base_batch_size=64,  # clips the learning_rate is given for
-      momentum=0.9,
-      nesterov=True,
+      momentum=0.9,  # sgd: momentum; adamw: beta1
+      nesterov=True,  # sgd only
+      beta2=0.999,  # adamw only
+      eps=1e-8,  # adamw only
       weight_decay=5e-4,  # on conv and linear kernels only
       head_bias_lr_mult=2.0,  # learning-rate multiple of the linear head's bias
       grad_clip_norm=20.0,  # global gradient-norm clipping threshold

@@ -141,3 +141,19 @@ def test_model_directories_record_temporal_offsets_only_when_chosen(tmp_path):
   model_dir.restore(tmp_path / "forward", build_model(forward), forward)
   with pytest.raises(ValueError, match=r"temporal_offsets is \[1\] in the checkpoint, None in the config"):
     model_dir.restore(tmp_path / "forward", build_model(centred), centred)
+
+
+@pytest.mark.parametrize("zero_init", [True, False])
+def test_zero_init_residual_starts_every_block_as_the_identity(zero_init):
+  """With zero-initialised residual BNs a TSM network starts as a TSN, so reversing time leaves
+  its output unchanged; with them at scale 1 the shifted channels reach the output at once."""
+  config = tiny_config(temporal_shift=True, selfy_stages=())
+  config.model.zero_init_residual = zero_init
+  model = build_model(config)
+  model.eval()
+  clips = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)), jnp.float32)
+  change = float(jnp.abs(model(clips) - model(clips[:, ::-1])).max())
+  scales = [bn.scale.value for path, bn in nnx.iter_graph(model) if path and path[-1] in ("bn2", "bn3")
+            and isinstance(bn, nnx.BatchNorm)]
+  assert scales and all(bool(jnp.all(s == (0.0 if zero_init else 1.0))) for s in scales)
+  assert (change < 1e-5) if zero_init else (change > 1e-3)

@@ -2,7 +2,8 @@
 
 Attribute names (conv1, bn1, ..., downsample[0|1]) are torchvision's, so ImageNet and official
 checkpoints map one to one. Inputs are clips (N, T, H, W, C); convolutions treat (N, T) as batch,
-which is the TSN "frames folded into the batch" form.
+which is the TSN "frames folded into the batch" form. With `zero_init` (the official model's
+init) the branch's last BN starts at zero scale, so that every block starts as the identity.
 """
 from __future__ import annotations
 
@@ -60,11 +61,12 @@ class BasicBlock(_ResidualBlock):
 
   expansion = 1
 
-  def __init__(self, in_features, features, stride=1, *, shift=True, shift_div=8, dtype=jnp.float32, rngs):
+  def __init__(self, in_features, features, stride=1, *, shift=True, shift_div=8, zero_init=True, dtype=jnp.float32,
+               rngs):
     self.conv1 = conv(in_features, features, 3, stride, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(features, dtype=dtype, rngs=rngs)
     self.conv2 = conv(features, features, 3, dtype=dtype, rngs=rngs)
-    self.bn2 = batch_norm(features, zero_scale=True, dtype=dtype, rngs=rngs)
+    self.bn2 = batch_norm(features, zero_scale=zero_init, dtype=dtype, rngs=rngs)
     self._init_shortcut(in_features, features, stride, shift, shift_div, dtype, rngs)
 
   def branch(self, x):
@@ -77,13 +79,14 @@ class Bottleneck(_ResidualBlock):
 
   expansion = 4
 
-  def __init__(self, in_features, features, stride=1, *, shift=True, shift_div=8, dtype=jnp.float32, rngs):
+  def __init__(self, in_features, features, stride=1, *, shift=True, shift_div=8, zero_init=True, dtype=jnp.float32,
+               rngs):
     self.conv1 = conv(in_features, features, 1, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(features, dtype=dtype, rngs=rngs)
     self.conv2 = conv(features, features, 3, stride, dtype=dtype, rngs=rngs)
     self.bn2 = batch_norm(features, dtype=dtype, rngs=rngs)
     self.conv3 = conv(features, features * 4, 1, dtype=dtype, rngs=rngs)
-    self.bn3 = batch_norm(features * 4, zero_scale=True, dtype=dtype, rngs=rngs)
+    self.bn3 = batch_norm(features * 4, zero_scale=zero_init, dtype=dtype, rngs=rngs)
     self._init_shortcut(in_features, features, stride, shift, shift_div, dtype, rngs)
 
   def branch(self, x):

@@ -42,6 +42,7 @@ class ResNet(nnx.Module):
       shift_div: int = 8,
       selfy_stages: Sequence[int] = (2,),
       selfy: dict | None = None,
+      zero_init_residual: bool = True,
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
@@ -57,7 +58,8 @@ class ResNet(nnx.Module):
       for index in range(count):
         stride = 2 if stage > 1 and index == 0 else 1
         blocks.append(
-            block(in_features, features, stride, shift=temporal_shift, shift_div=shift_div, dtype=dtype, rngs=rngs)
+            block(in_features, features, stride, shift=temporal_shift, shift_div=shift_div,
+                  zero_init=zero_init_residual, dtype=dtype, rngs=rngs)
         )
         in_features = features * block.expansion
       setattr(self, f"layer{stage}", nnx.List(blocks))
@@ -97,13 +99,14 @@ class SELFYNet(nnx.Module):
       selfy_stages: Sequence[int] = (2,),
       selfy: dict | None = None,
       dropout: float = 0.5,
+      zero_init_residual: bool = True,
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
   ):
     self.dtype = dtype
     self.base_model = ResNet(
-        depth, width, temporal_shift, shift_div, selfy_stages, selfy, dtype=dtype, rngs=rngs
+        depth, width, temporal_shift, shift_div, selfy_stages, selfy, zero_init_residual, dtype=dtype, rngs=rngs
     )
     self.dropout = nnx.Dropout(dropout)
     self.new_fc = nnx.Linear(
@@ -155,6 +158,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
         selfy_stages=stages,
         selfy=selfy,
         dropout=model.dropout,
+        zero_init_residual=model.zero_init_residual,
         dtype=DTYPES[model.dtype],
         rngs=rngs if rngs is not None else nnx.Rngs(config.seed),
     )

@@ -1,6 +1,7 @@
 """The optimiser of the official recipe, built from config.optimizer.
 
-SGD with Nesterov momentum; weight decay on conv and linear kernels only; the head bias at a
+SGD with Nesterov momentum (or AdamW, config.optimizer.name); weight decay on conv and linear
+kernels only; the head bias at a
 multiple of the learning rate; global-norm clipping; step, cosine or constant schedule with
 optional linear warmup. The base learning rate is given per `base_batch_size` clips and scaled
 linearly to the configured batch size.
@@ -46,20 +47,33 @@ def head_bias_mask(params):
   )
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 def build_optimizer(config) -> optax.GradientTransformation:
   """The update rule; its learning rate at step s is learning_rate_schedule(config)(s)."""
   opt = config.optimizer
-  if opt.name != "sgd":
-    raise ValueError(f"config.optimizer.name = {opt.name!r}: only 'sgd' (the official recipe) is built")
+  if opt.name not in OPTIMIZERS:
+    raise ValueError(f"config.optimizer.name = {opt.name!r}: use one of {OPTIMIZERS} (sgd is the official recipe)")
   for key in ("learning_rate", "base_batch_size", "grad_clip_norm"):
     if not opt[key] > 0:
       raise ValueError(f"config.optimizer.{key} = {opt[key]!r} must be > 0")
   if opt.weight_decay < 0:
     raise ValueError(f"config.optimizer.weight_decay = {opt.weight_decay!r} must be >= 0")
+  if opt.name == "sgd":
+    # L2 weight decay added to the gradient before momentum, as torch.optim.SGD
+    direction = [optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+                 optax.trace(decay=opt.momentum, nesterov=opt.nesterov)]
+  else:
+    if not (0 <= opt.momentum < 1 and 0 <= opt.beta2 < 1 and opt.eps > 0):
+      raise ValueError(f"config.optimizer: adamw needs 0 <= momentum (beta1) < 1, 0 <= beta2 < 1 and eps > 0; got "
+                       f"{opt.momentum}, {opt.beta2}, {opt.eps}")
+    # decoupled weight decay, scaled by the learning rate, as torch.optim.AdamW
+    direction = [optax.scale_by_adam(b1=opt.momentum, b2=opt.beta2, eps=opt.eps),
+                 optax.add_decayed_weights(opt.weight_decay, mask=decay_mask)]
   return optax.chain(
       optax.clip_by_global_norm(opt.grad_clip_norm),
-      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
-      optax.trace(decay=opt.momentum, nesterov=opt.nesterov),
+      *direction,
       optax.scale_by_learning_rate(learning_rate_schedule(config)),
       optax.masked(optax.scale(opt.head_bias_lr_mult), head_bias_mask),
   )
