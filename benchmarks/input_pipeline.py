@@ -8,8 +8,8 @@ training clips (TSN sampling, resize to 240x320, multi-scale crop, flip, normali
   reference  PIL per frame, the way the official code loads and augments (GroupMultiScaleCrop
              etc. restated), one worker process per core as a PyTorch DataLoader would run it;
   raw        our tf.data pipeline reading the frame folders directly;
-  prepared   our tf.data pipeline reading `python -m input_pipeline.prepare` output (frames stored
-             at 240x320: only the crop is decoded, one resize).
+  prepared   our tf.data pipeline reading the TFDS build of `python -m input_pipeline.prepare`
+             (ArrayRecord, frames stored at 240x320: only the crop is decoded, one resize).
 Figures are clips per second per core: total clips/s over os.cpu_count(). Each is the median of
 --repeats timed runs of --clips clips after a warm-up run; every run draws new clips.
 """
@@ -138,7 +138,7 @@ def main() -> None:
     for name, size in FRAME_SIZES.items():
       root = pathlib.Path(tmp) / name.split()[0]
       write_videos(root / "raw", args.videos, size)
-      prepare("ssv1", root / "raw", root / "prepared", num_classes=2, resize_hw=RESIZE_HW)
+      prepare("ssv1", str(root / "raw"), str(root / "prepared"), resize_hw=RESIZE_HW)
       reference = time_reference(root / "raw", args.clips, args.repeats, cores) / cores
       raw = time_ours(root / "raw", args.clips, args.repeats) / cores
       prepared = time_ours(root / "prepared", args.clips, args.repeats) / cores
@@ -158,7 +158,7 @@ def main() -> None:
         f"Command: `python -m benchmarks.input_pipeline --videos={args.videos} --clips={args.clips} "
         f"--repeats={args.repeats}`. Median of {args.repeats} runs of {args.clips} clips after a warm-up run; "
         f"{args.videos} generated videos of {FRAMES_PER_VIDEO} JPEG frames (quality 90) per frame size.", "",
-        "| frames | reference (PIL per frame) | raw frame folders | prepared TFRecords |",
+        "| frames | reference (PIL per frame) | raw frame folders | prepared (TFDS ArrayRecord) |",
         "|---|---|---|---|",
     ]
     for name, reference, raw, prepared in rows:

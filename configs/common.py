@@ -66,7 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict(dict(
       name="",  # "synthetic" | "list" | "ssv1" | "ssv2" | "diving48" | "finegym"
       num_classes=0,  # classes in the label file
-      data_dir="",  # the dataset's directory, in its official layout (README: Datasets)
+      # a TFDS data dir holding the built dataset (python -m input_pipeline.prepare), or the dataset
+      # in its official layout (README: Datasets); "" is the default TFDS data dir, ~/tensorflow_datasets
+      data_dir="",
+      tfds_name="",  # which TFDS build, "name[/config][:version]"; "" picks the dataset's one build
       train_list="",  # "list" and "finegym": training list file, relative to data_dir
       eval_list="",  # "list" and "finegym": evaluation list file, relative to data_dir
       class_names="",  # "list": optional file of class names, one a line, relative to data_dir

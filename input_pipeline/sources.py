@@ -73,25 +73,25 @@ def build_source(config):
 
 
 def _video_source(config):
-  """Videos read from a prepared directory (input_pipeline.prepare) or straight from the
-  dataset's own layout (frame folders or video files)."""
-  from input_pipeline import records
+  """Videos read from a TFDS build (input_pipeline.prepare) or straight from the dataset's own
+  layout (frame folders or video files)."""
+  from input_pipeline import tfds_source
   from input_pipeline.video_source import FileSplit, VideoSource
 
   dataset = config.dataset
-  if not dataset.data_dir or not pathlib.Path(dataset.data_dir).is_dir():
-    raise ValueError(
-        f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at {dataset.name} in its "
-        f"official layout (README: Datasets), or at the output of `python -m input_pipeline.prepare "
-        f"--dataset={dataset.name} --data_dir=RAW --output_dir=OUT`, e.g. --config.dataset.data_dir=/data/{dataset.name}")
-  data_dir = pathlib.Path(dataset.data_dir)
-  if (data_dir / records.MANIFEST).exists():
-    manifest = records.read_manifest(data_dir)
-    if manifest["dataset"] != dataset.name:
-      raise ValueError(f"config.dataset.name = {dataset.name!r}, but {data_dir} holds prepared {manifest['dataset']!r} data")
-    train, evaluation = (records.PreparedSplit(data_dir, split) for split in records.SPLITS)
-    names = manifest["class_names"]
+  build = tfds_source.find(dataset.data_dir, dataset.name, dataset.tfds_name)
+  if build is not None:
+    logging.info("reading the TFDS build %s", build)
+    train, evaluation = (tfds_source.TfdsSplit(build, split) for split in ("train", "validation"))
+    names = train.class_names
+    data_dir = build
   else:
+    if not pathlib.Path(dataset.data_dir).is_dir():
+      raise ValueError(
+          f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at a TFDS data dir holding "
+          f"{dataset.name} (`{tfds_source.build_command(dataset.name)} --output_dir=DIR`) or at {dataset.name} in its "
+          f"official layout (README: Datasets), e.g. --config.dataset.data_dir=/data/{dataset.name}")
+    data_dir = pathlib.Path(dataset.data_dir)
     train_videos, evaluation_videos, names = _label_files(config, data_dir)
     train, evaluation = (FileSplit(videos, dataset.frame_template) for videos in (train_videos, evaluation_videos))
   classes = dataset.num_classes

@@ -1,5 +1,5 @@
-"""Training and evaluation batches from videos on disk: frame folders, video files or prepared
-TFRecord shards (input_pipeline.prepare).
+"""Training and evaluation batches from videos on disk: frame folders, video files or TFDS builds
+(input_pipeline.prepare).
 
 The example stream is a pure function of (seed, position): position i of the training stream is
 video permutation(seed, i // N)[i % N], its frames are drawn with a generator seeded by
@@ -19,7 +19,7 @@ from absl import logging
 from input_pipeline import frames as frame_io
 from input_pipeline import augment, sampling, transforms
 from input_pipeline.labels import Video
-from input_pipeline.records import PreparedSplit
+from input_pipeline.tfds_source import TfdsSplit
 
 
 class FileSplit:
@@ -55,7 +55,7 @@ class FileSplit:
     return decoded[indices], indices + (video.start_frame or 0)
 
 
-Split = FileSplit | PreparedSplit
+Split = FileSplit | TfdsSplit
 
 
 @dataclasses.dataclass

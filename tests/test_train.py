@@ -38,10 +38,10 @@ def run_main(capsys, workdir, *overrides) -> tuple[int, str, str]:
   return status, out, err
 
 
-def main_process(workdir, *overrides, devices=1, **popen):
+def main_process(workdir, *overrides, devices=1, config=TINY, **popen):
   """main.py as its own process, for the tests of what crosses a process boundary."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  return subprocess.Popen([sys.executable, "main.py", TINY, f"--workdir={workdir}", *map(str, overrides)], cwd=ROOT,
+  return subprocess.Popen([sys.executable, "main.py", config, f"--workdir={workdir}", *map(str, overrides)], cwd=ROOT,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -258,16 +258,28 @@ def test_unwritable_workdir_and_other_models_checkpoints_are_refused(tmp_path, c
 
 
 @pytest.mark.slow
-def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
+@pytest.mark.parametrize("source", ["synthetic", "tfds"])
+def test_two_processes_with_jax_distributed_agree_with_one(tmp_path, source):
+  """Each host reads its own slice of every batch, from the synthetic set or from a TFDS build."""
   steps = ["--config.total_steps=3", "--config.eval_every_steps=3", "--config.checkpoint_every_steps=3"]
+  config = TINY
+  if source == "tfds":
+    from input_pipeline import prepare
+    from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
+
+    write_ssv1(tmp_path / "raw", train=10, validation=5)
+    prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1)
+    config = "--config=configs/ssv1.py"
+    steps += [f"--config.dataset.data_dir={tmp_path / 'tfds'}", *TINY_INPUT, *TINY_MODEL, "--config.batch_size=4",
+              "--config.log_every_steps=1", "--config.dataset.no_flip_labels=(0,1)"]
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   hosts = [main_process(tmp_path / "two", *steps, f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                        f"--process_id={i}") for i in range(2)]
+                        f"--process_id={i}", config=config) for i in range(2)]
   outputs = [h.communicate(timeout=900)[1] for h in hosts]
   assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
-  single = main_process(tmp_path / "one", *steps, devices=2)
+  single = main_process(tmp_path / "one", *steps, devices=2, config=config)
   assert single.wait(timeout=900) == 0, single.stderr.read()[-3000:]
   np.testing.assert_allclose([r["loss"] for r in records(tmp_path / "two", "train")],
                              [r["loss"] for r in records(tmp_path / "one", "train")], rtol=1e-4)
@@ -296,11 +308,13 @@ def test_eval_mode_reads_a_converted_model_directory(tmp_path, capsys):
 
 def test_the_design_card_command_names_its_workdir_and_how_to_get_the_data(tmp_path, capsys, monkeypatch):
   monkeypatch.chdir(tmp_path)  # configs/ssv2.py is then found in the configs package
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # the default TFDS data dir, without SSv2
   capsys.readouterr()
   assert main.main(["main.py", "--config=configs/ssv2.py"]) == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert "workdir: runs/ssv2 (--workdir chooses another)" in err
-  assert err[-1].startswith("error: config.dataset.data_dir = '' is not a directory: point it at ssv2 in its official "
-                            "layout (README: Datasets), or at the output of `python -m input_pipeline.prepare "
-                            "--dataset=ssv2")
+  assert err[-1] == (f"error: something_something_v2 is not built in the default TFDS data dir {tmp_path / 'tfds'}: "
+                     "build it with `python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW (RAW: the official "
+                     "download)`, or point --config.dataset.data_dir at a TFDS data dir that holds it, or at the "
+                     "dataset in its official layout (README: Datasets)")
   assert stss_main.default_workdir("configs/default.py:tiny") == "runs/default-tiny"
