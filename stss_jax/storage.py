@@ -7,7 +7,9 @@ routes epath's gs:// through fsspec's gcsfs instead (EPATH_USE_TF=false), which 
 uses the same Application Default Credentials on real buckets. Orbax writes array data through
 TensorStore, whose GCS driver takes its endpoint from TENSORSTORE_GCS_HTTP_URL: with an emulator
 named by the standard variable, that is set to the same address, with the placeholder token
-TensorStore accepts for test endpoints. Settings the user made are kept.
+TensorStore accepts for test endpoints, and ArrayRecord (the TFDS builds' files) reads gs:// with
+its own client, pointed at an emulator by CLOUD_STORAGE_EMULATOR_ENDPOINT. Settings the user made
+are kept.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ def configure() -> None:
     address = emulator if "://" in emulator else f"http://{emulator}"
     os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", address)
     os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
+    os.environ.setdefault("CLOUD_STORAGE_EMULATOR_ENDPOINT", address)  # ArrayRecord's reader (TFDS builds)
   # gcsfs asks each new bucket for its type and logs a warning whenever it cannot tell (no
   # credentials for that call); it then uses the plain bucket API, which is what we want.
   logging.getLogger("gcsfs").setLevel(logging.ERROR)

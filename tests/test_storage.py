@@ -116,3 +116,31 @@ def test_commands_read_a_model_directory_in_a_bucket_as_they_read_it_on_disk(tmp
                      f"--output={tmp_path / 'x.npy'}")
   assert missing.returncode == 1
   assert missing.stderr.strip().splitlines()[-1].startswith("error: gs://no-such-bucket/model: the bucket no-such-bucket does not exist")
+
+
+@pytest.mark.slow  # a build, an emulator process, and commands in processes of their own
+def test_training_batches_from_a_tfds_build_in_a_bucket_equal_those_from_disk(tmp_path, emulator):
+  from input_pipeline import prepare
+  from tests.test_video_source import TINY_INPUT, write_ssv1
+
+  write_ssv1(tmp_path / "raw", train=6, validation=3)
+  prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1)
+  _upload(emulator, tmp_path / "tfds" / "something_something_v1", "tfds/something_something_v1")
+
+  def batches(data_dir, output):
+    return _command(emulator, "input_pipeline.inspect", "--config=configs/ssv1.py", f"--config.dataset.data_dir={data_dir}",
+                    *TINY_INPUT, "--config.dataset.no_flip_labels=()", "--config.batch_size=2", "--split=train",
+                    "--num_batches=2", f"--output={output}")
+
+  for data_dir, output in ((tmp_path / "tfds", tmp_path / "disk.npz"), (f"gs://{BUCKET}/tfds", tmp_path / "bucket.npz")):
+    done = batches(data_dir, output)
+    assert done.returncode == 0, done.stderr[-3000:]
+  disk, bucket = np.load(tmp_path / "disk.npz"), np.load(tmp_path / "bucket.npz")
+  assert sorted(disk.files) == sorted(bucket.files) and len(disk["ids"]) == 4
+  for key in disk.files:
+    np.testing.assert_array_equal(bucket[key], disk[key], err_msg=key)
+  missing = batches("gs://no-such-bucket/tfds", tmp_path / "x.npz")
+  assert missing.returncode != 0
+  assert missing.stderr.strip().splitlines()[-1] == ("error: config.dataset.data_dir = 'gs://no-such-bucket/tfds': the "
+                                                      "bucket no-such-bucket does not exist or cannot be seen with these "
+                                                      "credentials")
