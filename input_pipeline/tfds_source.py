@@ -63,6 +63,8 @@ def find(data_dir: str, dataset_name: str, tfds_name: str = "") -> epath.Path | 
     if found != base:
       raise ValueError(f"config.dataset.data_dir = {data_dir!r} holds a build of {found!r}, not {base!r}")
     return root
+  if root.name == base and not (root / base).is_dir():  # pointed at the dataset's own directory
+    root = root.parent
   if not (root / base).is_dir():
     if not data_dir:
       raise ValueError(f"{base} is not built in the default TFDS data dir {root}: build it with "

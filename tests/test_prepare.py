@@ -93,6 +93,8 @@ def test_built_frame_folders_hold_the_frames_and_give_the_clips_of_the_raw_folde
   config = tiny_config(tmp_path / "out")
   config.dataset.tfds_name = "something_something_v1/40x48"
   np.testing.assert_array_equal(next(sources.build_source(config).eval_batches(4))["clips"], built_batch["clips"])
+  config.dataset.data_dir = str(tmp_path / "out" / "something_something_v1")  # the dataset's own directory
+  np.testing.assert_array_equal(next(sources.build_source(config).eval_batches(4))["clips"], built_batch["clips"])
   config.dataset.tfds_name = "something_something_v1/40x48:2.0.0"
   with pytest.raises(ValueError, match=r"something_something_v1/40x48:2.0.0 is not built in .* \(built there: "):
     sources.build_source(config)
