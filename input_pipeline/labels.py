@@ -184,3 +184,28 @@ def read_finegym(list_path: pathlib.Path, data_dir: pathlib.Path, num_classes: i
     videos.append(Video(parts[0], inside(data_dir, f"{parts[0]}.mp4", source),
                         _check_label(int(parts[1]), num_classes, source)))
   return _nonempty(videos, list_path)
+
+
+def read_label_files(name: str, data_dir: pathlib.Path, num_classes: int, train_list: str = "", eval_list: str = "",
+                     class_names: str = "", strip_prefix: str = ""):
+  """(train videos, evaluation videos, class names or None) from a dataset's label files."""
+  names = None
+  if name == "list":
+    train = read_list_file(data_dir / train_list, data_dir, num_classes, strip_prefix)
+    evaluation = read_list_file(data_dir / eval_list, data_dir, num_classes, strip_prefix)
+    if class_names:
+      names = read_class_names(data_dir / class_names)
+  elif name == "ssv1":
+    train, names = read_ssv1(data_dir, "train")
+    evaluation, _ = read_ssv1(data_dir, "validation")
+  elif name == "ssv2":
+    train, names = read_ssv2(data_dir, "train")
+    evaluation, _ = read_ssv2(data_dir, "validation")
+  elif name == "diving48":
+    train, evaluation = read_diving48(data_dir, "train", num_classes), read_diving48(data_dir, "test", num_classes)
+  elif name == "finegym":
+    train = read_finegym(data_dir / train_list, data_dir, num_classes)
+    evaluation = read_finegym(data_dir / eval_list, data_dir, num_classes)
+  else:
+    raise ValueError(f"dataset {name!r} is unknown: use one of list, ssv1, ssv2, diving48, finegym")
+  return train, evaluation, names

@@ -110,34 +110,9 @@ def _video_source(config):
   )
 
 
-def read_label_files(name: str, data_dir: pathlib.Path, num_classes: int, train_list: str = "", eval_list: str = "",
-                     class_names: str = "", strip_prefix: str = ""):
-  """(train videos, evaluation videos, class names or None) from a dataset's label files."""
-  from input_pipeline import labels
-
-  names = None
-  if name == "list":
-    train = labels.read_list_file(data_dir / train_list, data_dir, num_classes, strip_prefix)
-    evaluation = labels.read_list_file(data_dir / eval_list, data_dir, num_classes, strip_prefix)
-    if class_names:
-      names = labels.read_class_names(data_dir / class_names)
-  elif name == "ssv1":
-    train, names = labels.read_ssv1(data_dir, "train")
-    evaluation, _ = labels.read_ssv1(data_dir, "validation")
-  elif name == "ssv2":
-    train, names = labels.read_ssv2(data_dir, "train")
-    evaluation, _ = labels.read_ssv2(data_dir, "validation")
-  elif name == "diving48":
-    train, evaluation = labels.read_diving48(data_dir, "train", num_classes), labels.read_diving48(data_dir, "test", num_classes)
-  elif name == "finegym":
-    train = labels.read_finegym(data_dir / train_list, data_dir, num_classes)
-    evaluation = labels.read_finegym(data_dir / eval_list, data_dir, num_classes)
-  else:
-    raise ValueError(f"dataset {name!r} is unknown: use one of {VIDEO_DATASETS}")
-  return train, evaluation, names
-
-
 def _label_files(config, data_dir):
   dataset = config.dataset
+  from input_pipeline.labels import read_label_files
+
   return read_label_files(dataset.name, data_dir, dataset.num_classes, dataset.train_list, dataset.eval_list,
                           dataset.class_names, dataset.strip_prefix)

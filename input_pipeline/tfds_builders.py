@@ -103,7 +103,7 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     from input_pipeline.labels import LabelFileError
-    from input_pipeline.sources import read_label_files
+    from input_pipeline.labels import read_label_files
 
     config = self.builder_config
     manual_dir = pathlib.Path(dl_manager.manual_dir)
