@@ -35,8 +35,9 @@ from input_pipeline.synthetic import CLASSES, REVERSED
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TSN = ["--config.model.selfy_stages=()"]
 TSM = ["--config.model.selfy_stages=()", "--config.model.temporal_shift=True"]
-# TSM learns the task with three times the default's steps (README: Synthetic-motion results).
+# Three times the default's steps (TSM alone needs AdamW and BNs from scale 1 as well: README).
 LONG = ["--config.total_steps=1800", "--config.eval_every_steps=1800", "--config.checkpoint_every_steps=600"]
+LONG3600 = ["--config.total_steps=3600", "--config.eval_every_steps=3600", "--config.checkpoint_every_steps=600"]
 # AdamW at 1e-3 for the demo's batch of 16 (the config's rate is per 64 clips)
 ADAMW = ["--config.optimizer.name=adamw", "--config.optimizer.learning_rate=0.004"]
 MOTIONS = {"normal": 1.0, "fast": 3.0}
@@ -58,8 +59,11 @@ ROWS = [
     ("tsm_recipe", "TSM, 1800 steps, AdamW, residual BNs from scale 1",
      TSM + LONG + ADAMW + ["--config.model.zero_init_residual=False"], ("normal",)),
     ("tsm_recipe", "TSM + SELFY, 1800 steps, AdamW", ["--config.model.temporal_shift=True", *LONG, *ADAMW], ("normal",)),
-    ("tsm_recipe", "TSM, 3600 steps", TSM + ["--config.total_steps=3600", "--config.eval_every_steps=3600",
-                                             "--config.checkpoint_every_steps=600"], ("normal",)),
+    ("tsm_recipe", "TSM + SELFY, 1800 steps, AdamW, residual BNs from scale 1",
+     ["--config.model.temporal_shift=True", *LONG, *ADAMW, "--config.model.zero_init_residual=False"], ("normal",)),
+    ("tsm_recipe", "TSM, 3600 steps, AdamW, residual BNs from scale 1",
+     TSM + LONG3600 + ADAMW + ["--config.model.zero_init_residual=False"], ("normal",)),
+    ("tsm_recipe", "TSM, 3600 steps", TSM + LONG3600, ("normal",)),
     ("offsets", "offsets (1,)", ["--config.model.selfy.temporal_offsets=(1,)"], ("normal",)),
     ("offsets", "offsets (-1,1)", ["--config.model.selfy.temporal_offsets=(-1,1)"], ("normal",)),
     ("offsets", "offsets (-2..2) (default)", [], ("normal",)),
@@ -81,6 +85,11 @@ GROUP_TITLES = {
     "extractor": "Feature extractors",
 }
 ROBUSTNESS_ROWS = ("TSN + SELFY", "TSM, 1800 steps", "TSM + SELFY, 1800 steps")
+# Rows whose training accuracy is drawn against the step: how long each leaves chance.
+CURVE_ROWS = ("TSM, 1800 steps, AdamW", "TSM + SELFY, 1800 steps, AdamW",
+              "TSM, 3600 steps, AdamW, residual BNs from scale 1",
+              "TSM + SELFY, 1800 steps, AdamW, residual BNs from scale 1")
+CURVE_BIN_STEPS = 50
 ROBUSTNESS_SEVERITIES = "1,3,5"
 
 
@@ -92,6 +101,17 @@ def run_key(overrides: list[str], motion: str, seed: int) -> str:
   if len(key) > 230:  # file names end at 255 bytes: a long slug keeps its start and a digest of the rest
     key = f"{slug[:180]}_{hashlib.sha256(slug.encode()).hexdigest()[:16]}-{motion}-seed{seed}"
   return key
+
+
+def training_curve(metrics_file: pathlib.Path, bin_steps: int = CURVE_BIN_STEPS) -> list[list[float]]:
+  """[last step, mean loss, mean top-1] of the training rows of metrics.jsonl, per bin of steps
+  (bin b holds steps b*bin_steps+1 .. (b+1)*bin_steps): the curve, small enough to keep in the runs file."""
+  bins = {}
+  for line in metrics_file.read_text().splitlines():
+    row = json.loads(line)
+    if row.get("split") == "train" and "loss" in row and "top1" in row:
+      bins.setdefault((row["step"] - 1) // bin_steps, []).append((row["loss"], row["top1"]))
+  return [[(b + 1) * bin_steps, *np.mean(bins[b], axis=0).tolist()] for b in sorted(bins)]
 
 
 def reversed_pair_accuracy(confusion: np.ndarray, class_names: list[str]) -> float:
@@ -122,7 +142,8 @@ def run(workdir: pathlib.Path, overrides: list[str], robustness: bool, extra: li
     confusion = np.array(report["confusion"])
     result = {"top1": float(np.trace(confusion) / confusion.sum()),
               "pairs": reversed_pair_accuracy(confusion, report["class_names"]), "seconds": seconds,
-              "step": report["step"], "overrides": overrides}
+              "step": report["step"], "overrides": overrides,
+              "train_curve": training_curve(workdir / "metrics.jsonl")}
     result_file.write_text(json.dumps(result))
   if robustness and "robustness" not in result:
     done = subprocess.run([sys.executable, "-m", "stss_jax.robustness", "--config=configs/default.py", *overrides,
@@ -180,7 +201,14 @@ def collect(source: pathlib.Path) -> dict:
   that --summarize --output keeps beside the page (so that anyone can redo the tables)."""
   if source.is_file():
     return json.loads(source.read_text())
-  return {p.parent.name: json.loads(p.read_text()) for p in sorted(source.glob("*/ablation_result.json"))}
+  found = {}
+  for result_file in sorted(source.glob("*/ablation_result.json")):
+    result = json.loads(result_file.read_text())
+    metrics = result_file.parent / "metrics.jsonl"
+    if "train_curve" not in result and metrics.exists():  # runs finished before curves were kept
+      result["train_curve"] = training_curve(metrics)
+    found[result_file.parent.name] = result
+  return found
 
 
 def summarize(args) -> str:
@@ -223,12 +251,15 @@ def summarize(args) -> str:
         cells = [_mean_spread(clean)] + [_mean_spread(robustness.get((name, corruption, s), [])) for s in severities]
         lines.append(f"| {name} | {corruption} | " + " | ".join(cells) + " |")
     sections.append("\n".join(lines))
+  curves = {name: [found[k]["train_curve"] for s in seeds
+                   if "train_curve" in found.get(k := run_key(overrides, "normal", s), {})]
+            for _, name, overrides, _ in ROWS if name in CURVE_ROWS}
   if args.plots:
-    _plots(figures, robustness, pathlib.Path(args.plots))
+    _plots(figures, robustness, {n: c for n, c in curves.items() if c}, pathlib.Path(args.plots))
   return "\n\n".join(sections)
 
 
-def _plots(figures: dict, robustness: dict, folder: pathlib.Path) -> None:
+def _plots(figures: dict, robustness: dict, curves: dict, folder: pathlib.Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -237,22 +268,24 @@ def _plots(figures: dict, robustness: dict, folder: pathlib.Path) -> None:
   groups = list(dict.fromkeys(g for g, *_ in ROWS))
   columns = 3
   rows = -(-len(groups) // columns)
-  figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 5 * rows), squeeze=False)
+  # Horizontal bars, so that a row's name reads on one or two lines however many rows a group has.
+  figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.5 * rows), squeeze=False)
   axes = axes.ravel()
   for ax in axes[len(groups):]:
     ax.set_visible(False)
   for ax, group in zip(axes, groups):
     keys = [k for k in figures if k[0] == group and figures[k]]
-    labels = [textwrap.fill(k[1] if k[2] == "normal" else f"{k[1]}, fast", 22) for k in keys]
+    labels = [textwrap.fill(k[1] if k[2] == "normal" else f"{k[1]}, fast", 34) for k in keys]
     for i, key in enumerate(keys):
       values = 100 * np.array(figures[key])
-      ax.bar(i, values.mean(), color="tab:orange" if key[2] == "fast" else "tab:blue", alpha=0.6)
-      ax.scatter(np.full(len(values), i), values, color="black", s=10, zorder=3)
-    ax.set_xticks(range(len(keys)), labels, rotation=45, ha="right", fontsize=7)
-    ax.axhline(100 / 6, color="grey", linestyle=":", linewidth=1)
+      ax.barh(i, values.mean(), color="tab:orange" if key[2] == "fast" else "tab:blue", alpha=0.6)
+      ax.scatter(values, np.full(len(values), i), color="black", s=10, zorder=3)
+    ax.set_yticks(range(len(keys)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(100 / 6, color="grey", linestyle=":", linewidth=1)
     ax.set_title(GROUP_TITLES.get(group, group), fontsize=10)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("validation top-1 (%): bar mean, dots seeds", fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("validation top-1 (%): bar mean, dots seeds", fontsize=8)
   figure.tight_layout()
   figure.savefig(folder / "synthetic_ablation.png", dpi=110)
   plt.close(figure)
@@ -274,6 +307,21 @@ def _plots(figures: dict, robustness: dict, folder: pathlib.Path) -> None:
     axes[0][-1].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(folder / "synthetic_robustness.png", dpi=110)
+    plt.close(figure)
+  if curves:
+    figure, ax = plt.subplots(figsize=(9, 5))
+    for colour, (name, runs) in zip(plt.get_cmap("tab10").colors, curves.items()):
+      for i, curve in enumerate(runs):
+        steps, _, top1 = np.array(curve).T
+        ax.plot(steps, 100 * top1, color=colour, linewidth=1.2, alpha=0.8, label=name if i == 0 else None)
+    ax.axhline(100 / 6, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"training top-1 (%), mean over {CURVE_BIN_STEPS} steps")
+    ax.set_ylim(0, 100)
+    ax.set_title("Leaving chance: one line per seed", fontsize=10)
+    ax.legend(fontsize=8, loc="center right")
+    figure.tight_layout()
+    figure.savefig(folder / "synthetic_learning_curves.png", dpi=110)
     plt.close(figure)
 
 

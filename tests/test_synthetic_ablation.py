@@ -71,3 +71,30 @@ def test_the_runs_file_kept_beside_the_page_gives_the_same_tables(tmp_path, monk
   monkeypatch.setattr("sys.argv", ["synthetic_ablation", f"--workdir={runs_file}", "--summarize", f"--output={page}"])
   ablation.main()
   assert page.read_text() == from_runs and "| TSN + SELFY | 50.0% ± 35.4 (n=2) |" in from_runs
+
+
+def test_training_curve_averages_the_training_rows_of_each_bin_of_steps(tmp_path):
+  metrics = tmp_path / "metrics.jsonl"
+  rows = [{"step": 10, "split": "train", "loss": 1.0, "top1": 0.0},
+          {"step": 20, "split": "train", "loss": 3.0, "top1": 0.5},
+          {"step": 20, "split": "validation", "loss": 9.0, "top1": 1.0},  # not training: left out
+          {"step": 30, "split": "train", "loss": 0.5, "top1": 1.0},
+          {"step": 40, "split": "train", "top1": 1.0}]                    # no loss: left out
+  metrics.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  assert ablation.training_curve(metrics, bin_steps=20) == [[20, 2.0, 0.25], [40, 0.5, 1.0]]
+
+
+def test_summary_draws_the_learning_curves_of_the_runs_that_kept_metrics(tmp_path):
+  name = ablation.CURVE_ROWS[0]
+  overrides = next(o for _, n, o, _ in ablation.ROWS if n == name)
+  _write_run(tmp_path, overrides, "normal", 0, 0.2, 0.5)
+  folder = tmp_path / ablation.run_key(overrides, "normal", 0)
+  (folder / "metrics.jsonl").write_text("".join(
+      json.dumps({"step": s, "split": "train", "loss": 1.0, "top1": s / 200}) + "\n" for s in range(10, 201, 10)))
+  plots = tmp_path / "plots"
+  ablation.summarize(argparse.Namespace(workdir=str(tmp_path), plots=str(plots)))
+  found = ablation.collect(tmp_path)[folder.name]
+  assert [step for step, _, _ in found["train_curve"]] == [50, 100, 150, 200]
+  assert found["train_curve"][-1][2] == np.mean([s / 200 for s in range(160, 201, 10)])
+  assert (plots / "synthetic_learning_curves.png").stat().st_size > 10_000
+  assert (plots / "synthetic_ablation.png").exists()
