@@ -22,8 +22,8 @@ from stss_jax.train import loop, preemption
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and reports; default runs/CONFIG "
-                      "(e.g. runs/ssv2, runs/default-tiny).", flag_values=flag_values)
+  flags.DEFINE_string("workdir", None, "Directory (local or gs://) for checkpoints, metrics and reports; "
+                      "default runs/CONFIG (e.g. runs/ssv2, runs/default-tiny).", flag_values=flag_values)
   flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate), or only evaluate.",
                     flag_values=flag_values)
   flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods and clusters detect the rest).",

@@ -50,18 +50,13 @@ def differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
   return out
 
 
-def _path(directory: str | os.PathLike) -> epath.Path:
-  """A model directory's path: local ones made absolute (orbax needs that), gs:// ones as given."""
-  return epath.Path(os.path.abspath(directory) if storage.is_local(directory) else directory)
-
-
 def _variables(model: nnx.Module) -> nnx.State:
   return nnx.state(model, (nnx.Param, nnx.BatchStat))
 
 
 def save(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
   """Writes `model`'s parameters and BN statistics to a new (or empty) directory."""
-  directory = _path(directory)
+  directory = storage.path(directory)
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
   directory.mkdir(parents=True, exist_ok=True)
@@ -75,21 +70,21 @@ def save(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
 def replace(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
   """save() into a sibling directory, then swapped in for `directory`: an older model there stays
   whole until the new one is (on a local disk; a bucket has no atomic rename of a folder)."""
-  directory = _path(directory)
+  directory = storage.path(directory)
   fresh = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
   if fresh.exists():
     fresh.rmtree()
   save(fresh, model, config)
   if directory.exists():
     directory.rmtree()
-  fresh.rename(directory)
+  storage.move(fresh, directory)
   return directory
 
 
 def restore(directory: str | os.PathLike, model: nnx.Module, config) -> None:
   """Loads a model directory into `model`, refusing one of another architecture (nothing is
   loaded then)."""
-  directory = _path(directory)
+  directory = storage.path(directory)
   config_path = directory / CONFIG_FILE
   if not config_path.is_file() or not (directory / WEIGHTS).is_dir():
     if bucket := storage.missing_bucket(directory):

@@ -35,6 +35,33 @@ def configure() -> None:
   logging.getLogger("gcsfs").setLevel(logging.ERROR)
 
 
+def path(location: str | os.PathLike) -> epath.Path:
+  """A path of the project's files: local ones made absolute (orbax needs that), cloud ones as given."""
+  return epath.Path(os.path.abspath(location) if is_local(location) else location)
+
+
+def move(source: epath.Path, target: epath.Path) -> None:
+  """Moves a file or a folder. Locally one rename; in a bucket, where a folder is only a name
+  prefix, each object is copied to the target and the source is removed after the last copy."""
+  if is_local(source):
+    os.replace(source, target)
+    return
+  if source.is_file():
+    target.write_bytes(source.read_bytes())
+    source.unlink()
+    return
+  for file in _files(source):  # epath refuses rglob in buckets: one listing per folder instead
+    (target / file.relative_to(source)).write_bytes(file.read_bytes())
+  source.rmtree()
+
+
+def _files(folder: epath.Path) -> list[epath.Path]:
+  found = []
+  for entry in folder.iterdir():
+    found += _files(entry) if entry.is_dir() else [entry]
+  return found
+
+
 def missing_bucket(path) -> str | None:
   """The bucket of a cloud path when that bucket does not exist (or cannot be seen), else None."""
   if is_local(path):

@@ -1,11 +1,16 @@
 """gs:// paths against a GCS emulator on the loopback interface (gcp-storage-emulator, started and
-stopped here; the only setting the tests make is the standard STORAGE_EMULATOR_HOST).
+stopped here through tests/gcs_emulator.py, which adds the generation header and conditions of GCS
+downloads that TensorStore needs; the only setting the tests make is the standard
+STORAGE_EMULATOR_HOST).
 
-Not tested here: orbax *writing* into the emulator. TensorStore's OCDBT writes with generation
-preconditions, and it rejects the generations this emulator answers with ("Malformed
-StorageGeneration"), and no real bucket is reachable here: model_dir.save to gs:// is untested."""
+Not tested here: TensorBoard summaries in a bucket. TensorFlow writes them with its own GCS client,
+which always calls the real GCS, so under an emulator the trainer writes metrics.jsonl only, and
+says so."""
+import json
 import os
 import pathlib
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,12 +19,11 @@ import time
 import numpy as np
 import pytest
 
-from configs import default
-from stss_jax import model_dir, storage
-from stss_jax.models import build_model
+from stss_jax import storage
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUCKET = "stss-test"
+TINY = "--config=configs/default.py:tiny"
 storage_client = pytest.importorskip("google.cloud.storage")
 pytest.importorskip("gcp_storage_emulator")
 
@@ -35,9 +39,9 @@ def emulator(tmp_path):
   """The emulator's address, with one empty bucket; stopped when the test ends."""
   port = _free_port()
   log = (tmp_path / "emulator.log").open("w")
-  process = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
+  process = subprocess.Popen([sys.executable, "-m", "tests.gcs_emulator", "start", "--host=127.0.0.1",
                               f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}"],
-                             stdout=log, stderr=subprocess.STDOUT)
+                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
   try:
     deadline = time.monotonic() + 60
     while True:
@@ -80,40 +84,82 @@ def test_is_local():
   assert not storage.is_local("gs://bucket/x")
 
 
-def test_a_bucket_workdir_is_refused_in_one_line_before_anything_is_written(tmp_path, monkeypatch, capsys):
-  from stss_jax import main
-  monkeypatch.chdir(tmp_path)
-  assert main.main(["main", "--config=configs/default.py:tiny", "--workdir=gs://bucket/run"]) == 1
-  err = capsys.readouterr().err.strip().splitlines()
-  assert err[-1].startswith("error: --workdir gs://bucket/run: the trainer writes to a local (or mounted) directory")
-  assert not any(tmp_path.iterdir())  # no folder named like the URL
+def _main(address: str, workdir, *args: str, **popen) -> subprocess.Popen:
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("TENSORSTORE_", "EPATH_", "GOOGLE_"))}
+  # One device, as the trainer's own process tests use: their compiled programs are in the session's cache.
+  env.update(STORAGE_EMULATOR_HOST=address, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return subprocess.Popen([sys.executable, "main.py", TINY, f"--workdir={workdir}", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-@pytest.mark.slow  # an emulator process, and commands in processes of their own
-def test_commands_read_a_model_directory_in_a_bucket_as_they_read_it_on_disk(tmp_path, emulator):
-  config = default.get_config("tiny")
-  model_dir.save(tmp_path / "model", build_model(config), config)
-  _upload(emulator, tmp_path / "model", "runs/tiny/model")
+def _finished(process: subprocess.Popen) -> tuple[str, str]:
+  """The process's (stdout, stderr), once it has ended with status 0."""
+  out, err = process.communicate(timeout=600)
+  assert process.returncode == 0, err[-3000:]
+  return out, err
+
+
+def _summary(output: tuple[str, str]) -> str:
+  """The final line of main.py's output, less the workdir it names."""
+  return output[0].strip().splitlines()[-1].split("(workdir")[0]
+
+
+@pytest.mark.slow  # an emulator process, and eight commands in processes of their own
+def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_predicts_the_same(tmp_path, emulator):
+  # The steps of test_train's SIGKILL test, whose compiled programs the session's cache then holds.
+  steps = ["--config.total_steps=8", "--config.eval_every_steps=4", "--config.checkpoint_every_steps=2"]
+  on_disk = _finished(_main(emulator, tmp_path / "run", *steps))
+  bucket = _client(emulator).bucket(BUCKET)
+  killed = _main(emulator, f"gs://{BUCKET}/run", *steps)
+  deadline = time.monotonic() + 600
+  # Killed once its first checkpoint is complete, with six of its eight steps still to go.
+  while not bucket.blob("run/checkpoints/2/commit_success.txt").exists() and killed.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.1)
+  killed.send_signal(signal.SIGKILL)
+  killed.communicate()
+  assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  resumed = _finished(_main(emulator, f"gs://{BUCKET}/run", *steps))
+  assert re.search(f"resumed from step [246] of gs://{BUCKET}/run/checkpoints", resumed[1])
+  assert _summary(resumed) == _summary(on_disk)
+  # Read back with google-cloud-storage, not project code: the same reports and metrics rows.
+  report = json.loads(bucket.blob("run/eval_validation_step8.json").download_as_text())
+  assert report == json.loads((tmp_path / "run" / "eval_validation_step8.json").read_text())
+  rows = [json.loads(line) for line in bucket.blob("run/metrics.jsonl").download_as_text().splitlines()]
+  local_rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["split"]) for r in rows] == [(r["step"], r["split"]) for r in local_rows]
+  assert [r["loss"] for r in rows] == [r["loss"] for r in local_rows]
+  assert not bucket.blob("run/lock.json").exists()
+  evaluated = _finished(_main(emulator, f"gs://{BUCKET}/run", *steps, "--mode=eval"))
+  assert _summary(evaluated) == _summary(on_disk)
+
+  # predict and visualize: the trained model directory, a clip array, the logits and the picture in the bucket.
   rng = np.random.default_rng(0)
   np.save(tmp_path / "clips.npy", rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32))
   _upload(emulator, tmp_path, "inputs", only="clips.npy")
 
   def predict_and_draw(checkpoint, clip, logits, picture):
     for args in (("stss_jax.predict", f"--clip={clip}", f"--output={logits}"), ("stss_jax.visualize", f"--output={picture}")):
-      done = _command(emulator, args[0], "--config=configs/default.py:tiny", f"--checkpoint={checkpoint}", *args[1:])
+      done = _command(emulator, args[0], TINY, f"--checkpoint={checkpoint}", *args[1:])
       assert done.returncode == 0, done.stderr[-3000:]
 
-  predict_and_draw(tmp_path / "model", tmp_path / "clips.npy", tmp_path / "logits.npy", tmp_path / "stss.png")
-  # The model directory, the clip array, the logits and the picture all in the bucket.
-  predict_and_draw(f"gs://{BUCKET}/runs/tiny/model", f"gs://{BUCKET}/inputs/clips.npy",
+  predict_and_draw(tmp_path / "run" / "model", tmp_path / "clips.npy", tmp_path / "logits.npy", tmp_path / "stss.png")
+  predict_and_draw(f"gs://{BUCKET}/run/model", f"gs://{BUCKET}/inputs/clips.npy",
                    f"gs://{BUCKET}/outputs/logits.npy", f"gs://{BUCKET}/outputs/stss.png")
-  bucket = _client(emulator).bucket(BUCKET)
   (tmp_path / "logits_from_bucket.npy").write_bytes(bucket.blob("outputs/logits.npy").download_as_bytes())
   np.testing.assert_array_equal(np.load(tmp_path / "logits_from_bucket.npy"), np.load(tmp_path / "logits.npy"))
   assert bucket.blob("outputs/stss.png").download_as_bytes() == (tmp_path / "stss.png").read_bytes()
-  missing = _command(emulator, "stss_jax.predict", "--config=configs/default.py:tiny",
-                     "--checkpoint=gs://no-such-bucket/model", f"--clip={tmp_path / 'clips.npy'}",
-                     f"--output={tmp_path / 'x.npy'}")
+
+
+@pytest.mark.slow  # an emulator process, and commands in processes of their own
+def test_a_missing_bucket_is_named_in_one_line_by_the_trainer_and_by_predict(tmp_path, emulator):
+  trainer = _main(emulator, "gs://no-such-bucket/run")
+  _, err = trainer.communicate(timeout=600)
+  assert trainer.returncode == 1
+  assert err.strip().splitlines()[-1] == ("error: --workdir gs://no-such-bucket/run: the bucket no-such-bucket does "
+                                          "not exist (or these credentials cannot see it)")
+  missing = _command(emulator, "stss_jax.predict", TINY, "--checkpoint=gs://no-such-bucket/model",
+                     f"--clip={tmp_path / 'clips.npy'}", f"--output={tmp_path / 'x.npy'}")
   assert missing.returncode == 1
   assert missing.stderr.strip().splitlines()[-1].startswith("error: gs://no-such-bucket/model: the bucket no-such-bucket does not exist")
 

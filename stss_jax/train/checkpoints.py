@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from stss_jax import model_dir
+from stss_jax import model_dir, storage
 from stss_jax.files import write_json_atomically
 from stss_jax.train import workdir as workdir_lib
 
@@ -78,7 +77,7 @@ class TrainCheckpoints:
   """
 
   def __init__(self, workdir: str | os.PathLike, config, keep: int, writer: bool = True):
-    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self.directory = storage.path(workdir) / "checkpoints"
     self.writer = writer  # process 0 writes the records; every process reads them
     self.keep = keep
     workdir_lib.writable_directory(self.directory, str(self.directory))
@@ -185,7 +184,7 @@ class TrainCheckpoints:
     while target.exists():
       suffix += 1
       target = aside / f"{step}.{suffix}"
-    os.replace(self.directory / str(step), target)
+    storage.move(self.directory / str(step), target)
     self.records.pop(step, None)
     self._write_records()
 

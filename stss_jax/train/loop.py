@@ -119,6 +119,7 @@ class Trainer:
     """Finishes the checkpoints in flight and gives the workdir up."""
     try:
       self.checkpoints.close()
+      self.writer.close()
     finally:
       self.lock.release()
 
@@ -230,6 +231,7 @@ class Trainer:
         if saves:
           self.lock.check()
           self.checkpoints.save(done, self.state, wait=evaluates or stops)
+          self.writer.flush()
           saved_at = time.monotonic()
         if evaluates:
           last_eval = self._evaluate_checkpoint(done)

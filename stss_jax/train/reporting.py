@@ -2,39 +2,56 @@
 from __future__ import annotations
 
 import json
-import pathlib
+import os
+import time
 
 import numpy as np
 from absl import logging
+from etils import epath
 
+from stss_jax import storage
 from stss_jax.files import write_text_atomically
 
 
 class MetricsWriter:
-  """Appends metrics to metrics.jsonl and TensorBoard; only process 0 writes."""
+  """Appends metrics to metrics.jsonl and TensorBoard; only process 0 writes.
 
-  def __init__(self, workdir: pathlib.Path, enabled: bool = True):
+  A bucket's objects cannot be appended to: in a gs:// workdir the file's text is kept here and
+  uploaded whole at most every `upload_every_s` seconds, at each flush (the trainer flushes at every
+  checkpoint, so that a resumed run finds every row up to its step) and at close.
+  """
+
+  def __init__(self, workdir: epath.Path, enabled: bool = True, upload_every_s: float = 30.0):
     self.enabled = enabled
     self.path = workdir / "metrics.jsonl"
+    self.local = storage.is_local(workdir)
+    self.upload_every_s = upload_every_s
+    self._text = None  # in a bucket: the file as it should be, once read
+    self._uploaded = 0.0  # time.monotonic() of the last upload
     self.summary_writer = None
     if enabled:
-      try:
-        import tensorflow as tf  # the CPU build is enough; absent on some accelerator images
+      self.summary_writer = _summary_writer(workdir / "tensorboard")
 
-        tf.config.set_visible_devices([], "GPU")
-        self.summary_writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
-        self._tf = tf
-      except ImportError:
-        logging.warning("tensorflow is not installed: no TensorBoard summaries, metrics.jsonl only")
+  def _read(self) -> str:
+    if self._text is None:
+      self._text = self.path.read_text() if self.path.is_file() else ""
+    return self._text
 
   def keep_rows(self, keep) -> None:
     """Rewrites metrics.jsonl (atomically) with only the rows for which keep(row) is true."""
-    if not self.enabled or not self.path.is_file():
+    if not self.enabled:
       return
-    rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+    if self.local:
+      text = self.path.read_text() if self.path.is_file() else ""
+    else:
+      text = self._read()
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     kept = [row for row in rows if keep(row)]
     if len(kept) != len(rows):
-      write_text_atomically(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+      text = "".join(json.dumps(row) + "\n" for row in kept)
+      write_text_atomically(self.path, text)
+      if not self.local:
+        self._text, self._uploaded = text, time.monotonic()
 
   def write(self, step: int, split: str, metrics: dict, labels: dict | None = None) -> None:
     """One row {step, split, **labels, **metrics}; `labels` (e.g. a corruption and its severity)
@@ -42,15 +59,51 @@ class MetricsWriter:
     if not self.enabled:
       return
     record = {"step": int(step), "split": split, **(labels or {}), **{k: _plain(v) for k, v in metrics.items()}}
-    with self.path.open("a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    if self.local:
+      with self.path.open("a") as f:
+        f.write(line)
+    else:
+      self._text = self._read() + line
+      if time.monotonic() - self._uploaded >= self.upload_every_s:
+        self.flush()
     if self.summary_writer is not None:
+      import tensorflow as tf
+
       group = "_".join([split, *map(str, (labels or {}).values())])
       with self.summary_writer.as_default(step=int(step)):
         for key, value in metrics.items():
           if np.ndim(value) == 0:
-            self._tf.summary.scalar(f"{group}/{key}", float(value))
+            tf.summary.scalar(f"{group}/{key}", float(value))
       self.summary_writer.flush()
+
+  def flush(self) -> None:
+    """Uploads metrics.jsonl to a bucket workdir (local files are written row by row)."""
+    if self.enabled and not self.local and self._text is not None:
+      self.path.write_text(self._text)  # an upload replaces the object whole
+      self._uploaded = time.monotonic()
+
+  def close(self) -> None:
+    self.flush()
+    if self.summary_writer is not None:
+      self.summary_writer.close()
+      self.summary_writer = None
+
+
+def _summary_writer(directory: epath.Path):
+  """A TensorBoard writer for `directory`, or None (with the reason logged) where there can be none."""
+  if not storage.is_local(directory) and os.environ.get(storage.EMULATOR):
+    # TensorFlow's own GCS client writes the event files; it always calls the real GCS.
+    logging.warning("no TensorBoard summaries: TensorFlow's GCS client cannot reach the emulator at %s=%s "
+                    "(metrics.jsonl has every row)", storage.EMULATOR, os.environ[storage.EMULATOR])
+    return None
+  try:
+    import tensorflow as tf  # the CPU build is enough; absent on some accelerator images
+  except ImportError:
+    logging.warning("tensorflow is not installed: no TensorBoard summaries, metrics.jsonl only")
+    return None
+  tf.config.set_visible_devices([], "GPU")
+  return tf.summary.create_file_writer(os.fspath(directory))
 
 
 def _plain(value):

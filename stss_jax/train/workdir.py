@@ -5,19 +5,23 @@ thread refreshes every `heartbeat_s`). A second run into the same workdir stops 
 names the owner. A lock whose owner is gone is taken over: at once when the owner ran on this
 host and its process no longer exists, and after `stale_after_s` without a refresh when it ran on
 another host (a preempted VM, say).
+
+A workdir in a bucket (gs://) holds the same lock, written with the path library. A bucket has no
+exclusive create, so a run reads its lock back after writing it, and the heartbeat stops a run
+whose lock another run overwrote before that run writes over the other's work.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import os
-import pathlib
 import socket
 import threading
 import time
 import uuid
 
 from absl import logging
+from etils import epath
 
 from stss_jax import storage
 
@@ -28,27 +32,26 @@ class WorkdirBusyError(FileExistsError):
   """Another run owns the workdir."""
 
 
-def writable_directory(path: pathlib.Path, name: str) -> pathlib.Path:
+def writable_directory(path: epath.Path, name: str) -> epath.Path:
   """`path`, created and probed with a write, or an error naming it (`name`) and the reason."""
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / f".write_probe.{os.getpid()}"  # one per process: hosts may share the workdir
+    probe = path / f".write_probe.{socket.gethostname()}.{os.getpid()}"  # one per process: hosts may share it
     probe.write_text("")
     probe.unlink()
   except OSError as e:
     raise ValueError(f"{name} is not writable: {e.strerror or e}") from e
+  except Exception as e:  # noqa: BLE001  cloud clients raise their own kinds (credentials, HTTP)
+    raise ValueError(f"{name} is not writable: {type(e).__name__}: {e}") from e
   return path
 
 
-def prepare(workdir: str | os.PathLike) -> pathlib.Path:
-  """The workdir as an absolute path, created, or an error saying why it cannot be written."""
-  if not storage.is_local(workdir):
-    # The trainer's lock and atomic renames assume a POSIX file system; rather than write a
-    # local folder named like the URL, say so.
-    raise ValueError(f"--workdir {workdir}: the trainer writes to a local (or mounted) directory; a bucket "
-                     "workdir is not supported yet. Train locally and copy WORKDIR/model to the bucket: "
-                     "predict, visualize, export and --config.init_from read model directories from gs://")
-  path = pathlib.Path(workdir).absolute()
+def prepare(workdir: str | os.PathLike) -> epath.Path:
+  """The workdir (a local or mounted directory, made absolute, or a gs:// folder), created, or an
+  error saying why it cannot be written."""
+  if bucket := storage.missing_bucket(workdir):
+    raise ValueError(f"--workdir {workdir}: the bucket {bucket} does not exist (or these credentials cannot see it)")
+  path = storage.path(workdir)
   return writable_directory(path, f"--workdir {path}")
 
 
@@ -73,8 +76,9 @@ def _process_exists(pid: int) -> bool:
 class WorkdirLock:
   """The lock of one workdir; `with WorkdirLock(path):` owns it for the block."""
 
-  def __init__(self, workdir: pathlib.Path, heartbeat_s: float = 30.0, stale_after_s: float = 300.0):
-    self.path = pathlib.Path(workdir) / LOCK_FILE
+  def __init__(self, workdir: str | os.PathLike, heartbeat_s: float = 30.0, stale_after_s: float = 300.0):
+    self.path = storage.path(workdir) / LOCK_FILE
+    self.local = storage.is_local(self.path)
     self.heartbeat_s = heartbeat_s
     self.stale_after_s = stale_after_s
     self.token = uuid.uuid4().hex
@@ -119,23 +123,48 @@ class WorkdirLock:
           raise WorkdirBusyError(
               f"--workdir {self.path.parent} is in use by the run of {self.describe(record)}; wait for it to "
               f"end or use another --workdir (a lock not refreshed for {self.stale_after_s:.0f} s is taken over)")
-        stale = self.path.with_name(f"{LOCK_FILE}.stale.{self.token}")
-        try:
-          os.replace(self.path, stale)  # only one of several takers moves a given file
-        except FileNotFoundError:
+        if not self._remove_stale():
           continue
         logging.warning("took over the stale lock of %s", self.describe(record) if record else "an unreadable lock")
-        stale.unlink(missing_ok=True)
-      try:
-        descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
+      if not self._create():
         continue
-      with os.fdopen(descriptor, "w") as f:
-        json.dump({**self.record, "alive": _now()}, f)
       self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
       self._thread.start()
       return
     raise WorkdirBusyError(f"--workdir {self.path.parent}: other runs keep taking its lock; use another --workdir")
+
+  def _text(self) -> str:
+    return json.dumps({**self.record, "alive": _now()})
+
+  def _create(self) -> bool:
+    """Writes this run's lock where there is none; False when another run's lock is there."""
+    if self.local:
+      try:
+        descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        return False
+      with os.fdopen(descriptor, "w") as f:
+        f.write(self._text())
+      return True
+    # A bucket has no exclusive create: write, then read back. Of runs writing at once the last
+    # upload stands; the others read a foreign token, retry and find the lock held.
+    if self.path.exists():
+      return False
+    self.path.write_text(self._text())
+    return self._owned()
+
+  def _remove_stale(self) -> bool:
+    """Removes a stale lock; False when another run removed it first."""
+    if not self.local:
+      self.path.unlink(missing_ok=True)
+      return True
+    stale = self.path.with_name(f"{LOCK_FILE}.stale.{self.token}")
+    try:
+      os.replace(self.path, stale)  # only one of several takers moves a given file
+    except FileNotFoundError:
+      return False
+    stale.unlink(missing_ok=True)
+    return True
 
   def _owned(self) -> bool:
     record = self.holder()
@@ -147,9 +176,12 @@ class WorkdirLock:
         self.lost = True
         logging.error("the lock %s was taken over by another run", self.path)
         return
-      temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.tmp")
-      temporary.write_text(json.dumps({**self.record, "alive": _now()}))
-      os.replace(temporary, self.path)
+      if self.local:
+        temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.tmp")
+        temporary.write_text(self._text())
+        os.replace(temporary, self.path)
+      else:
+        self.path.write_text(self._text())  # an upload replaces the object whole
 
   def check(self) -> None:
     """Raises if another run took the lock over, before this run writes over its work."""
