@@ -73,10 +73,16 @@ def _upload(address: str, folder: pathlib.Path, prefix: str, only: str = "*") ->
       bucket.blob(f"{prefix}/{path.relative_to(folder)}").upload_from_filename(str(path))
 
 
-def _command(address: str, *args: str) -> subprocess.CompletedProcess:
+def _env(address: str) -> dict:
+  """This process's environment with the emulator's address as the only storage setting."""
   env = {k: v for k, v in os.environ.items() if not k.startswith(("TENSORSTORE_", "EPATH_", "GOOGLE_"))}
   env.update(STORAGE_EMULATOR_HOST=address, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return env
+
+
+def _command(address: str, *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(address), capture_output=True, text=True,
+                        timeout=600)
 
 
 def test_is_local():
@@ -85,9 +91,8 @@ def test_is_local():
 
 
 def _main(address: str, workdir, *args: str, **popen) -> subprocess.Popen:
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("TENSORSTORE_", "EPATH_", "GOOGLE_"))}
   # One device, as the trainer's own process tests use: their compiled programs are in the session's cache.
-  env.update(STORAGE_EMULATOR_HOST=address, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(_env(address), XLA_FLAGS="--xla_force_host_platform_device_count=1")
   return subprocess.Popen([sys.executable, "main.py", TINY, f"--workdir={workdir}", *args], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
@@ -190,3 +195,19 @@ def test_training_batches_from_a_tfds_build_in_a_bucket_equal_those_from_disk(tm
   assert missing.stderr.strip().splitlines()[-1] == ("error: config.dataset.data_dir = 'gs://no-such-bucket/tfds': the "
                                                       "bucket no-such-bucket does not exist or cannot be seen with these "
                                                       "credentials")
+
+
+@pytest.mark.slow  # an emulator process
+def test_moving_a_folder_in_a_bucket_moves_every_object_under_it(emulator):
+  """What the trainer does to a damaged checkpoint in a bucket workdir (checkpoints/damaged/STEP)."""
+  bucket = _client(emulator).bucket(BUCKET)
+  objects = {"ck/4/_CHECKPOINT_METADATA": b"a", "ck/4/default/manifest.ocdbt": b"bc", "ck/4/default/d/x": b"d"}
+  for name, content in {**objects, "ck/40/kept": b"e"}.items():
+    bucket.blob(name).upload_from_string(content)
+  done = subprocess.run(
+      [sys.executable, "-c", "from stss_jax import storage; storage.configure(); "
+       f"storage.move(storage.path('gs://{BUCKET}/ck/4'), storage.path('gs://{BUCKET}/ck/damaged/4'))"],
+      cwd=ROOT, env=_env(emulator), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  moved = {b.name: b.download_as_bytes() for b in bucket.list_blobs()}
+  assert moved == {**{n.replace("ck/4/", "ck/damaged/4/"): c for n, c in objects.items()}, "ck/40/kept": b"e"}
