@@ -12,11 +12,14 @@ import dataclasses
 import io
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+
+from etils import epath
 
 from input_pipeline import frames as frame_io
 from input_pipeline.labels import Video
@@ -77,16 +80,42 @@ def convert_or_reason(video: Video, frame_template: str, resize_hw, quality: int
     return str(e) if str(video.path) in str(e) else f"{video.path}: {e}"
 
 
-def converted(videos: Sequence[Video], frame_template: str, resize_hw, quality: int,
-              workers: int) -> Iterator[ConvertedVideo | str]:
-  """convert_or_reason() of every video, in order, over `workers` processes (1: in this one)."""
-  arguments = [(video, frame_template, resize_hw, quality) for video in videos]
-  if workers <= 1 or len(videos) <= 1:
+def converted(videos: Sequence[Video], frame_template: str, resize_hw, quality: int, workers: int,
+              kept_in: epath.Path | None = None) -> Iterator[ConvertedVideo | str]:
+  """convert_or_reason() of every video, in order, over `workers` processes (1: in this one).
+
+  With `kept_in`, each result is also written there (NNNNNNN.pkl for the n-th video, atomically),
+  and a video whose result is already there is read back instead of converted: a rerun after a
+  killed build converts only what the killed one had not. The folder must be this list's and these
+  settings' alone (the builders name it after a digest of both)."""
+  def kept(index: int) -> epath.Path:
+    return kept_in / f"{index:07d}.pkl"
+
+  done = set()
+  if kept_in is not None:
+    kept_in.mkdir(parents=True, exist_ok=True)
+    done = {int(p.stem) for p in kept_in.glob("*.pkl") if p.stem.isdigit()}
+  todo = [i for i in range(len(videos)) if i not in done]
+  fresh = _converted([(videos[i], frame_template, resize_hw, quality) for i in todo], workers)
+  for index in range(len(videos)):
+    if index in done:
+      yield pickle.loads(kept(index).read_bytes())
+      continue
+    result = next(fresh)
+    if kept_in is not None:
+      temporary = kept_in / f".{index:07d}.{os.getpid()}.tmp"
+      temporary.write_bytes(pickle.dumps(result))
+      temporary.replace(kept(index))
+    yield result
+
+
+def _converted(arguments: list[tuple], workers: int) -> Iterator[ConvertedVideo | str]:
+  if workers <= 1 or len(arguments) <= 1:
     for args in arguments:
       yield convert_or_reason(*args)
     return
   context = multiprocessing.get_context("spawn")
-  with context.Pool(min(workers, len(videos)), initializer=die_with, initargs=(os.getpid(),)) as pool:
+  with context.Pool(min(workers, len(arguments)), initializer=die_with, initargs=(os.getpid(),)) as pool:
     yield from pool.imap(_convert_or_reason_star, arguments, chunksize=4)
 
 

@@ -8,7 +8,9 @@ Videos are decoded with PyAV (frame folders read as they are), every frame is re
 as JPEG, in parallel over the cores, into ArrayRecord files that `tfds.data_source` reads by
 record. The build is named after its settings (e.g. something_something_v2/240x320:1.0.0); TFDS
 writes it into a temporary directory and renames it when complete, so a killed build leaves
-nothing that looks whole, and a rerun builds again (a complete build is reused). Unreadable,
+nothing that looks whole; a rerun reads back the videos the killed build had converted (kept in
+OUTPUT_DIR/downloads/stss_jax_conversions/ until the build completes), converts the rest and writes
+the records again (a complete build is reused). Unreadable,
 truncated or empty videos are skipped and listed with the reason in BUILD/skipped.txt. Exit
 status: 0 when every split holds videos (even with some skipped), 1 when a split has nothing
 usable, 2 when the label files are wrong or contradict each other.

@@ -19,21 +19,31 @@ source video) and `num_frames`. The dataset info's metadata holds, per split, th
 frame counts and first frames of the records, so that a reader knows them without opening a
 record, and the videos that were skipped with the reason (unreadable, truncated, empty).
 TFDS writes into a temporary directory and renames it when complete: a killed build leaves no
-dataset that looks whole, and a rerun starts the build again.
+dataset that looks whole. TFDS cannot resume a build, but the conversions (decoding and JPEG
+encoding, nearly all of a build's time) can: each video's result is kept in
+DOWNLOAD_DIR/stss_jax_conversions/ (by default DATA_DIR/downloads/) until the build completes, so
+that a rerun reads back what a killed build converted and converts only the rest, then writes the
+records again. Meanwhile those files take about as much room as the build itself.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from input_pipeline import conversion
 from input_pipeline.labels import Video
 
 SPLITS = ("train", "validation")
+# Under the TFDS download dir: each video's conversion, kept until the build completes, so that a
+# rerun after a killed build converts only the rest.
+CONVERSIONS = "stss_jax_conversions"
 DATASET_VERSION = "1.0.0"
 # dataset.name -> TFDS builder name
 TFDS_NAMES = {"ssv1": "something_something_v1", "ssv2": "something_something_v2", "diving48": "diving48",
@@ -118,15 +128,27 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       self.info.features["label"].names = list(names)
     splits = {"train": train, "validation": validation}
     check_consistent(splits)
-    return {split: self._generate_examples(split, videos) for split, videos in splits.items()}
+    self._conversions = epath.Path(dl_manager.download_dir) / CONVERSIONS / f"{self.name}-{config.name}-{_digest(config, splits)}"
+    return {split: self._generate_examples(split, videos, self._conversions / split) for split, videos in splits.items()}
 
-  def _generate_examples(self, split: str, videos: list[Video]):
+  def download_and_prepare(self, *args, **kwargs):
+    """As TFDS's, then removes the conversions kept for a rerun: the build is complete."""
+    self._conversions = None
+    super().download_and_prepare(*args, **kwargs)
+    if self._conversions is not None:
+      self._conversions.rmtree(missing_ok=True)
+
+  def _generate_examples(self, split: str, videos: list[Video], conversions: epath.Path):
     config = self.builder_config
     workers = config.workers or os.cpu_count() or 1
+    earlier = len(list(conversions.glob("*.pkl"))) if conversions.exists() else 0
+    if earlier:
+      print(f"{split}: {earlier} of {len(videos)} videos were converted by an earlier build that did not finish "
+            f"(kept in {conversions}); converting the other {len(videos) - earlier}", flush=True)
     kept = {"ids": [], "labels": [], "num_frames": [], "first_frames": []}
     skipped = []
     for key, (video, result) in enumerate(zip(videos, conversion.converted(
-        videos, config.frame_template, config.resize_hw, config.jpeg_quality, workers))):
+        videos, config.frame_template, config.resize_hw, config.jpeg_quality, workers, kept_in=conversions))):
       if isinstance(result, str):
         skipped.append({"id": video.video_id, "reason": result})
         continue
@@ -140,6 +162,15 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       reasons = "; ".join(s["reason"] for s in skipped[:3])
       raise RuntimeError(f"no usable video in the {split} split of {self.name} ({len(skipped)} skipped: {reasons})")
     self.info.metadata[split] = dict(kept, skipped=skipped)
+
+
+def _digest(config: VideoConfig, splits: dict[str, list[Video]]) -> str:
+  """Names the conversions of these settings and these videos, so that a rerun reuses only its own."""
+  settings = dataclasses.asdict(dataclasses.replace(config, workers=0))
+  videos = {split: [[v.video_id, v.label, str(v.path), v.start_frame, v.end_frame] for v in videos]
+            for split, videos in splits.items()}
+  text = json.dumps([settings, videos], sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_consistent(splits: dict[str, list[Video]]) -> None:

@@ -3,6 +3,7 @@ tfds.data_source (not project code) and by the training pipeline."""
 import dataclasses
 import json
 import pathlib
+import pickle
 import signal
 import subprocess
 import sys
@@ -215,7 +216,7 @@ def test_sigkill_of_prepare_leaves_no_worker_behind(tmp_path):
   deadline, workers = time.time() + 300, set()
   while parent.poll() is None and time.time() < deadline:  # both workers started and converting
     workers = children_of(parent.pid)
-    if len(workers) >= 2 and list((tmp_path / "out").glob("something_something_v1/*/*incomplete*/*")):
+    if len(workers) >= 2 and list((tmp_path / "out").glob("downloads/stss_jax_conversions/*/train/*.pkl")):
       break
     time.sleep(0.2)
   assert parent.poll() is None and workers, "prepare ended before it could be killed"
@@ -227,8 +228,24 @@ def test_sigkill_of_prepare_leaves_no_worker_behind(tmp_path):
   config = tiny_config(tmp_path / "out")
   with pytest.raises(ValueError, match="something_something_v1 is not built in .*built there: nothing complete"):
     sources.build_source(config)
+  # The rerun converts only what the killed build had not, and writes every record as a whole build does.
+  kept = sorted((tmp_path / "out").glob("downloads/stss_jax_conversions/*/train/*.pkl"))
+  converted_before = len(kept)
+  assert 0 < converted_before < 40
+  # Marks the first kept result (its frames in reverse order), to see that the rerun reads it back.
+  first = pickle.loads(kept[0].read_bytes())
+  kept[0].write_bytes(pickle.dumps(dataclasses.replace(first, frames=first.frames[::-1])))
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-3000:]
+  assert (f"train: {converted_before} of 40 videos were converted by an earlier build that did not finish"
+          in done.stdout), done.stdout
   assert "train: 40 videos written, 0 skipped" in done.stdout
-  (build,) = (tmp_path / "out" / "something_something_v1").glob("*/1.0.0")
-  assert len(tfds.data_source("something_something_v1", split="train", data_dir=tmp_path / "out")) == 40
+  assert not list((tmp_path / "out").glob("downloads/stss_jax_conversions/*"))  # removed once complete
+  # Record for record what a build that was never interrupted writes.
+  prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "whole"), workers=1)
+  resumed, whole = (tfds.data_source("something_something_v1", split="train", data_dir=tmp_path / d)
+                    for d in ("out", "whole"))
+  assert len(resumed) == len(whole) == 40
+  for i, (a, b) in enumerate(zip(resumed, whole, strict=True)):
+    assert a["video_id"] == b["video_id"]
+    np.testing.assert_array_equal(a["frames"], b["frames"][::-1] if f"{i:07d}.pkl" == kept[0].name else b["frames"])
