@@ -27,7 +27,7 @@ from etils import epath
 
 from input_pipeline import tfds_builders
 from input_pipeline.labels import LabelFileError
-from stss_jax import cli
+from stss_jax import cli, storage
 
 DEFAULT_CLASSES = {"diving48": 48}  # SSv1 and SSv2 take theirs from the class list
 FINEGYM_CLASSES = tuple(tfds_builders.FINEGYM_LISTS)
@@ -74,6 +74,12 @@ def prepare(dataset: str, data_dir: str, output_dir: str, **settings):
   LabelFileError for wrong or contradictory label files, RuntimeError when a split is empty."""
   import tensorflow_datasets as tfds
 
+  if not storage.is_local(output_dir):
+    # ArrayRecord (array-record 0.8) writes through local file descriptors: a gs:// path fails only
+    # when the first split is finalised, after all its videos were converted.
+    raise ValueError(f"--output_dir={output_dir}: a build is written to a local (or mounted) directory; build "
+                     f"there, then copy it: gcloud storage cp -r DIR/{tfds_builders.TFDS_NAMES.get(dataset, dataset)} "
+                     f"{output_dir}/ (training reads builds from gs://)")
   if not epath.Path(data_dir).is_dir():
     raise ValueError(f"--data_dir={data_dir} is not a directory: point it at the {dataset} download")
   built = builder(dataset, output_dir, **settings)

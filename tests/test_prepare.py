@@ -156,6 +156,13 @@ def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path, run_
   assert done.returncode == 2 and "label 5 is outside the 2 classes" in done.stderr
   done = run_prepare(*args[:3])
   assert done.returncode == 2 and "--dataset=list needs --num_classes, --train_list and --eval_list" in done.stderr
+  # Building into a bucket fails only after a whole split is converted (ArrayRecord writes local
+  # files): refused before any work, in one line that says what to do instead.
+  done = run_prepare("--dataset=ssv1", f"--data_dir={tmp_path / 'raw'}", "--output_dir=gs://bucket/tfds")
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines()[-1] == (
+      "error: --output_dir=gs://bucket/tfds: a build is written to a local (or mounted) directory; build there, then "
+      "copy it: gcloud storage cp -r DIR/something_something_v1 gs://bucket/tfds/ (training reads builds from gs://)")
 
 
 def test_a_data_dir_holding_another_dataset_is_refused_in_one_line(tmp_path, run_prepare):
