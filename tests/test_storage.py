@@ -24,6 +24,7 @@ from stss_jax import storage
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUCKET = "stss-test"
 TINY = "--config=configs/default.py:tiny"
+SSV1 = "--config=configs/ssv1.py"
 storage_client = pytest.importorskip("google.cloud.storage")
 pytest.importorskip("gcp_storage_emulator")
 
@@ -90,11 +91,11 @@ def test_is_local():
   assert not storage.is_local("gs://bucket/x")
 
 
-def _main(address: str, workdir, *args: str, **popen) -> subprocess.Popen:
+def _main(address: str, workdir, *args: str, config: str = TINY) -> subprocess.Popen:
   # One device, as the trainer's own process tests use: their compiled programs are in the session's cache.
   env = dict(_env(address), XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  return subprocess.Popen([sys.executable, "main.py", TINY, f"--workdir={workdir}", *args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+  return subprocess.Popen([sys.executable, "main.py", config, f"--workdir={workdir}", *args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finished(process: subprocess.Popen) -> tuple[str, str]:
@@ -109,34 +110,47 @@ def _summary(output: tuple[str, str]) -> str:
   return output[0].strip().splitlines()[-1].split("(workdir")[0]
 
 
-@pytest.mark.slow  # an emulator process, and eight commands in processes of their own
+@pytest.mark.slow  # a build, an emulator process, and seven commands in processes of their own
 def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_predicts_the_same(tmp_path, emulator):
-  # The steps of test_train's SIGKILL test, whose compiled programs the session's cache then holds.
-  steps = ["--config.total_steps=8", "--config.eval_every_steps=4", "--config.checkpoint_every_steps=2"]
-  on_disk = _finished(_main(emulator, tmp_path / "run", *steps))
+  """A TFDS build and the workdir in the bucket, against the same run with both on disk."""
+  from input_pipeline import prepare
+  from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
+
+  write_ssv1(tmp_path / "raw", train=10, validation=5)
+  prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1)
+  _upload(emulator, tmp_path / "tfds" / "something_something_v1", "tfds/something_something_v1")
+  model = [*TINY_INPUT, *TINY_MODEL]
+  steps = ["--config.total_steps=4", "--config.eval_every_steps=4", "--config.checkpoint_every_steps=2", *model,
+           "--config.batch_size=4", "--config.log_every_steps=1", "--config.dataset.no_flip_labels=(0,1)"]
+
+  def run(workdir, data_dir, *more):
+    return _main(emulator, workdir, *steps, f"--config.dataset.data_dir={data_dir}", *more, config=SSV1)
+
+  on_disk = _finished(run(tmp_path / "run", tmp_path / "tfds"))
   bucket = _client(emulator).bucket(BUCKET)
-  killed = _main(emulator, f"gs://{BUCKET}/run", *steps)
+  in_bucket = (f"gs://{BUCKET}/run", f"gs://{BUCKET}/tfds")
+  killed = run(*in_bucket)
   deadline = time.monotonic() + 600
-  # Killed once its first checkpoint is complete, with six of its eight steps still to go.
+  # Killed once its first checkpoint is complete, with half of its steps still to go.
   while not bucket.blob("run/checkpoints/2/commit_success.txt").exists() and killed.poll() is None:
     assert time.monotonic() < deadline
     time.sleep(0.1)
   killed.send_signal(signal.SIGKILL)
   killed.communicate()
   assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-  resumed = _finished(_main(emulator, f"gs://{BUCKET}/run", *steps))
-  assert re.search(f"resumed from step [246] of gs://{BUCKET}/run/checkpoints", resumed[1])
+  resumed = _finished(run(*in_bucket))
+  assert f"resumed from step 2 of gs://{BUCKET}/run/checkpoints" in resumed[1]
+  served = (tmp_path / "emulator.log").read_text()  # the records came from the bucket
+  assert re.search(r"GET \S*tfds%2Fsomething_something_v1%2F\S*array_record", served), served[-2000:]
   assert _summary(resumed) == _summary(on_disk)
   # Read back with google-cloud-storage, not project code: the same reports and metrics rows.
-  report = json.loads(bucket.blob("run/eval_validation_step8.json").download_as_text())
-  assert report == json.loads((tmp_path / "run" / "eval_validation_step8.json").read_text())
+  report = json.loads(bucket.blob("run/eval_validation_step4.json").download_as_text())
+  assert report == json.loads((tmp_path / "run" / "eval_validation_step4.json").read_text())
   rows = [json.loads(line) for line in bucket.blob("run/metrics.jsonl").download_as_text().splitlines()]
   local_rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert [(r["step"], r["split"]) for r in rows] == [(r["step"], r["split"]) for r in local_rows]
-  assert [r["loss"] for r in rows] == [r["loss"] for r in local_rows]
+  assert [r["loss"] for r in rows] == [r["loss"] for r in local_rows]  # the same batches, read from the bucket
   assert not bucket.blob("run/lock.json").exists()
-  evaluated = _finished(_main(emulator, f"gs://{BUCKET}/run", *steps, "--mode=eval"))
-  assert _summary(evaluated) == _summary(on_disk)
 
   # predict and visualize: the trained model directory, a clip array, the logits and the picture in the bucket.
   rng = np.random.default_rng(0)
@@ -145,7 +159,7 @@ def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_pred
 
   def predict_and_draw(checkpoint, clip, logits, picture):
     for args in (("stss_jax.predict", f"--clip={clip}", f"--output={logits}"), ("stss_jax.visualize", f"--output={picture}")):
-      done = _command(emulator, args[0], TINY, f"--checkpoint={checkpoint}", *args[1:])
+      done = _command(emulator, args[0], SSV1, *model, f"--checkpoint={checkpoint}", *args[1:])
       assert done.returncode == 0, done.stderr[-3000:]
 
   predict_and_draw(tmp_path / "run" / "model", tmp_path / "clips.npy", tmp_path / "logits.npy", tmp_path / "stss.png")
@@ -157,44 +171,22 @@ def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_pred
 
 
 @pytest.mark.slow  # an emulator process, and commands in processes of their own
-def test_a_missing_bucket_is_named_in_one_line_by_the_trainer_and_by_predict(tmp_path, emulator):
+def test_a_missing_bucket_is_named_in_one_line_by_the_trainer_the_pipeline_and_predict(tmp_path, emulator):
   trainer = _main(emulator, "gs://no-such-bucket/run")
   _, err = trainer.communicate(timeout=600)
   assert trainer.returncode == 1
   assert err.strip().splitlines()[-1] == ("error: --workdir gs://no-such-bucket/run: the bucket no-such-bucket does "
                                           "not exist (or these credentials cannot see it)")
+  batches = _command(emulator, "input_pipeline.inspect", SSV1, "--config.dataset.data_dir=gs://no-such-bucket/tfds",
+                     "--split=train", "--num_batches=1", f"--output={tmp_path / 'x.npz'}")
+  assert batches.returncode != 0
+  assert batches.stderr.strip().splitlines()[-1] == (
+      "error: config.dataset.data_dir = 'gs://no-such-bucket/tfds': the bucket no-such-bucket does not exist or "
+      "cannot be seen with these credentials")
   missing = _command(emulator, "stss_jax.predict", TINY, "--checkpoint=gs://no-such-bucket/model",
                      f"--clip={tmp_path / 'clips.npy'}", f"--output={tmp_path / 'x.npy'}")
   assert missing.returncode == 1
   assert missing.stderr.strip().splitlines()[-1].startswith("error: gs://no-such-bucket/model: the bucket no-such-bucket does not exist")
-
-
-@pytest.mark.slow  # a build, an emulator process, and commands in processes of their own
-def test_training_batches_from_a_tfds_build_in_a_bucket_equal_those_from_disk(tmp_path, emulator):
-  from input_pipeline import prepare
-  from tests.test_video_source import TINY_INPUT, write_ssv1
-
-  write_ssv1(tmp_path / "raw", train=6, validation=3)
-  prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1)
-  _upload(emulator, tmp_path / "tfds" / "something_something_v1", "tfds/something_something_v1")
-
-  def batches(data_dir, output):
-    return _command(emulator, "input_pipeline.inspect", "--config=configs/ssv1.py", f"--config.dataset.data_dir={data_dir}",
-                    *TINY_INPUT, "--config.dataset.no_flip_labels=()", "--config.batch_size=2", "--split=train",
-                    "--num_batches=2", f"--output={output}")
-
-  for data_dir, output in ((tmp_path / "tfds", tmp_path / "disk.npz"), (f"gs://{BUCKET}/tfds", tmp_path / "bucket.npz")):
-    done = batches(data_dir, output)
-    assert done.returncode == 0, done.stderr[-3000:]
-  disk, bucket = np.load(tmp_path / "disk.npz"), np.load(tmp_path / "bucket.npz")
-  assert sorted(disk.files) == sorted(bucket.files) and len(disk["ids"]) == 4
-  for key in disk.files:
-    np.testing.assert_array_equal(bucket[key], disk[key], err_msg=key)
-  missing = batches("gs://no-such-bucket/tfds", tmp_path / "x.npz")
-  assert missing.returncode != 0
-  assert missing.stderr.strip().splitlines()[-1] == ("error: config.dataset.data_dir = 'gs://no-such-bucket/tfds': the "
-                                                      "bucket no-such-bucket does not exist or cannot be seen with these "
-                                                      "credentials")
 
 
 @pytest.mark.slow  # an emulator process
