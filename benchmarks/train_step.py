@@ -1,24 +1,34 @@
 """SELFYNet-R50 and TSM-R50 training and inference throughput on one accelerator.
 
-  python -m benchmarks.train_step                      # prints a markdown table
+  python -m benchmarks.train_step                      # prints markdown tables
 
 8 frames x 224 x 224, bf16 compute (float32 params and BN statistics), the official SGD recipe;
 a training step is forward, loss, backward and update, the project's own train_step. Batches are
 device-resident random clips (fresh each step from a pool), so input decoding is not measured.
-Model FLOPs utilisation counts 3 x forward multiply-adds x 2 (forward + two backward products)
-over the device's dense bf16 peak.
+
+Timing: every model is compiled and warmed up first; then --rounds rounds, and in each round every
+model runs --steps_per_round back-to-back steps in turn (TSM first), timed from the first dispatch
+to the last result. A row gives the median step time over the rounds and their range; the ratio of
+SELFYNet to TSM is taken round by round (the two ran seconds apart, so a slow phase of the machine
+affects both) and given as median and range. Memory is the compiled training step's own need
+(arguments + outputs + temporaries - donated buffers, from XLA's memory analysis), which does not
+depend on what ran before in the process. Model FLOPs utilisation counts 3 x forward
+multiply-adds x 2 (forward + two backward products) over the device's dense bf16 peak.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import statistics
 import sys
+import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.flax_bn import use_flax_batch_norm
-from benchmarks.timing import time_jax
 from configs import ssv1
 from stss_jax import complexity
 from stss_jax.models import build_model
@@ -33,7 +43,22 @@ def peak_flops() -> float | None:
   return next((v for k, v in PEAK_BF16.items() if k in kind), None)
 
 
-def measure(selfy: bool, batch: int, implementation: str, repeats: int, frames: int = 8) -> dict:
+@dataclasses.dataclass
+class Candidate:
+  """One model's compiled steps, its state and a pool of fresh batches."""
+
+  name: str
+  batch: int
+  macs: float
+  program_bytes: int
+  train: Callable  # batch -> metrics, advancing the state
+  infer: Callable  # batch -> logits
+  pool: list
+  train_rounds: list = dataclasses.field(default_factory=list)  # seconds per step, one entry per round
+  infer_rounds: list = dataclasses.field(default_factory=list)
+
+
+def build(selfy: bool, batch: int, implementation: str, frames: int = 8) -> Candidate:
   """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"."""
   config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
@@ -44,34 +69,64 @@ def measure(selfy: bool, batch: int, implementation: str, repeats: int, frames: 
   model = build_model(config)
   tx = optimizer.build_optimizer(config)
   state, graphs = create_train_state(model, tx)
-  train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0),
-                       donate_argnums=0)
-  eval_step = jax.jit(steps.make_eval_step(graphs))
   rng = np.random.default_rng(0)
   pool = [{"clips": jnp.asarray(rng.normal(size=(batch, frames, 224, 224, 3)), jnp.bfloat16),
            "labels": jnp.asarray(rng.integers(0, 174, batch), jnp.int32)} for _ in range(3)]
   key = jax.random.key(0)
+  train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0),
+                       donate_argnums=0)
+  memory = train_step.lower(state, pool[0], key).compile().memory_analysis()
+  program_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+                   - memory.alias_size_in_bytes) if memory is not None else -1
+  eval_step = jax.jit(steps.make_eval_step(graphs))
   holder = {"state": state}
 
-  def one_step(batch_):
+  def train(batch_):
     holder["state"], metrics = train_step(holder["state"], batch_, key)
     return metrics
 
-  train_s = time_jax(one_step, [(b,) for b in pool], repeats=repeats, warmup=3, group=5)
-  infer_s = time_jax(lambda b: eval_step(holder["state"], b), [(b,) for b in pool], repeats=repeats, warmup=3, group=5)
-  stats = jax.devices()[0].memory_stats() or {}
+  name = f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50"
+  return Candidate(name, batch, macs, program_bytes, train, lambda b: eval_step(holder["state"], b), pool)
+
+
+def time_round(fn: Callable, pool: list, steps_: int, offset: int) -> float:
+  """Seconds per call over `steps_` calls dispatched back to back, fresh batches from the pool."""
+  start = time.perf_counter()
+  results = [fn(pool[(offset + i) % len(pool)]) for i in range(steps_)]
+  jax.block_until_ready(results)
+  return (time.perf_counter() - start) / steps_
+
+
+def measure(candidates: list[Candidate], rounds: int, steps_per_round: int, warmup: int) -> None:
+  """Fills each candidate's train_rounds and infer_rounds, the models taking turns in every round."""
+  for c in candidates:
+    time_round(c.train, c.pool, warmup, 0)
+    time_round(c.infer, c.pool, warmup, 0)
+  for r in range(rounds):
+    for c in candidates:
+      c.train_rounds.append(time_round(c.train, c.pool, steps_per_round, r))
+    for c in candidates:
+      c.infer_rounds.append(time_round(c.infer, c.pool, steps_per_round, r))
+
+
+def _range(values) -> str:
+  return f"{min(values):.3g}-{max(values):.3g}"
+
+
+def table(candidates: list[Candidate]) -> str:
   peak = peak_flops()
-  train_flops = 3 * 2 * macs * batch
-  return {
-      "model": f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50",
-      "frames": frames,
-      "batch": batch,
-      "train clips/s": batch / train_s,
-      "step ms": train_s * 1e3,
-      "inference clips/s": batch / infer_s,
-      "MFU": train_flops / train_s / peak if peak else float("nan"),
-      "peak GiB": stats.get("peak_bytes_in_use", float("nan")) / 2**30,
-  }
+  reference = candidates[0]
+  lines = ["| model | batch | train clips/s | step ms: median (range over rounds) | SELFY/TSM step: median (range) "
+           "| inference clips/s | MFU | training step GiB |", "|---|---|---|---|---|---|---|---|"]
+  for c in candidates:
+    step = statistics.median(c.train_rounds)
+    ratios = [a / b for a, b in zip(c.train_rounds, reference.train_rounds)]
+    mfu = 3 * 2 * c.macs * c.batch / step / peak if peak else float("nan")
+    lines.append(
+        f"| {c.name} | {c.batch} | {c.batch / step:.1f} | {step * 1e3:.2f} ({_range([t * 1e3 for t in c.train_rounds])}) "
+        f"| {'-' if c is reference else f'{statistics.median(ratios):.3f} ({_range(ratios)})'} "
+        f"| {c.batch / statistics.median(c.infer_rounds):.1f} | {mfu:.1%} | {c.program_bytes / 2**30:.2f} |")
+  return "\n".join(lines)
 
 
 def main(argv=None):
@@ -79,24 +134,24 @@ def main(argv=None):
   parser.add_argument("--batches", default="8,32")
   parser.add_argument("--implementations", default="gather/dense,matmul/dense,shift/conv")
   parser.add_argument("--frames", type=int, default=8)
-  parser.add_argument("--repeats", type=int, default=6)
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--steps_per_round", type=int, default=30)
+  parser.add_argument("--warmup", type=int, default=5)
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="every BN: the project's (one_pass) or nnx.BatchNorm (before)")
   args = parser.parse_args(argv)
+  if args.steps_per_round < 1 or args.rounds < 1:
+    parser.error("--rounds and --steps_per_round must be at least 1")
   if args.bn == "flax":
     use_flax_batch_norm()
-  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; BN {args.bn}")
-  rows = []
+  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; BN {args.bn}; {args.rounds} rounds of "
+        f"{args.steps_per_round} steps per model", flush=True)
   for batch in map(int, args.batches.split(",")):
-    rows.append(measure(False, batch, "auto/dense", args.repeats, args.frames))
-    for implementation in args.implementations.split(","):
-      rows.append(measure(True, batch, implementation, args.repeats, args.frames))
-    print(rows[-1], flush=True)
-  keys = list(rows[0])
-  print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
-  for row in rows:
-    print("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) and k != "MFU" else
-                            (f"{v:.1%}" if k == "MFU" else str(v)) for k, v in row.items()) + " |")
+    candidates = [build(False, batch, "auto/dense", args.frames)]
+    candidates += [build(True, batch, implementation, args.frames) for implementation in args.implementations.split(",")]
+    measure(candidates, args.rounds, args.steps_per_round, args.warmup)
+    print(table(candidates), flush=True)
+    del candidates
 
 
 if __name__ == "__main__":
