@@ -19,7 +19,8 @@ from flax import nnx
 
 from benchmarks.timing import time_jax
 from benchmarks.flax_bn import use_flax_batch_norm
-from stss_jax.layers import SELFYBlock, conv_bn
+from stss_jax import runtime
+from stss_jax.layers import SELFYBlock
 
 
 def timed(name, module, apply, inputs):
@@ -49,20 +50,20 @@ def main() -> None:
   parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 5 forward+backward "
                       "calls of each part here (summarise it with benchmarks.trace_summary)")
-  parser.add_argument("--stss", default="auto", help="stss_implementation of the block")
-  parser.add_argument("--extraction", default="dense", help="extraction_implementation of the block")
+  parser.add_argument("--stss", default="auto", help="STSS form of the block (runtime policy)")
+  parser.add_argument("--extraction", default="dense", help="extraction form of the block (runtime policy)")
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="the block's BNs: the project's (one_pass) or nnx.BatchNorm (before)")
-  parser.add_argument("--row_alignment", type=int, default=conv_bn.ROW_ALIGNMENT,
+  parser.add_argument("--row_alignment", type=int, default=runtime.Policy().row_alignment,
                       help="entries the dense extraction pads its rows to a multiple of (1: no padding)")
   args = parser.parse_args()
-  if args.row_alignment < 1:
-    parser.error(f"--row_alignment must be >= 1 (1: no padding), got {args.row_alignment}")
-  conv_bn.ROW_ALIGNMENT = args.row_alignment
+  try:  # every part below is traced under this policy
+    runtime.set_policy(runtime.Policy(stss=args.stss, extraction=args.extraction, row_alignment=args.row_alignment))
+  except ValueError as e:
+    parser.error(str(e))
   if args.bn == "flax":
     use_flax_batch_norm()
-  block = SELFYBlock(512, stss_implementation=args.stss, extraction_implementation=args.extraction,
-                     dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  block = SELFYBlock(512, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   block.train()
   rng = np.random.default_rng(0)
   shape = (args.batch, args.frames, 28, 28, 512)

@@ -30,7 +30,7 @@ import numpy as np
 
 from benchmarks.flax_bn import use_flax_batch_norm
 from configs import ssv1
-from stss_jax import complexity
+from stss_jax import complexity, runtime
 from stss_jax.models import build_model
 from stss_jax.train import optimizer, steps
 from stss_jax.train.state import create_train_state
@@ -64,7 +64,7 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8) -> Cand
   config.model.dtype = "bfloat16"
   config.batch_size = batch
   config.model.selfy_stages = (2,) if selfy else ()
-  config.model.selfy.stss_implementation, config.model.selfy.extraction_implementation = implementation.split("/")
+  stss_form, extraction_form = implementation.split("/")
   macs = complexity.measure(config).total_macs
   model = build_model(config)
   tx = optimizer.build_optimizer(config)
@@ -75,10 +75,12 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8) -> Cand
   key = jax.random.key(0)
   train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0),
                        donate_argnums=0)
-  memory = train_step.lower(state, pool[0], key).compile().memory_analysis()
+  with runtime.use(runtime.Policy(stss=stss_form, extraction=extraction_form)):  # compiled under this policy
+    train_step = train_step.lower(state, pool[0], key).compile()
+    eval_step = jax.jit(steps.make_eval_step(graphs)).lower(state, pool[0]).compile()
+  memory = train_step.memory_analysis()
   program_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
                    - memory.alias_size_in_bytes) if memory is not None else -1
-  eval_step = jax.jit(steps.make_eval_step(graphs))
   holder = {"state": state}
 
   def train(batch_):

@@ -14,8 +14,6 @@ def selfy_config() -> ml_collections.ConfigDict:
       int_channels=(64, 64, 64, 64),  # integration conv widths; the last is the fused width
       extractor="conv",  # "conv" (official) | "soft_argmax" | "mlp": the paper's three extractors
       temperature=0.01,  # softmax temperature of the soft_argmax extractor (similarity units)
-      stss_implementation="auto",  # "auto" | "shift" | "matmul" | "gather" (see stss_jax.ops.stss)
-      extraction_implementation="dense",  # "dense" | "conv" (see stss_jax.layers.selfy)
   ))
 
 

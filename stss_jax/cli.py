@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from absl import flags, logging
 from ml_collections import config_flags
 
-from stss_jax import storage
+from stss_jax import runtime, storage
 
 USAGE_STATUS = 2
 # What a user's input can raise; anything else is a bug and keeps its traceback.
@@ -56,6 +56,10 @@ def bundled_configs(argv: list[str], names: Sequence[str]) -> list[str]:
   return out
 
 
+# Former config keys that are runtime flags now (stss_jax.runtime).
+MOVED_TO_FLAGS = ("stss_implementation", "extraction_implementation")
+
+
 def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], None],
          run: Callable[[flags.FlagValues], int | None], argv: Sequence[str] | None = None,
          errors: Mapping[type[BaseException], int] | None = None) -> int:
@@ -69,6 +73,8 @@ def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], Non
   flag_values = flags.FlagValues()
   define_flags(flag_values, argv)
   config_names = [name for name in flag_values if _is_config_file_flag(flag_values[name])]
+  if config_names:  # commands that build a model: how its ops run, beside what it is
+    runtime.define_flags(flag_values)
   argv = bundled_configs(argv, config_names)
   if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
     print((doc or "").strip() + "\n\nflags:\n" + flag_values.get_help())
@@ -83,8 +89,19 @@ def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], Non
     print(f"error: {_one_line(e)}\n(--help lists the flags)", file=sys.stderr)
     return USAGE_STATUS
   except (AttributeError, KeyError) as e:  # ml_collections' word for a --config.key it does not have
+    moved = next((key for key in MOVED_TO_FLAGS if key in str(e)), None)
+    if moved:
+      print(f"error: config.model.selfy.{moved} is no longer a config key: how the model runs is not part of "
+            f"the experiment; use --{moved}=...", file=sys.stderr)
+      return USAGE_STATUS
     print(f"error: unknown config key {_one_line(e)}\n(configs/common.py documents every key)", file=sys.stderr)
     return USAGE_STATUS
+  if config_names:
+    try:
+      runtime.set_policy(runtime.from_flags(flag_values))
+    except ValueError as e:
+      print(f"error: {_one_line(e)}", file=sys.stderr)
+      return USAGE_STATUS
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # absl.logging then needs no parsed global flags
   logging.set_verbosity(logging.WARNING)  # library chatter off; commands print what matters

@@ -9,7 +9,6 @@ elementwise multiply-and-sum in our code and is reported on its own from its sha
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import sys
@@ -19,7 +18,7 @@ import jax.numpy as jnp
 from absl import flags
 from flax import nnx
 
-from stss_jax import cli
+from stss_jax import cli, runtime
 from stss_jax.models import build_model
 
 STSS_CALL = "_stss"  # the name of the jitted STSS in the traced program
@@ -80,15 +79,12 @@ def measure(config) -> Complexity:
   The model is traced in its reference forms (shifted-window STSS, convolution extraction), so
   the count is the network's, not that of a faster form that multiplies by structural zeros.
   """
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    config.model.selfy.stss_implementation = "shift"
-    config.model.selfy.extraction_implementation = "conv"
   model = build_model(config)
   model.eval()
   graph, state = nnx.split(model)
   shape = (1, config.input.num_frames, config.input.image_size, config.input.image_size, 3)
-  jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, jnp.zeros(shape)).jaxpr
+  with runtime.use(runtime.Policy(stss="shift", extraction="conv")):
+    jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(state, jnp.zeros(shape)).jaxpr
   return Complexity(count_params(model), *count_macs(jaxpr))
 
 

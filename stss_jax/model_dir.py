@@ -24,13 +24,11 @@ WEIGHTS = "model"
 CONFIG_FILE = "model_config.json"
 # Keys that change how the model computes or starts, not what its weights mean.
 NOT_ARCHITECTURE = ("dtype", "dropout", "zero_init_residual")
-NOT_SELFY_ARCHITECTURE = ("stss_implementation", "extraction_implementation")
 
 
 def architecture(config) -> dict:
   """The part of a config that a model's weights are tied to."""
   model = {k: v for k, v in config.model.to_dict().items() if k not in NOT_ARCHITECTURE}
-  model["selfy"] = {k: v for k, v in model["selfy"].items() if k not in NOT_SELFY_ARCHITECTURE}
   if not model["selfy"].get("temporal_offsets"):
     # The centred window is described by `window` alone, as in model directories written before
     # offsets could be chosen: they stay loadable.

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from stss_jax import runtime
+
 # PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"): untruncated ("normal" in jax).
 kaiming_fan_out = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -73,7 +75,7 @@ class ConvBN(nnx.Module):
 
     planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries; entries
     after them (alignment padding) are ignored. Returns the (H', W', Cout) outputs flattened the
-    same way and padded to a multiple of ROW_ALIGNMENT, and (H', W'). For the tiny planes of the
+    same way and padded to a multiple of the runtime policy's row alignment, and (H', W'). For the tiny planes of the
     STSS this beats a convolution kernel.
     """
     kernel = self.conv.kernel[...].astype(self.conv.dtype or planes.dtype)
@@ -85,15 +87,11 @@ class ConvBN(nnx.Module):
     return y.reshape(*batch, -1), out_plane
 
 
-# Rows of the dense extraction's activations are padded to a multiple of this many entries:
-# unaligned rows (the 9x9x4 = 324 of the first extraction step) slow the matrix products that
-# read them; 16 (32 bytes in bf16) measured best of 1, 8, 16, 64 on an H100 (benchmarks/results/gpu.md).
-ROW_ALIGNMENT = 16
-
-
 def aligned_cells(cells: int, channels: int) -> int:
-  """The fewest cells >= `cells` whose cells * channels entries are a multiple of ROW_ALIGNMENT."""
-  while (cells * channels) % ROW_ALIGNMENT:
+  """The fewest cells >= `cells` whose cells * channels entries are a multiple of the runtime
+  policy's row alignment."""
+  alignment = runtime.current().row_alignment
+  while (cells * channels) % alignment:
     cells += 1
   return cells
 

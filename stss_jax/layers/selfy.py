@@ -13,29 +13,30 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from stss_jax import ops
+from stss_jax import ops, runtime
 from stss_jax.ops.stss import check_window, resolve_temporal_offsets
 from stss_jax.layers.conv_bn import ConvBN, aligned_cells, batch_norm, update_running_statistics
 
 EXTRACTORS = ("conv", "soft_argmax", "mlp")
 # "dense": the extraction's convolutions as matrix products over each flattened (u, v) plane
 # (faster on the CPU and the GPU alike, see benchmarks/results); "conv": convolution kernels.
-EXTRACTION_IMPLEMENTATIONS = ("dense", "conv")
+EXTRACTION_IMPLEMENTATIONS = runtime.EXTRACTION_FORMS
 
 
 class STSSTransformation(nnx.Module):
   """Stride-2 3x3 conv to `hidden` channels, then the STSS of the result."""
 
-  def __init__(self, in_features: int, hidden: int, window: Sequence[int], implementation: str = "auto",
+  def __init__(self, in_features: int, hidden: int, window: Sequence[int], implementation: str | None = None,
                temporal_offsets: Sequence[int] = (), *, dtype, rngs: nnx.Rngs):
     self.window = check_window(window)
     self.temporal_offsets = resolve_temporal_offsets(window, temporal_offsets)
-    self.implementation = implementation
+    self.implementation = implementation  # None: the runtime policy's, when traced
     self.downsample = ConvBN(in_features, hidden, 3, strides=2, padding=1, dtype=dtype, rngs=rngs)
 
   def __call__(self, clips: jax.Array) -> jax.Array:
     """(N, T, H, W, C) -> (N, T, h, w, L, U, V), L the number of temporal offsets."""
-    return ops.stss(self.downsample(clips), self.window, self.implementation, self.temporal_offsets)
+    implementation = self.implementation or runtime.current().stss
+    return ops.stss(self.downsample(clips), self.window, implementation, self.temporal_offsets)
 
 
 def _conv_output_size(size: int, stride: int, padding: int) -> int:
@@ -50,10 +51,10 @@ class ConvExtraction(nnx.Module):
   whatever extent remains is averaged, so every odd window works.
   """
 
-  def __init__(self, window: Sequence[int], channels: Sequence[int], dense: bool = False, *, dtype,
+  def __init__(self, window: Sequence[int], channels: Sequence[int], dense: bool | None = None, *, dtype,
                rngs: nnx.Rngs):
     _, U, V = window
-    self.dense = dense
+    self.dense = dense  # None: the runtime policy's extraction form, when traced
     c0, c1, c2, c3 = channels
     self.conv0 = ConvBN(1, c0, 3, strides=1, padding=1, dtype=dtype, rngs=rngs)
     self.conv1 = ConvBN(c0, c1, 3, strides=2, padding=1, dtype=dtype, rngs=rngs)
@@ -66,7 +67,8 @@ class ConvExtraction(nnx.Module):
   def __call__(self, stss: jax.Array) -> jax.Array:
     """(..., U, V) similarity planes -> (..., D), any leading axes."""
     convs = (self.conv0, self.conv1, self.conv2, self.conv3)
-    if not self.dense:
+    dense = self.dense if self.dense is not None else runtime.current().extraction == "dense"
+    if not dense:
       x = stss[..., None]
       for conv in convs:
         x = conv(x)
@@ -204,8 +206,8 @@ class SELFYBlock(nnx.Module):
       int_channels: Sequence[int] = (64, 64, 64, 64),
       extractor: str = "conv",
       temperature: float = 0.01,
-      stss_implementation: str = "auto",
-      extraction_implementation: str = "dense",
+      stss_implementation: str | None = None,  # None: the runtime policy's (stss_jax.runtime)
+      extraction_implementation: str | None = None,
       temporal_offsets: Sequence[int] = (),
       *,
       dtype=jnp.float32,
@@ -216,19 +218,20 @@ class SELFYBlock(nnx.Module):
       raise ValueError(
           f"ext_channels and int_channels need 4 entries each, got {ext_channels} and {int_channels}"
       )
-    if stss_implementation not in ops.stss_implementations:
+    if stss_implementation is not None and stss_implementation not in ops.stss_implementations:
       raise ValueError(
-          f"selfy.stss_implementation must be one of {ops.stss_implementations}, got {stss_implementation!r}"
+          f"stss_implementation must be one of {ops.stss_implementations}, got {stss_implementation!r}"
       )
     self.stss_transformation = STSSTransformation(
         in_features, hidden, window, stss_implementation, temporal_offsets, dtype=dtype, rngs=rngs
     )
-    if extraction_implementation not in EXTRACTION_IMPLEMENTATIONS:
-      raise ValueError(f"selfy.extraction_implementation must be one of {EXTRACTION_IMPLEMENTATIONS}, "
+    if extraction_implementation is not None and extraction_implementation not in EXTRACTION_IMPLEMENTATIONS:
+      raise ValueError(f"extraction_implementation must be one of {EXTRACTION_IMPLEMENTATIONS}, "
                        f"got {extraction_implementation!r}")
     if extractor == "conv":
       self.stss_extraction = ConvExtraction(
-          window, ext_channels, extraction_implementation == "dense", dtype=dtype, rngs=rngs)
+          window, ext_channels, None if extraction_implementation is None else extraction_implementation == "dense",
+          dtype=dtype, rngs=rngs)
     elif extractor == "soft_argmax":
       self.stss_extraction = SoftArgmaxExtraction(
           window, ext_channels[-1], temperature, dtype=dtype, rngs=rngs

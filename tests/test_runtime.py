@@ -1,0 +1,89 @@
+"""The runtime policy: how the model's ops run, read when a model is traced, never in a checkpoint."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import main
+from stss_jax import runtime
+from stss_jax.convert import load_weights
+from stss_jax.layers import SELFYBlock
+from stss_jax.layers.conv_bn import aligned_cells
+from tests.test_selfy_block import official, to_clips  # noqa: F401  (official: a fixture)
+
+TINY = "--config=configs/default.py:tiny"
+
+
+@pytest.fixture(autouse=True)
+def _default_policy_after():
+  """Commands set the process's policy: later tests in this process get the default back."""
+  yield
+  runtime.set_policy(runtime.Policy())
+
+
+def primitives(jaxpr) -> set[str]:
+  found = set()
+  for eqn in jaxpr.eqns:
+    found.add(eqn.primitive.name)
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          found |= primitives(inner)
+  return found
+
+
+def test_one_block_runs_under_every_policy_and_each_matches_the_official_output(official):
+  """Built once with no form of its own; each policy changes the traced program, not the result."""
+  block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0))
+  params = {k.removeprefix("param/"): v for k, v in official.items() if k.startswith("param/")}
+  load_weights(block, params)
+  block.eval()
+  clips = jnp.asarray(to_clips(official["input"]))
+  programs = {}
+  for stss, extraction in (("shift", "conv"), ("matmul", "dense"), ("gather", "dense")):
+    with runtime.use(runtime.Policy(stss=stss, extraction=extraction)):
+      output = jax.jit(lambda m, x: m(x))(block, clips)  # a fresh jit: traced under this policy
+      programs[stss] = primitives(jax.make_jaxpr(lambda x: block(x))(clips).jaxpr)
+    assert np.max(np.abs(np.asarray(output) - to_clips(official["output"]))) < 1e-4, (stss, extraction)
+  assert "gather" in programs["gather"] and "gather" not in programs["shift"]
+  assert "conv_general_dilated" in programs["shift"] and len({frozenset(p) for p in programs.values()}) == 3
+  assert runtime.current() == runtime.Policy()  # use() restores the policy it found
+
+
+def test_row_alignment_pads_to_the_policy_multiple():
+  assert aligned_cells(81, 4) == 84  # 324 entries -> 336, a multiple of the default 16
+  with runtime.use(runtime.Policy(row_alignment=1)):
+    assert aligned_cells(81, 4) == 81
+  with runtime.use(runtime.Policy(row_alignment=64)):
+    assert aligned_cells(81, 4) * 4 % 64 == 0 and aligned_cells(81, 4) == 96
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"stss": "fast"}, "--stss_implementation='fast': use one of"),
+    ({"extraction": "sparse"}, "--extraction_implementation='sparse': use one of"),
+    ({"row_alignment": 0}, "--row_alignment=0: use a positive number"),
+])
+def test_bad_policy_values_are_refused(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    runtime.Policy(**kwargs)
+
+
+def test_commands_take_the_policy_as_flags_and_no_checkpoint_records_it(tmp_path, capsys):
+  assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'run'}", "--config.total_steps=2",
+                    "--config.eval_every_steps=2", "--stss_implementation=matmul", "--extraction_implementation=conv"]) == 0
+  assert runtime.current() == runtime.Policy(stss="matmul", extraction="conv")  # what the run was traced under
+  for recorded in (tmp_path / "run" / "model" / "model_config.json", tmp_path / "run" / "checkpoints" / "model_config.json"):
+    text = recorded.read_text()
+    assert "implementation" not in text and "row_alignment" not in text, text
+    assert json.loads(text)["model"]["selfy"]["window"] == [3, 5, 5]
+  capsys.readouterr()
+  assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'x'}", "--config.model.selfy.stss_implementation=shift"]) == 2
+  assert capsys.readouterr().err.strip() == ("error: config.model.selfy.stss_implementation is no longer a config key: "
+                                             "how the model runs is not part of the experiment; use "
+                                             "--stss_implementation=...")
+  assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'x'}", "--row_alignment=0"]) == 2
+  assert "--row_alignment=0: use a positive number" in capsys.readouterr().err
