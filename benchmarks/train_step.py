@@ -58,12 +58,13 @@ class Candidate:
   infer_rounds: list = dataclasses.field(default_factory=list)
 
 
-def build(selfy: bool, batch: int, implementation: str, frames: int = 8) -> Candidate:
+def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False) -> Candidate:
   """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"."""
   config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
   config.batch_size = batch
   config.model.selfy_stages = (2,) if selfy else ()
+  config.model.remat = remat
   stss_form, extraction_form = implementation.split("/")
   macs = complexity.measure(config).total_macs
   model = build_model(config)
@@ -87,7 +88,8 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8) -> Cand
     holder["state"], metrics = train_step(holder["state"], batch_, key)
     return metrics
 
-  name = f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50"
+  name = (f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50") + (", remat" if remat else "")
+  name += f", {frames} frames" if frames != 8 else ""
   return Candidate(name, batch, macs, program_bytes, train, lambda b: eval_step(holder["state"], b), pool)
 
 
@@ -139,6 +141,7 @@ def main(argv=None):
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--steps_per_round", type=int, default=30)
   parser.add_argument("--warmup", type=int, default=5)
+  parser.add_argument("--remat", action="store_true", help="config.model.remat: residual blocks recomputed in the backward")
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="every BN: the project's (one_pass) or nnx.BatchNorm (before)")
   args = parser.parse_args(argv)
@@ -149,8 +152,9 @@ def main(argv=None):
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; BN {args.bn}; {args.rounds} rounds of "
         f"{args.steps_per_round} steps per model", flush=True)
   for batch in map(int, args.batches.split(",")):
-    candidates = [build(False, batch, "auto/dense", args.frames)]
-    candidates += [build(True, batch, implementation, args.frames) for implementation in args.implementations.split(",")]
+    candidates = [build(False, batch, "auto/dense", args.frames, args.remat)]
+    candidates += [build(True, batch, implementation, args.frames, args.remat)
+                   for implementation in args.implementations.split(",")]
     measure(candidates, args.rounds, args.steps_per_round, args.warmup)
     print(table(candidates), flush=True)
     del candidates

@@ -30,6 +30,9 @@ def model_config(depth: int = 50) -> ml_collections.ConfigDict:
       # every residual branch's last BN starts at zero scale (official); False starts it at 1
       zero_init_residual=True,
       dtype="float32",  # compute dtype: "float32" or "bfloat16" (params stay float32)
+      # recompute each residual block's activations in the backward instead of keeping them: less
+      # memory for large batches or 16 frames, more compute (benchmarks/results/gpu.md gives both)
+      remat=False,
   ))
 
 

@@ -157,3 +157,39 @@ def test_zero_init_residual_starts_every_block_as_the_identity(zero_init):
             and isinstance(bn, nnx.BatchNorm)]
   assert scales and all(bool(jnp.all(s == (0.0 if zero_init else 1.0))) for s in scales)
   assert (change < 1e-5) if zero_init else (change > 1e-3)
+
+
+def primitive_names(jaxpr) -> set[str]:
+  found = set()
+  for eqn in jaxpr.eqns:
+    found.add(eqn.primitive.name)
+    for value in eqn.params.values():
+      inner = getattr(value, "jaxpr", value)
+      if hasattr(inner, "eqns"):
+        found |= primitive_names(inner)
+  return found
+
+
+def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic():
+  clips = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
+  labels = jnp.array([1, 3])
+
+  def loss_fn(model):
+    logits = model(clips, rngs=nnx.Rngs(dropout=0))
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+  results = {}
+  for remat in (False, True):
+    model = build_model(tiny_config(remat=remat))
+    model.train()
+    step = nnx.value_and_grad(loss_fn)
+    graph, state = nnx.split(model)
+    programs = primitive_names(jax.make_jaxpr(lambda s: step(nnx.merge(graph, s)))(state).jaxpr)
+    loss, grads = nnx.jit(step)(model)
+    results[remat] = (programs, float(loss), jax.tree.leaves(nnx.state(grads)),
+                      jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+  # jax.checkpoint's primitive: the backward recomputes the blocks inside it
+  assert "remat2" in results[True][0] and "remat2" not in results[False][0]
+  assert results[True][1] == pytest.approx(results[False][1], rel=1e-6)
+  for a, b in zip(results[True][2] + results[True][3], results[False][2] + results[False][3], strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -43,11 +43,13 @@ class ResNet(nnx.Module):
       selfy_stages: Sequence[int] = (2,),
       selfy: dict | None = None,
       zero_init_residual: bool = True,
+      remat: bool = False,
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
   ):
     block, counts = DEPTHS[depth]
+    self.remat = remat
     self.conv1 = conv(3, width, 7, 2, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(width, dtype=dtype, rngs=rngs)
     in_features = width
@@ -80,10 +82,16 @@ class ResNet(nnx.Module):
     )
     for stage in range(1, last_stage + 1):
       for block in getattr(self, f"layer{stage}"):
-        x = block(x)
+        x = _remat_call(block, x) if self.remat else block(x)
       if stage in self.selfy_stages and stage < last_stage:
         x = getattr(self, selfy_name(stage))(x)
     return x
+
+
+@nnx.remat
+def _remat_call(block: nnx.Module, x: jax.Array) -> jax.Array:
+  """block(x), its activations recomputed in the backward pass rather than kept."""
+  return block(x)
 
 
 class SELFYNet(nnx.Module):
@@ -100,13 +108,15 @@ class SELFYNet(nnx.Module):
       selfy: dict | None = None,
       dropout: float = 0.5,
       zero_init_residual: bool = True,
+      remat: bool = False,
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
   ):
     self.dtype = dtype
     self.base_model = ResNet(
-        depth, width, temporal_shift, shift_div, selfy_stages, selfy, zero_init_residual, dtype=dtype, rngs=rngs
+        depth, width, temporal_shift, shift_div, selfy_stages, selfy, zero_init_residual, remat, dtype=dtype,
+        rngs=rngs
     )
     self.dropout = nnx.Dropout(dropout)
     self.new_fc = nnx.Linear(
@@ -159,6 +169,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
         selfy=selfy,
         dropout=model.dropout,
         zero_init_residual=model.zero_init_residual,
+        remat=model.remat,
         dtype=DTYPES[model.dtype],
         rngs=rngs if rngs is not None else nnx.Rngs(config.seed),
     )
