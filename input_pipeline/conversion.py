@@ -53,12 +53,12 @@ def convert(video: Video, frame_template: str, resize_hw: tuple[int, int] | None
     try:
       if resize_hw is None:
         jpegs = list(frame_io.read_jpegs(files))
-        with Image.open(files[0]) as image:
+        with frame_io.open_file(files[0]) as file, Image.open(file) as image:
           width, height = image.size
       else:
         jpegs = []
         for path in files:
-          with Image.open(path) as image:
+          with frame_io.open_file(path) as file, Image.open(file) as image:
             jpegs.append(encoded(image.convert("RGB")))
     except OSError as e:
       raise frame_io.UnreadableVideoError(f"{video.path}: unreadable frame ({e})") from e

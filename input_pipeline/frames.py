@@ -5,9 +5,11 @@ skips and why.
 """
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 import numpy as np
+from etils import epath
 
 
 class UnreadableVideoError(ValueError):
@@ -18,12 +20,12 @@ def decode_video(path: pathlib.Path, start_frame: int = 0, end_frame: int | None
   """All frames [start_frame, end_frame) of a video file as uint8 (N, H, W, 3) RGB."""
   import av  # PyAV, imported here so that reading frame folders does not need it
 
-  path = pathlib.Path(path)
+  path = epath.Path(path)
   if not path.is_file():
     raise UnreadableVideoError(f"{path}: no such video file")
   frames = []
   try:
-    with av.open(str(path)) as container:
+    with open_file(path) as file, av.open(file) as container:
       if not container.streams.video:
         raise UnreadableVideoError(f"{path}: has no video stream")
       for index, frame in enumerate(container.decode(video=0)):
@@ -40,9 +42,20 @@ def decode_video(path: pathlib.Path, start_frame: int = 0, end_frame: int | None
   return np.stack(frames)
 
 
+@contextlib.contextmanager
+def open_file(path: epath.Path):
+  """A local file by its name (so that FFmpeg and PIL read it themselves), a cloud object (gs://)
+  as a file object of the path library."""
+  if "://" not in str(path):
+    yield str(path)
+    return
+  with path.open("rb") as file:
+    yield file
+
+
 def frame_files(folder: pathlib.Path, template: str = "{:05d}.jpg", first: int = 1) -> list[pathlib.Path]:
   """The frame files of a folder, numbered from `first` without gaps; an error names a gap."""
-  folder = pathlib.Path(folder)
+  folder = epath.Path(folder)
   if not folder.is_dir():
     raise UnreadableVideoError(f"{folder}: no such frame folder")
   present = {p.name for p in folder.iterdir()}
@@ -72,7 +85,7 @@ def read_jpegs(files: list[pathlib.Path]) -> np.ndarray:
   frames = []
   for path in files:
     try:
-      data = pathlib.Path(path).read_bytes()
+      data = epath.Path(path).read_bytes()
     except OSError as e:
       raise UnreadableVideoError(f"{path}: unreadable frame ({e})") from e
     if not data.startswith(b"\xff\xd8") or b"\xff\xd9" not in data[-64:]:

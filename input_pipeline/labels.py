@@ -9,6 +9,9 @@ import csv
 import dataclasses
 import json
 import pathlib
+import posixpath
+
+from etils import epath
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +30,7 @@ class LabelFileError(ValueError):
 
 def read_text(path: pathlib.Path) -> str:
   """A label file's text (UTF-8), or an error naming the file and the offending byte's place."""
-  path = pathlib.Path(path)
+  path = epath.Path(path)
   data = path.read_bytes()
   try:
     return data.decode("utf-8")
@@ -51,9 +54,15 @@ def read_json(path: pathlib.Path, kind: type) -> dict | list:
 
 def inside(data_dir: pathlib.Path, relative: str, source: str) -> pathlib.Path:
   """`relative` resolved under `data_dir`, refusing paths that escape it."""
-  root = data_dir.resolve()
-  path = (root / relative).resolve()
-  if path != root and root not in path.parents:
+  if "://" in str(data_dir):  # a bucket: no links to follow, only the name to normalise
+    root = data_dir
+    path = epath.Path(posixpath.normpath(str(root / relative)).replace(":/", "://", 1))
+    inside_root = str(path) == str(root) or str(path).startswith(str(root).rstrip("/") + "/")
+  else:
+    root = data_dir.resolve()
+    path = (root / relative).resolve()
+    inside_root = path == root or root in path.parents
+  if not inside_root:
     raise LabelFileError(f"{source}: path {relative!r} leaves the data directory {root}")
   return path
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from input_pipeline import synthetic
 
@@ -86,12 +87,12 @@ def _video_source(config):
     names = train.class_names
     data_dir = build
   else:
-    if not pathlib.Path(dataset.data_dir).is_dir():
+    data_dir = pathlib.Path(dataset.data_dir) if "://" not in dataset.data_dir else epath.Path(dataset.data_dir)
+    if not data_dir.is_dir():
       raise ValueError(
           f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at a TFDS data dir holding "
           f"{dataset.name} (`{tfds_source.build_command(dataset.name)} --output_dir=DIR`) or at {dataset.name} in its "
           f"official layout (README: Datasets), e.g. --config.dataset.data_dir=/data/{dataset.name}")
-    data_dir = pathlib.Path(dataset.data_dir)
     train_videos, evaluation_videos, names = _label_files(config, data_dir)
     train, evaluation = (FileSplit(videos, dataset.frame_template) for videos in (train_videos, evaluation_videos))
   classes = dataset.num_classes

@@ -116,7 +116,9 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     from input_pipeline.labels import read_label_files
 
     config = self.builder_config
-    manual_dir = pathlib.Path(dl_manager.manual_dir)
+    manual_dir = epath.Path(dl_manager.manual_dir)
+    if "://" not in str(manual_dir):
+      manual_dir = pathlib.Path(manual_dir)  # local: label paths resolved through links
     if not manual_dir.is_dir():
       raise LabelFileError(f"manual dir {manual_dir} is not a directory: point it at the {self.name} download")
     train, validation, names = read_label_files(self.LAYOUT, manual_dir, config.num_classes, config.train_list,

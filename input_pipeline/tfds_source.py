@@ -75,9 +75,6 @@ def find(data_dir: str, dataset_name: str, tfds_name: str = "") -> epath.Path | 
     if others:
       raise ValueError(f"config.dataset.data_dir = {data_dir!r} holds the TFDS datasets {others}, not {base!r}: "
                        f"build it with `{build_command(dataset_name)} --output_dir={data_dir}`")
-    if not storage.is_local(root):
-      raise ValueError(f"config.dataset.data_dir = {data_dir!r} holds no build of {base}: a bucket is read as a TFDS "
-                       "data dir (copy a build there); the official layout is read from a local or mounted disk")
     return None
   builds = [v for v in _built(root / base)
             if (not config or v.relative_to(root / base).parts[0] == config)

@@ -189,6 +189,43 @@ def test_a_missing_bucket_is_named_in_one_line_by_the_trainer_the_pipeline_and_p
   assert missing.stderr.strip().splitlines()[-1].startswith("error: gs://no-such-bucket/model: the bucket no-such-bucket does not exist")
 
 
+@pytest.mark.slow  # an emulator process, and commands in processes of their own
+def test_the_official_layout_in_a_bucket_gives_the_batches_read_from_disk(tmp_path, emulator):
+  """Frame folders (SSv1) read from the bucket, and a video file decoded from it."""
+  from tests.test_frames import encode, moving_square
+  from tests.test_video_source import TINY_INPUT, write_ssv1
+
+  write_ssv1(tmp_path / "raw", train=4, validation=2)
+  _upload(emulator, tmp_path / "raw", "raw")
+
+  def batches(data_dir, output):
+    done = _command(emulator, "input_pipeline.inspect", SSV1, f"--config.dataset.data_dir={data_dir}", *TINY_INPUT,
+                    "--config.dataset.no_flip_labels=()", "--config.batch_size=2", "--split=train", "--num_batches=2",
+                    f"--output={output}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return np.load(output)
+
+  disk, bucket = batches(tmp_path / "raw", tmp_path / "disk.npz"), batches(f"gs://{BUCKET}/raw", tmp_path / "bucket.npz")
+  assert sorted(disk.files) == sorted(bucket.files) and len(disk["ids"]) == 4
+  for key in disk.files:
+    np.testing.assert_array_equal(bucket[key], disk[key], err_msg=key)
+  built = _command(emulator, "input_pipeline.prepare", "--dataset=ssv1", f"--data_dir=gs://{BUCKET}/raw",
+                   f"--output_dir={tmp_path / 'tfds'}", "--resize_hw=40,48", "--workers=2")
+  assert built.returncode == 0, built.stderr[-3000:]
+  assert "train: 4 videos written, 0 skipped" in built.stdout
+  (tmp_path / "video").mkdir()
+  encode(tmp_path / "video" / "v.mp4", moving_square(6), "mpeg4")
+  _upload(emulator, tmp_path / "video", "videos")
+  decoded = subprocess.run(
+      [sys.executable, "-c", "import sys, numpy as np; from stss_jax import storage; storage.configure(); "
+       "from input_pipeline import frames; np.save(sys.argv[2], frames.decode_video(sys.argv[1]))",
+       f"gs://{BUCKET}/videos/v.mp4", str(tmp_path / "from_bucket.npy")],
+      cwd=ROOT, env=_env(emulator), capture_output=True, text=True, timeout=600)
+  assert decoded.returncode == 0, decoded.stderr[-3000:]
+  from input_pipeline import frames
+  np.testing.assert_array_equal(np.load(tmp_path / "from_bucket.npy"), frames.decode_video(tmp_path / "video" / "v.mp4"))
+
+
 @pytest.mark.slow  # an emulator process
 def test_moving_a_folder_in_a_bucket_moves_every_object_under_it(emulator):
   """What the trainer does to a damaged checkpoint in a bucket workdir (checkpoints/damaged/STEP)."""
