@@ -17,7 +17,7 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
 from input_pipeline import prepare, sources, tfds_builders  # noqa: E402,F401  (registers the builders)
-from tests.test_frames import encode, moving_square  # noqa: E402
+from tests.test_frames import encode, moving_square, write_folder  # noqa: E402
 from tests.test_video_source import tiny_config, write_ssv1  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -128,6 +128,65 @@ def test_built_webm_videos_hold_every_frame(tmp_path, run_prepare):
   assert frames.shape == (12, 64, 64, 3)
   columns = [np.argmax(f[28, :, 0] > 150) for f in frames]  # the square still moves 4 px a frame
   np.testing.assert_allclose(columns, 4 * np.arange(12), atol=1)
+
+
+def _assert_frames_close(stored, expected, tolerance=3.0):
+  """Stored JPEG frames (as TFDS decodes them) against the frames they were made from: mean
+  absolute difference in 0-255 levels (a frame of another time or clip differs by far more)."""
+  assert stored.shape == expected.shape
+  assert np.abs(stored.astype(np.float32) - expected.astype(np.float32)).mean() < tolerance
+
+
+def test_built_diving48_finegym_and_list_layouts_hold_their_frames(tmp_path, run_prepare):
+  """Diving-48 (mp4 with each dive's frame range), FineGym (mp4 clips, the release's list names)
+  and the TSM-style lists (frame folders), read back with plain tfds.data_source."""
+  from input_pipeline import frames as frame_io
+
+  clips = {name: moving_square(n, size=32) for name, n in (("d1", 10), ("d2", 6), ("d3", 8))}
+  diving = tmp_path / "diving48"
+  (diving / "rgb").mkdir(parents=True)
+  for name, clip in clips.items():
+    encode(diving / "rgb" / f"{name}.mp4", clip, "mpeg4")
+  (diving / "Diving48_V2_train.json").write_text(json.dumps([
+      {"vid_name": "d1", "label": 3, "start_frame": 2, "end_frame": 8}, {"vid_name": "d2", "label": 47}]))
+  (diving / "Diving48_V2_test.json").write_text(json.dumps([{"vid_name": "d3", "label": 0, "start_frame": 0,
+                                                             "end_frame": 4}]))
+  done = run_prepare("--dataset=diving48", f"--data_dir={diving}", f"--output_dir={tmp_path / 'out'}", "--resize_hw=0")
+  assert done.returncode == 0, done.stderr[-3000:]
+  records = plain_records("diving48/original", "train", tmp_path / "out")
+  assert [(r[0], r[1], r[3], r[4]) for r in records] == [("d1", 3, 2, 6), ("d2", 47, 0, 6)]
+  decoded = frame_io.decode_video(diving / "rgb" / "d1.mp4")  # PyAV, every frame
+  _assert_frames_close(records[0][2], decoded[2:8])
+  assert [(r[0], r[3], r[4]) for r in plain_records("diving48/original", "validation", tmp_path / "out")] == [("d3", 0, 4)]
+
+  gym = tmp_path / "finegym"
+  gym.mkdir()
+  for name, clip in clips.items():
+    encode(gym / f"{name}_A_0001_0002.mp4", clip, "mpeg4")
+  (gym / "gym99_train_element_v1.1.txt").write_text("d1_A_0001_0002 98\nd2_A_0001_0002 0\n")
+  (gym / "gym99_val_element.txt").write_text("d3_A_0001_0002 5\n")
+  done = run_prepare("--dataset=finegym", f"--data_dir={gym}", f"--output_dir={tmp_path / 'out'}", "--resize_hw=16,24")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "--config.dataset.tfds_name=finegym/gym99_16x24" in done.stdout
+  records = plain_records("finegym/gym99_16x24", "train", tmp_path / "out")
+  assert [(r[0], r[1], r[3], r[4]) for r in records] == [("d1_A_0001_0002", 98, 0, 10), ("d2_A_0001_0002", 0, 0, 6)]
+  resized = [np.asarray(Image.fromarray(f).resize((24, 16), Image.BILINEAR)) for f in frame_io.decode_video(
+      gym / "d2_A_0001_0002.mp4")]
+  _assert_frames_close(records[1][2], np.stack(resized), tolerance=5.0)  # JPEG's 8x8 blocks at 16x24
+  assert np.abs(records[1][2].astype(np.float32) - np.stack(resized)[::-1]).mean() > 10  # time reversed: far
+
+  lists = tmp_path / "lists"
+  for name, clip in clips.items():
+    write_folder(lists / "frames" / name, clip, range(1, len(clip) + 1))
+  (lists / "train.txt").write_text("/Dataset/frames/d1 10 1\n/Dataset/frames/d2 6 0\n")
+  (lists / "val.txt").write_text("/Dataset/frames/d3 8 1\n")
+  done = run_prepare("--dataset=list", f"--data_dir={lists}", f"--output_dir={tmp_path / 'out'}", "--num_classes=2",
+                     "--train_list=train.txt", "--eval_list=val.txt", "--strip_prefix=/Dataset/", "--resize_hw=0")
+  assert done.returncode == 0, done.stderr[-3000:]
+  name = done.stdout.split("--config.dataset.tfds_name=")[1].split()[0]
+  records = plain_records(name, "train", tmp_path / "out")
+  assert [(r[0], r[1], r[3], r[4]) for r in records] == [("d1", 1, 0, 10), ("d2", 0, 0, 6)]
+  _assert_frames_close(records[0][2], clips["d1"])
 
 
 def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path, run_prepare):
