@@ -1,6 +1,4 @@
 """The runtime policy: how the model's ops run, read when a model is traced, never in a checkpoint."""
-import json
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,10 +6,12 @@ import pytest
 from flax import nnx
 
 import main
-from stss_jax import runtime
+from configs import default
+from stss_jax import complexity, model_dir, runtime
 from stss_jax.convert import load_weights
 from stss_jax.layers import SELFYBlock
 from stss_jax.layers.conv_bn import aligned_cells
+from stss_jax.models import build_model
 from tests.test_selfy_block import official, to_clips  # noqa: F401  (official: a fixture)
 
 TINY = "--config=configs/default.py:tiny"
@@ -72,14 +72,12 @@ def test_bad_policy_values_are_refused(kwargs, message):
     runtime.Policy(**kwargs)
 
 
-def test_commands_take_the_policy_as_flags_and_no_checkpoint_records_it(tmp_path, capsys):
-  assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'run'}", "--config.total_steps=2",
-                    "--config.eval_every_steps=2", "--stss_implementation=matmul", "--extraction_implementation=conv"]) == 0
-  assert runtime.current() == runtime.Policy(stss="matmul", extraction="conv")  # what the run was traced under
-  for recorded in (tmp_path / "run" / "model" / "model_config.json", tmp_path / "run" / "checkpoints" / "model_config.json"):
-    text = recorded.read_text()
-    assert "implementation" not in text and "row_alignment" not in text, text
-    assert json.loads(text)["model"]["selfy"]["window"] == [3, 5, 5]
+def test_commands_take_the_policy_as_flags_and_no_model_directory_records_it(tmp_path, capsys):
+  assert complexity.main(["complexity", TINY, "--stss_implementation=matmul", "--extraction_implementation=conv"]) == 0
+  assert runtime.current() == runtime.Policy(stss="matmul", extraction="conv")  # in force for the command's work
+  config = default.get_config("tiny")
+  recorded = (model_dir.save(tmp_path / "model", build_model(config), config) / model_dir.CONFIG_FILE).read_text()
+  assert "implementation" not in recorded and "row_alignment" not in recorded, recorded
   capsys.readouterr()
   assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'x'}", "--config.model.selfy.stss_implementation=shift"]) == 2
   assert capsys.readouterr().err.strip() == ("error: config.model.selfy.stss_implementation is no longer a config key: "
@@ -87,3 +85,4 @@ def test_commands_take_the_policy_as_flags_and_no_checkpoint_records_it(tmp_path
                                              "--stss_implementation=...")
   assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'x'}", "--row_alignment=0"]) == 2
   assert "--row_alignment=0: use a positive number" in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()  # refused before any work
