@@ -210,7 +210,7 @@ def test_the_official_layout_in_a_bucket_gives_the_batches_read_from_disk(tmp_pa
   for key in disk.files:
     np.testing.assert_array_equal(bucket[key], disk[key], err_msg=key)
   built = _command(emulator, "input_pipeline.prepare", "--dataset=ssv1", f"--data_dir=gs://{BUCKET}/raw",
-                   f"--output_dir={tmp_path / 'tfds'}", "--resize_hw=40,48", "--workers=2")
+                   f"--output_dir={tmp_path / 'tfds'}", "--resize_hw=40,48", "--workers=1")
   assert built.returncode == 0, built.stderr[-3000:]
   assert "train: 4 videos written, 0 skipped" in built.stdout
   (tmp_path / "video").mkdir()
