@@ -11,6 +11,8 @@ import pathlib
 import numpy as np
 from etils import epath
 
+from stss_jax import storage
+
 
 class UnreadableVideoError(ValueError):
   """A video that cannot be used: missing, corrupt, truncated to nothing or empty."""
@@ -46,7 +48,7 @@ def decode_video(path: pathlib.Path, start_frame: int = 0, end_frame: int | None
 def open_file(path: epath.Path):
   """A local file by its name (so that FFmpeg and PIL read it themselves), a cloud object (gs://)
   as a file object of the path library."""
-  if "://" not in str(path):
+  if storage.is_local(path):
     yield str(path)
     return
   with path.open("rb") as file:

@@ -13,6 +13,8 @@ import posixpath
 
 from etils import epath
 
+from stss_jax import storage
+
 
 @dataclasses.dataclass(frozen=True)
 class Video:
@@ -52,9 +54,14 @@ def read_json(path: pathlib.Path, kind: type) -> dict | list:
   return value
 
 
+def data_path(location) -> pathlib.Path | epath.Path:
+  """A dataset directory or file: a local path (whose links `inside` resolves), or a cloud one."""
+  return pathlib.Path(location) if storage.is_local(location) else epath.Path(location)
+
+
 def inside(data_dir: pathlib.Path, relative: str, source: str) -> pathlib.Path:
   """`relative` resolved under `data_dir`, refusing paths that escape it."""
-  if "://" in str(data_dir):  # a bucket: no links to follow, only the name to normalise
+  if not storage.is_local(data_dir):  # a bucket: no links to follow, only the name to normalise
     root = data_dir
     path = epath.Path(posixpath.normpath(str(root / relative)).replace(":/", "://", 1))
     inside_root = str(path) == str(root) or str(path).startswith(str(root).rstrip("/") + "/")

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import pathlib
 from collections.abc import Iterator
 
 import numpy as np
 from absl import logging
-from etils import epath
 
 from input_pipeline import synthetic
+from input_pipeline.labels import data_path
 
 VIDEO_DATASETS = ("list", "ssv1", "ssv2", "diving48", "finegym")
 DATASETS = ("synthetic",) + VIDEO_DATASETS
@@ -87,7 +86,7 @@ def _video_source(config):
     names = train.class_names
     data_dir = build
   else:
-    data_dir = pathlib.Path(dataset.data_dir) if "://" not in dataset.data_dir else epath.Path(dataset.data_dir)
+    data_dir = data_path(dataset.data_dir)
     if not data_dir.is_dir():
       raise ValueError(
           f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at a TFDS data dir holding "

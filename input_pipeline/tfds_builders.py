@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -113,12 +112,10 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     from input_pipeline.labels import LabelFileError
-    from input_pipeline.labels import read_label_files
+    from input_pipeline.labels import data_path, read_label_files
 
     config = self.builder_config
-    manual_dir = epath.Path(dl_manager.manual_dir)
-    if "://" not in str(manual_dir):
-      manual_dir = pathlib.Path(manual_dir)  # local: label paths resolved through links
+    manual_dir = data_path(dl_manager.manual_dir)
     if not manual_dir.is_dir():
       raise LabelFileError(f"manual dir {manual_dir} is not a directory: point it at the {self.name} download")
     train, validation, names = read_label_files(self.LAYOUT, manual_dir, config.num_classes, config.train_list,

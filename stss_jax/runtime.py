@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from absl import flags
 
-STSS_FORMS = ("auto", "shift", "matmul", "gather")  # stss_jax.ops.stss says what each is
+from stss_jax.ops.stss import IMPLEMENTATIONS as STSS_FORMS  # the op says what each is
 EXTRACTION_FORMS = ("dense", "conv")
 
 

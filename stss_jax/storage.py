@@ -74,4 +74,3 @@ def missing_bucket(path) -> str | None:
 def is_local(path) -> bool:
   """True for a path on this machine's file system (no scheme such as gs://)."""
   return "://" not in os.fspath(path)
-

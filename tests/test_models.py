@@ -160,13 +160,15 @@ def test_zero_init_residual_starts_every_block_as_the_identity(zero_init):
 
 
 def primitive_names(jaxpr) -> set[str]:
+  """Every primitive of a jaxpr, inner jaxprs (calls, remat, cond branches) included."""
   found = set()
   for eqn in jaxpr.eqns:
     found.add(eqn.primitive.name)
     for value in eqn.params.values():
-      inner = getattr(value, "jaxpr", value)
-      if hasattr(inner, "eqns"):
-        found |= primitive_names(inner)
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          found |= primitive_names(inner)
   return found
 
 

@@ -12,6 +12,7 @@ from stss_jax.convert import load_weights
 from stss_jax.layers import SELFYBlock
 from stss_jax.layers.conv_bn import aligned_cells
 from stss_jax.models import build_model
+from tests.test_models import primitive_names
 from tests.test_selfy_block import official, to_clips  # noqa: F401  (official: a fixture)
 
 TINY = "--config=configs/default.py:tiny"
@@ -22,18 +23,6 @@ def _default_policy_after():
   """Commands set the process's policy: later tests in this process get the default back."""
   yield
   runtime.set_policy(runtime.Policy())
-
-
-def primitives(jaxpr) -> set[str]:
-  found = set()
-  for eqn in jaxpr.eqns:
-    found.add(eqn.primitive.name)
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (list, tuple)) else [value]:
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          found |= primitives(inner)
-  return found
 
 
 def test_one_block_runs_under_every_policy_and_each_matches_the_official_output(official):
@@ -47,7 +36,7 @@ def test_one_block_runs_under_every_policy_and_each_matches_the_official_output(
   for stss, extraction in (("shift", "conv"), ("matmul", "dense"), ("gather", "dense")):
     with runtime.use(runtime.Policy(stss=stss, extraction=extraction)):
       output = jax.jit(lambda m, x: m(x))(block, clips)  # a fresh jit: traced under this policy
-      programs[stss] = primitives(jax.make_jaxpr(lambda x: block(x))(clips).jaxpr)
+      programs[stss] = primitive_names(jax.make_jaxpr(lambda x: block(x))(clips).jaxpr)
     assert np.max(np.abs(np.asarray(output) - to_clips(official["output"]))) < 1e-4, (stss, extraction)
   assert "gather" in programs["gather"] and "gather" not in programs["shift"]
   assert "conv_general_dilated" in programs["shift"] and len({frozenset(p) for p in programs.values()}) == 3

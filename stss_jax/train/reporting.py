@@ -26,32 +26,31 @@ class MetricsWriter:
     self.path = workdir / "metrics.jsonl"
     self.local = storage.is_local(workdir)
     self.upload_every_s = upload_every_s
-    self._text = None  # in a bucket: the file as it should be, once read
+    self._lines = None  # in a bucket: the file's lines as they should be, once read
     self._uploaded = 0.0  # time.monotonic() of the last upload
     self.summary_writer = None
     if enabled:
       self.summary_writer = _summary_writer(workdir / "tensorboard")
 
-  def _read(self) -> str:
-    if self._text is None:
-      self._text = self.path.read_text() if self.path.is_file() else ""
-    return self._text
+  def _bucket_lines(self) -> list[str]:
+    if self._lines is None:
+      self._lines = self.path.read_text().splitlines(keepends=True) if self.path.is_file() else []
+    return self._lines
 
   def keep_rows(self, keep) -> None:
     """Rewrites metrics.jsonl (atomically) with only the rows for which keep(row) is true."""
     if not self.enabled:
       return
     if self.local:
-      text = self.path.read_text() if self.path.is_file() else ""
+      lines = self.path.read_text().splitlines(keepends=True) if self.path.is_file() else []
     else:
-      text = self._read()
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    kept = [row for row in rows if keep(row)]
+      lines = self._bucket_lines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    kept = [json.dumps(row) + "\n" for row in rows if keep(row)]
     if len(kept) != len(rows):
-      text = "".join(json.dumps(row) + "\n" for row in kept)
-      write_text_atomically(self.path, text)
+      write_text_atomically(self.path, "".join(kept))
       if not self.local:
-        self._text, self._uploaded = text, time.monotonic()
+        self._lines, self._uploaded = kept, time.monotonic()
 
   def write(self, step: int, split: str, metrics: dict, labels: dict | None = None) -> None:
     """One row {step, split, **labels, **metrics}; `labels` (e.g. a corruption and its severity)
@@ -64,7 +63,7 @@ class MetricsWriter:
       with self.path.open("a") as f:
         f.write(line)
     else:
-      self._text = self._read() + line
+      self._bucket_lines().append(line)  # appended here, uploaded whole by flush()
       if time.monotonic() - self._uploaded >= self.upload_every_s:
         self.flush()
     if self.summary_writer is not None:
@@ -79,8 +78,8 @@ class MetricsWriter:
 
   def flush(self) -> None:
     """Uploads metrics.jsonl to a bucket workdir (local files are written row by row)."""
-    if self.enabled and not self.local and self._text is not None:
-      self.path.write_text(self._text)  # an upload replaces the object whole
+    if self.enabled and not self.local and self._lines is not None:
+      self.path.write_text("".join(self._lines))  # an upload replaces the object whole
       self._uploaded = time.monotonic()
 
   def close(self) -> None:
