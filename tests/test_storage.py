@@ -157,14 +157,18 @@ def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_pred
   np.save(tmp_path / "clips.npy", rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32))
   _upload(emulator, tmp_path, "inputs", only="clips.npy")
 
-  def predict_and_draw(checkpoint, clip, logits, picture):
-    for args in (("stss_jax.predict", f"--clip={clip}", f"--output={logits}"), ("stss_jax.visualize", f"--output={picture}")):
-      done = _command(emulator, args[0], SSV1, *model, f"--checkpoint={checkpoint}", *args[1:])
-      assert done.returncode == 0, done.stderr[-3000:]
+  from stss_jax import predict, visualize
 
-  predict_and_draw(tmp_path / "run" / "model", tmp_path / "clips.npy", tmp_path / "logits.npy", tmp_path / "stss.png")
-  predict_and_draw(f"gs://{BUCKET}/run/model", f"gs://{BUCKET}/inputs/clips.npy",
-                   f"gs://{BUCKET}/outputs/logits.npy", f"gs://{BUCKET}/outputs/stss.png")
+  # From disk in this process (its compiled programs are the session's), from the bucket in processes of their own.
+  local = tmp_path / "run" / "model"
+  assert predict.main(["predict", SSV1, *model, f"--checkpoint={local}", f"--clip={tmp_path / 'clips.npy'}",
+                       f"--output={tmp_path / 'logits.npy'}"]) == 0
+  assert visualize.main(["visualize", SSV1, *model, f"--checkpoint={local}", f"--output={tmp_path / 'stss.png'}"]) == 0
+  checkpoint = f"--checkpoint=gs://{BUCKET}/run/model"
+  for args in (("stss_jax.predict", f"--clip=gs://{BUCKET}/inputs/clips.npy", f"--output=gs://{BUCKET}/outputs/logits.npy"),
+               ("stss_jax.visualize", f"--output=gs://{BUCKET}/outputs/stss.png")):
+    done = _command(emulator, args[0], SSV1, *model, checkpoint, *args[1:])
+    assert done.returncode == 0, done.stderr[-3000:]
   (tmp_path / "logits_from_bucket.npy").write_bytes(bucket.blob("outputs/logits.npy").download_as_bytes())
   np.testing.assert_array_equal(np.load(tmp_path / "logits_from_bucket.npy"), np.load(tmp_path / "logits.npy"))
   assert bucket.blob("outputs/stss.png").download_as_bytes() == (tmp_path / "stss.png").read_bytes()
