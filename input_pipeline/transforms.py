@@ -25,6 +25,26 @@ def resize(frames: tf.Tensor, height: int, width: int) -> tf.Tensor:
                  lambda: tf.image.resize(frames, (height, width), method="bilinear"))
 
 
+def resized_crop(frames: tf.Tensor, resize_hw, box: tf.Tensor) -> tf.Tensor:
+  """uint8 or float (T, H, W, 3) -> float32 (T, box height, box width, 3): the box (top, left,
+  height, width) of `resize(frames, *resize_hw)`. When a side shrinks, only the box is resampled,
+  with resize's antialiased kernel (the costly one): the same values within 0.01."""
+  frames = tf.cast(frames, tf.float32)
+  shape = tf.shape(frames)
+  height, width = resize_hw
+
+  def box_only():
+    scale = tf.constant([height, width], tf.float32) / tf.cast(shape[1:3], tf.float32)
+    return tf.raw_ops.ScaleAndTranslate(images=frames, size=box[2:], scale=scale,
+                                        translation=-tf.cast(box[:2], tf.float32), kernel_type="triangle",
+                                        antialias=True)
+
+  def whole_then_box():
+    return resize(frames, height, width)[:, box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+
+  return tf.cond(tf.logical_or(shape[1] > height, shape[2] > width), box_only, whole_then_box)
+
+
 def crop_grid(image_h, image_w, crop_h, crop_w) -> tf.Tensor:
   """The 13 offsets (y, x) of the official 'more fixed crop' grid: corners, centre, edge
   midpoints and the four quarter points, on a 4 x 4 lattice of the free space."""
@@ -82,25 +102,43 @@ def maybe_flip(frames: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, no_flip_lab
   return tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
 
 
+def to_pixels(frames: tf.Tensor) -> tf.Tensor:
+  """float (..., 3) in [0, 255] -> uint8, rounded half up as PIL rounds its resized pixels."""
+  return tf.cast(tf.clip_by_value(frames + 0.5, 0.0, 255.0), tf.uint8)
+
+
+JPEG_SCALES = (8, 4, 2)  # the DCT-domain downscalings of libjpeg that decode_jpeg offers
+
+
+def decode_at_least(jpeg: tf.Tensor, height: int, width: int) -> tf.Tensor:
+  """JPEG bytes -> uint8 (h, w, 3), downscaled in the DCT domain by the largest of JPEG_SCALES
+  that keeps h >= height and w >= width (a frame at least twice the size it is resized to is
+  never fully decoded); at full size otherwise."""
+  shape = tf.io.extract_jpeg_shape(jpeg)
+  branches = [(tf.logical_and(shape[0] >= height * scale, shape[1] >= width * scale),
+               lambda scale=scale: tf.io.decode_jpeg(jpeg, channels=3, ratio=scale)) for scale in JPEG_SCALES]
+  return tf.case(branches, default=lambda: tf.io.decode_jpeg(jpeg, channels=3), exclusive=False)
+
+
 def decode_resized(encoded: tf.Tensor, resize_hw) -> tf.Tensor:
   """JPEG bytes (T,) -> float32 (T, height, width, 3): each frame decoded and resized (frames
   already at resize_hw, as prepared data stores them, skip the resize)."""
   height, width = resize_hw
 
   def frame(jpeg):
-    image = tf.io.decode_jpeg(jpeg, channels=3)
+    image = decode_at_least(jpeg, height, width)
     shape = tf.shape(image)
     return tf.cond(tf.logical_and(shape[0] == height, shape[1] == width),
                    lambda: tf.cast(image, tf.float32), lambda: resize(image[None], height, width)[0])
 
-  frames = tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
-  return frames
+  return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
 
 
 def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw) -> tf.Tensor:
-  """JPEG bytes (T,) -> float32 (T, box height, box width, 3), the box given in resize_hw
+  """JPEG bytes (T,) -> uint8 (T, box height, box width, 3), the box given in resize_hw
   coordinates. A frame stored at resize_hw is decoded only inside the box (much less work);
-  any other frame is decoded, resized, then cropped."""
+  any other frame is decoded (downscaled by libjpeg where it is twice the size), resized within
+  the box and rounded to pixels."""
   height, width = resize_hw
 
   def frame(jpeg):
@@ -108,11 +146,10 @@ def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw) -> tf.Tensor:
     at_size = tf.logical_and(shape[0] == height, shape[1] == width)
     return tf.cond(
         at_size,
-        lambda: tf.cast(tf.io.decode_and_crop_jpeg(jpeg, box, channels=3), tf.float32),
-        lambda: resize(tf.io.decode_jpeg(jpeg, channels=3)[None], height, width)[0,
-            box[0]:box[0] + box[2], box[1]:box[1] + box[3]])
+        lambda: tf.io.decode_and_crop_jpeg(jpeg, box, channels=3),
+        lambda: to_pixels(resized_crop(decode_at_least(jpeg, height, width)[None], resize_hw, box)[0]))
 
-  return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32))
+  return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
 def normalize(frames: tf.Tensor) -> tf.Tensor:
@@ -121,23 +158,23 @@ def normalize(frames: tf.Tensor) -> tf.Tensor:
 
 
 def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude):
-  frames = resize(frames, out_size, out_size)
+  # Flipped before the resize, which commutes with it: on the crop's pixels, the fewest bytes.
   frames = maybe_flip(frames, label, seed, no_flip_labels)
+  frames = resize(frames, out_size, out_size)
   if randaugment_ops:
     frames = augment.randaugment(frames, tf.random.experimental.stateless_fold_in(seed, 1), randaugment_ops,
                                  randaugment_magnitude)
-  return normalize(frames)
+  return to_pixels(frames)
 
 
 def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
                     crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0):
-  """Decoded uint8 frames (T, H, W, 3) -> a normalised training clip (T, out_size, out_size, 3):
-  resize to resize_hw, one crop for the clip (`crop` in CROPS), resize to out_size, flip unless
-  the label is in no_flip_labels, optionally RandAugment, normalise."""
-  frames = resize(frames, *resize_hw)
+  """Decoded uint8 frames (T, H, W, 3) -> a uint8 training clip (T, out_size, out_size, 3):
+  resize to resize_hw, one crop for the clip (`crop` in CROPS), flip unless the label is in
+  no_flip_labels, resize to out_size, optionally RandAugment; each resize rounded to pixels as
+  PIL's. The clip is normalised where the model takes it (normalization.model_input)."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  box = train_box(crop, crop_seed, *resize_hw)
-  frames = frames[:, box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+  frames = to_pixels(resized_crop(frames, resize_hw, train_box(crop, crop_seed, *resize_hw)))
   return _finish_training_clip(frames, label, flip_seed, out_size, no_flip_labels, randaugment_ops,
                                randaugment_magnitude)
 

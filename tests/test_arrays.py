@@ -10,11 +10,21 @@ def test_good_clips_load_as_float32(tmp_path):
   assert load_clips(tmp_path / "c.npy").dtype == np.float32
 
 
+def test_uint8_pixels_load_normalised(tmp_path):
+  pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 8, 8, 3)).astype(np.uint8)
+  np.save(tmp_path / "pixels.npy", pixels)
+  # ImageNet statistics as CONVENTIONS.md states them, not read from the code.
+  expected = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  loaded = load_clips(tmp_path / "pixels.npy")
+  assert loaded.dtype == np.float32
+  np.testing.assert_allclose(loaded, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "array,message",
     [(np.zeros((4, 8, 8, 3), np.float32), r"shape \(4, 8, 8, 3\)"),
      (np.zeros((1, 4, 8, 8, 1), np.float32), "expected clips"),
-     (np.zeros((1, 4, 8, 8, 3), np.uint8), "holds uint8")],
+     (np.zeros((1, 4, 8, 8, 3), np.int32), "holds int32")],
 )
 def test_bad_clips_are_named(tmp_path, array, message):
   np.save(tmp_path / "bad.npy", array)

@@ -94,3 +94,18 @@ def test_batch_size_must_split_over_devices_and_micro_batches():
   with pytest.raises(ValueError, match=r"batch_size = 8 .* 4 data-parallel devices x config.grad_accum_steps = "
                                        r"4; use a multiple of 16"):
     sharding.check_batch_size(8, mesh, 4)
+
+
+def test_uint8_pixel_clips_are_normalised_in_the_step():
+  """The video sources' uint8 training clips: the step's update equals the reference update on
+  the clips normalised here, with ImageNet statistics as CONVENTIONS.md states them."""
+  config = tiny_config()
+  rng = np.random.default_rng(1)
+  pixels = rng.integers(0, 256, (4, config.input.num_frames, config.input.image_size, config.input.image_size, 3))
+  labels = rng.integers(0, config.dataset.num_classes, 4).astype(np.int32)
+  normalised = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  state, metrics = project_update(config, {"clips": pixels.astype(np.uint8), "labels": labels}, 1)
+  expected_params, _, expected_loss = reference_update(
+      config, {"clips": normalised.astype(np.float32), "labels": labels}, 1)
+  assert_trees_close(state.params, expected_params, rtol=2e-4, atol=2e-6)
+  np.testing.assert_allclose(float(metrics["loss"]), expected_loss, rtol=1e-5)

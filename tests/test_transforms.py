@@ -13,8 +13,9 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 
 
-def coordinate_clip(height=240, width=320, frames=2):
-  y, x = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
+def coordinate_clip(height=240, width=320, frames=2, step=1.0):
+  """Frames whose red and green values are each pixel's row and column times `step`."""
+  y, x = np.meshgrid(np.arange(height, dtype=np.float32) * step, np.arange(width, dtype=np.float32) * step, indexing="ij")
   image = np.stack([y, x, np.zeros_like(y)], axis=-1)
   return tf.constant(np.repeat(image[None], frames, axis=0))
 
@@ -42,13 +43,13 @@ def test_multi_scale_boxes_are_the_official_crops_and_many_of_them():
 
 
 def test_one_crop_for_every_frame_of_a_clip():
-  clip = coordinate_clip(frames=3)
+  clip = coordinate_clip(frames=3, step=0.5)  # pixels hold half the coordinates, within 0..255
   for seed in range(5):
     out = transforms.train_transform(clip, tf.constant(0), tf.constant([seed, 1]), out_size=64).numpy()
     np.testing.assert_array_equal(out[0], out[1])
     np.testing.assert_array_equal(out[0], out[2])
     # The top-left pixel's (y, x) is a crop offset on the official grid (within the resize blur).
-    y, x = (out[0, 0, 0, :2] * IMAGENET_STD[:2] + IMAGENET_MEAN[:2]) * 255
+    y, x = out[0, 0, 0, :2].astype(np.float32) * 2
     assert any(abs(top - y) < 3 and (abs(left - x) < 3 or abs(left + w - 1 - x) < 3)
                for top, left, h, w in allowed_crops())
 
@@ -79,7 +80,7 @@ def test_train_transform_is_a_function_of_its_seed():
   a = transforms.train_transform(clip, tf.constant(3), tf.constant([1, 2]))
   b = transforms.train_transform(clip, tf.constant(3), tf.constant([1, 2]))
   c = transforms.train_transform(clip, tf.constant(3), tf.constant([1, 3]))
-  assert a.shape == (3, 224, 224, 3) and a.dtype == tf.float32
+  assert a.shape == (3, 224, 224, 3) and a.dtype == tf.uint8
   np.testing.assert_array_equal(a.numpy(), b.numpy())
   assert not np.array_equal(a.numpy(), c.numpy())
 
@@ -115,11 +116,11 @@ def test_training_clip_from_jpeg_bytes_matches_the_decoded_path(size):
   decoded = tf.stack([tf.io.decode_jpeg(e) for e in encoded])
   for seed in range(5):
     options = dict(label=tf.constant(0), seed=tf.constant([seed, 3]), resize_hw=(240, 320), out_size=112)
-    from_jpeg = transforms.train_transform_jpeg(encoded, **options).numpy()
-    reference = transforms.train_transform(decoded, **options).numpy()
+    from_jpeg = transforms.train_transform_jpeg(encoded, **options).numpy().astype(np.int32)
+    reference = transforms.train_transform(decoded, **options).numpy().astype(np.int32)
     assert from_jpeg.shape == (3, 112, 112, 3)
-    assert np.abs(from_jpeg - reference).max() < 0.1  # chroma upsampling at the crop border
-    assert np.abs(from_jpeg - reference).mean() < 5e-3
+    assert np.abs(from_jpeg - reference).max() <= 6  # chroma upsampling at the crop border
+    assert np.abs(from_jpeg - reference).mean() < 0.3
 
 
 def test_decode_resized_keeps_frames_already_at_size():
@@ -167,3 +168,55 @@ def test_randaugment_operations_against_numpy():
   np.testing.assert_allclose(stretched.max(axis=(0, 1, 2)), 255, atol=1e-3)
   shifted = augment._operations(tf.constant(x), tf.constant(4 / 9), tf.constant(1.0))[12]().numpy()
   np.testing.assert_allclose(shifted[:, :, :-4], x[:, :, 4:], atol=1e-3)  # translate x by 0.45 * 4/9 * 20 = 4 px
+
+
+def official_training_clips(frames, resize_hw, out_size):
+  """Every clip the official PIL pipeline can make of uint8 frames: each frame resized to
+  resize_hw (GroupScale), one of the allowed crops resized to out_size (GroupMultiScaleCrop),
+  flipped or not (GroupRandomHorizontalFlip); PIL's bilinear resizes, uint8 throughout."""
+  from PIL import Image
+
+  height, width = resize_hw
+  images = [Image.fromarray(frame).resize((width, height), Image.BILINEAR) for frame in frames]
+  for top, left, crop_h, crop_w in sorted(allowed_crops(height, width)):
+    clip = np.stack([np.asarray(image.crop((left, top, left + crop_w, top + crop_h)).resize((out_size, out_size),
+                                                                                          Image.BILINEAR))
+                     for image in images])
+    yield clip
+    yield clip[:, :, ::-1]
+
+
+@pytest.mark.parametrize("frame_size", [(75, 100), (60, 80), (45, 60)])
+def test_training_clips_are_the_official_pil_clips(frame_size):
+  """Pixels against PIL's, as the official code makes them: each clip is, within the rounding of
+  PIL's fixed-point resizes, one of the clips the official pipeline can make of the same frames
+  (frames larger than, equal to and smaller than resize_hw)."""
+  rng = np.random.default_rng(4)
+  frames = tf.image.resize(rng.uniform(0, 255, (2, 6, 8, 3)), frame_size).numpy().round().astype(np.uint8)
+  candidates = list(official_training_clips(frames, (60, 80), 48))
+  for seed in range(6):
+    clip = transforms.train_transform(tf.constant(frames), tf.constant(0), tf.constant([seed, 9]), resize_hw=(60, 80),
+                                      out_size=48).numpy().astype(np.int32)
+    assert clip.dtype == np.int32 and clip.shape == (2, 48, 48, 3)
+    nearest = min((np.abs(clip - candidate) for candidate in candidates), key=np.mean)
+    # Each resize rounds to pixels (as PIL's), so two roundings can part by 2 levels; any other
+    # crop or flip is ~10 levels away on average.
+    assert nearest.max() <= 2 and nearest.mean() < 0.4 and (nearest > 1).mean() < 0.01, (seed, nearest.max(), nearest.mean())
+
+
+def test_jpeg_frames_twice_the_size_are_decoded_downscaled_and_resized_to_the_same_frames():
+  """A frame at least twice the resize size is downscaled while it is decoded (libjpeg's DCT
+  scaling), and still resizes to what PIL makes of the full frame, within a few levels."""
+  from PIL import Image
+
+  rng = np.random.default_rng(5)
+  frames = tf.image.resize(rng.uniform(0, 255, (2, 6, 8, 3)), (200, 260)).numpy().round().astype(np.uint8)
+  encoded = jpeg_bytes(frames)
+  assert tuple(transforms.decode_at_least(encoded[0], 48, 64).shape) == (50, 65, 3)  # 1/4: 200x260 -> 50x65
+  assert tuple(transforms.decode_at_least(encoded[0], 60, 64).shape) == (100, 130, 3)  # 1/2
+  assert tuple(transforms.decode_at_least(encoded[0], 101, 64).shape) == (200, 260, 3)  # full size
+  resized = transforms.decode_resized(encoded, (48, 64)).numpy()
+  decoded = [Image.fromarray(tf.io.decode_jpeg(e).numpy()) for e in encoded]
+  expected = np.stack([np.asarray(image.resize((64, 48), Image.BILINEAR), np.float32) for image in decoded])
+  assert np.abs(resized - expected).max() < 8
+  assert np.abs(resized - expected).mean() < 1.5  # libjpeg's scaling filter is not PIL's: ~1.1 levels

@@ -53,7 +53,7 @@ def test_training_stream_is_deterministic_and_resumable(tmp_path):
   source = sources.build_source(tiny_config(tmp_path))
   first = source.train_iterator(0, 4)
   batches = [next(first) for _ in range(3)]
-  assert batches[0]["clips"].shape == (4, 4, 32, 32, 3) and batches[0]["clips"].dtype == np.float32
+  assert batches[0]["clips"].shape == (4, 4, 32, 32, 3) and batches[0]["clips"].dtype == np.uint8
   assert set(batches[0]["labels"].tolist()) <= {0, 1}
   resumed = next(sources.build_source(tiny_config(tmp_path)).train_iterator(2, 4))
   np.testing.assert_array_equal(resumed["clips"], batches[2]["clips"])

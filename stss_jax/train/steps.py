@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from input_pipeline.normalization import model_input
 from stss_jax.train.state import ModelGraphs, TrainState, model_of
 
 
@@ -43,12 +44,13 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, sched
   micro-batch, as PyTorch does when gradients are accumulated over K backward passes."""
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
-    """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}."""
+    """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}; uint8 clips
+    are normalised here, on the devices."""
     dropout_key = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params, batch_stats, micro, key):
       model = model_of(graphs, state.replace(params=params, batch_stats=batch_stats), train=True)
-      logits = model(micro["clips"], rngs=nnx.Rngs(dropout=key))
+      logits = model(model_input(micro["clips"]), rngs=nnx.Rngs(dropout=key))
       loss = jnp.mean(cross_entropy(logits, micro["labels"], label_smoothing))
       top1 = jnp.mean(topk_correct(logits, micro["labels"], 1))
       return loss, (top1, nnx.state(model, nnx.BatchStat))
@@ -94,6 +96,6 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, sched
 def make_eval_step(graphs: ModelGraphs):
   def eval_step(state: TrainState, batch: dict) -> jax.Array:
     """Eval-mode logits (N, classes) float32 for a global batch."""
-    return model_of(graphs, state)(batch["clips"])
+    return model_of(graphs, state)(model_input(batch["clips"]))
 
   return eval_step
