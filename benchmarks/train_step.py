@@ -4,7 +4,9 @@
 
 8 frames x 224 x 224, bf16 compute (float32 params and BN statistics), the official SGD recipe;
 a training step is forward, loss, backward and update, the project's own train_step. Batches are
-device-resident random clips (fresh each step from a pool), so input decoding is not measured.
+device-resident random uint8 clips (fresh each step from a pool), as the video sources feed them
+and normalised by the step, so input decoding is not measured. --selfy_remat adds each SELFY form
+again with the runtime policy's selfy_remat.
 
 Timing: every model is compiled and warmed up first; then --rounds rounds, and in each round every
 model runs --steps_per_round back-to-back steps in turn (TSM first), timed from the first dispatch
@@ -58,8 +60,10 @@ class Candidate:
   infer_rounds: list = dataclasses.field(default_factory=list)
 
 
-def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False) -> Candidate:
-  """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"."""
+def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False,
+          selfy_remat: bool = False) -> Candidate:
+  """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"; selfy_remat: the runtime
+  policy's (the SELFY block's similarities and extraction recomputed in the backward)."""
   config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
   config.batch_size = batch
@@ -71,12 +75,14 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
   tx = optimizer.build_optimizer(config)
   state, graphs = create_train_state(model, tx)
   rng = np.random.default_rng(0)
-  pool = [{"clips": jnp.asarray(rng.normal(size=(batch, frames, 224, 224, 3)), jnp.bfloat16),
+  # uint8 pixels, as the video sources feed main.py's loop (the step normalises them).
+  pool = [{"clips": jnp.asarray(rng.integers(0, 256, (batch, frames, 224, 224, 3)), jnp.uint8),
            "labels": jnp.asarray(rng.integers(0, 174, batch), jnp.int32)} for _ in range(3)]
   key = jax.random.key(0)
   train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0),
                        donate_argnums=0)
-  with runtime.use(runtime.Policy(stss=stss_form, extraction=extraction_form)):  # compiled under this policy
+  policy = runtime.Policy(stss=stss_form, extraction=extraction_form, selfy_remat=selfy_remat)
+  with runtime.use(policy):  # compiled under this policy
     train_step = train_step.lower(state, pool[0], key).compile()
     eval_step = jax.jit(steps.make_eval_step(graphs)).lower(state, pool[0]).compile()
   memory = train_step.memory_analysis()
@@ -89,6 +95,7 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
     return metrics
 
   name = (f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50") + (", remat" if remat else "")
+  name += ", SELFY remat" if selfy_remat else ""
   name += f", {frames} frames" if frames != 8 else ""
   return Candidate(name, batch, macs, program_bytes, train, lambda b: eval_step(holder["state"], b), pool)
 
@@ -142,6 +149,8 @@ def main(argv=None):
   parser.add_argument("--steps_per_round", type=int, default=30)
   parser.add_argument("--warmup", type=int, default=5)
   parser.add_argument("--remat", action="store_true", help="config.model.remat: residual blocks recomputed in the backward")
+  parser.add_argument("--selfy_remat", action="store_true",
+                      help="also time each SELFY form under the runtime policy's selfy_remat")
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="every BN: the project's (one_pass) or nnx.BatchNorm (before)")
   args = parser.parse_args(argv)
@@ -153,8 +162,10 @@ def main(argv=None):
         f"{args.steps_per_round} steps per model", flush=True)
   for batch in map(int, args.batches.split(",")):
     candidates = [build(False, batch, "auto/dense", args.frames, args.remat)]
-    candidates += [build(True, batch, implementation, args.frames, args.remat)
-                   for implementation in args.implementations.split(",")]
+    for implementation in args.implementations.split(","):
+      candidates.append(build(True, batch, implementation, args.frames, args.remat))
+      if args.selfy_remat:
+        candidates.append(build(True, batch, implementation, args.frames, args.remat, selfy_remat=True))
     measure(candidates, args.rounds, args.steps_per_round, args.warmup)
     print(table(candidates), flush=True)
     del candidates

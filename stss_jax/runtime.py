@@ -1,11 +1,12 @@
 """How the model's ops run on this machine, as opposed to what the model is.
 
 The STSS form (`stss_jax.ops.stss`: shift, matmul, gather, or auto, which picks by backend), the
-extraction form (dense matrix products over each similarity plane, or convolutions) and the row
-alignment of the dense form change speed and memory, never the function a model computes (up to
+extraction form (dense matrix products over each similarity plane, or convolutions), the row
+alignment of the dense form and whether the SELFY block's similarities are recomputed in the
+backward pass change speed and memory, never the function a model computes (up to
 float rounding). They are one process-wide policy, read when a model is traced, so that a model
 built once runs under any policy and a checkpoint never records one. Commands set it from
---stss_implementation, --extraction_implementation and --row_alignment (stss_jax.cli); code sets
+--stss_implementation, --extraction_implementation, --row_alignment and --selfy_remat (stss_jax.cli); code sets
 it with `with runtime.use(Policy(...)):` around the tracing (jit compiles under the policy in
 force when it first traces).
 """
@@ -29,6 +30,9 @@ class Policy:
   # unaligned rows (the 9x9x4 = 324 of the first extraction step) slow the matrix products that
   # read them; 16 (32 bytes in bf16) measured best of 1, 8, 16, 64 on an H100 (benchmarks/results/gpu.md).
   row_alignment: int = 16
+  # The SELFY block's similarities and extraction recomputed in the backward pass instead of kept
+  # (its (L, U, V) volume and every extraction activation): less memory for a little compute.
+  selfy_remat: bool = False
 
   def __post_init__(self):
     if self.stss not in STSS_FORMS:
@@ -73,7 +77,11 @@ def define_flags(flag_values: flags.FlagValues) -> None:
                     "STSS extraction form (execution only): dense matrix products or convolutions.", **define)
   flags.DEFINE_integer("row_alignment", default.row_alignment,
                        "Entries a dense-extraction row is padded to a multiple of (execution only).", **define)
+  flags.DEFINE_boolean("selfy_remat", default.selfy_remat,
+                       "Recompute the SELFY block's similarities and extraction in the backward pass instead of "
+                       "keeping them (execution only: less memory, a little more compute).", **define)
 
 
 def from_flags(flag_values: flags.FlagValues) -> Policy:
-  return Policy(flag_values.stss_implementation, flag_values.extraction_implementation, flag_values.row_alignment)
+  return Policy(flag_values.stss_implementation, flag_values.extraction_implementation, flag_values.row_alignment,
+                flag_values.selfy_remat)

@@ -75,3 +75,29 @@ def test_commands_take_the_policy_as_flags_and_no_model_directory_records_it(tmp
   assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'x'}", "--row_alignment=0"]) == 2
   assert "--row_alignment=0: use a positive number" in capsys.readouterr().err
   assert not (tmp_path / "x").exists()  # refused before any work
+
+
+def test_selfy_remat_recomputes_the_similarities_and_changes_no_output_gradient_or_statistic(official):
+  """Train mode, so that the extraction's BatchNorms update their statistics inside the recomputed
+  part; the form without remat is the one checked against the official outputs and numpy."""
+  clips = jnp.asarray(to_clips(official["input"]))
+  cotangent = jax.random.normal(jax.random.key(1), clips.shape)
+  results = {}
+  for remat in (False, True):
+    block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0))
+    block.train()
+
+    def loss(block, clips):
+      return jnp.sum(block(clips) * cotangent)
+
+    with runtime.use(runtime.Policy(stss="gather", extraction="dense", selfy_remat=remat)):
+      graph, state = nnx.split(block)
+      program = primitive_names(jax.make_jaxpr(
+          lambda s, x: nnx.grad(loss, argnums=(0, 1))(nnx.merge(graph, s), x))(state, clips).jaxpr)
+      value, (grads, clip_grads) = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1)))(block, clips)
+    results[remat] = (program, float(value), [clip_grads, *jax.tree.leaves(nnx.state(grads))],
+                      jax.tree.leaves(nnx.state(block, nnx.BatchStat)))
+  assert "remat2" in results[True][0] and "remat2" not in results[False][0]
+  assert results[True][1] == pytest.approx(results[False][1], rel=1e-6)
+  for a, b in zip(results[True][2] + results[True][3], results[False][2] + results[False][3], strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -35,8 +35,12 @@ class STSSTransformation(nnx.Module):
 
   def __call__(self, clips: jax.Array) -> jax.Array:
     """(N, T, H, W, C) -> (N, T, h, w, L, U, V), L the number of temporal offsets."""
+    return self.similarities(self.downsample(clips))
+
+  def similarities(self, features: jax.Array) -> jax.Array:
+    """The STSS of the downsampled features (N, T, h, w, hidden)."""
     implementation = self.implementation or runtime.current().stss
-    return ops.stss(self.downsample(clips), self.window, implementation, self.temporal_offsets)
+    return ops.stss(features, self.window, implementation, self.temporal_offsets)
 
 
 def _conv_output_size(size: int, stride: int, padding: int) -> int:
@@ -247,9 +251,21 @@ class SELFYBlock(nnx.Module):
 
   def __call__(self, clips: jax.Array) -> jax.Array:
     """(N, T, H, W, C) -> (N, T, H, W, C)."""
-    stss = self.stss_transformation(clips)  # (N, T, h, w, L, U, V)
-    # l before (h, w): the extraction's rows then come out in the order the integration's per-l
-    # convs read them (the gather STSS writes that order, so no transpose pass is left).
-    features = self.stss_extraction(jnp.moveaxis(stss, 4, 2))  # (N, T, L, h, w, D)
+    downsampled = self.stss_transformation.downsample(clips)  # (N, T, h, w, hidden)
+    extract = _extract_rematerialised if runtime.current().selfy_remat else _extract
+    features = extract(self, downsampled)  # (N, T, L, h, w, D)
     motion = self.stss_integration(features, clips.shape[2:4])
     return nnx.relu(clips + motion)
+
+
+def _extract(block: SELFYBlock, downsampled: jax.Array) -> jax.Array:
+  """Similarities, then the extraction's motion features (N, T, L, h, w, D)."""
+  stss = block.stss_transformation.similarities(downsampled)  # (N, T, h, w, L, U, V)
+  # l before (h, w): the extraction's rows then come out in the order the integration's per-l
+  # convs read them (the gather STSS writes that order, so no transpose pass is left).
+  return block.stss_extraction(jnp.moveaxis(stss, 4, 2))
+
+
+# The backward pass recomputes the similarities and the extraction from the downsampled features:
+# of the block's activations only those and the motion features are kept.
+_extract_rematerialised = nnx.remat(_extract)
