@@ -6,8 +6,9 @@ cores keep one accelerator fed?
       [--config.model.depth=18 ...]
 
 For each source it times, on this machine:
-  input  the source's training stream alone over --input_clips clips (clips/s, and per CPU core: its tf.data
-         graph spreads over every core);
+  input  the source's training stream alone over --input_clips clips (clips/s, and per CPU core:
+         a video source's tf.data graph spreads over every core; the synthetic source draws its
+         clips in one Python thread, so its rate is that of one core);
   step   the trainer's compiled training step alone, on one batch of that source kept on the
          devices (clips/s): what the accelerators could do if input were free;
   loop   Trainer.train, main.py's own loop, from the clips/s it writes to metrics.jsonl over the
@@ -134,11 +135,12 @@ def main(argv) -> None:
     for source in FLAGS.sources:
       config = source_config(base, source, tmp)
       input_rate = time_input(config)
+      input_cores = 1 if source == "synthetic" else cores
       loop_rate, step_rate = time_loop_and_step(config, tmp / f"run-{source}")
-      rows.append((source, input_rate, step_rate, loop_rate))
-      print(f"{source}: input {input_rate:.1f} clips/s ({input_rate / cores:.1f} per core), step {step_rate:.1f}, "
-            f"loop {loop_rate:.1f} clips/s; cores per accelerator to feed the step: {step_rate / (input_rate / cores):.2g}",
-            flush=True)
+      rows.append((source, input_rate, input_rate / input_cores, step_rate, loop_rate))
+      print(f"{source}: input {input_rate:.1f} clips/s ({input_rate / input_cores:.1f} per core), step {step_rate:.1f}, "
+            f"loop {loop_rate:.1f} clips/s; cores per accelerator to feed the step: "
+            f"{step_rate / (input_rate / input_cores):.2g}", flush=True)
   if FLAGS.output:
     device = jax.devices()[0]
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -156,9 +158,9 @@ def main(argv) -> None:
         "cores per accelerator |",
         "|---|---|---|---|---|---|",
     ]
-    for source, input_rate, step_rate, loop_rate in rows:
-      lines.append(f"| {source} | {input_rate:.1f} ({input_rate / cores:.1f}) | {step_rate:.1f} | {loop_rate:.1f} | "
-                   f"{loop_rate / min(input_rate, step_rate):.2f} | {step_rate / (input_rate / cores):.2g} |")
+    for source, input_rate, per_core, step_rate, loop_rate in rows:
+      lines.append(f"| {source} | {input_rate:.1f} ({per_core:.1f}) | {step_rate:.1f} | {loop_rate:.1f} | "
+                   f"{loop_rate / min(input_rate, step_rate):.2f} | {step_rate / per_core:.2g} |")
     pathlib.Path(FLAGS.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {FLAGS.output}")
 

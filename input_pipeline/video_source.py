@@ -132,6 +132,7 @@ class VideoSource:
 
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
+    """This host's training batches from start_step on; 'clips' (n, T, S, S, 3) uint8 pixels."""
     local = global_batch // process_count
     encoded = self.train.encoded
 
