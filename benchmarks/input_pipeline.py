@@ -4,12 +4,14 @@
 
 Writes frame folders of generated videos (textured backgrounds, a moving object, ~50 frames as in
 SSv1/SSv2) at two frame sizes, SSv1's 100x176 and SSv2's 240x427, then times 8-frame 224x224
-training clips (TSN sampling, resize to 240x320, multi-scale crop, flip, normalisation) from:
+training clips (TSN sampling, resize to 240x320, multi-scale crop, flip) from:
   reference  PIL per frame, the way the official code loads and augments (GroupMultiScaleCrop
-             etc. restated), one worker process per core as a PyTorch DataLoader would run it;
+             etc. restated, normalised to float32 on the CPU as its DataLoader workers do), one
+             worker process per core as a PyTorch DataLoader would run it;
   raw        our tf.data pipeline reading the frame folders directly;
   prepared   our tf.data pipeline reading the TFDS build of `python -m input_pipeline.prepare`
              (ArrayRecord, frames stored at 240x320: only the crop is decoded, one resize).
+Ours give uint8 clips, normalised later by the training step on the accelerator.
 Figures are clips per second per core: total clips/s over os.cpu_count(). Each is the median of
 --repeats timed runs of --clips clips after a warm-up run; every run draws new clips.
 """
