@@ -124,6 +124,38 @@ def time_ours(data_dir: pathlib.Path, clips: int, repeats: int) -> float:
   return statistics.median(rates)
 
 
+def time_python_part(data_dir: pathlib.Path, clips: int) -> tuple[float, float]:
+  """Milliseconds per clip of the per-clip Python (reading and sampling a video) in one thread,
+  and the speedup two threads give: tf.data runs it under the GIL, so 1000 / (ms x the share
+  that does not overlap) caps one process's clips/s however many cores it has."""
+  import threading
+
+  from configs import ssv1
+  from input_pipeline import sources
+
+  config = ssv1.get_config()
+  config.dataset.data_dir, config.dataset.num_classes, config.dataset.no_flip_labels = str(data_dir), 2, ()
+  source = sources.build_source(config)
+  for position in range(clips // 4):  # warm-up: files opened, pages cached
+    source.train_example(position)
+  start = time.perf_counter()
+  for position in range(clips):
+    source.train_example(position)
+  one = (time.perf_counter() - start) / clips
+
+  def work(first):
+    for position in range(first, first + clips // 2):
+      source.train_example(position)
+
+  threads = [threading.Thread(target=work, args=(first,)) for first in (clips, 2 * clips)]
+  start = time.perf_counter()
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  return one * 1e3, one / ((time.perf_counter() - start) / clips)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--videos", type=int, default=48)
@@ -144,9 +176,12 @@ def main() -> None:
       reference = time_reference(root / "raw", args.clips, args.repeats, cores) / cores
       raw = time_ours(root / "raw", args.clips, args.repeats) / cores
       prepared = time_ours(root / "prepared", args.clips, args.repeats) / cores
-      rows.append((name, reference, raw, prepared))
+      python = [time_python_part(root / kind, 2 * args.clips) for kind in ("raw", "prepared")]
+      rows.append((name, reference, raw, prepared, python))
       print(f"{name}: reference {reference:.1f}, raw {raw:.1f} ({raw / reference:.2f}x), "
-            f"prepared {prepared:.1f} ({prepared / reference:.2f}x) clips/s per core", flush=True)
+            f"prepared {prepared:.1f} ({prepared / reference:.2f}x) clips/s per core; per-clip Python "
+            f"{python[0][0]:.2f} ms raw (x{python[0][1]:.2f} on two threads), {python[1][0]:.2f} ms prepared "
+            f"(x{python[1][1]:.2f})", flush=True)
   if args.output:
     import PIL
     import tensorflow as tf
@@ -163,9 +198,15 @@ def main() -> None:
         "| frames | reference (PIL per frame) | raw frame folders | prepared (TFDS ArrayRecord) |",
         "|---|---|---|---|",
     ]
-    for name, reference, raw, prepared in rows:
+    for name, reference, raw, prepared, _ in rows:
       lines.append(f"| {name} | {reference:.1f} | {raw:.1f} ({raw / reference:.2f}x) | "
                    f"{prepared:.1f} ({prepared / reference:.2f}x) |")
+    lines += ["", "The per-clip Python (reading and sampling a video, under the GIL in tf.data): ms per clip in "
+              "one thread, and the speedup of two threads (below 2: part of it holds the GIL, which caps one "
+              "process's clips/s whatever its cores).", "",
+              "| frames | raw: ms (two threads) | prepared: ms (two threads) |", "|---|---|---|"]
+    for name, *_, ((raw_ms, raw_x), (prepared_ms, prepared_x)) in rows:
+      lines.append(f"| {name} | {raw_ms:.2f} (x{raw_x:.2f}) | {prepared_ms:.2f} (x{prepared_x:.2f}) |")
     pathlib.Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
 

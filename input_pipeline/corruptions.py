@@ -96,15 +96,18 @@ def corrupt_pixels(clip: np.ndarray, name: str, severity: int, rng: np.random.Ge
 
 
 def corrupt_clips(clips: np.ndarray, ids: Iterable[str], name: str, severity: int, seed: int) -> np.ndarray:
-  """Normalised clips (N, T, H, W, 3) or (N, views, T, H, W, 3), one video id each, corrupted;
-  every view of a video with the same draw."""
+  """Clips (N, T, H, W, 3) or (N, views, T, H, W, 3), uint8 pixels or normalised float, one video
+  id each, corrupted in the same form (pixels rounded, as a corrupted video file would hold
+  them); every view of a video with the same draw."""
+  pixels_in = clips.dtype == np.uint8
   out = np.empty_like(clips)
   for i, video_id in enumerate(ids):
     views = clips[i] if clips.ndim == 6 else clips[i][None]
     corrupted = []
     for view in views:
-      pixels = np.clip(view * normalization.STD + normalization.MEAN, 0.0, 1.0)
-      corrupted.append(normalization.normalize(corrupt_pixels(pixels, name, severity, clip_rng(seed, video_id))))
+      pixels = view / np.float32(255) if pixels_in else np.clip(view * normalization.STD + normalization.MEAN, 0.0, 1.0)
+      pixels = corrupt_pixels(pixels, name, severity, clip_rng(seed, video_id))
+      corrupted.append(np.round(pixels * 255) if pixels_in else normalization.normalize(pixels))
     out[i] = np.stack(corrupted) if clips.ndim == 6 else corrupted[0]
   return out
 

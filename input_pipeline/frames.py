@@ -6,11 +6,13 @@ skips and why.
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 
 import numpy as np
 from etils import epath
 
+from input_pipeline.labels import data_path
 from stss_jax import storage
 
 
@@ -56,11 +58,13 @@ def open_file(path: epath.Path):
 
 
 def frame_files(folder: pathlib.Path, template: str = "{:05d}.jpg", first: int = 1) -> list[pathlib.Path]:
-  """The frame files of a folder, numbered from `first` without gaps; an error names a gap."""
-  folder = epath.Path(folder)
+  """The frame files of a folder, numbered from `first` without gaps; an error names a gap.
+  Local folders are listed and joined with the standard library (the path library's objects
+  cost ~0.8 ms per training clip), cloud ones through epath."""
+  folder = data_path(folder)
   if not folder.is_dir():
     raise UnreadableVideoError(f"{folder}: no such frame folder")
-  present = {p.name for p in folder.iterdir()}
+  present = set(os.listdir(folder)) if storage.is_local(folder) else {p.name for p in folder.iterdir()}
   files = []
   number = first
   while template.format(number) in present:
@@ -68,9 +72,10 @@ def frame_files(folder: pathlib.Path, template: str = "{:05d}.jpg", first: int =
     number += 1
   if not files:
     raise UnreadableVideoError(f"{folder}: no frame named {template.format(first)}")
-  later = [name for name in present if name != template.format(number) and _number_of(name, template) > number]
-  if later:
-    raise UnreadableVideoError(f"{folder}: frame {template.format(number)} is missing before {min(later)}")
+  if len(present) > len(files):
+    later = [name for name in present if name != template.format(number) and _number_of(name, template) > number]
+    if later:
+      raise UnreadableVideoError(f"{folder}: frame {template.format(number)} is missing before {min(later)}")
   return files
 
 
@@ -87,7 +92,7 @@ def read_jpegs(files: list[pathlib.Path]) -> np.ndarray:
   frames = []
   for path in files:
     try:
-      data = epath.Path(path).read_bytes()
+      data = data_path(path).read_bytes()
     except OSError as e:
       raise UnreadableVideoError(f"{path}: unreadable frame ({e})") from e
     if not data.startswith(b"\xff\xd8") or b"\xff\xd9" not in data[-64:]:

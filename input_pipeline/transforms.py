@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from input_pipeline import augment, normalization
+from input_pipeline import augment
 
 SCALES = (1.0, 0.875, 0.75, 0.66)  # multi-scale crop sides, as fractions of the shorter side
 MAX_DISTORT = 1  # crop height and width scales at most this many steps apart
@@ -121,17 +121,17 @@ def decode_at_least(jpeg: tf.Tensor, height: int, width: int) -> tf.Tensor:
 
 
 def decode_resized(encoded: tf.Tensor, resize_hw) -> tf.Tensor:
-  """JPEG bytes (T,) -> float32 (T, height, width, 3): each frame decoded and resized (frames
-  already at resize_hw, as prepared data stores them, skip the resize)."""
+  """JPEG bytes (T,) -> uint8 (T, height, width, 3): each frame decoded, resized and rounded to
+  pixels (frames already at resize_hw, as prepared data stores them, skip the resize)."""
   height, width = resize_hw
 
   def frame(jpeg):
     image = decode_at_least(jpeg, height, width)
     shape = tf.shape(image)
     return tf.cond(tf.logical_and(shape[0] == height, shape[1] == width),
-                   lambda: tf.cast(image, tf.float32), lambda: resize(image[None], height, width)[0])
+                   lambda: image, lambda: to_pixels(resize(image[None], height, width)[0]))
 
-  return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+  return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
 
 
 def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw) -> tf.Tensor:
@@ -150,11 +150,6 @@ def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw) -> tf.Tensor:
         lambda: to_pixels(resized_crop(decode_at_least(jpeg, height, width)[None], resize_hw, box)[0]))
 
   return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-
-
-def normalize(frames: tf.Tensor) -> tf.Tensor:
-  """[0, 255] -> [0, 1] -> ImageNet mean and std."""
-  return (frames / 255.0 - tf.constant(normalization.MEAN)) / tf.constant(normalization.STD)
 
 
 def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude):
@@ -190,7 +185,8 @@ def train_transform_jpeg(encoded, label, seed, *, resize_hw=(240, 320), out_size
 
 def eval_views(frames, num_clips: int, num_crops: int, *, resize_hw=(240, 320), out_size=224):
   """Multi-view testing: (num_clips * T, resize_h, resize_w, 3) frames, already resized ->
-  (num_clips * num_crops, T, S, S, 3), clip-major. Three crops sit at the start, centre and end
+  (num_clips * num_crops, T, S, S, 3) of the same dtype (uint8 pixels from the video sources),
+  clip-major. Three crops sit at the start, centre and end
   of the longer side (TSM's full-resolution test offsets 0, 2 and 4 quarter steps), centred on
   the shorter one."""
   height, width = resize_hw
@@ -208,4 +204,4 @@ def eval_views(frames, num_clips: int, num_crops: int, *, resize_hw=(240, 320), 
   views = tf.stack(crops)  # (crops, clips * T, S, S, 3)
   views = tf.reshape(views, [num_crops, num_clips, -1, out_size, out_size, 3])
   views = tf.transpose(views, [1, 0, 2, 3, 4, 5])
-  return normalize(tf.reshape(views, [num_clips * num_crops, -1, out_size, out_size, 3]))
+  return tf.reshape(views, [num_clips * num_crops, -1, out_size, out_size, 3])

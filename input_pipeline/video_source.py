@@ -99,7 +99,9 @@ class VideoSource:
       self._permutations = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.train))}
     return self._permutations[epoch]
 
-  def _train_example(self, position: int):
+  def train_example(self, position: int):
+    """Stream position -> (frames, 0-based indices, label, id): the Python part of a training clip,
+    run by tf.data through numpy_function (so under the GIL, whatever the number of cores)."""
     count = len(self.train)
     for attempt in range(count):  # a broken video is skipped for the next one, the same way each time
       epoch, slot = divmod(int(position) + attempt, count)
@@ -122,8 +124,10 @@ class VideoSource:
     return frames, indices.astype(np.int32), np.int32(split.label(i)), split.video_id(i)
 
   def eval_views(self, frames: tf.Tensor, encoded: bool) -> tf.Tensor:
-    """eval_example's frames -> normalised views (clips x crops, T, S, S, 3)."""
-    frames = transforms.decode_resized(frames, self.resize_hw) if encoded else transforms.resize(frames, *self.resize_hw)
+    """eval_example's frames -> uint8 views (clips x crops, T, S, S, 3), normalised where the
+    model takes them (normalization.model_input)."""
+    frames = (transforms.decode_resized(frames, self.resize_hw) if encoded
+              else transforms.to_pixels(transforms.resize(frames, *self.resize_hw)))
     return transforms.eval_views(frames, self.eval_clips, self.eval_crops, resize_hw=self.resize_hw,
                                  out_size=self.image_size)
 
@@ -142,7 +146,7 @@ class VideoSource:
 
     def load(position):
       frames, indices, label, video_id = tf.numpy_function(
-          self._train_example, [position], (self._frames_type(self.train), tf.int32, tf.int32, tf.string),
+          self.train_example, [position], (self._frames_type(self.train), tf.int32, tf.int32, tf.string),
           stateful=False)
       seed = tf.stack([tf.constant(self.seed, tf.int64), position])
       options = dict(resize_hw=self.resize_hw, out_size=self.image_size, no_flip_labels=self.no_flip_labels,

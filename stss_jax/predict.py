@@ -27,6 +27,7 @@ from etils import epath
 from tqdm import tqdm
 
 from input_pipeline.arrays import load_clips
+from input_pipeline.normalization import model_input
 from stss_jax import cli, evaluation, model_dir
 from stss_jax.models import build_model
 
@@ -35,11 +36,12 @@ TOP_K = 5
 
 @jax.jit
 def _logits(model, clips):
-  return model(clips)
+  return model(model_input(clips))
 
 
 def predict(model, clips: np.ndarray) -> np.ndarray:
-  """Eval-mode logits (N, classes) float32 (compiled once per clip shape)."""
+  """Eval-mode logits (N, classes) float32 of normalised float clips or uint8 pixel clips, which
+  are normalised on the device (compiled once per clip shape and dtype)."""
   model.eval()
   return np.asarray(_logits(model, clips), np.float32)
 
@@ -74,7 +76,7 @@ def window_predictions(model, config, path: str, window: str | None = None, stri
   with tqdm(total=len(planned), unit="window", desc=video.path.name, disable=not progress or len(planned) == 1,
             file=sys.stderr, dynamic_ncols=True) as bar:
     for _, frames in video.read(planned):
-      views.append(np.asarray(source.eval_views(tf.constant(frames), video.encoded), np.float32))
+      views.append(source.eval_views(tf.constant(frames), video.encoded).numpy())
       if len(views) == batch_windows:
         logits.append(predict(model, np.concatenate(views)))
         views = []

@@ -138,3 +138,15 @@ def test_eval_mode_under_a_corruption_adds_its_own_row(tmp_path, capsys):
                           f"--checkpoint={tmp_path / 'run' / 'model'}", f"--output={tmp_path / 'sweep'}",
                           "--corruptions=occlusion,gaussian_noise", "--severities=1,5"]) == 0
   assert json.loads((tmp_path / "sweep" / robustness.RESULTS_FILE).read_text())["rows"] == results["rows"]
+
+
+def test_uint8_pixel_clips_are_corrupted_as_pixels():
+  """The video sources' uint8 evaluation clips come back as uint8, the noise in pixel levels."""
+  clips = np.full((2, 2, 6, 16, 16, 3), 128, np.uint8)
+  out = corruptions.corrupt_clips(clips, ["a", "b"], "gaussian_noise", 3, seed=7)
+  assert out.dtype == np.uint8
+  noise = out.astype(np.float32) - 128
+  sigma = corruptions.SEVERITY_SIGMA[3 - 1] * 255
+  assert sigma * 0.95 < noise[0].std() < sigma * 1.05
+  np.testing.assert_array_equal(out[0, 0], out[0, 1])  # views alike
+  assert not np.array_equal(out[0], out[1])

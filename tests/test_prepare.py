@@ -75,7 +75,7 @@ def test_built_frame_folders_hold_the_frames_and_give_the_clips_of_the_raw_folde
   for key in ("ids", "labels", "frame_indices", "mask"):
     np.testing.assert_array_equal(raw_batch[key], built_batch[key])
   # Stored at 40x48 by PIL and re-encoded, against TF's resize of the raw JPEGs.
-  assert np.abs(raw_batch["clips"] - built_batch["clips"]).mean() < 0.03
+  assert np.abs(raw_batch["clips"].astype(np.int32) - built_batch["clips"]).mean() < 1.7  # pixel levels
   first = built.train_iterator(0, 4)
   batches = [next(first) for _ in range(3)]
   resumed = next(sources.build_source(tiny_config(tmp_path / "out")).train_iterator(2, 4))

@@ -173,7 +173,9 @@ def test_multi_view_evaluation_and_an_ensemble_of_two_frame_counts(tmp_path):
     model.eval()
     videos = [clips for b in sources.build_source(config).eval_batches(2)
               for clips, keep in zip(b["clips"], b["mask"]) if keep]
-    logits = jax.jit(lambda m, x: m(x))(model, np.concatenate(videos))  # (videos * 6 views, classes)
+    # uint8 views, normalised here with ImageNet statistics as CONVENTIONS.md states them
+    clips = (np.concatenate(videos) / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    logits = jax.jit(lambda m, x: m(x))(model, clips.astype(np.float32))  # (videos * 6 views, classes)
     per_model.append(softmax(np.asarray(logits, np.float64)).reshape(len(videos), 6, -1).mean(1))
   for report, probabilities in zip(list(reports.values())[:2], per_model):
     np.testing.assert_allclose(report["loss"], -np.log(probabilities[np.arange(3), labels]).mean(), rtol=1e-5)
@@ -190,7 +192,7 @@ def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path,
                          f"--png={tmp_path / 'sheet.png'}"])
   assert status == 0, capsys.readouterr().err[-3000:]
   batch = np.load(tmp_path / "b.npz")
-  assert batch["clips"].shape == (3, 4, 32, 32, 3) and batch["clips"].dtype == np.float32
+  assert batch["clips"].shape == (3, 4, 32, 32, 3) and batch["clips"].dtype == np.uint8
   assert batch["ids"].tolist() == ["validation0", "validation1", "validation2"]
   assert batch["labels"].tolist() == [0, 1, 0]
   # 10-frame videos, 4 segments: the official centre formula int(1.25 + 2.5 k).

@@ -167,5 +167,5 @@ def test_a_demo_clip_saved_as_frames_reaches_the_model_as_the_source_drew_it(tmp
   # TensorFlow's and PIL's JPEG decoders differ by a few levels (measured: mean 0.028, 99th
   # percentile 0.11 in normalised units); the 240x320 resize and crop this guards against gave
   # 0.40 and 2.3.
-  difference = np.abs(view - normalization.normalize(read_back))
+  difference = np.abs(normalization.model_input(view) - normalization.normalize(read_back))
   assert difference.mean() < 0.06 and np.percentile(difference, 99) < 0.25
