@@ -3,8 +3,8 @@
   python -m input_pipeline.inspect --config=configs/ssv1.py --config.dataset.data_dir=DATA \\
       --split=validation --num_batches=1 --output=batch.npz --png=sheet.png
 
-batch.npz holds `clips` (N, T, H, W, 3) as the pipeline gives them to the step (uint8 pixels in
-training from video sources, normalised float32 otherwise; the first view when evaluation uses
+batch.npz holds `clips` (N, T, H, W, 3) as the pipeline gives them to the step (uint8 pixels from
+video sources, normalised float32 from the synthetic one; the first view when evaluation uses
 several), `labels` (N,), `ids` (N,) video ids and `frame_indices` (N, T) 0-based
 frame indices into each video. --png also draws a contact sheet: one clip a row, with its class.
 """

@@ -1,8 +1,8 @@
 """The pixel normalisation every clip fed to the model has: ImageNet mean and std per channel.
 
-Batches hold clips in one of two forms: uint8 RGB pixels (the video sources' training stream:
-a quarter of the bytes to batch and to copy to the accelerator, and no per-pixel arithmetic on
-the host) or normalised float32. `model_input` turns either into what the model takes, with
+Batches hold clips in one of two forms: uint8 RGB pixels (the video sources: a quarter of the
+bytes to batch and to copy to the accelerator, and no per-pixel arithmetic on the host) or
+normalised float32 (the synthetic source). `model_input` turns either into what the model takes, with
 whichever array library holds the clips (inside a jitted step, on the accelerator).
 """
 from __future__ import annotations

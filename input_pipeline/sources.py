@@ -2,7 +2,7 @@
 
 Training batches are a pure function of the step: a resumed run sees exactly the batches it
 would have seen. Each host gets its own contiguous slice of the global batch. 'clips' are uint8
-RGB pixels in the video sources' training batches and normalised float32 everywhere else
+RGB pixels from the video sources and normalised float32 from the synthetic one
 (normalization.model_input makes either what the model takes).
 """
 from __future__ import annotations
