@@ -36,7 +36,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/ssv2.py", "Training config; its model, clip size and batch are timed.")
+config_flags.DEFINE_config_file("config", "configs/ssv2.py", "Training config: its model and clip size are timed.")
 flags.DEFINE_list("sources", ["synthetic", "prepared", "raw"], "Sources to time: synthetic, prepared, raw.")
 flags.DEFINE_integer("steps", 20, "Timed steps of the loop and the step (after as many warm-up steps).")
 flags.DEFINE_integer("input_clips", 256, "Clips of the input measurement (after as many warm-up clips).")
@@ -138,7 +138,8 @@ def main(argv) -> None:
       input_cores = 1 if source == "synthetic" else cores
       loop_rate, step_rate = time_loop_and_step(config, tmp / f"run-{source}")
       rows.append((source, input_rate, input_rate / input_cores, step_rate, loop_rate))
-      print(f"{source}: input {input_rate:.1f} clips/s ({input_rate / input_cores:.1f} per core), step {step_rate:.1f}, "
+      print(f"{source}: input {input_rate:.1f} clips/s ({input_rate / input_cores:.1f} per core), "
+            f"step {step_rate:.1f}, "
             f"loop {loop_rate:.1f} clips/s; cores per accelerator to feed the step: "
             f"{step_rate / (input_rate / input_cores):.2g}", flush=True)
   if FLAGS.output:

@@ -165,7 +165,8 @@ def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_pred
                        f"--output={tmp_path / 'logits.npy'}"]) == 0
   assert visualize.main(["visualize", SSV1, *model, f"--checkpoint={local}", f"--output={tmp_path / 'stss.png'}"]) == 0
   checkpoint = f"--checkpoint=gs://{BUCKET}/run/model"
-  for args in (("stss_jax.predict", f"--clip=gs://{BUCKET}/inputs/clips.npy", f"--output=gs://{BUCKET}/outputs/logits.npy"),
+  for args in (("stss_jax.predict", f"--clip=gs://{BUCKET}/inputs/clips.npy",
+                f"--output=gs://{BUCKET}/outputs/logits.npy"),
                ("stss_jax.visualize", f"--output=gs://{BUCKET}/outputs/stss.png")):
     done = _command(emulator, args[0], SSV1, *model, checkpoint, *args[1:])
     assert done.returncode == 0, done.stderr[-3000:]
