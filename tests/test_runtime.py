@@ -77,14 +77,15 @@ def test_commands_take_the_policy_as_flags_and_no_model_directory_records_it(tmp
   assert not (tmp_path / "x").exists()  # refused before any work
 
 
-def test_selfy_remat_recomputes_the_similarities_and_changes_no_output_gradient_or_statistic(official):
+def test_selfy_remat_recomputes_the_similarities_and_changes_no_output_gradient_or_statistic():
   """Train mode, so that the extraction's BatchNorms update their statistics inside the recomputed
-  part; the form without remat is the one checked against the official outputs and numpy."""
-  clips = jnp.asarray(to_clips(official["input"]))
+  part; the form without remat is the one checked against the official outputs and numpy (a
+  smaller block here: the two forms are compared, not the numbers)."""
+  clips = jax.random.normal(jax.random.key(0), (2, 4, 12, 12, 16))
   cotangent = jax.random.normal(jax.random.key(1), clips.shape)
   results = {}
   for remat in (False, True):
-    block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0))
+    block = SELFYBlock(16, 8, (3, 5, 5), (2, 4, 8, 8), (8, 8, 8, 8), rngs=nnx.Rngs(0))
     block.train()
 
     def loss(block, clips):
