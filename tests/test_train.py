@@ -286,6 +286,7 @@ def test_two_processes_with_jax_distributed_agree_with_one(tmp_path, source):
   assert records(tmp_path / "two", "validation")[-1]["top1"] == records(tmp_path / "one", "validation")[-1]["top1"]
 
 
+@pytest.mark.slow  # a training run through main, checkpointing every step until it overflows
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
   status, _, err = run_main(capsys, tmp_path / "run", "--config.total_steps=30", "--config.checkpoint_every_steps=1",
                             "--config.eval_every_steps=100", "--config.optimizer.warmup_steps=1",
