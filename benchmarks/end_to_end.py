@@ -26,14 +26,14 @@ from __future__ import annotations
 import datetime
 import os
 import pathlib
-import platform
-import statistics
 import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from benchmarks import timing
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/ssv2.py", "Training config: its model and clip size are timed.")
@@ -144,8 +144,7 @@ def main(argv) -> None:
             f"{step_rate / (input_rate / input_cores):.2g}", flush=True)
   if FLAGS.output:
     device = jax.devices()[0]
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = timing.cpu_name()
     model = base.model
     lines = [
         "# End to end: main.py's training loop, input included", "",

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from benchmarks import timing
 from input_pipeline import sampling
 from input_pipeline.normalization import MEAN, STD
 from input_pipeline.transforms import MAX_DISTORT, SCALES
@@ -186,8 +187,7 @@ def main() -> None:
     import PIL
     import tensorflow as tf
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = timing.cpu_name()
     lines = [
         "# Input pipeline: 8x224x224 training clips per second per CPU core", "",
         f"{datetime.date.today()}, {cores} cores ({cpu}), Python {platform.python_version()}, "

@@ -30,3 +30,15 @@ def copy_bandwidth(num_bytes: int = 2 << 30) -> float:
   copy = jax.jit(lambda a: a * 1.0 + 0.0)
   seconds = time_jax(copy, [(x,)], repeats=20)
   return 2 * num_bytes / seconds
+
+
+def cpu_name() -> str:
+  """This machine's CPU model, as /proc/cpuinfo names it (the platform's processor elsewhere)."""
+  import platform
+
+  try:
+    with open("/proc/cpuinfo") as info:
+      return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+                  platform.processor())
+  except OSError:
+    return platform.processor()
