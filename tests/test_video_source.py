@@ -198,3 +198,13 @@ def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path,
   # 10-frame videos, 4 segments: the official centre formula int(1.25 + 2.5 k).
   assert batch["frame_indices"].tolist() == [[1, 3, 6, 8]] * 3
   assert (tmp_path / "sheet.png").stat().st_size > 0
+
+
+def test_predict_normalises_uint8_pixel_clips_as_the_official_statistics_say():
+  """The video sources' views are uint8: predict gives the logits of the clips normalised here,
+  with ImageNet statistics as CONVENTIONS.md states them."""
+  config = default.get_config("tiny")
+  model = build_model(config)
+  pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype(np.uint8)
+  normalised = ((pixels / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).astype(np.float32)
+  np.testing.assert_allclose(predict.predict(model, pixels), predict.predict(model, normalised), rtol=1e-4, atol=1e-5)
