@@ -11,7 +11,8 @@ training clips (TSN sampling, resize to 240x320, multi-scale crop, flip) from:
   raw        our tf.data pipeline reading the frame folders directly;
   prepared   our tf.data pipeline reading the TFDS build of `python -m input_pipeline.prepare`
              (ArrayRecord, frames stored at 240x320: only the crop is decoded, one resize).
-Ours give uint8 clips, normalised later by the training step on the accelerator.
+Ours give uint8 clips, normalised later by the training step on the accelerator. Beside them: the
+per-clip Python of ours, and JPEG decoding alone in one thread (the ceiling of a core's clips/s).
 Figures are clips per second per core: total clips/s over os.cpu_count(). Each is the median of
 --repeats timed runs of --clips clips after a warm-up run; every run draws new clips.
 """
@@ -157,6 +158,40 @@ def time_python_part(data_dir: pathlib.Path, clips: int) -> tuple[float, float]:
   return one * 1e3, one / ((time.perf_counter() - start) / clips)
 
 
+def time_decode(data_dir: pathlib.Path, kind: str, clips: int) -> float:
+  """Milliseconds per clip of JPEG decoding alone, in one thread: the 8 sampled frames decoded
+  whole from a raw frame folder, or decoded inside an official multi-scale crop from the build (as
+  ours do). 1000 / ms bounds what one core of our pipeline can give."""
+  import tensorflow as tf
+
+  from input_pipeline import tfds_source, transforms
+
+  rng = np.random.default_rng(0)
+  if kind == "raw":
+    folders = sorted((data_dir / "20bn-something-something-v1").iterdir())
+    jobs = [[(folders[i % len(folders)] / f"{k + 1:05d}.jpg").read_bytes()
+             for k in sampling.train_indices(FRAMES_PER_VIDEO, NUM_FRAMES, rng)] for i in range(clips)]
+  else:
+    split = tfds_source.TfdsSplit(tfds_source.find(str(data_dir), "ssv1"), "train")
+    jobs = [list(split.read(i % len(split), lambda n: sampling.train_indices(n, NUM_FRAMES, rng))[0])
+            for i in range(clips)]
+  boxes = [transforms.multi_scale_box(tf.constant([i, 0]), *RESIZE_HW) for i in range(clips)]
+
+  def decode(frames, box):
+    for jpeg in frames:
+      if kind == "raw":
+        tf.io.decode_jpeg(jpeg, channels=3)
+      else:
+        tf.io.decode_and_crop_jpeg(jpeg, box, channels=3)
+
+  for frames, box in zip(jobs[:clips // 4], boxes):  # warm-up
+    decode(frames, box)
+  start = time.perf_counter()
+  for frames, box in zip(jobs, boxes):
+    decode(frames, box)
+  return (time.perf_counter() - start) / clips * 1e3
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--videos", type=int, default=48)
@@ -178,11 +213,13 @@ def main() -> None:
       raw = time_ours(root / "raw", args.clips, args.repeats) / cores
       prepared = time_ours(root / "prepared", args.clips, args.repeats) / cores
       python = [time_python_part(root / kind, 2 * args.clips) for kind in ("raw", "prepared")]
-      rows.append((name, reference, raw, prepared, python))
+      decode = [time_decode(root / kind, kind, args.clips) for kind in ("raw", "prepared")]
+      rows.append((name, reference, raw, prepared, python, decode))
       print(f"{name}: reference {reference:.1f}, raw {raw:.1f} ({raw / reference:.2f}x), "
             f"prepared {prepared:.1f} ({prepared / reference:.2f}x) clips/s per core; per-clip Python "
             f"{python[0][0]:.2f} ms raw (x{python[0][1]:.2f} on two threads), {python[1][0]:.2f} ms prepared "
-            f"(x{python[1][1]:.2f})", flush=True)
+            f"(x{python[1][1]:.2f}); JPEG decoding alone {decode[0]:.2f} ms raw, {decode[1]:.2f} ms prepared",
+            flush=True)
   if args.output:
     import PIL
     import tensorflow as tf
@@ -198,15 +235,20 @@ def main() -> None:
         "| frames | reference (PIL per frame) | raw frame folders | prepared (TFDS ArrayRecord) |",
         "|---|---|---|---|",
     ]
-    for name, reference, raw, prepared, _ in rows:
+    for name, reference, raw, prepared, *_ in rows:
       lines.append(f"| {name} | {reference:.1f} | {raw:.1f} ({raw / reference:.2f}x) | "
                    f"{prepared:.1f} ({prepared / reference:.2f}x) |")
     lines += ["", "The per-clip Python (reading and sampling a video, under the GIL in tf.data): ms per clip in "
               "one thread, and the speedup of two threads (below 2: part of it holds the GIL, which caps one "
               "process's clips/s whatever its cores).", "",
               "| frames | raw: ms (two threads) | prepared: ms (two threads) |", "|---|---|---|"]
-    for name, *_, ((raw_ms, raw_x), (prepared_ms, prepared_x)) in rows:
+    for name, *_, ((raw_ms, raw_x), (prepared_ms, prepared_x)), _ in rows:
       lines.append(f"| {name} | {raw_ms:.2f} (x{raw_x:.2f}) | {prepared_ms:.2f} (x{prepared_x:.2f}) |")
+    lines += ["", "JPEG decoding alone, one thread: ms per clip of its 8 frames (raw: whole frames; prepared: "
+              "inside the clip's crop), and the clips/s per core that decoding alone allows (1000 / ms).", "",
+              "| frames | raw: ms (ceiling) | prepared: ms (ceiling) |", "|---|---|---|"]
+    for name, *_, (raw_ms, prepared_ms) in rows:
+      lines.append(f"| {name} | {raw_ms:.2f} ({1000 / raw_ms:.0f}) | {prepared_ms:.2f} ({1000 / prepared_ms:.0f}) |")
     pathlib.Path(args.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
 

@@ -189,11 +189,11 @@ def official_training_clips(frames, resize_hw, out_size):
     yield clip[:, :, ::-1]
 
 
-@pytest.mark.parametrize("frame_size", [(75, 100), (60, 80), (45, 60)])
+@pytest.mark.parametrize("frame_size", [(75, 100), (60, 107), (60, 80), (45, 60)])
 def test_training_clips_are_the_official_pil_clips(frame_size):
   """Pixels against PIL's, as the official code makes them: each clip is, within the rounding of
   PIL's fixed-point resizes, one of the clips the official pipeline can make of the same frames
-  (frames larger than, equal to and smaller than resize_hw)."""
+  (frames larger than resize_hw, as tall and wider (SSv2), equal to it, and smaller)."""
   rng = np.random.default_rng(4)
   frames = tf.image.resize(rng.uniform(0, 255, (2, 6, 8, 3)), frame_size).numpy().round().astype(np.uint8)
   candidates = list(official_training_clips(frames, (60, 80), 48))
