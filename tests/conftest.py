@@ -24,11 +24,16 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 # The tests' programs are tiny: compiling them dominates, so XLA skips most optimisations (numerics
 # stay within every test's tolerance). Subprocesses inherit it.
 os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-# XLA:CPU's older elemental emitters compile the tiny config's train step in half the time of its
-# fusion emitters (3.0 against 5.9 s on 2 cores) and run it 15% slower: compiling dominates here.
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8",
-     "--xla_cpu_use_fusion_emitters=false"]).strip()
+
+
+def xla_flags(devices: int) -> str:
+  """XLA_FLAGS for a test process with `devices` host devices. XLA:CPU's older elemental emitters
+  compile the tiny config's train step in half the time of its fusion emitters (3.0 against 5.9 s
+  on 2 cores) and run it 15% slower: compiling dominates here."""
+  return f"--xla_force_host_platform_device_count={devices} --xla_cpu_use_fusion_emitters=false"
+
+
+os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), xla_flags(8)]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402

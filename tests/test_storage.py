@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from stss_jax import storage
+from tests import conftest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BUCKET = "stss-test"
@@ -93,7 +94,7 @@ def test_is_local():
 
 def _main(address: str, workdir, *args: str, config: str = TINY) -> subprocess.Popen:
   # One device, as the trainer's own process tests use: their compiled programs are in the session's cache.
-  env = dict(_env(address), XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = dict(_env(address), XLA_FLAGS=conftest.xla_flags(1))
   return subprocess.Popen([sys.executable, "main.py", config, f"--workdir={workdir}", *args], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -23,6 +23,7 @@ from stss_jax import main as stss_main
 from stss_jax import model_dir
 from stss_jax.models import build_model
 from stss_jax.train import checkpoints, loop, sharding, workdir
+from tests import conftest
 from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
 from tests.test_workdir import flip_bytes
 
@@ -40,7 +41,7 @@ def run_main(capsys, workdir, *overrides) -> tuple[int, str, str]:
 
 def main_process(workdir, *overrides, devices=1, config=TINY, **popen):
   """main.py as its own process, for the tests of what crosses a process boundary."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=conftest.xla_flags(devices))
   return subprocess.Popen([sys.executable, "main.py", config, f"--workdir={workdir}", *map(str, overrides)], cwd=ROOT,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
