@@ -26,7 +26,10 @@ def kernel_times(path: str) -> dict[tuple[str, str], list[float]]:
       continue
     stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
     for line in plane.lines:
-      if "stream" not in line.name.lower() or "memcpy" in line.name.lower():
+      name = line.name.lower()
+      # Streams are named by what ran on them, e.g. "Stream #14(Memset,Compute,MemcpyD2D)": kept
+      # when kernels ran there, left out when only copies did.
+      if "stream" not in name or ("memcpy" in name and "compute" not in name):
         continue
       for event in line.events:
         meta = plane.event_metadata[event.metadata_id]

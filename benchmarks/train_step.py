@@ -153,6 +153,8 @@ def main(argv=None):
                       help="also time each SELFY form under the runtime policy's selfy_remat")
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="every BN: the project's (one_pass) or nnx.BatchNorm (before)")
+  parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 3 training steps of each model, one "
+                      "folder each, BATCH_INDEX (summarise it with benchmarks.trace_summary)")
   args = parser.parse_args(argv)
   if args.steps_per_round < 1 or args.rounds < 1:
     parser.error("--rounds and --steps_per_round must be at least 1")
@@ -168,6 +170,11 @@ def main(argv=None):
         candidates.append(build(True, batch, implementation, args.frames, args.remat, selfy_remat=True))
     measure(candidates, args.rounds, args.steps_per_round, args.warmup)
     print(table(candidates), flush=True)
+    if args.trace_dir:
+      for index, candidate in enumerate(candidates):
+        with jax.profiler.trace(f"{args.trace_dir}/{batch}_{index}"):
+          jax.block_until_ready([candidate.train(batch_) for batch_ in candidate.pool])
+        print(f"traced {candidate.name} in {args.trace_dir}/{batch}_{index}", flush=True)
     del candidates
 
 
