@@ -109,14 +109,17 @@ def time_round(fn: Callable, pool: list, steps_: int, offset: int) -> float:
 
 
 def measure(candidates: list[Candidate], rounds: int, steps_per_round: int, warmup: int) -> None:
-  """Fills each candidate's train_rounds and infer_rounds, the models taking turns in every round."""
-  for c in candidates:
-    time_round(c.train, c.pool, warmup, 0)
-    time_round(c.infer, c.pool, warmup, 0)
+  """Fills each candidate's train_rounds and infer_rounds, the models taking turns in every round.
+
+  Every timed round follows `warmup` untimed steps of the same program: a training round that
+  directly followed another model's training steps ran 2-3 ms per step slower on an H200, for
+  both models (gpu.md, "program switches"), which a single-model training run never sees."""
   for r in range(rounds):
     for c in candidates:
+      time_round(c.train, c.pool, warmup, r)
       c.train_rounds.append(time_round(c.train, c.pool, steps_per_round, r))
     for c in candidates:
+      time_round(c.infer, c.pool, warmup, r)
       c.infer_rounds.append(time_round(c.infer, c.pool, steps_per_round, r))
 
 
@@ -147,7 +150,8 @@ def main(argv=None):
   parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--steps_per_round", type=int, default=30)
-  parser.add_argument("--warmup", type=int, default=5)
+  parser.add_argument("--warmup", type=int, default=30,
+                      help="untimed steps of the same program before every timed round (see measure)")
   parser.add_argument("--remat", action="store_true", help="config.model.remat: residual blocks recomputed in the backward")
   parser.add_argument("--selfy_remat", action="store_true",
                       help="also time each SELFY form under the runtime policy's selfy_remat")
