@@ -8,9 +8,10 @@ device-resident random uint8 clips (fresh each step from a pool), as the video s
 and normalised by the step, so input decoding is not measured. --selfy_remat adds each SELFY form
 again with the runtime policy's selfy_remat.
 
-Timing: every model is compiled and warmed up first; then --rounds rounds, and in each round every
-model runs --steps_per_round back-to-back steps in turn (TSM first), timed from the first dispatch
-to the last result. A row gives the median step time over the rounds and their range; the ratio of
+Timing: every model is compiled first; then --rounds rounds, and in each round every model runs
+--warmup untimed steps and then --steps_per_round timed back-to-back steps, in turn (TSM first),
+timed from the first dispatch to the last result. The untimed steps matter: right after another
+model's training, a round ran 2-3 ms per step slower on an H200. A row gives the median step time over the rounds and their range; the ratio of
 SELFYNet to TSM is taken round by round (the two ran seconds apart, so a slow phase of the machine
 affects both) and given as median and range. Memory is the compiled training step's own need
 (arguments + outputs + temporaries - donated buffers, from XLA's memory analysis), which does not
