@@ -169,26 +169,24 @@ def time_decode(data_dir: pathlib.Path, kind: str, clips: int) -> float:
   rng = np.random.default_rng(0)
   if kind == "raw":
     folders = sorted((data_dir / "20bn-something-something-v1").iterdir())
-    jobs = [[(folders[i % len(folders)] / f"{k + 1:05d}.jpg").read_bytes()
-             for k in sampling.train_indices(FRAMES_PER_VIDEO, NUM_FRAMES, rng)] for i in range(clips)]
+    jobs = [([(folders[i % len(folders)] / f"{k + 1:05d}.jpg").read_bytes()
+              for k in sampling.train_indices(FRAMES_PER_VIDEO, NUM_FRAMES, rng)], None) for i in range(clips)]
+    decode = lambda jpeg, _: tf.io.decode_jpeg(jpeg, channels=3)  # noqa: E731
   else:
     split = tfds_source.TfdsSplit(tfds_source.find(str(data_dir), "ssv1"), "train")
-    jobs = [list(split.read(i % len(split), lambda n: sampling.train_indices(n, NUM_FRAMES, rng))[0])
-            for i in range(clips)]
-  boxes = [transforms.multi_scale_box(tf.constant([i, 0]), *RESIZE_HW) for i in range(clips)]
+    jobs = [(split.read(i % len(split), lambda n: sampling.train_indices(n, NUM_FRAMES, rng))[0],
+             transforms.multi_scale_box(tf.constant([i, 0]), *RESIZE_HW)) for i in range(clips)]
+    decode = lambda jpeg, box: tf.io.decode_and_crop_jpeg(jpeg, box, channels=3)  # noqa: E731
 
-  def decode(frames, box):
+  def decode_clip(frames, box):
     for jpeg in frames:
-      if kind == "raw":
-        tf.io.decode_jpeg(jpeg, channels=3)
-      else:
-        tf.io.decode_and_crop_jpeg(jpeg, box, channels=3)
+      decode(jpeg, box)
 
-  for frames, box in zip(jobs[:clips // 4], boxes):  # warm-up
-    decode(frames, box)
+  for job in jobs[:clips // 4]:  # warm-up
+    decode_clip(*job)
   start = time.perf_counter()
-  for frames, box in zip(jobs, boxes):
-    decode(frames, box)
+  for job in jobs:
+    decode_clip(*job)
   return (time.perf_counter() - start) / clips * 1e3
 
 
