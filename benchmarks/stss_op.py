@@ -5,7 +5,9 @@
 Shape: 8 clips x 8 frames, 128 channels, 14x14, window (5, 9, 9) (320 frame pairs). Forward and
 forward+backward (the similarities and their vector-Jacobian product for a random cotangent,
 both returned), float32 and bf16, median
-of many runs over fresh random inputs after warm-up. The floor is the fewest bytes (features
+of many runs over fresh random inputs after warm-up. Each row also gives the relative error of
+its similarities and feature gradient against the float32 shift form, and the seconds of its
+first forward + backward call (compilation included). The floor is the fewest bytes (features
 read once, similarities written once; for the backward also the cotangent read and the feature
 gradient written) over the measured copy bandwidth. The baseline is the authors' fallback
 formulation (a full HW x HW correlation per frame pair, then gathering each window) written
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -27,18 +30,24 @@ from stss_jax import ops
 
 SHAPE = (8, 8, 14, 14, 128)
 WINDOW = (5, 9, 9)
+IMPLEMENTATIONS = ("shift", "matmul", "gather", "pallas")
 
 
-def jax_variants(input_sets, cotangents):
+def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS):
+  """{name: (forward s, forward + backward s, seconds of the first forward + backward call)}."""
   rows = {}
-  for implementation in ("shift", "matmul", "gather"):
+  for implementation in implementations:
     forward = jax.jit(lambda x, impl=implementation: ops.stss(x, WINDOW, impl))
     # Returns the similarities too: with the gradient alone XLA drops the forward's products
     # (the STSS is linear in the normalised features), and the figure would be the backward only.
     backward = jax.jit(lambda x, g, impl=implementation: _forward_and_gradient(x, g, impl))
+    start = time.perf_counter()
+    jax.block_until_ready(backward(input_sets[0], cotangents[0]))  # compiles
+    first_call = time.perf_counter() - start
     rows[f"jax {implementation}"] = (
         time_jax(forward, [(x,) for x in input_sets]),
         time_jax(backward, list(zip(input_sets, cotangents))),
+        first_call,
     )
   return rows
 
@@ -114,31 +123,39 @@ def torch_baseline(dtype_name, repeats=50):
 def main(argv=None):
   parser = argparse.ArgumentParser()
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+  parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated, of float32 and bfloat16")
+  parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
+                      help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}")
   args = parser.parse_args(argv)
   bandwidth = copy_bandwidth()
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
   rng = np.random.default_rng(0)
   B, T, H, W, C = SHAPE
   out_elems = B * T * H * W * np.prod(WINDOW)
-  lines = ["| dtype | implementation | forward ms | fwd+bwd ms | floor fwd / fwd+bwd ms |", "|---|---|---|---|---|"]
-  for dtype_name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+  # Rows print as they are measured, so that a run cut short keeps what it measured.
+  print("| dtype | implementation | forward ms | fwd+bwd ms | floor fwd / fwd+bwd ms | rel. error similarities "
+        "/ gradient | first fwd+bwd call s |\n|---|---|---|---|---|---|---|", flush=True)
+  for dtype_name in args.dtypes.split(","):
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
     size = jnp.dtype(dtype).itemsize
     in_bytes, out_bytes = np.prod(SHAPE) * size, out_elems * size
     floors = ((in_bytes + out_bytes) / bandwidth * 1e3, (2 * in_bytes + 2 * out_bytes + in_bytes) / bandwidth * 1e3)
     input_sets = [jnp.asarray(rng.normal(size=SHAPE), dtype) for _ in range(4)]
     cotangents = [jnp.asarray(rng.normal(size=SHAPE[:4] + WINDOW), dtype) for _ in range(4)]
-    reference = np.asarray(ops.stss(input_sets[0].astype(jnp.float32), WINDOW, "shift"), np.float64)
-    rows = jax_variants(input_sets, cotangents)
-    for name, (fwd, bwd) in rows.items():
-      got = np.asarray(ops.stss(input_sets[0], WINDOW, name.split()[-1]).astype(jnp.float32), np.float64)
-      error = np.linalg.norm(got - reference) / np.linalg.norm(reference)
-      lines.append(f"| {dtype_name} | {name} (rel. error {error:.1e}) | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} "
-                   f"| {floors[0]:.4f} / {floors[1]:.4f} |")
+    # The float32 shift form is the reference for every row's similarities and feature gradient.
+    reference = [np.asarray(a, np.float64) for a in _forward_and_gradient(
+        input_sets[0].astype(jnp.float32), cotangents[0].astype(jnp.float32), "shift")]
+    rows = jax_variants(input_sets, cotangents, args.implementations.split(","))
+    for name, (fwd, bwd, first_call) in rows.items():
+      got = _forward_and_gradient(input_sets[0], cotangents[0], name.split()[-1])
+      errors = [np.linalg.norm(np.asarray(a.astype(jnp.float32), np.float64) - r) / np.linalg.norm(r)
+                for a, r in zip(got, reference)]
+      print(f"| {dtype_name} | {name} | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} | {floors[0]:.4f} / {floors[1]:.4f} "
+            f"| {errors[0]:.1e} / {errors[1]:.1e} | {first_call:.1f} |", flush=True)
     if not args.no_torch:
       fwd, bwd = torch_baseline(dtype_name)
-      lines.append(f"| {dtype_name} | PyTorch full correlation + gather (authors' fallback) | {fwd * 1e3:.3f} "
-                   f"| {bwd * 1e3:.3f} | |")
-  print("\n".join(lines))
+      print(f"| {dtype_name} | PyTorch full correlation + gather (authors' fallback) | {fwd * 1e3:.3f} "
+            f"| {bwd * 1e3:.3f} | | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from jax.test_util import check_grads
 
 from stss_jax import ops
 
+# Every STSS form; "pallas" runs its kernels in Pallas' interpret mode on this CPU.
+FORMS = ["shift", "matmul", "gather", "pallas"]
+
 
 def naive_stss(x, window):
   """Loop over every position and offset; zero outside the clip."""
@@ -35,7 +38,7 @@ def naive_stss(x, window):
         ((1, 1, 1, 1, 2), (1, 1, 1)),
     ],
 )
-@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
+@pytest.mark.parametrize("implementation", FORMS)
 def test_stss_matches_naive_loop(shape, window, implementation):
   x = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
   got = np.asarray(jax.jit(ops.stss, static_argnums=(1, 2))(x, window, implementation))
@@ -43,7 +46,7 @@ def test_stss_matches_naive_loop(shape, window, implementation):
   np.testing.assert_allclose(got, naive_stss(x, window), atol=2e-6)
 
 
-@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
+@pytest.mark.parametrize("implementation", FORMS)
 def test_stss_bf16_accumulates_in_float32(implementation):
   x = np.random.default_rng(0).normal(size=(1, 3, 4, 4, 256)).astype(np.float32)
   x_bf16 = jnp.asarray(x, jnp.bfloat16)
@@ -55,11 +58,31 @@ def test_stss_bf16_accumulates_in_float32(implementation):
   np.testing.assert_allclose(np.asarray(got, np.float32), reference, atol=8e-3)
 
 
-@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
+@pytest.mark.parametrize("implementation", FORMS)
 def test_stss_gradients_match_finite_differences(implementation):
   with jax.enable_x64(True):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 3, 4, 3)), jnp.float64)
     check_grads(lambda f: ops.stss(f, (3, 3, 3), implementation), (x,), order=1, modes=("rev",), eps=1e-4)
+
+
+@pytest.mark.parametrize("implementation", FORMS)
+def test_stss_keeps_clips_apart(implementation):
+  """A non-finite clip leaves its neighbours' similarities and gradients as they are alone: no
+  form reads across a clip's ends (for the pallas kernels, a frame past the end is never loaded)."""
+  x = np.random.default_rng(6).normal(size=(3, 3, 4, 4, 5)).astype(np.float32)
+  x[0] = np.nan
+  x[2, 1, 2, 2] = np.inf
+  cotangent = np.random.default_rng(7).normal(size=(3, 3, 4, 4, 3, 3, 3)).astype(np.float32)
+
+  def similarities_and_gradient(clips, cotangent):
+    out, pullback = jax.vjp(lambda f: ops.stss(f, (3, 3, 3), implementation), jnp.asarray(clips))
+    return np.asarray(out), np.asarray(pullback(jnp.asarray(cotangent))[0])
+
+  together = similarities_and_gradient(x, cotangent)
+  alone = similarities_and_gradient(x[1:2], cotangent[1:2])
+  for got, expected in zip(together, alone):
+    assert np.isfinite(got[1]).all()
+    np.testing.assert_allclose(got[1], expected[0], atol=1e-6)
 
 
 def naive_stss_offsets(x, offsets, U, V):
@@ -83,7 +106,7 @@ def naive_stss_offsets(x, offsets, U, V):
     ((1, 2, 3), (2, 4, 3, 3, 3), (1, 3)),
     ((3, -2, 0), (1, 6, 4, 3, 4), (3, 1)),  # any order: the output keeps it
 ])
-@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
+@pytest.mark.parametrize("implementation", FORMS)
 def test_stss_with_temporal_offsets_matches_naive_loop(offsets, shape, plane, implementation):
   x = np.random.default_rng(sum(shape) + len(offsets)).normal(size=shape).astype(np.float32)
   got = np.asarray(ops.stss(x, (1, *plane), implementation, temporal_offsets=offsets))
@@ -91,7 +114,7 @@ def test_stss_with_temporal_offsets_matches_naive_loop(offsets, shape, plane, im
   np.testing.assert_allclose(got, naive_stss_offsets(x, offsets, *plane), atol=2e-6)
 
 
-@pytest.mark.parametrize("implementation", ["shift", "matmul", "gather"])
+@pytest.mark.parametrize("implementation", FORMS)
 def test_stss_offsets_bf16_and_gradients(implementation):
   x = np.random.default_rng(3).normal(size=(1, 4, 3, 3, 64)).astype(np.float32)
   x_bf16 = jnp.asarray(x, jnp.bfloat16)
@@ -122,10 +145,16 @@ def test_stss_rejects_bad_offsets(offsets):
 
 def test_stss_rejects_unknown_implementation_and_oversized_matmul():
   with pytest.raises(ValueError, match="implementation"):
-    ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), "pallas")
+    ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), "triton")
   for implementation in ("matmul", "gather"):
     with pytest.raises(ValueError, match="33x33"):
       ops.stss(jnp.zeros((1, 2, 33, 33, 4)), (3, 3, 3), implementation)
+
+
+def test_pallas_stss_refuses_more_entries_than_int32_indexes():
+  features = jax.ShapeDtypeStruct((1024, 16, 56, 56, 8), jnp.bfloat16)
+  with pytest.raises(ValueError, match=r"at most 2\*\*31 - 1 entries.*\(1024, 16, 56, 56, 8\)"):
+    jax.eval_shape(lambda f: ops.stss(f, (5, 9, 9), "pallas"), features)
 
 
 @pytest.mark.parametrize("window", [(4, 9, 9), (5, 0, 9), (5, 9, -1), (5, 9), (5, 9, 9, 1)])

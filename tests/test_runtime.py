@@ -33,13 +33,14 @@ def test_one_block_runs_under_every_policy_and_each_matches_the_official_output(
   block.eval()
   clips = jnp.asarray(to_clips(official["input"]))
   programs = {}
-  for stss, extraction in (("shift", "conv"), ("matmul", "dense"), ("gather", "dense")):
+  for stss, extraction in (("shift", "conv"), ("matmul", "dense"), ("gather", "dense"), ("pallas", "dense")):
     with runtime.use(runtime.Policy(stss=stss, extraction=extraction)):
       output = jax.jit(lambda m, x: m(x))(block, clips)  # a fresh jit: traced under this policy
       programs[stss] = primitive_names(jax.make_jaxpr(lambda x: block(x))(clips).jaxpr)
     assert np.max(np.abs(np.asarray(output) - to_clips(official["output"]))) < 1e-4, (stss, extraction)
   assert "gather" in programs["gather"] and "gather" not in programs["shift"]
-  assert "conv_general_dilated" in programs["shift"] and len({frozenset(p) for p in programs.values()}) == 3
+  assert "pallas_call" in programs["pallas"] and "pallas_call" not in programs["gather"]
+  assert "conv_general_dilated" in programs["shift"] and len({frozenset(p) for p in programs.values()}) == 4
   assert runtime.current() == runtime.Policy()  # use() restores the policy it found
 
 

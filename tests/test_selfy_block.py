@@ -16,8 +16,8 @@ def official():
   return {k: data[k] for k in data.files}
 
 
-@pytest.fixture(scope="module", params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense")],
-                ids=["shift-conv", "matmul-dense", "gather-dense"])
+@pytest.fixture(scope="module", params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense"), ("pallas", "dense")],
+                ids=["shift-conv", "matmul-dense", "gather-dense", "pallas-dense"])
 def block(official, request):
   stss_implementation, extraction_implementation = request.param
   block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0),

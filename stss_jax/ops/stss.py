@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from stss_jax.ops import stss_pallas
+
 NORM_EPS = 1e-6  # inside the square root, as the official code
 
 
@@ -60,7 +62,7 @@ def l2_normalize(features: jax.Array, axis: int = -1) -> jax.Array:
   return features * jax.lax.rsqrt(jnp.sum(features * features, axis=axis, keepdims=True) + NORM_EPS)
 
 
-IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather")
+IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather", "pallas")
 # The matmul and gather forms hold every frame pair's HW x HW correlation (and matmul a
 # (HW, U*V, HW) selection matrix): fine at SELFY's 14x14, not at 56x56.
 MATMUL_MAX_POSITIONS = 1024
@@ -79,9 +81,11 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
     implementation: "shift" (shifted windows, the reference, best on CPU), "matmul" (frame-pair
       correlations on the matrix units, then each window selected by a second product with a 0/1
       matrix), "gather" (the same correlations, then each window copied out by a gather; the
-      fastest on GPUs) or "auto" (gather on GPUs, matmul on other accelerators, shift on CPU,
-      and shift wherever the maps are too large). matmul and gather hold the full HW x HW
-      correlation of every frame pair, so they take maps of at most 1024 positions.
+      fastest on GPUs), "pallas" (kernels that correlate a band of rows with its neighbourhood on
+      chip and store only the windows, see stss_pallas; compiled by Triton on GPUs, interpreted,
+      exact and slow, elsewhere) or "auto" (gather on GPUs, matmul on other accelerators, shift
+      on CPU, and shift wherever the maps are too large). matmul and gather hold the full
+      HW x HW correlation of every frame pair, so they take maps of at most 1024 positions.
 
   Returns:
     (batch, time, height, width, L, U, V) similarities in the input dtype (L = the number of
@@ -104,12 +108,12 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
       implementation = "shift"
     else:
       implementation = "gather" if backend == "gpu" else "matmul"
-  if implementation != "shift" and positions > MATMUL_MAX_POSITIONS:
+  if implementation in ("matmul", "gather") and positions > MATMUL_MAX_POSITIONS:
     raise ValueError(
         f"stss implementation {implementation!r} handles at most {MATMUL_MAX_POSITIONS} positions per frame, "
         f"got {features.shape[2]}x{features.shape[3]}; use 'shift'"
     )
-  forms = {"shift": _stss_shift, "matmul": _stss_matmul, "gather": _stss_gather}
+  forms = {"shift": _stss_shift, "matmul": _stss_matmul, "gather": _stss_gather, "pallas": _stss_pallas}
   return _stss(features, offsets, (U, V), forms[implementation])
 
 
@@ -241,6 +245,16 @@ def _correlation_index(height: int, width: int,
   target[source[inside]] = np.flatnonzero(inside)
   fed[source[inside]] = True
   return target, fed
+
+
+def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
+  """Each window's similarities straight from on-chip correlations (stss_pallas), no HW x HW
+  correlation in memory."""
+  low_precision = jnp.dtype(features.dtype).itemsize < 4
+  compute = features.dtype if low_precision else jnp.promote_types(features.dtype, jnp.float32)
+  windows = stss_pallas.stss_windows(l2_normalize(features).astype(compute), offsets, plane)
+  # l-major like the gather form, for the same reason.
+  return jnp.moveaxis(windows, 2, 4).astype(features.dtype)
 
 
 def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:

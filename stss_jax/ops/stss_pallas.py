@@ -1,0 +1,282 @@
+"""The STSS as two Pallas kernels, forward and backward, that keep each correlation on chip.
+
+The gather form (stss.py) writes every frame pair's full HW x HW correlation to memory and then
+copies each window out of it. Here one program takes a band of `rows` query rows of one frame,
+loads the band's neighbourhood (the rows within U//2 above and below, whole width) of each
+compared frame, multiplies the two on the matrix units, and stores only the correlation entries
+that fall inside a query's (U, V) window: each entry (query m, neighbour k) lands on window cell
+u = row(k) - row(m) + U//2, v = col(k) - col(m) + V//2 when both are in range. Cells whose
+neighbour lies outside the frame or the clip are never stored, so the output starts as zeros.
+
+The backward kernel writes each band's feature gradient once, without atomics: a position gets
+its gradient as a query (the window cotangents times the neighbours) and as a neighbour of the
+queries in the frames that compare with it (the transposed cotangents times those queries),
+both read with the same band geometry.
+
+On GPUs the kernels are compiled by Pallas' Triton backend; elsewhere they run in Pallas'
+interpret mode, which is exact and slow: for tests, not for training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+# A program's tiles: its band grows by whole rows while the queries fit QUERY_TILE slots and their
+# neighbourhood (rows + U - 1 rows) NEIGHBOUR_TILE. For 14x14 maps and a 9x9 plane that is two
+# rows, 28 queries against 140 neighbours. Two rows with 8 warps were the fastest forward +
+# backward of 1 or 2 rows and 2, 4 or 8 warps in a sweep on an H200, of an earlier version of
+# these kernels (benchmarks/results/gpu.md); larger bands were not measured.
+QUERY_TILE = 32
+NEIGHBOUR_TILE = 256
+MIN_TILE = 16  # Triton's matrix product takes no operand dimension under 16
+
+
+def _tile(n: int) -> int:
+  return max(MIN_TILE, pl.next_power_of_2(n))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Geometry:
+  """Static sizes of one call: frames (batch x time), the frame and window, the band."""
+  frames: int
+  time: int
+  height: int
+  width: int
+  channels: int
+  offsets: tuple[int, ...]
+  plane: tuple[int, int]
+  rows: int  # query rows per program
+  warps: int  # per program, on GPUs
+
+  @property
+  def bands(self) -> int:
+    return -(-self.height // self.rows)
+
+  @property
+  def neighbour_rows(self) -> int:
+    return self.rows + self.plane[0] - 1
+
+  @property
+  def query_tile(self) -> int:
+    return _tile(self.rows * self.width)
+
+  @property
+  def neighbour_tile(self) -> int:
+    return _tile(self.neighbour_rows * self.width)
+
+  @property
+  def channel_tile(self) -> int:
+    return _tile(self.channels)
+
+  @property
+  def windows_size(self) -> int:
+    return self.frames * len(self.offsets) * self.height * self.width * self.plane[0] * self.plane[1]
+
+  @property
+  def features_size(self) -> int:
+    return self.frames * self.height * self.width * self.channels
+
+
+def default_rows(height: int, width: int, plane: tuple[int, int]) -> int:
+  """The most query rows per program within QUERY_TILE and NEIGHBOUR_TILE (at least one)."""
+  rows = 1
+  while rows < height and (rows + 1) * width <= QUERY_TILE and (rows + plane[0]) * width <= NEIGHBOUR_TILE:
+    rows += 1
+  return rows
+
+
+def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int],
+                 rows: int | None = None, warps: int = 8) -> jax.Array:
+  """(B, T, H, W, C) unit feature vectors -> (B, T, L, H, W, U, V) window similarities.
+
+  Products accumulate in float32 (float64 inputs: in their own precision); the output has the
+  input dtype. `rows`: query rows per program, None for default_rows; `warps`: per program.
+  """
+  if _interpret():
+    _warn_interpreted(jax.default_backend())
+  batch, time, height, width, channels = normalised.shape
+  geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane),
+                       rows or default_rows(height, width, plane), warps)
+  if max(geometry.windows_size, geometry.features_size) >= 2**31:
+    # The kernels index in int32.
+    raise ValueError(f"the 'pallas' STSS indexes at most 2**31 - 1 entries; features {normalised.shape} with "
+                     f"{len(offsets)} offsets and a {plane} plane give {geometry.windows_size} similarities: "
+                     "use fewer clips per device, or the 'shift' form ('gather' for maps of up to 1024 positions)")
+  flat = _windows(normalised.reshape(-1), geometry)
+  return flat.reshape(batch, time, len(offsets), height, width, *plane)
+
+
+def _interpret() -> bool:
+  return jax.default_backend() != "gpu"
+
+
+@functools.cache
+def _warn_interpreted(backend: str) -> None:
+  logging.warning("The 'pallas' STSS runs in Pallas' interpret mode on %s: exact, but slow; "
+                  "its kernels compile on GPUs only.", backend)
+
+
+def _accumulator(dtype) -> jnp.dtype:
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _precision(dtype):
+  # bf16/f16 feed the matrix units as they are; float32 asks for full float32 products (no TF32
+  # rounding in the reference dtype), as the other forms do.
+  return None if jnp.dtype(dtype).itemsize < 4 else jax.lax.Precision.HIGHEST
+
+
+def _matmul(a: jax.Array, b: jax.Array, transpose_b: bool, dtype) -> jax.Array:
+  contract = 1 if transpose_b else 0
+  return jax.lax.dot_general(a, b, (((1,), (contract,)), ((), ())), precision=_precision(dtype),
+                             preferred_element_type=_accumulator(dtype))
+
+
+class _Band:
+  """Index arithmetic of one program: its band of query rows and their neighbourhood."""
+
+  def __init__(self, g: _Geometry):
+    self.g = g
+    U, V = g.plane
+    self.frame = pl.program_id(0)
+    self.t = self.frame % g.time
+    self.top = pl.program_id(1) * g.rows
+    m = jnp.arange(g.query_tile)
+    self.row = m // g.width  # band row of each query slot
+    self.col = m % g.width
+    self.h = self.top + self.row
+    self.query_ok = (self.row < g.rows) & (self.h < g.height)
+    k = jnp.arange(g.neighbour_tile)
+    self.near_row = k // g.width  # neighbourhood row of each neighbour slot
+    self.near_col = k % g.width
+    self.near_h = self.top - U // 2 + self.near_row
+    self.near_ok = (self.near_row < g.neighbour_rows) & (self.near_h >= 0) & (self.near_h < g.height)
+    self.c = jnp.arange(g.channel_tile)
+
+  def load_band(self, ref, frame) -> jax.Array:
+    """The band's own positions of `frame`: (query_tile, channel_tile), zeros in unused slots."""
+    g = self.g
+    first = (frame * g.height + self.top) * g.width
+    return self._load_rows(ref, first + jnp.arange(g.query_tile), self.query_ok)
+
+  def load_neighbourhood(self, ref, frame, frame_ok) -> jax.Array:
+    """The band's neighbourhood rows of `frame`: (neighbour_tile, channel_tile), zeros outside."""
+    g = self.g
+    first = (frame * g.height + self.top - g.plane[0] // 2) * g.width
+    return self._load_rows(ref, first + jnp.arange(g.neighbour_tile), self.near_ok & frame_ok)
+
+  def _load_rows(self, ref, position, ok) -> jax.Array:
+    # Whole rows of a band are consecutive positions: `position` is a start plus an arange, which
+    # lets Triton see contiguous channels and load them as vectors. Masked lanes may point outside
+    # the array; they are never read.
+    g = self.g
+    ok = ok[:, None] & (self.c < g.channels)[None, :]
+    return plt.load(ref.at[position[:, None] * g.channels + self.c[None, :]], mask=ok, other=0)
+
+  def window_index(self, frame, l, query_h, query_w, near_h, near_w, ok) -> tuple[jax.Array, jax.Array]:
+    """Flat (frame, l, h, w, u, v) index of the window cell that pairs each query (row query_h,
+    column query_w of `frame`) with each neighbour (near_h, near_w), and whether there is one."""
+    g = self.g
+    U, V = g.plane
+    u = near_h - query_h + U // 2
+    v = near_w - query_w + V // 2
+    ok = ok & (u >= 0) & (u < U) & (v >= 0) & (v < V)
+    index = ((((frame * len(g.offsets) + l) * g.height + query_h) * g.width + query_w) * U + u) * V + v
+    return index, ok
+
+  def pairs(self, frame, l, ok) -> tuple[jax.Array, jax.Array]:
+    """window_index with the band's positions as queries (rows) and its neighbourhood as
+    neighbours (columns)."""
+    return self.window_index(frame, l, self.h[:, None], self.col[:, None], self.near_h[None, :],
+                             self.near_col[None, :], self.query_ok[:, None] & self.near_ok[None, :] & ok)
+
+  def transposed_pairs(self, frame, l, ok) -> tuple[jax.Array, jax.Array]:
+    """window_index with the neighbourhood's positions as queries (columns) of `frame` and the
+    band's own positions as their neighbours (rows)."""
+    return self.window_index(frame, l, self.near_h[None, :], self.near_col[None, :], self.h[:, None],
+                             self.col[:, None], self.query_ok[:, None] & self.near_ok[None, :] & ok)
+
+
+def _store_index(index: jax.Array, ok: jax.Array, size: int) -> jax.Array:
+  """`index` where `ok`. Compiled, masked lanes store nothing; Pallas' interpret mode writes the
+  old value back through every masked lane, so there each gets a slot of its own past `size`
+  (_trash), where it cannot overwrite a real store to the same slot."""
+  if not _interpret():
+    return index
+  lane = jnp.arange(ok.size).reshape(ok.shape)
+  return jnp.where(ok, index, size + lane)
+
+
+def _trash(slots: int) -> int:
+  return slots if _interpret() else 0
+
+
+def _forward_kernel(q_ref, _, out_ref, *, g: _Geometry):
+  band = _Band(g)
+  queries = band.load_band(q_ref, band.frame)
+  for l, offset in enumerate(g.offsets):
+    frame_ok = (band.t + offset >= 0) & (band.t + offset < g.time)
+    neighbours = band.load_neighbourhood(q_ref, band.frame + offset, frame_ok)
+    correlation = _matmul(queries, neighbours, True, q_ref.dtype)
+    index, ok = band.pairs(band.frame, l, frame_ok)
+    plt.store(out_ref.at[_store_index(index, ok, g.windows_size)], correlation.astype(out_ref.dtype), mask=ok)
+
+
+def _backward_kernel(q_ref, cotangent_ref, grad_ref, *, g: _Geometry):
+  band = _Band(g)
+  grad = jnp.zeros((g.query_tile, g.channel_tile), _accumulator(q_ref.dtype))
+  for l, offset in enumerate(g.offsets):
+    # As queries: each window cell's cotangent times the neighbour it compared with.
+    frame_ok = (band.t + offset >= 0) & (band.t + offset < g.time)
+    neighbours = band.load_neighbourhood(q_ref, band.frame + offset, frame_ok)
+    index, ok = band.pairs(band.frame, l, frame_ok)
+    cotangent = plt.load(cotangent_ref.at[index], mask=ok, other=0)
+    grad += _matmul(cotangent.astype(q_ref.dtype), neighbours, False, q_ref.dtype)
+    # As neighbours: the queries of frame t - offset whose windows hold the band's positions.
+    # They lie in the band's neighbourhood rows of that frame (windows are symmetric in extent).
+    source_ok = (band.t - offset >= 0) & (band.t - offset < g.time)
+    queries = band.load_neighbourhood(q_ref, band.frame - offset, source_ok)
+    index, ok = band.transposed_pairs(band.frame - offset, l, source_ok)
+    cotangent = plt.load(cotangent_ref.at[index], mask=ok, other=0)
+    grad += _matmul(cotangent.astype(q_ref.dtype), queries, False, q_ref.dtype)
+  ok = band.query_ok[:, None] & (band.c < g.channels)[None, :]
+  position = (band.frame * g.height + band.top) * g.width + jnp.arange(g.query_tile)  # contiguous, as in _load_rows
+  index = _store_index(position[:, None] * g.channels + band.c[None, :], ok, g.features_size)
+  plt.store(grad_ref.at[index], grad.astype(grad_ref.dtype), mask=ok)
+
+
+def _compiler_params(g: _Geometry):
+  return None if _interpret() else plt.CompilerParams(num_warps=g.warps, num_stages=1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _windows(flat: jax.Array, g: _Geometry) -> jax.Array:
+  size = g.windows_size + _trash(g.query_tile * g.neighbour_tile)
+  zeros = jnp.zeros((size,), flat.dtype)
+  windows = pl.pallas_call(
+      functools.partial(_forward_kernel, g=g), out_shape=jax.ShapeDtypeStruct((size,), flat.dtype),
+      grid=(g.frames, g.bands), input_output_aliases={1: 0}, interpret=_interpret(),
+      compiler_params=_compiler_params(g), name="stss_windows")(flat, zeros)
+  return windows[:g.windows_size] if size > g.windows_size else windows
+
+
+def _windows_fwd(flat, g):
+  return _windows(flat, g), flat
+
+
+def _windows_bwd(g, flat, cotangent):
+  size = g.features_size + _trash(g.query_tile * g.channel_tile)
+  grad = pl.pallas_call(
+      functools.partial(_backward_kernel, g=g), out_shape=jax.ShapeDtypeStruct((size,), flat.dtype),
+      grid=(g.frames, g.bands), interpret=_interpret(), compiler_params=_compiler_params(g),
+      name="stss_windows_grad")(flat, cotangent.astype(flat.dtype))
+  return (grad[:g.features_size] if size > g.features_size else grad,)
+
+
+_windows.defvjp(_windows_fwd, _windows_bwd)
