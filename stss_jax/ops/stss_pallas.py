@@ -143,7 +143,6 @@ class _Band:
 
   def __init__(self, g: _Geometry):
     self.g = g
-    U, V = g.plane
     self.frame = pl.program_id(0)
     self.t = self.frame % g.time
     self.top = pl.program_id(1) * g.rows
@@ -155,7 +154,7 @@ class _Band:
     k = jnp.arange(g.neighbour_tile)
     self.near_row = k // g.width  # neighbourhood row of each neighbour slot
     self.near_col = k % g.width
-    self.near_h = self.top - U // 2 + self.near_row
+    self.near_h = self.top - g.plane[0] // 2 + self.near_row
     self.near_ok = (self.near_row < g.neighbour_rows) & (self.near_h >= 0) & (self.near_h < g.height)
     self.c = jnp.arange(g.channel_tile)
 
