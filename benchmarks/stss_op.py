@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.timing import copy_bandwidth, time_jax
 from stss_jax import ops
+from stss_jax.ops import stss_pallas
 
 SHAPE = (8, 8, 14, 14, 128)
 WINDOW = (5, 9, 9)
@@ -37,7 +38,7 @@ def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS):
   """{name: (forward s, forward + backward s, seconds of the first forward + backward call)}."""
   rows = {}
   for implementation in implementations:
-    forward = jax.jit(lambda x, impl=implementation: ops.stss(x, WINDOW, impl))
+    forward = jax.jit(lambda x, impl=implementation: _stss(x, impl))
     # Returns the similarities too: with the gradient alone XLA drops the forward's products
     # (the STSS is linear in the normalised features), and the figure would be the backward only.
     backward = jax.jit(lambda x, g, impl=implementation: _forward_and_gradient(x, g, impl))
@@ -52,8 +53,18 @@ def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS):
   return rows
 
 
+def _stss(x, implementation):
+  """ops.stss, or for "pallas:RxW" the pallas form with R query rows and W warps per program."""
+  if not implementation.startswith("pallas:"):
+    return ops.stss(x, WINDOW, implementation)
+  rows, warps = (int(n) for n in implementation.removeprefix("pallas:").split("x"))
+  offsets = tuple(range(-(WINDOW[0] // 2), WINDOW[0] // 2 + 1))
+  windows = stss_pallas.stss_windows(ops.l2_normalize(x).astype(x.dtype), offsets, WINDOW[1:], rows, warps)
+  return jnp.moveaxis(windows, 2, 4)
+
+
 def _forward_and_gradient(x, cotangent, implementation):
-  similarities, pullback = jax.vjp(lambda f: ops.stss(f, WINDOW, implementation), x)
+  similarities, pullback = jax.vjp(lambda f: _stss(f, implementation), x)
   return similarities, pullback(cotangent)[0]
 
 
@@ -125,7 +136,9 @@ def main(argv=None):
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated, of float32 and bfloat16")
   parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
-                      help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}")
+                      help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:RxW' is the "
+                      "pallas form with R query rows and W warps per program (its defaults: 2 rows, 8 warps at "
+                      "this shape)")
   args = parser.parse_args(argv)
   bandwidth = copy_bandwidth()
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
