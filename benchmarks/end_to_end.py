@@ -96,7 +96,7 @@ def time_loop_and_step(config, workdir: pathlib.Path) -> tuple[float, float]:
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     loop_rate = [r["clips_per_second"] for r in rows if r["split"] == "train"][-1]
     batch = next(trainer.source.train_iterator(0, config.batch_size))
-    batch = sharding.global_batch({k: batch[k] for k in loop.MODEL_INPUTS}, trainer.mesh)
+    batch = sharding.global_batch({k: v for k, v in batch.items() if k in loop.MODEL_INPUTS}, trainer.mesh)
     state = trainer.state
     for _ in range(2):  # the step is compiled already; these settle the devices
       state, metrics = trainer.train_step(state, batch, trainer.rng)

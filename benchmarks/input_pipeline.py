@@ -10,7 +10,9 @@ training clips (TSN sampling, resize to 240x320, multi-scale crop, flip) from:
              worker process per core as a PyTorch DataLoader would run it;
   raw        our tf.data pipeline reading the frame folders directly;
   prepared   our tf.data pipeline reading the TFDS build of `python -m input_pipeline.prepare`
-             (ArrayRecord, frames stored at 240x320: only the crop is decoded, one resize).
+             (ArrayRecord, frames stored at 240x320: only the crop is decoded, one resize);
+  and both again with config.input.resize_on_accelerator, where clips end at the padded crop
+             and the train step does the last resize (not timed here).
 Ours give uint8 clips, normalised later by the training step on the accelerator. Beside them: the
 per-clip Python of ours, and JPEG decoding alone in one thread (the ceiling of a core's clips/s).
 Figures are clips per second per core: total clips/s over os.cpu_count(). Each is the median of
@@ -108,12 +110,14 @@ def time_reference(root: pathlib.Path, clips: int, repeats: int, workers: int) -
   return statistics.median(rates)
 
 
-def time_ours(data_dir: pathlib.Path, clips: int, repeats: int) -> float:
+def time_ours(data_dir: pathlib.Path, clips: int, repeats: int, resize_on_accelerator: bool = False) -> float:
+  """resize_on_accelerator: clips end at the padded crop (the train step resizes them)."""
   from configs import ssv1
   from input_pipeline import sources
 
   config = ssv1.get_config()
   config.dataset.data_dir, config.dataset.num_classes, config.dataset.no_flip_labels = str(data_dir), 2, ()
+  config.input.resize_on_accelerator = resize_on_accelerator
   batch = 8
   stream = sources.build_source(config).train_iterator(0, batch)
   rates = []
@@ -210,11 +214,14 @@ def main() -> None:
       reference = time_reference(root / "raw", args.clips, args.repeats, cores) / cores
       raw = time_ours(root / "raw", args.clips, args.repeats) / cores
       prepared = time_ours(root / "prepared", args.clips, args.repeats) / cores
+      deferred = [time_ours(root / kind, args.clips, args.repeats, resize_on_accelerator=True) / cores
+                  for kind in ("raw", "prepared")]
       python = [time_python_part(root / kind, 2 * args.clips) for kind in ("raw", "prepared")]
       decode = [time_decode(root / kind, kind, args.clips) for kind in ("raw", "prepared")]
-      rows.append((name, reference, raw, prepared, python, decode))
+      rows.append((name, reference, raw, prepared, deferred, python, decode))
       print(f"{name}: reference {reference:.1f}, raw {raw:.1f} ({raw / reference:.2f}x), "
-            f"prepared {prepared:.1f} ({prepared / reference:.2f}x) clips/s per core; per-clip Python "
+            f"prepared {prepared:.1f} ({prepared / reference:.2f}x) clips/s per core; with the last resize on the "
+            f"accelerator raw {deferred[0]:.1f}, prepared {deferred[1]:.1f}; per-clip Python "
             f"{python[0][0]:.2f} ms raw (x{python[0][1]:.2f} on two threads), {python[1][0]:.2f} ms prepared "
             f"(x{python[1][1]:.2f}); JPEG decoding alone {decode[0]:.2f} ms raw, {decode[1]:.2f} ms prepared",
             flush=True)
@@ -230,12 +237,13 @@ def main() -> None:
         f"Command: `python -m benchmarks.input_pipeline --videos={args.videos} --clips={args.clips} "
         f"--repeats={args.repeats}`. Median of {args.repeats} runs of {args.clips} clips after a warm-up run; "
         f"{args.videos} generated videos of {FRAMES_PER_VIDEO} JPEG frames (quality 90) per frame size.", "",
-        "| frames | reference (PIL per frame) | raw frame folders | prepared (TFDS ArrayRecord) |",
-        "|---|---|---|---|",
+        "| frames | reference (PIL per frame) | raw frame folders | prepared (TFDS ArrayRecord) "
+        "| raw, last resize on the accelerator | prepared, last resize on the accelerator |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, reference, raw, prepared, *_ in rows:
+    for name, reference, raw, prepared, deferred, *_ in rows:
       lines.append(f"| {name} | {reference:.1f} | {raw:.1f} ({raw / reference:.2f}x) | "
-                   f"{prepared:.1f} ({prepared / reference:.2f}x) |")
+                   f"{prepared:.1f} ({prepared / reference:.2f}x) | {deferred[0]:.1f} | {deferred[1]:.1f} |")
     lines += ["", "The per-clip Python (reading and sampling a video, under the GIL in tf.data): ms per clip in "
               "one thread, and the speedup of two threads (below 2: part of it holds the GIL, which caps one "
               "process's clips/s whatever its cores).", "",

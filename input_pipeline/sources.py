@@ -109,6 +109,7 @@ def _video_source(config):
       no_flip_labels=tuple(dataset.no_flip_labels), dense=config.input.dense_sampling,
       eval_clips=config.input.eval_clips, eval_crops=config.input.eval_crops, train_crop=config.input.train_crop,
       randaugment_ops=config.input.randaugment_ops, randaugment_magnitude=config.input.randaugment_magnitude,
+      resize_on_accelerator=config.input.resize_on_accelerator,
   )
 
 

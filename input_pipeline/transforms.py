@@ -162,23 +162,46 @@ def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaug
   return to_pixels(frames)
 
 
+def crop_bounds(crop: str, resize_hw) -> tuple[int, int]:
+  """The largest box `crop` draws in a resize_hw frame: the shape a deferred crop is padded to."""
+  if crop == "multi_scale":  # sides are SCALES of the shorter side, the largest 1.0
+    side = min(resize_hw)
+    return side, side
+  return tuple(resize_hw)
+
+
+def _deferred_crop(frames, label, seed, crop, resize_hw, no_flip_labels) -> tuple[tf.Tensor, tf.Tensor]:
+  """The flipped crop, padded at the bottom and right to crop_bounds, and its (height, width):
+  what input_pipeline.crop_resize resizes on the accelerator."""
+  frames = maybe_flip(frames, label, seed, no_flip_labels)
+  size = tf.shape(frames)[1:3]
+  bound_h, bound_w = crop_bounds(crop, resize_hw)
+  return tf.pad(frames, [[0, 0], [0, bound_h - size[0]], [0, bound_w - size[1]], [0, 0]]), size
+
+
 def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
-                    crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0):
+                    crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0, defer_resize=False):
   """Decoded uint8 frames (T, H, W, 3) -> a uint8 training clip (T, out_size, out_size, 3):
   resize to resize_hw, one crop for the clip (`crop` in CROPS), flip unless the label is in
   no_flip_labels, resize to out_size, optionally RandAugment; each resize rounded to pixels as
-  PIL's. The clip is normalised where the model takes it (normalization.model_input)."""
+  PIL's. The clip is normalised where the model takes it (normalization.model_input).
+  defer_resize: stop before the resize to out_size and return (the padded crop, its (2,) size)
+  for input_pipeline.crop_resize (no RandAugment then)."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   frames = to_pixels(resized_crop(frames, resize_hw, train_box(crop, crop_seed, *resize_hw)))
+  if defer_resize:
+    return _deferred_crop(frames, label, flip_seed, crop, resize_hw, no_flip_labels)
   return _finish_training_clip(frames, label, flip_seed, out_size, no_flip_labels, randaugment_ops,
                                randaugment_magnitude)
 
 
 def train_transform_jpeg(encoded, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
-                         crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0):
+                         crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0, defer_resize=False):
   """train_transform for JPEG bytes (T,): the same clip, decoding only what the crop keeps."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   frames = decode_cropped(encoded, train_box(crop, crop_seed, *resize_hw), resize_hw)
+  if defer_resize:
+    return _deferred_crop(frames, label, flip_seed, crop, resize_hw, no_flip_labels)
   return _finish_training_clip(frames, label, flip_seed, out_size, no_flip_labels, randaugment_ops,
                                randaugment_magnitude)
 

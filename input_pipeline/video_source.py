@@ -74,6 +74,9 @@ class VideoSource:
   train_crop: str = "multi_scale"  # one of transforms.CROPS
   randaugment_ops: int = 0  # RandAugment operations per training clip (0: off)
   randaugment_magnitude: float = 9.0  # RandAugment magnitude, 0..10
+  # Training clips end at the padded crop and its size; the train step resizes them
+  # (input_pipeline.crop_resize).
+  resize_on_accelerator: bool = False
 
   def __post_init__(self):
     self._permutations: dict[int, np.ndarray] = {}
@@ -86,6 +89,9 @@ class VideoSource:
     if self.randaugment_ops < 0 or not 0 <= self.randaugment_magnitude <= augment.MAX_MAGNITUDE:
       raise ValueError(f"config.input.randaugment_ops = {self.randaugment_ops} must be >= 0 and "
                        f"randaugment_magnitude = {self.randaugment_magnitude} within 0..{augment.MAX_MAGNITUDE}")
+    if self.resize_on_accelerator and self.randaugment_ops:
+      raise ValueError(f"config.input.resize_on_accelerator = True needs config.input.randaugment_ops = 0 "
+                       f"(got {self.randaugment_ops}): RandAugment works on the resized clip, on the CPU")
 
   def _indices(self, num_frames: int, rng, num_clips: int = 1) -> np.ndarray:
     if self.dense:
@@ -136,7 +142,8 @@ class VideoSource:
 
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
-    """This host's training batches from start_step on; 'clips' (n, T, S, S, 3) uint8 pixels."""
+    """This host's training batches from start_step on; 'clips' (n, T, S, S, 3) uint8 pixels
+    (with resize_on_accelerator: the padded crops, and 'crop_hw' (n, 2) their sizes)."""
     local = global_batch // process_count
     encoded = self.train.encoded
 
@@ -151,15 +158,20 @@ class VideoSource:
       seed = tf.stack([tf.constant(self.seed, tf.int64), position])
       options = dict(resize_hw=self.resize_hw, out_size=self.image_size, no_flip_labels=self.no_flip_labels,
                      crop=self.train_crop, randaugment_ops=self.randaugment_ops,
-                     randaugment_magnitude=self.randaugment_magnitude)
+                     randaugment_magnitude=self.randaugment_magnitude, defer_resize=self.resize_on_accelerator)
       if encoded:
         frames.set_shape([self.num_frames])
         clip = transforms.train_transform_jpeg(frames, label, seed, **options)
       else:
         frames.set_shape([self.num_frames, None, None, 3])
         clip = transforms.train_transform(frames, label, seed, **options)
-      clip.set_shape([self.num_frames, self.image_size, self.image_size, 3])
-      return {"clips": clip, "labels": tf.reshape(label, []), "frame_indices": indices, "ids": video_id}
+      example = {"labels": tf.reshape(label, []), "frame_indices": indices, "ids": video_id}
+      if self.resize_on_accelerator:
+        clip, example["crop_hw"] = clip
+        clip.set_shape([self.num_frames, *transforms.crop_bounds(self.train_crop, self.resize_hw), 3])
+      else:
+        clip.set_shape([self.num_frames, self.image_size, self.image_size, 3])
+      return {"clips": clip, **example}
 
     dataset = (tf.data.Dataset.range(start_step, np.iinfo(np.int64).max).flat_map(positions)
                .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -207,6 +207,24 @@ def test_training_clips_are_the_official_pil_clips(frame_size):
     assert nearest.max() <= 2 and nearest.mean() < 0.4 and (nearest > 1).mean() < 0.01, (seed, nearest.mean())
 
 
+@pytest.mark.parametrize("frame_size", [(75, 100), (60, 107)])
+def test_crops_resized_on_the_accelerator_are_the_official_pil_clips(frame_size):
+  """defer_resize: the padded crop and its size, resized by input_pipeline.crop_resize as the
+  train step does, give one of the official pipeline's clips as closely as the CPU path."""
+  from input_pipeline.crop_resize import resize_crops
+
+  rng = np.random.default_rng(4)
+  frames = tf.image.resize(rng.uniform(0, 255, (2, 6, 8, 3)), frame_size).numpy().round().astype(np.uint8)
+  candidates = list(official_training_clips(frames, (60, 80), 48))
+  for seed in range(6):
+    padded, size = transforms.train_transform(tf.constant(frames), tf.constant(0), tf.constant([seed, 9]),
+                                              resize_hw=(60, 80), out_size=48, defer_resize=True)
+    assert padded.shape == (2, 60, 60, 3) and padded.dtype == tf.uint8  # multi-scale boxes fit 60 x 60
+    clip = resize_crops(padded.numpy()[None], size.numpy()[None], 48)[0].astype(np.int32)
+    nearest = min((np.abs(clip - candidate) for candidate in candidates), key=np.mean)
+    assert nearest.max() <= 2 and nearest.mean() < 0.4 and (nearest > 1).mean() < 0.01, (seed, nearest.mean())
+
+
 def test_jpeg_frames_twice_the_size_are_decoded_downscaled_and_resized_to_the_same_frames():
   """A frame at least twice the resize size is downscaled while it is decoded (libjpeg's DCT
   scaling), and still resizes to what PIL makes of the full frame, within a few levels."""

@@ -63,6 +63,35 @@ def test_training_stream_is_deterministic_and_resumable(tmp_path):
   np.testing.assert_array_equal(np.concatenate([h["clips"] for h in halves]), batches[2]["clips"])
 
 
+def test_resize_on_accelerator_ends_training_clips_at_the_padded_crop(tmp_path):
+  """The same stream with the final resize left to the step: each clip is the flipped crop,
+  padded to the largest multi-scale box (40 x 40 of 40 x 48 frames), with its size; resized by
+  input_pipeline.crop_resize it is the CPU pipeline's clip within a level. It resumes exactly."""
+  from input_pipeline.crop_resize import resize_crops
+
+  write_ssv1(tmp_path)
+  cpu = next(sources.build_source(tiny_config(tmp_path)).train_iterator(0, 6))
+  config = tiny_config(tmp_path)
+  config.input.resize_on_accelerator = True
+  stream = sources.build_source(config).train_iterator(0, 6)
+  deferred = [next(stream) for _ in range(3)]
+  clips, crop_hw = deferred[0]["clips"], deferred[0]["crop_hw"]
+  assert clips.shape == (6, 4, 40, 40, 3) and clips.dtype == np.uint8 and crop_hw.shape == (6, 2)
+  sides = {int(40 * s) for s in (1.0, 0.875, 0.75, 0.66)}
+  assert set(crop_hw.ravel().tolist()) <= sides and len(set(map(tuple, crop_hw.tolist()))) > 1
+  for clip, (h, w) in zip(clips, crop_hw):
+    assert not clip[:, h:].any() and not clip[:, :, w:].any()  # zeros outside the crop
+  np.testing.assert_array_equal(deferred[0]["labels"], cpu["labels"])
+  difference = np.abs(resize_crops(clips, crop_hw, 32).astype(int) - cpu["clips"].astype(int))
+  assert difference.max() <= 1 and difference.mean() < 0.1
+  resumed = next(sources.build_source(config).train_iterator(2, 6))
+  np.testing.assert_array_equal(resumed["clips"], deferred[2]["clips"])
+  np.testing.assert_array_equal(resumed["crop_hw"], deferred[2]["crop_hw"])
+  config.input.randaugment_ops = 2
+  with pytest.raises(ValueError, match="resize_on_accelerator = True needs config.input.randaugment_ops = 0"):
+    sources.build_source(config)
+
+
 def test_evaluation_uses_centre_frames_and_pads_the_last_batch(tmp_path):
   write_ssv1(tmp_path)
   batches = list(sources.build_source(tiny_config(tmp_path)).eval_batches(2))
@@ -100,10 +129,12 @@ def tiny_model_config(data_dir, frames=4, seed=0):
 
 
 @pytest.mark.slow  # the whole of main on video files; the fast tier covers its parts
-def test_main_trains_on_ssv1_frame_folders(tmp_path, capsys):
+@pytest.mark.parametrize("resize_on_accelerator", [False, True])
+def test_main_trains_on_ssv1_frame_folders(tmp_path, capsys, resize_on_accelerator):
   write_ssv1(tmp_path / "data")
   status = main.main(["main.py", "--config=configs/ssv1.py", f"--workdir={tmp_path / 'run'}",
                       f"--config.dataset.data_dir={tmp_path / 'data'}", *TINY_INPUT, *TINY_MODEL,
+                      f"--config.input.resize_on_accelerator={resize_on_accelerator}",
                       "--config.dataset.no_flip_labels=(0,)", "--config.batch_size=8", "--config.total_steps=2",
                       "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2", "--config.log_every_steps=1"])
   out, err = capsys.readouterr()
@@ -198,6 +229,13 @@ def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path,
   # 10-frame videos, 4 segments: the official centre formula int(1.25 + 2.5 k).
   assert batch["frame_indices"].tolist() == [[1, 3, 6, 8]] * 3
   assert (tmp_path / "sheet.png").stat().st_size > 0
+  # Training crops that the step resizes are resized here too, as the model will see them.
+  status = inspect.main(["inspect", "--config=configs/ssv1.py", f"--config.dataset.data_dir={tmp_path / 'data'}",
+                         *TINY_INPUT, "--config.dataset.no_flip_labels=()", "--config.batch_size=2",
+                         "--config.input.resize_on_accelerator=True", "--split=train", "--num_batches=1",
+                         f"--output={tmp_path / 'train.npz'}"])
+  assert status == 0, capsys.readouterr().err[-3000:]
+  assert np.load(tmp_path / "train.npz")["clips"].shape == (2, 4, 32, 32, 3)
 
 
 def test_predict_normalises_uint8_pixel_clips_as_the_official_statistics_say():

@@ -21,7 +21,8 @@ from stss_jax.train import checkpoints, optimizer, preemption, reporting, shardi
 from stss_jax.train.state import create_train_state
 
 
-MODEL_INPUTS = ("clips", "labels")  # what goes to the devices; ids and frame indices stay on the host
+# What goes to the devices (crop_hw only with resize_on_accelerator); ids and frame indices stay on the host.
+MODEL_INPUTS = ("clips", "labels", "crop_hw")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -97,7 +98,8 @@ class Trainer:
     self.rng = jax.random.key(config.seed)
     batch = sharding.batch_sharding(self.mesh)
     self.train_step = jax.jit(
-        steps.make_train_step(self.graphs, self.tx, self.schedule, config.label_smoothing, config.grad_accum_steps),
+        steps.make_train_step(self.graphs, self.tx, self.schedule, config.label_smoothing, config.grad_accum_steps,
+                              config.input.image_size),
         in_shardings=(self.replicated, batch, self.replicated),
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=0,

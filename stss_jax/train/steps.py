@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from input_pipeline.crop_resize import resize_crops
 from input_pipeline.normalization import model_input
 from stss_jax.train.state import ModelGraphs, TrainState, model_of
 
@@ -36,21 +37,34 @@ def micro_batches(batch: dict, count: int) -> dict:
   return jax.tree.map(split, batch)
 
 
+def training_clips(batch: dict, image_size: int | None) -> jax.Array:
+  """The batch's clips as the model takes them. Padded crops with their 'crop_hw' (a video source
+  with resize_on_accelerator) are resized to image_size first."""
+  clips = batch["clips"]
+  if "crop_hw" in batch:
+    if image_size is None:
+      raise ValueError("the batch holds padded crops ('crop_hw'): make_train_step needs image_size")
+    clips = resize_crops(clips, batch["crop_hw"], image_size)
+  return model_input(clips)
+
+
 def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, schedule, label_smoothing: float,
-                    grad_accum_steps: int = 1):
+                    grad_accum_steps: int = 1, image_size: int | None = None):
   """grad_accum_steps K > 1: the global batch runs as K micro-batches (micro_batches) through
   forward and backward in turn, and their mean gradient makes one update. BatchNorm normalises
   each micro-batch with its own statistics and updates its running statistics once per
-  micro-batch, as PyTorch does when gradients are accumulated over K backward passes."""
+  micro-batch, as PyTorch does when gradients are accumulated over K backward passes.
+  image_size: the side that padded training crops are resized to (training_clips)."""
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
-    """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}; uint8 clips
-    are normalised here, on the devices."""
+    """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}, and 'crop_hw'
+    (N, 2) when the clips are padded crops; uint8 clips are resized (crops) and normalised here,
+    on the devices."""
     dropout_key = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params, batch_stats, micro, key):
       model = model_of(graphs, state.replace(params=params, batch_stats=batch_stats), train=True)
-      logits = model(model_input(micro["clips"]), rngs=nnx.Rngs(dropout=key))
+      logits = model(training_clips(micro, image_size), rngs=nnx.Rngs(dropout=key))
       loss = jnp.mean(cross_entropy(logits, micro["labels"], label_smoothing))
       top1 = jnp.mean(topk_correct(logits, micro["labels"], 1))
       return loss, (top1, nnx.state(model, nnx.BatchStat))
