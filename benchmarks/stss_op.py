@@ -28,6 +28,7 @@ import numpy as np
 from benchmarks.timing import copy_bandwidth, time_jax
 from stss_jax import ops
 from stss_jax.ops import stss_pallas
+from stss_jax.ops.stss import resolve_temporal_offsets
 
 SHAPE = (8, 8, 14, 14, 128)
 WINDOW = (5, 9, 9)
@@ -58,8 +59,8 @@ def _stss(x, implementation):
   if not implementation.startswith("pallas:"):
     return ops.stss(x, WINDOW, implementation)
   rows, warps = (int(n) for n in implementation.removeprefix("pallas:").split("x"))
-  offsets = tuple(range(-(WINDOW[0] // 2), WINDOW[0] // 2 + 1))
-  windows = stss_pallas.stss_windows(ops.l2_normalize(x).astype(x.dtype), offsets, WINDOW[1:], rows, warps)
+  windows = stss_pallas.stss_windows(ops.l2_normalize(x).astype(x.dtype), resolve_temporal_offsets(WINDOW, None),
+                                     WINDOW[1:], rows, warps)
   return jnp.moveaxis(windows, 2, 4)
 
 

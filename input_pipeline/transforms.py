@@ -152,9 +152,15 @@ def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw) -> tf.Tensor:
   return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude):
+def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude,
+                          pad_to: tuple[int, int] | None = None):
+  """The crop -> the clip. pad_to (a deferred resize): the flipped crop padded at the bottom and
+  right to that shape, and its (height, width), for input_pipeline.crop_resize instead."""
   # Flipped before the resize, which commutes with it: on the crop's pixels, the fewest bytes.
   frames = maybe_flip(frames, label, seed, no_flip_labels)
+  if pad_to is not None:
+    size = tf.shape(frames)[1:3]
+    return tf.pad(frames, [[0, 0], [0, pad_to[0] - size[0]], [0, pad_to[1] - size[1]], [0, 0]]), size
   frames = resize(frames, out_size, out_size)
   if randaugment_ops:
     frames = augment.randaugment(frames, tf.random.experimental.stateless_fold_in(seed, 1), randaugment_ops,
@@ -170,15 +176,6 @@ def crop_bounds(crop: str, resize_hw) -> tuple[int, int]:
   return tuple(resize_hw)
 
 
-def _deferred_crop(frames, label, seed, crop, resize_hw, no_flip_labels) -> tuple[tf.Tensor, tf.Tensor]:
-  """The flipped crop, padded at the bottom and right to crop_bounds, and its (height, width):
-  what input_pipeline.crop_resize resizes on the accelerator."""
-  frames = maybe_flip(frames, label, seed, no_flip_labels)
-  size = tf.shape(frames)[1:3]
-  bound_h, bound_w = crop_bounds(crop, resize_hw)
-  return tf.pad(frames, [[0, 0], [0, bound_h - size[0]], [0, bound_w - size[1]], [0, 0]]), size
-
-
 def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
                     crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0, defer_resize=False):
   """Decoded uint8 frames (T, H, W, 3) -> a uint8 training clip (T, out_size, out_size, 3):
@@ -189,10 +186,8 @@ def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, 
   for input_pipeline.crop_resize (no RandAugment then)."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   frames = to_pixels(resized_crop(frames, resize_hw, train_box(crop, crop_seed, *resize_hw)))
-  if defer_resize:
-    return _deferred_crop(frames, label, flip_seed, crop, resize_hw, no_flip_labels)
   return _finish_training_clip(frames, label, flip_seed, out_size, no_flip_labels, randaugment_ops,
-                               randaugment_magnitude)
+                               randaugment_magnitude, crop_bounds(crop, resize_hw) if defer_resize else None)
 
 
 def train_transform_jpeg(encoded, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
@@ -200,10 +195,8 @@ def train_transform_jpeg(encoded, label, seed, *, resize_hw=(240, 320), out_size
   """train_transform for JPEG bytes (T,): the same clip, decoding only what the crop keeps."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   frames = decode_cropped(encoded, train_box(crop, crop_seed, *resize_hw), resize_hw)
-  if defer_resize:
-    return _deferred_crop(frames, label, flip_seed, crop, resize_hw, no_flip_labels)
   return _finish_training_clip(frames, label, flip_seed, out_size, no_flip_labels, randaugment_ops,
-                               randaugment_magnitude)
+                               randaugment_magnitude, crop_bounds(crop, resize_hw) if defer_resize else None)
 
 
 def eval_views(frames, num_clips: int, num_crops: int, *, resize_hw=(240, 320), out_size=224):

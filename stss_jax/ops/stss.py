@@ -124,6 +124,13 @@ def _stss(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int],
   return implementation(features, offsets, plane)
 
 
+def _compute_dtype(dtype) -> jnp.dtype:
+  """The products' input dtype: bf16/f16 as they are (the matrix units take them), anything else
+  at least float32."""
+  dtype = jnp.dtype(dtype)
+  return dtype if dtype.itemsize < 4 else jnp.promote_types(dtype, jnp.float32)
+
+
 def _frame_pair_correlation(features: jax.Array,
                             offsets: tuple[int, ...]) -> tuple[jax.Array, jnp.dtype, jax.lax.Precision | None]:
   """Correlates every frame t with frame t + o for each offset o (zeros past the clip's ends) as
@@ -134,9 +141,8 @@ def _frame_pair_correlation(features: jax.Array,
   # bf16/f16 inputs feed the matrix units as they are (float32 accumulation inside the product,
   # results stored in the input dtype, which halves the bytes of the HW x HW correlation); float32
   # inputs ask for full float32 products, so that no TF32 rounding creeps into the reference dtype.
-  low_precision = jnp.dtype(features.dtype).itemsize < 4
-  compute = features.dtype if low_precision else jnp.promote_types(features.dtype, jnp.float32)
-  precision = None if low_precision else jax.lax.Precision.HIGHEST
+  compute = _compute_dtype(features.dtype)
+  precision = None if compute.itemsize < 4 else jax.lax.Precision.HIGHEST
   queries = l2_normalize(features).astype(compute).reshape(batch, time, height * width, channels)
   pad = max(abs(o) for o in offsets)
   padded = jnp.pad(queries, ((0, 0), (pad, pad), (0, 0), (0, 0)))
@@ -250,9 +256,7 @@ def _correlation_index(height: int, width: int,
 def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
   """Each window's similarities straight from on-chip correlations (stss_pallas), no HW x HW
   correlation in memory."""
-  low_precision = jnp.dtype(features.dtype).itemsize < 4
-  compute = features.dtype if low_precision else jnp.promote_types(features.dtype, jnp.float32)
-  windows = stss_pallas.stss_windows(l2_normalize(features).astype(compute), offsets, plane)
+  windows = stss_pallas.stss_windows(l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane)
   # l-major like the gather form, for the same reason.
   return jnp.moveaxis(windows, 2, 4).astype(features.dtype)
 
