@@ -33,6 +33,9 @@ def model_config(depth: int = 50) -> ml_collections.ConfigDict:
       # recompute each residual block's activations in the backward instead of keeping them: less
       # memory for large batches or 16 frames, more compute (benchmarks/results/gpu.md gives both)
       remat=False,
+      # what a rematerialised block keeps: "nothing" but its input, or also "bn_inputs" (its
+      # convolutions' outputs), so that only its BNs, ReLUs, shifts and additions are recomputed
+      remat_saves="nothing",
   ))
 
 
@@ -92,8 +95,8 @@ def base_config() -> ml_collections.ConfigDict:
       randaugment_magnitude=9.0,  # RandAugment magnitude M, 0..10
       # video sources: the last resize of a training clip (crop -> image_size) runs in the train
       # step on the accelerator instead of on the CPU (1.4x clips/s per core from a TFDS build of
-      # SSv2-sized videos, 1.1x from raw frame folders; its cost in the step is unmeasured);
-      # needs randaugment_ops = 0
+      # SSv2-sized videos, 1.1x from raw frame folders, for +0.7 ms per step of 32 clips on an
+      # H200): for when the CPU cores cannot feed the accelerator; needs randaugment_ops = 0
       resize_on_accelerator=False,
       eval_clips=1,  # multi-view testing: clips per video (softmax averaged over views)
       eval_crops=1,  # multi-view testing: 1 centre crop or 3 crops along the longer side

@@ -172,7 +172,16 @@ def primitive_names(jaxpr) -> set[str]:
   return found
 
 
-def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic():
+def _count_ops(program: str) -> dict[str, int]:
+  return {op: program.count(f"stablehlo.{op}(") for op in ("convolution", "reduce")}
+
+
+@pytest.mark.parametrize("saves", ["nothing", "bn_inputs"])
+def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic(saves):
+  """config.model.remat: the backward recomputes each residual block's activations (remat_saves
+  "nothing": its convolutions and BN statistics too, so the lowered step holds more of both;
+  "bn_inputs": only elementwise work, so it holds exactly as many as without remat), and the loss,
+  gradients and BN statistics stay those of the model without remat."""
   clips = jax.random.normal(jax.random.key(0), (2, 4, 32, 32, 3))
   labels = jnp.array([1, 3])
 
@@ -182,16 +191,29 @@ def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic()
 
   results = {}
   for remat in (False, True):
-    model = build_model(tiny_config(remat=remat))
+    model = build_model(tiny_config(remat=remat, remat_saves=saves))
     model.train()
     step = nnx.value_and_grad(loss_fn)
     graph, state = nnx.split(model)
     programs = primitive_names(jax.make_jaxpr(lambda s: step(nnx.merge(graph, s)))(state).jaxpr)
+    lowered = jax.jit(lambda s: step(nnx.merge(graph, s))).lower(state).as_text()
     loss, grads = nnx.jit(step)(model)
     results[remat] = (programs, float(loss), jax.tree.leaves(nnx.state(grads)),
-                      jax.tree.leaves(nnx.state(model, nnx.BatchStat)))
+                      jax.tree.leaves(nnx.state(model, nnx.BatchStat)), _count_ops(lowered))
   # jax.checkpoint's primitive: the backward recomputes the blocks inside it
   assert "remat2" in results[True][0] and "remat2" not in results[False][0]
+  with_remat, without = results[True][4], results[False][4]
+  if saves == "nothing":
+    assert with_remat["convolution"] > without["convolution"] and with_remat["reduce"] > without["reduce"]
+  else:
+    assert with_remat == without
   assert results[True][1] == pytest.approx(results[False][1], rel=1e-6)
   for a, b in zip(results[True][2] + results[True][3], results[False][2] + results[False][3], strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_remat_saves_names_the_key_and_the_choices():
+  with pytest.raises(ValueError, match=r"config\.model\.remat_saves = 'convs'.*bn_inputs.*nothing"):
+    build_model(tiny_config(remat=True, remat_saves="convs"))
+
+

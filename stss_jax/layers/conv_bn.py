@@ -9,11 +9,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from stss_jax import runtime
 
 # PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"): untruncated ("normal" in jax).
 kaiming_fan_out = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+# The name of every training-mode BN input (batch_norm_relu), i.e. of every convolution's output:
+# what a rematerialised residual block with remat_saves="bn_inputs" keeps (models.selfynet).
+BN_INPUT = "bn_input"
+BN_STATISTICS = "bn_statistics"  # and of its batch mean and variance, which that block keeps too
 
 BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 in flax's convention
 BN_EPSILON = 1e-5
@@ -136,10 +142,12 @@ def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cel
     multiplier = scale * jax.lax.rsqrt(bn.var[...] + bn.epsilon)
     y = x.astype(jnp.float32) * multiplier + (bias - bn.mean[...] * multiplier)
     return (jnp.maximum(y, 0.0) if relu else y).astype(bn.dtype or x.dtype)
+  x = checkpoint_name(x, BN_INPUT)
   count = x.size // x.shape[-1]
   if real_cells is not None:
     count = count // x.shape[-2] * real_cells
-  y, mean, var = _batch_norm_train(x, scale, bias, bn.epsilon, relu, count)
+  mean, var = checkpoint_name(_moments(jax.lax.stop_gradient(x), count), BN_STATISTICS)
+  y = _batch_norm_train(x, mean, var, scale, bias, bn.epsilon, relu, count)
   update_running_statistics(bn, mean, var)
   return y.astype(bn.dtype or x.dtype)
 
@@ -158,29 +166,35 @@ def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
                         tuple(range(a.ndim - 1)))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _batch_norm_train(x, scale, bias, epsilon, relu, count):
-  return _batch_norm_train_fwd(x, scale, bias, epsilon, relu, count)[0]
-
-
-def _batch_norm_train_fwd(x, scale, bias, epsilon, relu, count):
+def _moments(x: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
+  """Per-channel mean and biased variance of x in float32, both from one reduction."""
   values = x.astype(jnp.float32)
   total, total_squares = _sums(values, values * values)
   mean = total / count
-  var = jnp.maximum(total_squares / count - mean * mean, 0.0)
+  return mean, jnp.maximum(total_squares / count - mean * mean, 0.0)
+
+
+# The batch's moments come in as arguments, computed outside (under stop_gradient) so that a
+# rematerialised block can keep them (BN_STATISTICS) and recompute y without another reduction.
+# The backward is the full BN gradient, their dependence on x included; theirs is zero.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _batch_norm_train(x, mean, var, scale, bias, epsilon, relu, count):
+  return _batch_norm_train_fwd(x, mean, var, scale, bias, epsilon, relu, count)[0]
+
+
+def _batch_norm_train_fwd(x, mean, var, scale, bias, epsilon, relu, count):
   inv_std = jax.lax.rsqrt(var + epsilon)
   multiplier = scale * inv_std
   shift = bias - mean * multiplier
-  y = values * multiplier + shift
+  y = x.astype(jnp.float32) * multiplier + shift
   if relu:
     y = jnp.maximum(y, 0.0)
-  return (y.astype(x.dtype), mean, var), (x, mean, inv_std, multiplier, shift)
+  return y.astype(x.dtype), (x, mean, inv_std, multiplier, shift)
 
 
-def _batch_norm_train_bwd(epsilon, relu, count, residuals, cotangents):
-  # mean and var feed only the running averages (under stop_gradient): their cotangents are zero.
+def _batch_norm_train_bwd(epsilon, relu, count, residuals, grad_y):
   x, mean, inv_std, multiplier, shift = residuals
-  grad = cotangents[0].astype(jnp.float32)
+  grad = grad_y.astype(jnp.float32)
   # On the GPU the barrier keeps XLA from merging the ReLU mask below with the forward's `y > 0`:
   # merged, the forward writes the mask (a byte per entry) for the backward to read twice; apart,
   # the backward recomputes it from x, which it reads anyway (benchmarks/results/gpu.md).
@@ -193,7 +207,7 @@ def _batch_norm_train_bwd(epsilon, relu, count, residuals, cotangents):
   normalized = (values - mean) * inv_std
   grad_bias, grad_scale = _sums(grad, grad * normalized)
   grad_x = multiplier * (grad - (grad_bias + normalized * grad_scale) / count)
-  return grad_x.astype(x.dtype), grad_scale, grad_bias
+  return grad_x.astype(x.dtype), jnp.zeros_like(mean), jnp.zeros_like(inv_std), grad_scale, grad_bias
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)

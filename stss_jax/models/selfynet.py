@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stss_jax.layers import EXTRACTORS, BasicBlock, Bottleneck, SELFYBlock
-from stss_jax.layers.conv_bn import batch_norm, batch_norm_relu
+from stss_jax.layers.conv_bn import BN_INPUT, BN_STATISTICS, batch_norm, batch_norm_relu
 from stss_jax.layers.resnet_blocks import conv
 
 DEPTHS = {
@@ -44,12 +44,14 @@ class ResNet(nnx.Module):
       selfy: dict | None = None,
       zero_init_residual: bool = True,
       remat: bool = False,
+      remat_saves: str = "nothing",
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
   ):
     block, counts = DEPTHS[depth]
     self.remat = remat
+    self.remat_saves = remat_saves
     self.conv1 = conv(3, width, 7, 2, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(width, dtype=dtype, rngs=rngs)
     in_features = width
@@ -82,16 +84,24 @@ class ResNet(nnx.Module):
     )
     for stage in range(1, last_stage + 1):
       for block in getattr(self, f"layer{stage}"):
-        x = _remat_call(block, x) if self.remat else block(x)
+        x = REMAT_CALLS[self.remat_saves](block, x) if self.remat else block(x)
       if stage in self.selfy_stages and stage < last_stage:
         x = getattr(self, selfy_name(stage))(x)
     return x
 
 
-@nnx.remat
-def _remat_call(block: nnx.Module, x: jax.Array) -> jax.Array:
-  """block(x), its activations recomputed in the backward pass rather than kept."""
+def _call(block: nnx.Module, x: jax.Array) -> jax.Array:
   return block(x)
+
+
+# block(x) with its activations recomputed in the backward pass, by what it keeps (remat_saves):
+# nothing but its input, or also every BN's input and batch moments (conv_bn.BN_INPUT: each
+# convolution's output; BN_STATISTICS), so that only the BNs' and ReLUs' elementwise passes, the
+# temporal shifts and the additions are recomputed: no convolution and no reduction.
+REMAT_CALLS = {
+    "nothing": nnx.remat(_call),
+    "bn_inputs": nnx.remat(_call, policy=jax.checkpoint_policies.save_only_these_names(BN_INPUT, BN_STATISTICS)),
+}
 
 
 class SELFYNet(nnx.Module):
@@ -109,14 +119,15 @@ class SELFYNet(nnx.Module):
       dropout: float = 0.5,
       zero_init_residual: bool = True,
       remat: bool = False,
+      remat_saves: str = "nothing",
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
   ):
     self.dtype = dtype
     self.base_model = ResNet(
-        depth, width, temporal_shift, shift_div, selfy_stages, selfy, zero_init_residual, remat, dtype=dtype,
-        rngs=rngs
+        depth, width, temporal_shift, shift_div, selfy_stages, selfy, zero_init_residual, remat, remat_saves,
+        dtype=dtype, rngs=rngs
     )
     self.dropout = nnx.Dropout(dropout)
     self.new_fc = nnx.Linear(
@@ -151,6 +162,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
          "model.selfy_stages", stages, "distinct stages among 1, 2, 3, 4 (empty for no SELFY)")
   _check(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "a rate in [0, 1)")
   _check(model.shift_div >= 2, "model.shift_div", model.shift_div, "an integer >= 2")
+  _check(model.remat_saves in REMAT_CALLS, "model.remat_saves", model.remat_saves, f"one of {sorted(REMAT_CALLS)}")
   _check(config.dataset.num_classes >= 1, "dataset.num_classes", config.dataset.num_classes, ">= 1")
   selfy = model.selfy.to_dict()
   _check(selfy["extractor"] in EXTRACTORS, "model.selfy.extractor", selfy["extractor"], f"one of {EXTRACTORS}")
@@ -170,6 +182,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
         dropout=model.dropout,
         zero_init_residual=model.zero_init_residual,
         remat=model.remat,
+        remat_saves=model.remat_saves,
         dtype=DTYPES[model.dtype],
         rngs=rngs if rngs is not None else nnx.Rngs(config.seed),
     )
