@@ -6,7 +6,10 @@
 a training step is forward, loss, backward and update, the project's own train_step. Batches are
 device-resident random uint8 clips (fresh each step from a pool), as the video sources feed them
 and normalised by the step, so input decoding is not measured. --selfy_remat adds each SELFY form
-again with the runtime policy's selfy_remat.
+again with the runtime policy's selfy_remat. --resize_on_accelerator adds each model again, trained on
+what config.input.resize_on_accelerator feeds: uint8 crops padded to 240 x 240 with their 'crop_hw'
+(sides drawn from the multi-scale crop's 240, 210, 180 and 158), resized to 224 in the step
+(steps.training_clips); its inference column runs on 224 x 224 clips as the others'.
 
 Timing: every model is compiled first; then --rounds rounds, and in each round every model runs
 --warmup untimed steps and then --steps_per_round timed back-to-back steps, in turn (TSM first),
@@ -39,6 +42,9 @@ from stss_jax.train import optimizer, steps
 from stss_jax.train.state import create_train_state
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s of the SXM parts
+# input_pipeline.transforms.SCALES x 240, the sides of multi-scale training crops of 240 x 320
+# frames; restated here because that module needs TensorFlow, which the GPU machines lack.
+MULTI_SCALE_SIDES = (240, 210, 180, 158)
 
 
 def peak_flops() -> float | None:
@@ -56,20 +62,34 @@ class Candidate:
   program_bytes: int
   train: Callable  # batch -> metrics, advancing the state
   infer: Callable  # batch -> logits
-  pool: list
+  pool: list  # training batches
+  infer_pool: list
   train_rounds: list = dataclasses.field(default_factory=list)  # seconds per step, one entry per round
   infer_rounds: list = dataclasses.field(default_factory=list)
 
 
+def padded_crops(rng: np.random.Generator, batch: int, frames: int) -> dict:
+  """A batch as resize_on_accelerator feeds it: random crops of the multi-scale sides, each in the
+  top-left corner of a zero 240 x 240 box, and their (height, width)."""
+  side = max(MULTI_SCALE_SIDES)
+  crop_hw = rng.choice(MULTI_SCALE_SIDES, (batch, 2))
+  clips = np.zeros((batch, frames, side, side, 3), np.uint8)
+  for clip, (height, width) in zip(clips, crop_hw):
+    clip[:, :height, :width] = rng.integers(0, 256, (frames, height, width, 3))
+  return {"clips": jnp.asarray(clips), "crop_hw": jnp.asarray(crop_hw, jnp.int32)}
+
+
 def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False,
-          selfy_remat: bool = False) -> Candidate:
+          selfy_remat: bool = False, resize_in_step: bool = False, remat_saves: str = "nothing") -> Candidate:
   """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"; selfy_remat: the runtime
-  policy's (the SELFY block's similarities and extraction recomputed in the backward)."""
+  policy's (the SELFY block's similarities and extraction recomputed in the backward);
+  resize_in_step: train on padded crops (padded_crops), resized in the step."""
   config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
   config.batch_size = batch
   config.model.selfy_stages = (2,) if selfy else ()
   config.model.remat = remat
+  config.model.remat_saves = remat_saves
   stss_form, extraction_form = implementation.split("/")
   macs = complexity.measure(config).total_macs
   model = build_model(config)
@@ -77,15 +97,17 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
   state, graphs = create_train_state(model, tx)
   rng = np.random.default_rng(0)
   # uint8 pixels, as the video sources feed main.py's loop (the step normalises them).
-  pool = [{"clips": jnp.asarray(rng.integers(0, 256, (batch, frames, 224, 224, 3)), jnp.uint8),
-           "labels": jnp.asarray(rng.integers(0, 174, batch), jnp.int32)} for _ in range(3)]
+  infer_pool = [{"clips": jnp.asarray(rng.integers(0, 256, (batch, frames, 224, 224, 3)), jnp.uint8),
+                 "labels": jnp.asarray(rng.integers(0, 174, batch), jnp.int32)} for _ in range(3)]
+  pool = ([padded_crops(rng, batch, frames) | {"labels": b["labels"]} for b in infer_pool] if resize_in_step
+          else infer_pool)
   key = jax.random.key(0)
-  train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0),
-                       donate_argnums=0)
+  train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0,
+                                             image_size=224 if resize_in_step else None), donate_argnums=0)
   policy = runtime.Policy(stss=stss_form, extraction=extraction_form, selfy_remat=selfy_remat)
   with runtime.use(policy):  # compiled under this policy
     train_step = train_step.lower(state, pool[0], key).compile()
-    eval_step = jax.jit(steps.make_eval_step(graphs)).lower(state, pool[0]).compile()
+    eval_step = jax.jit(steps.make_eval_step(graphs)).lower(state, infer_pool[0]).compile()
   memory = train_step.memory_analysis()
   program_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
                    - memory.alias_size_in_bytes) if memory is not None else -1
@@ -95,10 +117,13 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
     holder["state"], metrics = train_step(holder["state"], batch_, key)
     return metrics
 
-  name = (f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50") + (", remat" if remat else "")
+  name = (f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50")
+  name += (", remat" + (f" saving {remat_saves}" if remat_saves != "nothing" else "")) if remat else ""
   name += ", SELFY remat" if selfy_remat else ""
   name += f", {frames} frames" if frames != 8 else ""
-  return Candidate(name, batch, macs, program_bytes, train, lambda b: eval_step(holder["state"], b), pool)
+  name += ", crops resized in the step" if resize_in_step else ""
+  return Candidate(name, batch, macs, program_bytes, train, lambda b: eval_step(holder["state"], b), pool,
+                   infer_pool)
 
 
 def time_round(fn: Callable, pool: list, steps_: int, offset: int) -> float:
@@ -120,8 +145,8 @@ def measure(candidates: list[Candidate], rounds: int, steps_per_round: int, warm
       time_round(c.train, c.pool, warmup, r)
       c.train_rounds.append(time_round(c.train, c.pool, steps_per_round, r))
     for c in candidates:
-      time_round(c.infer, c.pool, warmup, r)
-      c.infer_rounds.append(time_round(c.infer, c.pool, steps_per_round, r))
+      time_round(c.infer, c.infer_pool, warmup, r)
+      c.infer_rounds.append(time_round(c.infer, c.infer_pool, steps_per_round, r))
 
 
 def _range(values) -> str:
@@ -154,8 +179,13 @@ def main(argv=None):
   parser.add_argument("--warmup", type=int, default=30,
                       help="untimed steps of the same program before every timed round (see measure)")
   parser.add_argument("--remat", action="store_true", help="config.model.remat: residual blocks recomputed in the backward")
+  parser.add_argument("--remat_saves", default="off",
+                      help="comma-separated, each model once per value: 'off' (no remat), or config.model.remat on "
+                      "with this config.model.remat_saves ('nothing', 'bn_inputs'); --remat means 'nothing'")
   parser.add_argument("--selfy_remat", action="store_true",
                       help="also time each SELFY form under the runtime policy's selfy_remat")
+  parser.add_argument("--resize_on_accelerator", action="store_true",
+                      help="also time each model trained on padded crops resized in the step (padded_crops)")
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="every BN: the project's (one_pass) or nnx.BatchNorm (before)")
   parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 3 training steps of each model, one "
@@ -163,16 +193,21 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.steps_per_round < 1 or args.rounds < 1:
     parser.error("--rounds and --steps_per_round must be at least 1")
+  remat_variants = ["nothing"] if args.remat else args.remat_saves.split(",")
   if args.bn == "flax":
     use_flax_batch_norm()
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; BN {args.bn}; {args.rounds} rounds of "
         f"{args.steps_per_round} steps per model", flush=True)
   for batch in map(int, args.batches.split(",")):
-    candidates = [build(False, batch, "auto/dense", args.frames, args.remat)]
-    for implementation in args.implementations.split(","):
-      candidates.append(build(True, batch, implementation, args.frames, args.remat))
-      if args.selfy_remat:
-        candidates.append(build(True, batch, implementation, args.frames, args.remat, selfy_remat=True))
+    candidates = []
+    for selfy, implementation in [(False, "auto/dense")] + [(True, i) for i in args.implementations.split(",")]:
+      for saves in remat_variants:
+        remat = dict(remat=saves != "off", remat_saves="nothing" if saves == "off" else saves)
+        candidates.append(build(selfy, batch, implementation, args.frames, **remat))
+        if args.resize_on_accelerator:
+          candidates.append(build(selfy, batch, implementation, args.frames, resize_in_step=True, **remat))
+        if args.selfy_remat and selfy:
+          candidates.append(build(selfy, batch, implementation, args.frames, selfy_remat=True, **remat))
     measure(candidates, args.rounds, args.steps_per_round, args.warmup)
     print(table(candidates), flush=True)
     if args.trace_dir:
