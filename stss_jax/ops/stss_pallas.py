@@ -27,11 +27,12 @@ from absl import logging
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-# A program's tiles: its band grows by whole rows while the queries fit QUERY_TILE slots and their
-# neighbourhood (rows + U - 1 rows) NEIGHBOUR_TILE. For 14x14 maps and a 9x9 plane that is two
-# rows, 28 queries against 140 neighbours. Two rows with 8 warps were the fastest forward +
-# backward of 1 or 2 rows and 2, 4 or 8 warps in a sweep on an H200, of an earlier version of
-# these kernels (benchmarks/results/gpu.md); larger bands were not measured.
+# A program's tiles: a band of query rows whose queries fit QUERY_TILE slots and whose
+# neighbourhood (rows + U - 1 rows) fits NEIGHBOUR_TILE. Tiles are powers of two, so the band is the
+# one with the fewest padded products per query (default_rows): for 14x14 maps and a 9x9 plane one
+# row, 14 queries in 16 slots against 126 neighbours in 128. On an H200 (benchmarks/results/gpu.md)
+# that was 0.056 / 0.150 ms forward / forward + backward with 8 warps, against 0.069 / 0.169 for two
+# rows (28 in 32 against 140 in 256) and 0.064 / 0.148 for four.
 QUERY_TILE = 32
 NEIGHBOUR_TILE = 256
 MIN_TILE = 16  # Triton's matrix product takes no operand dimension under 16
@@ -84,11 +85,15 @@ class _Geometry:
 
 
 def default_rows(height: int, width: int, plane: tuple[int, int]) -> int:
-  """The most query rows per program within QUERY_TILE and NEIGHBOUR_TILE (at least one)."""
-  rows = 1
-  while rows < height and (rows + 1) * width <= QUERY_TILE and (rows + plane[0]) * width <= NEIGHBOUR_TILE:
-    rows += 1
-  return rows
+  """Query rows per program: of the bands within QUERY_TILE and NEIGHBOUR_TILE (one row if none
+  is), the one with the fewest padded products per query, the fewer rows on a tie."""
+
+  def padded_products_per_query(rows):
+    return _tile(rows * width) * _tile((rows + plane[0] - 1) * width) / (rows * width)
+
+  fitting = [rows for rows in range(1, height + 1)
+             if _tile(rows * width) <= QUERY_TILE and _tile((rows + plane[0] - 1) * width) <= NEIGHBOUR_TILE]
+  return min(fitting or [1], key=lambda rows: (padded_products_per_query(rows), rows))
 
 
 def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int],
@@ -127,9 +132,15 @@ def _accumulator(dtype) -> jnp.dtype:
 
 
 def _precision(dtype):
-  # bf16/f16 feed the matrix units as they are; float32 asks for full float32 products (no TF32
-  # rounding in the reference dtype), as the other forms do.
-  return None if jnp.dtype(dtype).itemsize < 4 else jax.lax.Precision.HIGHEST
+  # bf16/f16 feed the matrix units as they are. Compiled, float32 takes Triton's three-TF32-product
+  # split, which keeps float32's accuracy on the matrix units (a plain float32 product runs on
+  # the CUDA cores: 7.6 ms forward + backward on an H200, 20x the gather form); interpret mode
+  # takes full float32 (and float64) products, as the other forms do.
+  if jnp.dtype(dtype).itemsize < 4:
+    return None
+  if _interpret():
+    return jax.lax.Precision.HIGHEST
+  return jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3
 
 
 def _matmul(a: jax.Array, b: jax.Array, transpose_b: bool, dtype) -> jax.Array:
