@@ -1,12 +1,13 @@
-"""The extraction's one-pass BatchNorm (+ ReLU) and its hand-written gradient, against numpy
-BN in float64 and against autodiff of the textbook two-pass formula."""
+"""The one-pass BatchNorm (+ ReLU) and its hand-written gradient, against numpy BN in float64 and
+against autodiff of the textbook two-pass formula; the inference-mode convolution with BN folded
+into it, against a numpy loop."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from stss_jax.layers.conv_bn import batch_norm, batch_norm_relu
+from stss_jax.layers.conv_bn import ConvBN, batch_norm, batch_norm_relu
 
 EPS = 1e-5
 
@@ -105,3 +106,39 @@ def test_appended_zero_cells_change_nothing():
                     x_grad[:, :9], bn_grads["scale"][...], bn_grads["bias"][...]))
   for ours, reference in zip(*results, strict=True):
     np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-5, atol=1e-6)
+
+
+def numpy_convolution(x, kernel, stride, padding):
+  """(..., H, W, Cin) x (kh, kw, Cin, Cout) cross-correlation, zero padding, in float64 loops."""
+  x = np.pad(x.astype(np.float64), [(0, 0)] * (x.ndim - 3) + [(padding, padding)] * 2 + [(0, 0)])
+  kh, kw = kernel.shape[:2]
+  out_h, out_w = (x.shape[-3] - kh) // stride + 1, (x.shape[-2] - kw) // stride + 1
+  y = np.zeros((*x.shape[:-3], out_h, out_w, kernel.shape[-1]))
+  for i in range(out_h):
+    for j in range(out_w):
+      patch = x[..., i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+      y[..., i, j, :] = np.einsum("...abc,abcd->...d", patch, kernel)
+  return y
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 5e-2)])
+def test_inference_folds_bn_into_the_convolution_exactly(relu, dtype, tolerance):
+  """Running statistics: ConvBN (stride 2, padding 1, two batch axes) is the numpy convolution
+  followed by the running-statistics BN, though it runs as one convolution with a bias."""
+  rng = np.random.default_rng(3)
+  layer = ConvBN(5, 6, 3, strides=2, padding=1, relu=relu, dtype=dtype, rngs=nnx.Rngs(0))
+  layer.bn.scale[...] = jnp.asarray(rng.uniform(0.5, 2.0, 6), jnp.float32)
+  layer.bn.bias[...] = jnp.asarray(rng.normal(0.0, 0.5, 6), jnp.float32)
+  layer.bn.mean[...] = jnp.asarray(rng.normal(0.0, 1.0, 6), jnp.float32)
+  layer.bn.var[...] = jnp.asarray(rng.uniform(0.2, 3.0, 6), jnp.float32)
+  layer.eval()
+  x = rng.normal(size=(2, 3, 9, 8, 5)).astype(np.float32)
+  out = layer(jnp.asarray(x))
+  assert out.dtype == dtype and out.shape == (2, 3, 5, 4, 6)
+  kernel = np.asarray(layer.conv.kernel[...], np.float64)
+  expected = ((numpy_convolution(x, kernel, 2, 1) - np.asarray(layer.bn.mean[...]))
+              / np.sqrt(np.asarray(layer.bn.var[...], np.float64) + EPS) * np.asarray(layer.bn.scale[...])
+              + np.asarray(layer.bn.bias[...]))
+  expected = np.maximum(expected, 0) if relu else expected
+  np.testing.assert_allclose(np.asarray(out, np.float64), expected, rtol=tolerance, atol=tolerance)

@@ -176,8 +176,7 @@ def _count_ops(program: str) -> dict[str, int]:
   return {op: program.count(f"stablehlo.{op}(") for op in ("convolution", "reduce")}
 
 
-@pytest.mark.parametrize("saves", ["nothing", "bn_inputs"])
-def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic(saves):
+def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic():
   """config.model.remat: the backward recomputes each residual block's activations (remat_saves
   "nothing": its convolutions and BN statistics too, so the lowered step holds more of both;
   "bn_inputs": only elementwise work, so it holds exactly as many as without remat), and the loss,
@@ -190,26 +189,33 @@ def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic(s
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
 
   results = {}
-  for remat in (False, True):
+  for remat, saves in ((False, "nothing"), (True, "nothing"), (True, "bn_inputs")):
     model = build_model(tiny_config(remat=remat, remat_saves=saves))
     model.train()
-    step = nnx.value_and_grad(loss_fn)
     graph, state = nnx.split(model)
-    programs = primitive_names(jax.make_jaxpr(lambda s: step(nnx.merge(graph, s)))(state).jaxpr)
-    lowered = jax.jit(lambda s: step(nnx.merge(graph, s))).lower(state).as_text()
-    loss, grads = nnx.jit(step)(model)
-    results[remat] = (programs, float(loss), jax.tree.leaves(nnx.state(grads)),
-                      jax.tree.leaves(nnx.state(model, nnx.BatchStat)), _count_ops(lowered))
-  # jax.checkpoint's primitive: the backward recomputes the blocks inside it
-  assert "remat2" in results[True][0] and "remat2" not in results[False][0]
-  with_remat, without = results[True][4], results[False][4]
-  if saves == "nothing":
-    assert with_remat["convolution"] > without["convolution"] and with_remat["reduce"] > without["reduce"]
-  else:
-    assert with_remat == without
-  assert results[True][1] == pytest.approx(results[False][1], rel=1e-6)
-  for a, b in zip(results[True][2] + results[True][3], results[False][2] + results[False][3], strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+    def step(state_):
+      model_ = nnx.merge(graph, state_)
+      loss, grads = nnx.value_and_grad(loss_fn)(model_)
+      return loss, grads, nnx.state(model_, nnx.BatchStat)
+
+    programs = primitive_names(jax.make_jaxpr(step)(state).jaxpr)
+    lowered = jax.jit(step).lower(state)
+    loss, grads, statistics = lowered.compile()(state)
+    results[remat, saves] = (programs, float(loss), jax.tree.leaves(grads) + jax.tree.leaves(statistics),
+                             _count_ops(lowered.as_text()))
+  without = results[False, "nothing"]
+  for saves in ("nothing", "bn_inputs"):
+    with_remat = results[True, saves]
+    # jax.checkpoint's primitive: the backward recomputes the blocks inside it
+    assert "remat2" in with_remat[0] and "remat2" not in without[0]
+    if saves == "nothing":
+      assert all(with_remat[3][op] > without[3][op] for op in ("convolution", "reduce")), saves
+    else:
+      assert with_remat[3] == without[3], saves
+    assert with_remat[1] == pytest.approx(without[1], rel=1e-6)
+    for a, b in zip(with_remat[2], without[2], strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 def test_an_unknown_remat_saves_names_the_key_and_the_choices():

@@ -74,7 +74,7 @@ class ConvBN(nnx.Module):
     self.relu = relu
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return batch_norm_relu(self.bn, self.conv(x), self.relu)
+    return conv_bn_relu(self.conv, self.bn, x, self.relu)
 
   def dense(self, planes: jax.Array, plane: tuple[int, int]) -> tuple[jax.Array, tuple[int, int]]:
     """The same layer on flattened planes, as one matrix product per plane (see dense_matrix).
@@ -126,8 +126,33 @@ def dense_matrix(kernel: jax.Array, plane: tuple[int, int], in_entries: int, str
   return matrix, out_plane, out_cells
 
 
+def conv_bn_relu(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, relu: bool = True) -> jax.Array:
+  """batch_norm_relu(bn, conv(x), relu). With running statistics (inference) the BN is folded
+  into the convolution: its per-channel multiplier scales the kernel and its shift is added as a
+  bias, which XLA hands to cuDNN with the ReLU (and a residual addition that follows) as one fused
+  convolution, instead of a convolution and an elementwise pass over its output."""
+  if not bn.use_running_average:
+    return batch_norm_relu(bn, conv(x), relu)
+  multiplier = bn.scale[...] * jax.lax.rsqrt(bn.var[...] + bn.epsilon)
+  shift = bn.bias[...] - bn.mean[...] * multiplier
+  y = _convolve(conv, x, conv.kernel[...] * multiplier)
+  y = y + shift.astype(y.dtype)
+  return jnp.maximum(y, 0) if relu else y
+
+
+def _convolve(conv: nnx.Conv, x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """conv(x) with `kernel` in place of conv's own, for the project's convolutions: 2-D, explicit
+  padding, no dilation or groups, every axis before the last three a batch axis."""
+  dtype = conv.dtype or x.dtype
+  flat = x.reshape(-1, *x.shape[-3:]).astype(dtype)
+  y = jax.lax.conv_general_dilated(flat, kernel.astype(dtype), conv.strides, conv.padding,
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=conv.precision)
+  return y.reshape(*x.shape[:-3], *y.shape[1:])
+
+
 def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cells: int | None = None) -> jax.Array:
-  """bn(x), then ReLU if asked: every BN of the network but the upsample's goes through here.
+  """bn(x), then ReLU if asked: every BN of the network but the upsample's goes through here in
+  training; in inference, those that conv_bn_relu does not fold (the dense extraction's).
 
   Same function and running statistics as nnx.BatchNorm (biased batch variance, float32
   statistics), written for fewer passes over x in training mode: both moments come from one

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stss_jax import ops
-from stss_jax.layers.conv_bn import batch_norm, batch_norm_relu, kaiming_fan_out
+from stss_jax.layers.conv_bn import batch_norm, conv_bn_relu, kaiming_fan_out
 
 
 def conv(in_features: int, out_features: int, kernel: int, stride: int = 1, *, dtype, rngs) -> nnx.Conv:
@@ -51,7 +51,7 @@ class _ResidualBlock(nnx.Module):
     shortcut = clips
     if self.downsample is not None:
       projection, norm = self.downsample
-      shortcut = batch_norm_relu(norm, projection(clips), relu=False)
+      shortcut = conv_bn_relu(projection, norm, clips, relu=False)
     branch = ops.temporal_shift(clips, self.shift_div) if self.shift else clips
     return nnx.relu(shortcut + self.branch(branch))
 
@@ -70,8 +70,8 @@ class BasicBlock(_ResidualBlock):
     self._init_shortcut(in_features, features, stride, shift, shift_div, dtype, rngs)
 
   def branch(self, x):
-    x = batch_norm_relu(self.bn1, self.conv1(x))
-    return batch_norm_relu(self.bn2, self.conv2(x), relu=False)
+    x = conv_bn_relu(self.conv1, self.bn1, x)
+    return conv_bn_relu(self.conv2, self.bn2, x, relu=False)
 
 
 class Bottleneck(_ResidualBlock):
@@ -90,6 +90,6 @@ class Bottleneck(_ResidualBlock):
     self._init_shortcut(in_features, features, stride, shift, shift_div, dtype, rngs)
 
   def branch(self, x):
-    x = batch_norm_relu(self.bn1, self.conv1(x))
-    x = batch_norm_relu(self.bn2, self.conv2(x))
-    return batch_norm_relu(self.bn3, self.conv3(x), relu=False)
+    x = conv_bn_relu(self.conv1, self.bn1, x)
+    x = conv_bn_relu(self.conv2, self.bn2, x)
+    return conv_bn_relu(self.conv3, self.bn3, x, relu=False)

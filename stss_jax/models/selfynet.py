@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stss_jax.layers import EXTRACTORS, BasicBlock, Bottleneck, SELFYBlock
-from stss_jax.layers.conv_bn import BN_INPUT, BN_STATISTICS, batch_norm, batch_norm_relu
+from stss_jax.layers.conv_bn import BN_INPUT, BN_STATISTICS, batch_norm, conv_bn_relu
 from stss_jax.layers.resnet_blocks import conv
 
 DEPTHS = {
@@ -77,7 +77,7 @@ class ResNet(nnx.Module):
 
   def features_after(self, clips: jax.Array, last_stage: int) -> jax.Array:
     """Features leaving stage `last_stage` (1-4), before the SELFY block that may follow it."""
-    x = batch_norm_relu(self.bn1, self.conv1(clips))
+    x = conv_bn_relu(self.conv1, self.bn1, clips)
     x = jax.lax.reduce_window(
         x, -jnp.inf, jax.lax.max, (1, 1, 3, 3, 1), (1, 1, 2, 2, 1),
         ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)),
