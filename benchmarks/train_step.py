@@ -10,6 +10,8 @@ again with the runtime policy's selfy_remat. --resize_on_accelerator adds each m
 what config.input.resize_on_accelerator feeds: uint8 crops padded to 240 x 240 with their 'crop_hw'
 (sides drawn from the multi-scale crop's 240, 210, 180 and 158), resized to 224 in the step
 (steps.training_clips); its inference column runs on 224 x 224 clips as the others'.
+--remat_saves=off,bn_inputs,nothing times each model once per value: without remat, or with
+config.model.remat and that config.model.remat_saves (--remat alone: "nothing").
 
 Timing: every model is compiled first; then --rounds rounds, and in each round every model runs
 --warmup untimed steps and then --steps_per_round timed back-to-back steps, in turn (TSM first),
