@@ -51,3 +51,28 @@ def test_splits_differ_and_clips_repeat():
   assert not np.allclose(a, data.clip("validation", 7, label=label)[0])
   with pytest.raises(ValueError, match="synthetic split"):
     data.clip("test", 0)
+
+
+def test_each_host_gets_its_contiguous_slice_of_every_global_batch():
+  """Two hosts' training and evaluation batches, host 0's then host 1's, are the one host's
+  batches: the same clips, labels, ids and padding mask, for steps after a resume too."""
+  from configs import default
+  from input_pipeline import sources
+
+  config = default.get_config("tiny")
+  config.dataset.num_eval = 10  # the last global batch of 8 is padded
+  source = sources.build_source(config)
+  one = source.train_iterator(3, 8)
+  hosts = [source.train_iterator(3, 8, process_index=i, process_count=2) for i in range(2)]
+  for _ in range(2):
+    whole, parts = next(one), [next(h) for h in hosts]
+    assert all(len(p["ids"]) == 4 for p in parts)
+    for key in ("clips", "labels", "ids", "frame_indices"):
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key], err_msg=key)
+  whole = list(source.eval_batches(8))
+  parts = [list(source.eval_batches(8, process_index=i, process_count=2)) for i in range(2)]
+  assert len(whole) == len(parts[0]) == len(parts[1]) == 2
+  for batch, first, second in zip(whole, *parts):
+    for key in ("clips", "labels", "ids", "mask"):
+      np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), batch[key], err_msg=key)
+  assert whole[-1]["mask"].tolist() == [1, 1] + [0] * 6
