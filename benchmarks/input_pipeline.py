@@ -35,7 +35,7 @@ import numpy as np
 from benchmarks import timing
 from input_pipeline import sampling
 from input_pipeline.normalization import MEAN, STD
-from input_pipeline.transforms import MAX_DISTORT, SCALES
+from input_pipeline.crop_sizes import MAX_DISTORT, SCALES
 
 FRAME_SIZES = {"SSv1 100x176": (100, 176), "SSv2 240x427": (240, 427)}
 FRAMES_PER_VIDEO = 50  # the mean of the official SSv1 / SSv2 lists is 49-50

@@ -38,15 +38,15 @@ import numpy as np
 
 from benchmarks.flax_bn import use_flax_batch_norm
 from configs import ssv1
+from input_pipeline import crop_sizes
 from stss_jax import complexity, runtime
 from stss_jax.models import build_model
 from stss_jax.train import optimizer, steps
 from stss_jax.train.state import create_train_state
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s of the SXM parts
-# input_pipeline.transforms.SCALES x 240, the sides of multi-scale training crops of 240 x 320
-# frames; restated here because that module needs TensorFlow, which the GPU machines lack.
-MULTI_SCALE_SIDES = (240, 210, 180, 158)
+# The sides of multi-scale training crops of 240 x 320 frames (the configs' resize_hw).
+MULTI_SCALE_SIDES = tuple(int(240 * scale) for scale in crop_sizes.SCALES)
 
 
 def peak_flops() -> float | None:

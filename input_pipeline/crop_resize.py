@@ -36,15 +36,13 @@ def resize_crops(clips, crop_hw, out_size: int, xp=None, precision=None):
   float32 products and 1.7x faster on an H200 (benchmarks/results/gpu.md). TF32 would round
   pixel values: 2.5% of them a level off."""
   if xp is None:
-    xp = np if isinstance(clips, np.ndarray) else _jnp()
+    xp = np if isinstance(clips, np.ndarray) else _jax().numpy
   crop_hw = xp.asarray(crop_hw)
   rows = triangle_weights(xp, crop_hw[:, 0], out_size, clips.shape[2])
   columns = triangle_weights(xp, crop_hw[:, 1], out_size, clips.shape[3])
   pixels = clips.astype(np.float32)
   if precision is None and xp is not np:
-    import jax  # only here, as in _jnp
-
-    precision = jax.lax.DotAlgorithmPreset.BF16_BF16_F32_X3
+    precision = _jax().lax.DotAlgorithmPreset.BF16_BF16_F32_X3
   extra = {} if xp is np else {"precision": precision}
   # Two products, along the width and then the height (numpy's einsum would loop over all seven
   # indices at once).
@@ -53,7 +51,7 @@ def resize_crops(clips, crop_hw, out_size: int, xp=None, precision=None):
   return xp.clip(resized + 0.5, 0.0, 255.0).astype(np.uint8)
 
 
-def _jnp():
-  import jax.numpy as jnp  # only where the clips are jax arrays: the input pipeline needs no jax
+def _jax():
+  import jax  # only where the clips are jax arrays: the input pipeline needs no jax
 
-  return jnp
+  return jax

@@ -9,9 +9,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from input_pipeline import augment
-
-SCALES = (1.0, 0.875, 0.75, 0.66)  # multi-scale crop sides, as fractions of the shorter side
-MAX_DISTORT = 1  # crop height and width scales at most this many steps apart
+from input_pipeline.crop_sizes import MAX_DISTORT, SCALES
 
 
 def resize(frames: tf.Tensor, height: int, width: int) -> tf.Tensor:

@@ -133,8 +133,7 @@ def conv_bn_relu(conv: nnx.Conv, bn: nnx.BatchNorm, x: jax.Array, relu: bool = T
   convolution, instead of a convolution and an elementwise pass over its output."""
   if not bn.use_running_average:
     return batch_norm_relu(bn, conv(x), relu)
-  multiplier = bn.scale[...] * jax.lax.rsqrt(bn.var[...] + bn.epsilon)
-  shift = bn.bias[...] - bn.mean[...] * multiplier
+  multiplier, shift = _running_affine(bn)
   y = _convolve(conv, x, conv.kernel[...] * multiplier)
   y = y + shift.astype(y.dtype)
   return jnp.maximum(y, 0) if relu else y
@@ -162,11 +161,11 @@ def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cel
   (alignment padding), which add nothing to the sums and are left out of the count. Their
   outputs are meaningless, and their cotangents must be zero (the next product ignores them).
   """
-  scale, bias = bn.scale[...], bn.bias[...]
   if bn.use_running_average:
-    multiplier = scale * jax.lax.rsqrt(bn.var[...] + bn.epsilon)
-    y = x.astype(jnp.float32) * multiplier + (bias - bn.mean[...] * multiplier)
+    multiplier, shift = _running_affine(bn)
+    y = x.astype(jnp.float32) * multiplier + shift
     return (jnp.maximum(y, 0.0) if relu else y).astype(bn.dtype or x.dtype)
+  scale, bias = bn.scale[...], bn.bias[...]
   x = checkpoint_name(x, BN_INPUT)
   count = x.size // x.shape[-1]
   if real_cells is not None:
@@ -175,6 +174,12 @@ def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cel
   y = _batch_norm_train(x, mean, var, scale, bias, bn.epsilon, relu, count)
   update_running_statistics(bn, mean, var)
   return y.astype(bn.dtype or x.dtype)
+
+
+def _running_affine(bn: nnx.BatchNorm) -> tuple[jax.Array, jax.Array]:
+  """BN with its running statistics as y = x * multiplier + shift, per channel (float32)."""
+  multiplier = bn.scale[...] * jax.lax.rsqrt(bn.var[...] + bn.epsilon)
+  return multiplier, bn.bias[...] - bn.mean[...] * multiplier
 
 
 def update_running_statistics(bn: nnx.BatchNorm, mean: jax.Array, var: jax.Array) -> None:
@@ -232,7 +237,7 @@ def _batch_norm_train_bwd(epsilon, relu, count, residuals, grad_y):
   normalized = (values - mean) * inv_std
   grad_bias, grad_scale = _sums(grad, grad * normalized)
   grad_x = multiplier * (grad - (grad_bias + normalized * grad_scale) / count)
-  return grad_x.astype(x.dtype), jnp.zeros_like(mean), jnp.zeros_like(inv_std), grad_scale, grad_bias
+  return grad_x.astype(x.dtype), jnp.zeros_like(mean), jnp.zeros_like(mean), grad_scale, grad_bias
 
 
 _batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
