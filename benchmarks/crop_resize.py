@@ -2,8 +2,8 @@
 
   python -m benchmarks.crop_resize        # on a GPU machine; prints a markdown table
 
-A batch of 32 clips of 8 frames, uint8 crops of the multi-scale sides padded to 240 x 240
-(benchmarks.train_step.padded_crops), resized to 224 x 224 by input_pipeline.crop_resize, jitted,
+A batch of 32 clips of 8 frames, uint8 240 x 240 windows with crops of the multi-scale sides
+and random flips (benchmarks.train_step.padded_crops), resized to 224 x 224 by input_pipeline.crop_resize, jitted,
 median over fresh batches (benchmarks.timing.time_jax). Each precision's pixels are compared
 with numpy's float32 resize of the same crops (the host's, as `inspect` uses): the share of pixels
 that differ and the largest difference, in levels.
@@ -36,14 +36,16 @@ def main(argv=None):
   args = parser.parse_args(argv)
   rng = np.random.default_rng(0)
   batches = [padded_crops(rng, args.batch, args.frames) for _ in range(3)]
-  host = [resize_crops(np.asarray(b["clips"]), np.asarray(b["crop_hw"]), 224) for b in batches]
+  inputs = [(b["clips"], b["crop_boxes"], b["flips"]) for b in batches]
+  host = [resize_crops(*(np.asarray(a) for a in args), 224) for args in inputs]
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; batch {args.batch} x {args.frames} "
         "frames, 240 x 240 -> 224 x 224", flush=True)
   print("| precision | ms per batch | pixels unlike the host's | largest difference (levels) |\n|---|---|---|---|")
   for name in args.precisions.split(","):
-    resize = jax.jit(lambda clips, crop_hw, p=PRECISIONS[name]: resize_crops(clips, crop_hw, 224, precision=p))
-    seconds = time_jax(resize, [(b["clips"], b["crop_hw"]) for b in batches], repeats=20)
-    differences = [np.abs(np.asarray(resize(b["clips"], b["crop_hw"]), np.int16) - h) for b, h in zip(batches, host)]
+    resize = jax.jit(lambda clips, boxes, flips, p=PRECISIONS[name]: resize_crops(clips, boxes, 224, flips,
+                                                                                  precision=p))
+    seconds = time_jax(resize, inputs, repeats=20)
+    differences = [np.abs(np.asarray(resize(*args), np.int16) - h) for args, h in zip(inputs, host)]
     unlike = np.mean([np.mean(d > 0) for d in differences])
     print(f"| {name} | {seconds * 1e3:.3f} | {unlike:.2e} | {max(int(d.max()) for d in differences)} |", flush=True)
 

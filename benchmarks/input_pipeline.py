@@ -11,7 +11,7 @@ training clips (TSN sampling, resize to 240x320, multi-scale crop, flip) from:
   raw        our tf.data pipeline reading the frame folders directly;
   prepared   our tf.data pipeline reading the TFDS build of `python -m input_pipeline.prepare`
              (ArrayRecord, frames stored at 240x320: only the crop is decoded, one resize);
-  and both again with config.input.resize_on_accelerator, where clips end at the padded crop
+  and both again with config.input.resize_on_accelerator, where clips end at the crop's window
              and the train step does the last resize (not timed here).
 Ours give uint8 clips, normalised later by the training step on the accelerator. Beside them: the
 per-clip Python of ours, and JPEG decoding alone in one thread (the ceiling of a core's clips/s).
@@ -111,7 +111,7 @@ def time_reference(root: pathlib.Path, clips: int, repeats: int, workers: int) -
 
 
 def time_ours(data_dir: pathlib.Path, clips: int, repeats: int, resize_on_accelerator: bool = False) -> float:
-  """resize_on_accelerator: clips end at the padded crop (the train step resizes them)."""
+  """resize_on_accelerator: clips end at the crop's window (the train step resizes and flips them)."""
   from configs import ssv1
   from input_pipeline import sources
 

@@ -7,8 +7,8 @@ a training step is forward, loss, backward and update, the project's own train_s
 device-resident random uint8 clips (fresh each step from a pool), as the video sources feed them
 and normalised by the step, so input decoding is not measured. --selfy_remat adds each SELFY form
 again with the runtime policy's selfy_remat. --resize_on_accelerator adds each model again, trained on
-what config.input.resize_on_accelerator feeds: uint8 crops padded to 240 x 240 with their 'crop_hw'
-(sides drawn from the multi-scale crop's 240, 210, 180 and 158), resized to 224 in the step
+what config.input.resize_on_accelerator feeds: uint8 windows of 240 x 240 with their 'crop_boxes'
+(sides drawn from the multi-scale crop's 240, 210, 180 and 158) and 'flips', resized to 224 in the step
 (steps.training_clips); its inference column runs on 224 x 224 clips as the others'.
 --remat_saves=off,bn_inputs,nothing times each model once per value: without remat, or with
 config.model.remat and that config.model.remat_saves (--remat alone: "nothing").
@@ -71,21 +71,21 @@ class Candidate:
 
 
 def padded_crops(rng: np.random.Generator, batch: int, frames: int) -> dict:
-  """A batch as resize_on_accelerator feeds it: random crops of the multi-scale sides, each in the
-  top-left corner of a zero 240 x 240 box, and their (height, width)."""
+  """A batch as resize_on_accelerator feeds it: random 240 x 240 windows, the boxes of crops of the
+  multi-scale sides at random places in them, and random flips."""
   side = max(MULTI_SCALE_SIDES)
   crop_hw = rng.choice(MULTI_SCALE_SIDES, (batch, 2))
-  clips = np.zeros((batch, frames, side, side, 3), np.uint8)
-  for clip, (height, width) in zip(clips, crop_hw):
-    clip[:, :height, :width] = rng.integers(0, 256, (frames, height, width, 3))
-  return {"clips": jnp.asarray(clips), "crop_hw": jnp.asarray(crop_hw, jnp.int32)}
+  corners = rng.integers(0, side - crop_hw + 1)
+  clips = rng.integers(0, 256, (batch, frames, side, side, 3), np.uint8)
+  return {"clips": jnp.asarray(clips), "crop_boxes": jnp.asarray(np.concatenate([corners, crop_hw], 1), jnp.int32),
+          "flips": jnp.asarray(rng.random(batch) < 0.5)}
 
 
 def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False,
           selfy_remat: bool = False, resize_in_step: bool = False, remat_saves: str = "nothing") -> Candidate:
   """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"; selfy_remat: the runtime
   policy's (the SELFY block's similarities and extraction recomputed in the backward);
-  resize_in_step: train on padded crops (padded_crops), resized in the step."""
+  resize_in_step: train on crop windows (padded_crops), resized and flipped in the step."""
   config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
   config.batch_size = batch
@@ -187,7 +187,7 @@ def main(argv=None):
   parser.add_argument("--selfy_remat", action="store_true",
                       help="also time each SELFY form under the runtime policy's selfy_remat")
   parser.add_argument("--resize_on_accelerator", action="store_true",
-                      help="also time each model trained on padded crops resized in the step (padded_crops)")
+                      help="also time each model trained on crop windows resized in the step (padded_crops)")
   parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
                       help="every BN: the project's (one_pass) or nnx.BatchNorm (before)")
   parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 3 training steps of each model, one "

@@ -35,8 +35,8 @@ def collect(config, split: str, num_batches: int) -> dict[str, np.ndarray]:
   for batch in itertools.islice(batches, num_batches):
     keep = batch["mask"] > 0 if "mask" in batch else np.ones(len(batch["labels"]), bool)
     clips = batch["clips"][:, 0] if batch["clips"].ndim == 6 else batch["clips"]
-    if "crop_hw" in batch:  # resize_on_accelerator: resized here as the train step resizes them
-      clips = crop_resize.resize_crops(clips, batch["crop_hw"], config.input.image_size)
+    if "crop_boxes" in batch:  # resize_on_accelerator: resized here as the train step resizes them
+      clips = crop_resize.resize_crops(clips, batch["crop_boxes"], config.input.image_size, batch["flips"])
     frames = clips.shape[1]
     parts["clips"].append(clips[keep])
     parts["labels"].append(batch["labels"][keep])

@@ -92,12 +92,17 @@ def center_crop(frames: tf.Tensor, out_size: int) -> tf.Tensor:
   return frames[:, top:top + out_size, left:left + out_size]
 
 
-def maybe_flip(frames: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, no_flip_labels) -> tf.Tensor:
-  """Horizontal flip with p = 0.5, never for classes whose meaning a flip changes."""
+def flip_decision(label: tf.Tensor, seed: tf.Tensor, no_flip_labels) -> tf.Tensor:
+  """Whether a clip is mirrored: p = 0.5, never for classes whose meaning a flip changes."""
   flip = tf.random.stateless_uniform([], seed) < 0.5
   if no_flip_labels:
     flip = tf.logical_and(flip, tf.logical_not(tf.reduce_any(tf.equal(label, tf.constant(list(no_flip_labels))))))
-  return tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+  return flip
+
+
+def maybe_flip(frames: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, no_flip_labels) -> tf.Tensor:
+  """Horizontal flip with p = 0.5, never for classes whose meaning a flip changes."""
+  return tf.cond(flip_decision(label, seed, no_flip_labels), lambda: tf.reverse(frames, axis=[2]), lambda: frames)
 
 
 def to_pixels(frames: tf.Tensor) -> tf.Tensor:
@@ -132,34 +137,45 @@ def decode_resized(encoded: tf.Tensor, resize_hw) -> tf.Tensor:
   return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
 
 
-def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw) -> tf.Tensor:
+def decode_cropped(encoded: tf.Tensor, box: tf.Tensor, resize_hw, window: tf.Tensor | None = None) -> tf.Tensor:
   """JPEG bytes (T,) -> uint8 (T, box height, box width, 3), the box given in resize_hw
   coordinates. A frame stored at resize_hw is decoded only inside the box (much less work);
   any other frame is decoded (downscaled by libjpeg where it is twice the size), resized within
-  the box and rounded to pixels."""
+  the box and rounded to pixels. With a window (top, left, height, width) that holds the box: that
+  window instead, whose pixels outside the box are the frame's own (decoded at resize_hw) or zeros
+  (resized: the costly resize stays inside the box)."""
   height, width = resize_hw
 
   def frame(jpeg):
     shape = tf.io.extract_jpeg_shape(jpeg)
     at_size = tf.logical_and(shape[0] == height, shape[1] == width)
-    return tf.cond(
-        at_size,
-        lambda: tf.io.decode_and_crop_jpeg(jpeg, box, channels=3),
-        lambda: to_pixels(resized_crop(decode_at_least(jpeg, height, width)[None], resize_hw, box)[0]))
+    if window is None:
+      return tf.cond(at_size, lambda: tf.io.decode_and_crop_jpeg(jpeg, box, channels=3), lambda: resized(jpeg))
+    return tf.cond(at_size, lambda: tf.io.decode_and_crop_jpeg(jpeg, window, channels=3),
+                   lambda: place_in_window(resized(jpeg)[None], box, window)[0])
+
+  def resized(jpeg):
+    return to_pixels(resized_crop(decode_at_least(jpeg, height, width)[None], resize_hw, box)[0])
 
   return tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
 
 
-def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude,
-                          pad_to: tuple[int, int] | None = None):
-  """The crop -> the clip. pad_to (a deferred resize): the flipped crop padded at the bottom and
-  right to that shape, and its (height, width), for input_pipeline.crop_resize instead."""
+def place_in_window(frames: tf.Tensor, box: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+  """(T, box height, box width, 3) -> (T, window height, window width, 3): the frames at the box's
+  place in the window (both in frame coordinates), zeros around them. Concatenated, not tf.pad:
+  TensorFlow pads uint8 frames at ~0.5 GB/s on one core, slower than it copies them."""
+  top, left = box[0] - window[0], box[1] - window[1]
+  bottom, right = window[2] - top - box[2], window[3] - left - box[3]
+  count = tf.shape(frames)[0]
+  zeros = lambda rows, columns: tf.zeros([count, rows, columns, 3], frames.dtype)  # noqa: E731
+  frames = tf.concat([zeros(box[2], left), frames, zeros(box[2], right)], axis=2)
+  return tf.concat([zeros(top, window[3]), frames, zeros(bottom, window[3])], axis=1)
+
+
+def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude):
+  """The crop -> the clip."""
   # Flipped before the resize, which commutes with it: on the crop's pixels, the fewest bytes.
-  frames = maybe_flip(frames, label, seed, no_flip_labels)
-  if pad_to is not None:
-    size = tf.shape(frames)[1:3]
-    return tf.pad(frames, [[0, 0], [0, pad_to[0] - size[0]], [0, pad_to[1] - size[1]], [0, 0]]), size
-  frames = resize(frames, out_size, out_size)
+  frames = resize(maybe_flip(frames, label, seed, no_flip_labels), out_size, out_size)
   if randaugment_ops:
     frames = augment.randaugment(frames, tf.random.experimental.stateless_fold_in(seed, 1), randaugment_ops,
                                  randaugment_magnitude)
@@ -167,11 +183,22 @@ def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaug
 
 
 def crop_bounds(crop: str, resize_hw) -> tuple[int, int]:
-  """The largest box `crop` draws in a resize_hw frame: the shape a deferred crop is padded to."""
+  """The largest box `crop` draws in a resize_hw frame: the window a deferred crop travels in."""
   if crop == "multi_scale":  # sides are SCALES of the shorter side, the largest 1.0
     side = min(resize_hw)
     return side, side
   return tuple(resize_hw)
+
+
+def crop_window(box: tf.Tensor, resize_hw, bounds) -> tf.Tensor:
+  """The bounds-sized window (top, left, height, width) of a resize_hw frame that holds `box`,
+  as near its top-left corner as the frame allows."""
+  return tf.stack([tf.minimum(box[0], resize_hw[0] - bounds[0]), tf.minimum(box[1], resize_hw[1] - bounds[1]),
+                   *bounds])
+
+
+def box_in_window(box: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+  return tf.stack([box[0] - window[0], box[1] - window[1], box[2], box[3]])
 
 
 def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
@@ -180,21 +207,33 @@ def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, 
   resize to resize_hw, one crop for the clip (`crop` in CROPS), flip unless the label is in
   no_flip_labels, resize to out_size, optionally RandAugment; each resize rounded to pixels as
   PIL's. The clip is normalised where the model takes it (normalization.model_input).
-  defer_resize: stop before the resize to out_size and return (the padded crop, its (2,) size)
-  for input_pipeline.crop_resize (no RandAugment then)."""
+  defer_resize: stop at the crop and return (the crop in its crop_bounds window of the resized
+  frames, zeros around it; the crop's (4,) box in that window; whether to flip) for
+  input_pipeline.crop_resize (no RandAugment then)."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  frames = to_pixels(resized_crop(frames, resize_hw, train_box(crop, crop_seed, *resize_hw)))
+  box = train_box(crop, crop_seed, *resize_hw)
+  frames = to_pixels(resized_crop(frames, resize_hw, box))
+  if defer_resize:
+    window = crop_window(box, resize_hw, crop_bounds(crop, resize_hw))
+    return (place_in_window(frames, box, window), box_in_window(box, window),
+            flip_decision(label, flip_seed, no_flip_labels))
   return _finish_training_clip(frames, label, flip_seed, out_size, no_flip_labels, randaugment_ops,
-                               randaugment_magnitude, crop_bounds(crop, resize_hw) if defer_resize else None)
+                               randaugment_magnitude)
 
 
 def train_transform_jpeg(encoded, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
                          crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0, defer_resize=False):
-  """train_transform for JPEG bytes (T,): the same clip, decoding only what the crop keeps."""
+  """train_transform for JPEG bytes (T,): the same clip, decoding only what the crop keeps (with
+  defer_resize: what its window keeps)."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  frames = decode_cropped(encoded, train_box(crop, crop_seed, *resize_hw), resize_hw)
+  box = train_box(crop, crop_seed, *resize_hw)
+  if defer_resize:
+    window = crop_window(box, resize_hw, crop_bounds(crop, resize_hw))
+    return (decode_cropped(encoded, box, resize_hw, window), box_in_window(box, window),
+            flip_decision(label, flip_seed, no_flip_labels))
+  frames = decode_cropped(encoded, box, resize_hw)
   return _finish_training_clip(frames, label, flip_seed, out_size, no_flip_labels, randaugment_ops,
-                               randaugment_magnitude, crop_bounds(crop, resize_hw) if defer_resize else None)
+                               randaugment_magnitude)
 
 
 def eval_views(frames, num_clips: int, num_crops: int, *, resize_hw=(240, 320), out_size=224):

@@ -74,8 +74,8 @@ class VideoSource:
   train_crop: str = "multi_scale"  # one of transforms.CROPS
   randaugment_ops: int = 0  # RandAugment operations per training clip (0: off)
   randaugment_magnitude: float = 9.0  # RandAugment magnitude, 0..10
-  # Training clips end at the padded crop and its size; the train step resizes them
-  # (input_pipeline.crop_resize).
+  # Training clips end at a window of the resized frames that holds the crop, with the crop's box
+  # and the flip; the train step resizes and flips them (input_pipeline.crop_resize).
   resize_on_accelerator: bool = False
 
   def __post_init__(self):
@@ -143,7 +143,8 @@ class VideoSource:
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
     """This host's training batches from start_step on; 'clips' (n, T, S, S, 3) uint8 pixels
-    (with resize_on_accelerator: the padded crops, and 'crop_hw' (n, 2) their sizes)."""
+    (with resize_on_accelerator: windows (n, T, Hw, Ww, 3) that hold the crops, 'crop_boxes' (n, 4)
+    the crops' (top, left, height, width) in them and 'flips' (n,) which clips to mirror)."""
     local = global_batch // process_count
     encoded = self.train.encoded
 
@@ -167,7 +168,7 @@ class VideoSource:
         clip = transforms.train_transform(frames, label, seed, **options)
       example = {"labels": tf.reshape(label, []), "frame_indices": indices, "ids": video_id}
       if self.resize_on_accelerator:
-        clip, example["crop_hw"] = clip
+        clip, example["crop_boxes"], example["flips"] = clip
         clip.set_shape([self.num_frames, *transforms.crop_bounds(self.train_crop, self.resize_hw), 3])
       else:
         clip.set_shape([self.num_frames, self.image_size, self.image_size, 3])

@@ -113,24 +113,26 @@ def test_uint8_pixel_clips_are_normalised_in_the_step():
 
 
 def test_padded_crops_are_resized_in_the_step():
-  """resize_on_accelerator batches: padded crops with their 'crop_hw', split into two
-  micro-batches. The update equals the step's update on the same crops resized beforehand
-  (crop_resize, which tests/test_crop_resize.py holds to PIL), as uint8 clips (whose update the
-  test above holds to the reference). Each crop side is kept or doubled and the pixels are
-  multiples of 16 (weights of 1/4 and 3/4 per pass), so that every resized value is a whole level:
-  no rounding can part the two."""
+  """resize_on_accelerator batches: crop windows with their 'crop_boxes' and 'flips', split into
+  two micro-batches. The update equals the step's update on the same crops resized and flipped
+  beforehand (crop_resize, which tests/test_crop_resize.py holds to PIL), as uint8 clips (whose
+  update the test above holds to the reference). Each crop side is kept or doubled and the pixels
+  are multiples of 16 (weights of 1/4 and 3/4 per pass), so that every resized value is a whole
+  level: no rounding can part the two."""
   from input_pipeline.crop_resize import resize_crops
 
   config = tiny_config()
   size, frames = config.input.image_size, config.input.num_frames
   rng = np.random.default_rng(2)
-  crop_hw = np.array([[size, size // 2], [size, size], [size // 2, size], [size // 2, size // 2]], np.int32)
-  padded = np.zeros((4, frames, size, size, 3), np.uint8)
-  for i, (h, w) in enumerate(crop_hw):
-    padded[i, :, :h, :w] = 16 * rng.integers(0, 16, (frames, h, w, 3))
+  half = size // 2
+  boxes = np.array([[0, half, size, half], [0, 0, size, size], [half, 0, half, size], [half // 2, 3, half, half]],
+                   np.int32)
+  flips = np.array([True, False, False, True])
+  windows = (16 * rng.integers(0, 16, (4, frames, size, size, 3))).astype(np.uint8)
   labels = rng.integers(0, config.dataset.num_classes, 4).astype(np.int32)
-  state, metrics = project_update(config, {"clips": padded, "crop_hw": crop_hw, "labels": labels}, 2)
-  resized = resize_crops(padded, crop_hw, size)
+  state, metrics = project_update(
+      config, {"clips": windows, "crop_boxes": boxes, "flips": flips, "labels": labels}, 2)
+  resized = resize_crops(windows, boxes, size, flips)
   expected_state, expected_metrics = project_update(config, {"clips": resized, "labels": labels}, 2)
   assert_trees_close(state.params, expected_state.params, rtol=2e-4, atol=2e-6)
   np.testing.assert_allclose(float(metrics["loss"]), float(expected_metrics["loss"]), rtol=1e-5)

@@ -126,6 +126,39 @@ def test_training_clip_from_jpeg_bytes_matches_the_decoded_path(size):
       assert np.abs(from_jpeg - reference).max() <= 1 and np.abs(from_jpeg - reference).mean() < 0.01
 
 
+@pytest.mark.parametrize("size", [(240, 320), (240, 427)])
+def test_deferred_jpeg_clip_is_the_cpu_clip_once_resized_and_flipped(size):
+  """defer_resize from JPEG bytes: frames stored at the resize size are decoded inside the crop's
+  window (the frame's own pixels around the crop); others are resized inside the crop, zeros
+  around it. Resized and flipped by input_pipeline.crop_resize, the clip is the CPU path's."""
+  from input_pipeline.crop_resize import resize_crops
+
+  rng = np.random.default_rng(6)
+  smooth = tf.image.resize(rng.uniform(0, 255, (3, 12, 16, 3)).astype(np.float32), size).numpy()
+  encoded = jpeg_bytes(smooth)
+  flips = []
+  for seed in range(6):
+    options = dict(label=tf.constant(0), seed=tf.constant([seed, 3]), resize_hw=(240, 320), out_size=112)
+    cpu = transforms.train_transform_jpeg(encoded, **options).numpy().astype(np.int32)
+    window, box, flip = (t.numpy() for t in transforms.train_transform_jpeg(encoded, defer_resize=True, **options))
+    top, left, height, width = box
+    assert window.shape == (3, 240, 240, 3) and 0 <= top <= 240 - height and 0 <= left <= 240 - width
+    outside = np.ones((240, 240), bool)
+    outside[top:top + height, left:left + width] = False
+    if size == (240, 320):
+      assert not outside.any() or window[:, outside].mean() > 50  # the frame's own pixels
+    else:
+      assert not window[:, outside].any()
+    clip = resize_crops(window[None], box[None], 112, flip[None])[0].astype(np.int32)
+    # Decoded inside the window rather than the crop, the crop's border pixels may differ as in
+    # test_training_clip_from_jpeg_bytes_matches_the_decoded_path.
+    tolerance = (6, 0.3) if size == (240, 320) else (1, 0.02)
+    difference = np.abs(clip - cpu)
+    assert difference.max() <= tolerance[0] and difference.mean() < tolerance[1], (seed, difference.mean())
+    flips.append(bool(flip))
+  assert 0 < sum(flips) < len(flips)
+
+
 def test_decode_resized_keeps_frames_already_at_size():
   frames = np.random.default_rng(2).integers(0, 255, (2, 24, 32, 3)).astype(np.uint8)
   encoded = jpeg_bytes(frames)
@@ -209,18 +242,24 @@ def test_training_clips_are_the_official_pil_clips(frame_size):
 
 @pytest.mark.parametrize("frame_size", [(75, 100), (60, 107)])
 def test_crops_resized_on_the_accelerator_are_the_official_pil_clips(frame_size):
-  """defer_resize: the padded crop and its size, resized by input_pipeline.crop_resize as the
-  train step does, give one of the official pipeline's clips as closely as the CPU path."""
+  """defer_resize: the crop in its window, its box and the flip, resized by
+  input_pipeline.crop_resize as the train step does, give one of the official pipeline's clips as
+  closely as the CPU path."""
   from input_pipeline.crop_resize import resize_crops
 
   rng = np.random.default_rng(4)
   frames = tf.image.resize(rng.uniform(0, 255, (2, 6, 8, 3)), frame_size).numpy().round().astype(np.uint8)
   candidates = list(official_training_clips(frames, (60, 80), 48))
   for seed in range(6):
-    padded, size = transforms.train_transform(tf.constant(frames), tf.constant(0), tf.constant([seed, 9]),
-                                              resize_hw=(60, 80), out_size=48, defer_resize=True)
-    assert padded.shape == (2, 60, 60, 3) and padded.dtype == tf.uint8  # multi-scale boxes fit 60 x 60
-    clip = resize_crops(padded.numpy()[None], size.numpy()[None], 48)[0].astype(np.int32)
+    window, box, flip = transforms.train_transform(tf.constant(frames), tf.constant(0), tf.constant([seed, 9]),
+                                                   resize_hw=(60, 80), out_size=48, defer_resize=True)
+    assert window.shape == (2, 60, 60, 3) and window.dtype == tf.uint8  # multi-scale boxes fit 60 x 60
+    top, left, height, width = box.numpy()
+    assert 0 <= top <= 60 - height and 0 <= left <= 60 - width
+    outside = np.ones((60, 60), bool)
+    outside[top:top + height, left:left + width] = False
+    assert not window.numpy()[:, outside].any()  # zeros around the crop
+    clip = resize_crops(window.numpy()[None], box.numpy()[None], 48, flip.numpy()[None])[0].astype(np.int32)
     nearest = min((np.abs(clip - candidate) for candidate in candidates), key=np.mean)
     assert nearest.max() <= 2 and nearest.mean() < 0.4 and (nearest > 1).mean() < 0.01, (seed, nearest.mean())
 

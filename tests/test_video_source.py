@@ -63,30 +63,32 @@ def test_training_stream_is_deterministic_and_resumable(tmp_path):
   np.testing.assert_array_equal(np.concatenate([h["clips"] for h in halves]), batches[2]["clips"])
 
 
-def test_resize_on_accelerator_ends_training_clips_at_the_padded_crop(tmp_path):
-  """The same stream with the final resize left to the step: each clip is the flipped crop,
-  padded to the largest multi-scale box (40 x 40 of 40 x 48 frames), with its size; resized by
-  input_pipeline.crop_resize it is the CPU pipeline's clip within a level. It resumes exactly."""
+def test_resize_on_accelerator_ends_training_clips_at_the_crop_window(tmp_path):
+  """The same stream with the final resize and the flip left to the step: each clip is the window
+  of the largest multi-scale box (40 x 40 of 40 x 48 frames) that holds its crop, with the crop's
+  box and the flip; resized by input_pipeline.crop_resize it is the CPU pipeline's clip within a
+  level. It resumes exactly."""
   from input_pipeline.crop_resize import resize_crops
 
   write_ssv1(tmp_path)
-  cpu = next(sources.build_source(tiny_config(tmp_path)).train_iterator(0, 6))
   config = tiny_config(tmp_path)
+  config.dataset.no_flip_labels = ()  # flips drawn, and left to the step
+  cpu = next(sources.build_source(config).train_iterator(0, 6))
   config.input.resize_on_accelerator = True
   stream = sources.build_source(config).train_iterator(0, 6)
   deferred = [next(stream) for _ in range(3)]
-  clips, crop_hw = deferred[0]["clips"], deferred[0]["crop_hw"]
-  assert clips.shape == (6, 4, 40, 40, 3) and clips.dtype == np.uint8 and crop_hw.shape == (6, 2)
+  clips, boxes, flips = deferred[0]["clips"], deferred[0]["crop_boxes"], deferred[0]["flips"]
+  assert clips.shape == (6, 4, 40, 40, 3) and clips.dtype == np.uint8 and boxes.shape == (6, 4)
+  assert flips.shape == (6,) and flips.dtype == bool and 0 < flips.sum() < 6
   sides = {int(40 * s) for s in (1.0, 0.875, 0.75, 0.66)}
-  assert set(crop_hw.ravel().tolist()) <= sides and len(set(map(tuple, crop_hw.tolist()))) > 1
-  for clip, (h, w) in zip(clips, crop_hw):
-    assert not clip[:, h:].any() and not clip[:, :, w:].any()  # zeros outside the crop
+  assert set(boxes[:, 2:].ravel().tolist()) <= sides and len(set(map(tuple, boxes.tolist()))) > 1
+  assert (boxes[:, :2] >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 40).all()
   np.testing.assert_array_equal(deferred[0]["labels"], cpu["labels"])
-  difference = np.abs(resize_crops(clips, crop_hw, 32).astype(int) - cpu["clips"].astype(int))
+  difference = np.abs(resize_crops(clips, boxes, 32, flips).astype(int) - cpu["clips"].astype(int))
   assert difference.max() <= 1 and difference.mean() < 0.1
   resumed = next(sources.build_source(config).train_iterator(2, 6))
-  np.testing.assert_array_equal(resumed["clips"], deferred[2]["clips"])
-  np.testing.assert_array_equal(resumed["crop_hw"], deferred[2]["crop_hw"])
+  for key in ("clips", "crop_boxes", "flips"):
+    np.testing.assert_array_equal(resumed[key], deferred[2][key])
   config.input.randaugment_ops = 2
   with pytest.raises(ValueError, match="resize_on_accelerator = True needs config.input.randaugment_ops = 0"):
     sources.build_source(config)

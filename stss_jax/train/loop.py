@@ -21,8 +21,9 @@ from stss_jax.train import checkpoints, optimizer, preemption, reporting, shardi
 from stss_jax.train.state import create_train_state
 
 
-# What goes to the devices (crop_hw only with resize_on_accelerator); ids and frame indices stay on the host.
-MODEL_INPUTS = ("clips", "labels", "crop_hw")
+# What goes to the devices (crop_boxes and flips only with resize_on_accelerator); ids and frame indices stay on
+# the host.
+MODEL_INPUTS = ("clips", "labels", "crop_boxes", "flips")
 
 
 class NonFiniteLossError(RuntimeError):

@@ -38,13 +38,13 @@ def micro_batches(batch: dict, count: int) -> dict:
 
 
 def training_clips(batch: dict, image_size: int | None) -> jax.Array:
-  """The batch's clips as the model takes them. Padded crops with their 'crop_hw' (a video source
-  with resize_on_accelerator) are resized to image_size first."""
+  """The batch's clips as the model takes them. Windows with their 'crop_boxes' and 'flips' (a
+  video source with resize_on_accelerator) are cropped, resized to image_size and flipped first."""
   clips = batch["clips"]
-  if "crop_hw" in batch:
+  if "crop_boxes" in batch:
     if image_size is None:
-      raise ValueError("the batch holds padded crops ('crop_hw'): make_train_step needs image_size")
-    clips = resize_crops(clips, batch["crop_hw"], image_size)
+      raise ValueError("the batch holds crop windows ('crop_boxes'): make_train_step needs image_size")
+    clips = resize_crops(clips, batch["crop_boxes"], image_size, batch.get("flips"))
   return model_input(clips)
 
 
@@ -57,8 +57,8 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, sched
   image_size: the side that padded training crops are resized to (training_clips)."""
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
-    """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}, and 'crop_hw'
-    (N, 2) when the clips are padded crops; uint8 clips are resized (crops) and normalised here,
+    """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}, and 'crop_boxes'
+    (N, 4) and 'flips' (N,) when the clips are crop windows; uint8 clips are resized (crops) and normalised here,
     on the devices."""
     dropout_key = jax.random.fold_in(rng, state.step)
 
