@@ -17,8 +17,8 @@ import jax
 import numpy as np
 
 from benchmarks.timing import time_jax
-from benchmarks.train_step import padded_crops
-from input_pipeline.crop_resize import resize_crops
+from benchmarks.train_step import frame_regions, padded_crops
+from input_pipeline.crop_resize import resize_crops, resize_regions
 
 PRECISIONS = {
     "highest": "highest",  # float32 products
@@ -48,6 +48,13 @@ def main(argv=None):
     differences = [np.abs(np.asarray(resize(*args), np.int16) - h) for args, h in zip(inputs, host)]
     unlike = np.mean([np.mean(d > 0) for d in differences])
     print(f"| {name} | {seconds * 1e3:.3f} | {unlike:.2e} | {max(int(d.max()) for d in differences)} |", flush=True)
+  # Raw SSv2-sized frames: their regions resized to the windows first, then as above (default precision).
+  regions = [frame_regions(rng, args.batch, args.frames) for _ in range(3)]
+  both = jax.jit(lambda clips, first, boxes, flips: resize_crops(resize_regions(clips, first, (240, 240)), boxes, 224,
+                                                                 flips))
+  seconds = time_jax(both, [(r["clips"], r["first_resize"], r["crop_boxes"], r["flips"]) for r in regions], repeats=20)
+  print(f"\nraw frame regions {regions[0]['clips'].shape[2:4]} -> 240 x 240 windows -> 224 x 224, bf16x3: "
+        f"{seconds * 1e3:.3f} ms per batch", flush=True)
 
 
 if __name__ == "__main__":

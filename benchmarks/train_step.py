@@ -81,11 +81,32 @@ def padded_crops(rng: np.random.Generator, batch: int, frames: int) -> dict:
           "flips": jnp.asarray(rng.random(batch) < 0.5)}
 
 
+RAW_SSV2_REGION = (245, 326)  # transforms.first_resize_region((240, 427), (240, 320), (240, 240))
+
+
+def frame_regions(rng: np.random.Generator, batch: int, frames: int) -> dict:
+  """A batch as resize_on_accelerator feeds it from raw SSv2-sized JPEG frames (240 x 427, resized
+  to 240 x 320 first): random regions of RAW_SSV2_REGION with their first_resize to 240 x 240
+  windows, and crops and flips as padded_crops draws them."""
+  windows = padded_crops(rng, batch, 1)
+  scale = 427 / 320
+  left = rng.integers(0, 81, batch)  # the window's left edge in the 320-wide resized frame
+  low = np.maximum(0, np.floor((left + 0.5) * scale - scale - 0.5))
+  first_resize = np.zeros((batch, 2, 3), np.float32)
+  first_resize[:, 0] = (1.0, 0.0, 240)
+  first_resize[:, 1, 0], first_resize[:, 1, 1] = scale, left * scale - low
+  first_resize[:, 1, 2] = np.minimum(RAW_SSV2_REGION[1], 427 - low)
+  regions = rng.integers(0, 256, (batch, frames, *RAW_SSV2_REGION, 3), np.uint8)
+  return {"clips": jnp.asarray(regions), "first_resize": jnp.asarray(first_resize),
+          "crop_boxes": windows["crop_boxes"], "flips": windows["flips"]}
+
+
 def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False,
-          selfy_remat: bool = False, resize_in_step: bool = False, remat_saves: str = "nothing") -> Candidate:
+          selfy_remat: bool = False, resize_in_step: str = "", remat_saves: str = "nothing") -> Candidate:
   """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"; selfy_remat: the runtime
   policy's (the SELFY block's similarities and extraction recomputed in the backward);
-  resize_in_step: train on crop windows (padded_crops), resized and flipped in the step."""
+  resize_in_step: "windows" to train on crop windows (padded_crops), resized and flipped in the
+  step; "regions" on raw frames' regions (frame_regions), resized twice in the step."""
   config = ssv1.get_config(str(frames))
   config.model.dtype = "bfloat16"
   config.batch_size = batch
@@ -101,11 +122,13 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
   # uint8 pixels, as the video sources feed main.py's loop (the step normalises them).
   infer_pool = [{"clips": jnp.asarray(rng.integers(0, 256, (batch, frames, 224, 224, 3)), jnp.uint8),
                  "labels": jnp.asarray(rng.integers(0, 174, batch), jnp.int32)} for _ in range(3)]
-  pool = ([padded_crops(rng, batch, frames) | {"labels": b["labels"]} for b in infer_pool] if resize_in_step
+  make = {"windows": padded_crops, "regions": frame_regions}.get(resize_in_step)
+  pool = ([make(rng, batch, frames) | {"labels": b["labels"]} for b in infer_pool] if make
           else infer_pool)
   key = jax.random.key(0)
   train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0,
-                                             image_size=224 if resize_in_step else None), donate_argnums=0)
+                                             image_size=224 if make else None, window_hw=(240, 240)),
+                       donate_argnums=0)
   policy = runtime.Policy(stss=stss_form, extraction=extraction_form, selfy_remat=selfy_remat)
   with runtime.use(policy):  # compiled under this policy
     train_step = train_step.lower(state, pool[0], key).compile()
@@ -123,7 +146,8 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
   name += (", remat" + (f" saving {remat_saves}" if remat_saves != "nothing" else "")) if remat else ""
   name += ", SELFY remat" if selfy_remat else ""
   name += f", {frames} frames" if frames != 8 else ""
-  name += ", crops resized in the step" if resize_in_step else ""
+  name += {"windows": ", crops resized in the step", "regions": ", raw frame regions resized in the step"}.get(
+      resize_in_step, "")
   return Candidate(name, batch, macs, program_bytes, train, lambda b: eval_step(holder["state"], b), pool,
                    infer_pool)
 
@@ -207,7 +231,8 @@ def main(argv=None):
         remat = dict(remat=saves != "off", remat_saves="nothing" if saves == "off" else saves)
         candidates.append(build(selfy, batch, implementation, args.frames, **remat))
         if args.resize_on_accelerator:
-          candidates.append(build(selfy, batch, implementation, args.frames, resize_in_step=True, **remat))
+          for kind in ("windows", "regions"):
+            candidates.append(build(selfy, batch, implementation, args.frames, resize_in_step=kind, **remat))
         if args.selfy_remat and selfy:
           candidates.append(build(selfy, batch, implementation, args.frames, selfy_remat=True, **remat))
     measure(candidates, args.rounds, args.steps_per_round, args.warmup)

@@ -18,6 +18,7 @@ from absl import flags
 from PIL import Image, ImageDraw
 
 from input_pipeline import crop_resize, normalization, sources
+from input_pipeline.crop_sizes import crop_bounds
 from stss_jax import cli
 
 THUMB = 112  # pixels per frame in the contact sheet
@@ -35,6 +36,9 @@ def collect(config, split: str, num_batches: int) -> dict[str, np.ndarray]:
   for batch in itertools.islice(batches, num_batches):
     keep = batch["mask"] > 0 if "mask" in batch else np.ones(len(batch["labels"]), bool)
     clips = batch["clips"][:, 0] if batch["clips"].ndim == 6 else batch["clips"]
+    if "first_resize" in batch:  # raw frames' regions: their first resize, as the train step makes it
+      window_hw = crop_bounds(config.input.train_crop, config.input.resize_hw)
+      clips = crop_resize.resize_regions(clips, batch["first_resize"], window_hw)
     if "crop_boxes" in batch:  # resize_on_accelerator: resized here as the train step resizes them
       clips = crop_resize.resize_crops(clips, batch["crop_boxes"], config.input.image_size, batch["flips"])
     frames = clips.shape[1]

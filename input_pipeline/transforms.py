@@ -6,10 +6,12 @@ One crop and one flip apply to every frame of a clip.
 """
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 from input_pipeline import augment
-from input_pipeline.crop_sizes import MAX_DISTORT, SCALES
+from input_pipeline.crop_sizes import MAX_DISTORT, SCALES, crop_bounds
 
 
 def resize(frames: tf.Tensor, height: int, width: int) -> tf.Tensor:
@@ -172,6 +174,70 @@ def place_in_window(frames: tf.Tensor, box: tf.Tensor, window: tf.Tensor) -> tf.
   return tf.concat([zeros(top, window[3]), frames, zeros(bottom, window[3])], axis=1)
 
 
+def first_resize_region(source_hw, resize_hw, bounds) -> tuple[int, int]:
+  """The largest region of a decoded source_hw frame (decoded as decode_at_least decodes it) that
+  the first resize of a bounds-sized box reads (source_region), or bounds if that is larger: the
+  shape the regions of such frames travel in."""
+  decoded = list(source_hw)
+  for ratio in JPEG_SCALES:
+    if all(s >= r * ratio for s, r in zip(source_hw, resize_hw)):
+      decoded = [-(-s // ratio) for s in source_hw]
+      break
+  region = []
+  for size, resized, bound in zip(decoded, resize_hw, bounds):
+    scale = size / resized
+    region.append(max(bound, math.ceil(bound * scale + 2 * max(scale, 1.0) + 3)))
+  return tuple(region)
+
+
+def source_region(box: tf.Tensor, window: tf.Tensor, source_hw: tf.Tensor, resize_hw) -> tuple[tf.Tensor, tf.Tensor]:
+  """The region (top, left, height, width) of a decoded source_hw frame that the first resize of
+  `box` (resize_hw coordinates) reads, and the (2, 3) first_resize that makes the window (which
+  holds the box) of that region: per axis the source pixels per resized pixel, the shift of the
+  window's first centre from the region's start, and the region's length
+  (crop_resize.resize_regions)."""
+  scale = tf.cast(source_hw, tf.float32) / tf.constant(resize_hw, tf.float32)
+  support = tf.maximum(scale, 1.0)
+  start, stop = tf.cast(box[:2], tf.float32), tf.cast(box[:2] + box[2:], tf.float32)
+  low = tf.maximum(0, tf.cast(tf.floor((start + 0.5) * scale - support - 0.5), tf.int32))
+  high = tf.minimum(source_hw, tf.cast(tf.math.ceil((stop - 0.5) * scale + support - 0.5), tf.int32) + 1)
+  shift = tf.cast(window[:2], tf.float32) * scale - tf.cast(low, tf.float32)
+  return tf.concat([low, high - low], 0), tf.stack([scale, shift, tf.cast(high - low, tf.float32)], axis=1)
+
+
+def decode_region(encoded: tf.Tensor, box: tf.Tensor, window: tf.Tensor, resize_hw, region_hw) -> tuple[tf.Tensor, tf.Tensor]:
+  """JPEG bytes (T,) of frames not at resize_hw -> (uint8 (T, *region_hw, 3), (2, 3) first_resize):
+  each frame decoded (downscaled by libjpeg as decode_at_least does) only over the source region
+  that the first resize of `box` reads, in the top-left corner of zeros; the first resize is left
+  to crop_resize.resize_regions. Frames of unlike sizes, or a region larger than region_hw, take
+  the CPU's first resize instead (decode_cropped's window, with a first_resize that copies it)."""
+  shapes = tf.map_fn(lambda jpeg: tf.io.extract_jpeg_shape(jpeg)[:2], encoded, fn_output_signature=tf.int32)
+  shape = shapes[0]
+  ratios = list(JPEG_SCALES) + [1]
+  fits = [tf.reduce_all(shape >= tf.constant(resize_hw) * ratio) for ratio in JPEG_SCALES] + [tf.constant(True)]
+  index = tf.argmax(tf.cast(tf.stack(fits), tf.int32), output_type=tf.int32)  # the first that fits
+  ratio = tf.gather(ratios, index)
+  region, first_resize = source_region(box, window, (shape + ratio - 1) // ratio, resize_hw)
+  corner = tf.zeros([2], tf.int32)
+  padded = tf.concat([corner, region_hw], 0)
+
+  def decoded_region():
+    def frame(jpeg):
+      branches = [lambda r=r: tf.io.decode_and_crop_jpeg(jpeg, region, channels=3, ratio=r) for r in ratios]
+      return tf.switch_case(index, branches)
+
+    frames = tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    return place_in_window(frames, tf.concat([corner, region[2:]], 0), padded), first_resize
+
+  def resized_window():
+    frames = decode_cropped(encoded, box, resize_hw, window)
+    copy = tf.stack([tf.ones([2]), tf.zeros([2]), tf.cast(window[2:], tf.float32)], axis=1)
+    return place_in_window(frames, tf.concat([corner, window[2:]], 0), padded), copy
+
+  usable = tf.logical_and(tf.reduce_all(shapes == shape), tf.reduce_all(region[2:] <= tf.constant(region_hw)))
+  return tf.cond(usable, decoded_region, resized_window)
+
+
 def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaugment_ops, randaugment_magnitude):
   """The crop -> the clip."""
   # Flipped before the resize, which commutes with it: on the crop's pixels, the fewest bytes.
@@ -180,14 +246,6 @@ def _finish_training_clip(frames, label, seed, out_size, no_flip_labels, randaug
     frames = augment.randaugment(frames, tf.random.experimental.stateless_fold_in(seed, 1), randaugment_ops,
                                  randaugment_magnitude)
   return to_pixels(frames)
-
-
-def crop_bounds(crop: str, resize_hw) -> tuple[int, int]:
-  """The largest box `crop` draws in a resize_hw frame: the window a deferred crop travels in."""
-  if crop == "multi_scale":  # sides are SCALES of the shorter side, the largest 1.0
-    side = min(resize_hw)
-    return side, side
-  return tuple(resize_hw)
 
 
 def crop_window(box: tf.Tensor, resize_hw, bounds) -> tf.Tensor:
@@ -223,13 +281,19 @@ def train_transform(frames, label, seed, *, resize_hw=(240, 320), out_size=224, 
 
 
 def train_transform_jpeg(encoded, label, seed, *, resize_hw=(240, 320), out_size=224, no_flip_labels=(),
-                         crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0, defer_resize=False):
+                         crop="multi_scale", randaugment_ops=0, randaugment_magnitude=9.0, defer_resize=False,
+                         region_hw=None):
   """train_transform for JPEG bytes (T,): the same clip, decoding only what the crop keeps (with
-  defer_resize: what its window keeps)."""
+  defer_resize: what its window keeps). region_hw (with defer_resize, for frames not stored at
+  resize_hw): the first resize is deferred too, and the clip is (decode_region's region and
+  first_resize, the crop's box in its window, the flip)."""
   crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
   box = train_box(crop, crop_seed, *resize_hw)
   if defer_resize:
     window = crop_window(box, resize_hw, crop_bounds(crop, resize_hw))
+    if region_hw is not None:
+      region, first_resize = decode_region(encoded, box, window, resize_hw, region_hw)
+      return (*_deferred_clip(region, box, window, label, flip_seed, no_flip_labels), first_resize)
     return _deferred_clip(decode_cropped(encoded, box, resize_hw, window), box, window, label, flip_seed,
                           no_flip_labels)
   frames = decode_cropped(encoded, box, resize_hw)

@@ -140,13 +140,33 @@ class VideoSource:
   def _frames_type(self, split: Split) -> tf.DType:
     return tf.string if split.encoded else tf.uint8
 
+  def first_resize_region(self) -> tuple[int, int] | None:
+    """With resize_on_accelerator, from raw JPEG frames not stored at resize_hw: the shape of the
+    frame regions that training clips travel in (transforms.first_resize_region, sized by the
+    first training video's first frame), their first resize left to the train step as well.
+    None otherwise, or when that video cannot be read (its clips' first resize stays here)."""
+    if not (self.resize_on_accelerator and self.train.encoded and isinstance(self.train, FileSplit)):
+      return None
+    try:
+      jpegs, _ = self.train.read(0, lambda n: np.zeros(1, np.int64))
+    except frame_io.UnreadableVideoError:
+      return None
+    source_hw = tuple(int(s) for s in tf.io.extract_jpeg_shape(jpegs[0])[:2].numpy())
+    if source_hw == tuple(self.resize_hw):
+      return None
+    return transforms.first_resize_region(source_hw, self.resize_hw,
+                                          transforms.crop_bounds(self.train_crop, self.resize_hw))
+
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:
     """This host's training batches from start_step on; 'clips' (n, T, S, S, 3) uint8 pixels
     (with resize_on_accelerator: windows (n, T, Hw, Ww, 3) that hold the crops, 'crop_boxes' (n, 4)
-    the crops' (top, left, height, width) in them and 'flips' (n,) which clips to mirror)."""
+    the crops' (top, left, height, width) in them and 'flips' (n,) which clips to mirror; from raw
+    JPEG frames, regions of the frames instead of windows, with 'first_resize' (n, 2, 3) that makes
+    the windows of them: crop_resize.resize_regions)."""
     local = global_batch // process_count
     encoded = self.train.encoded
+    region_hw = self.first_resize_region()
 
     def positions(step):
       first = step * global_batch + process_index * local
@@ -162,12 +182,15 @@ class VideoSource:
                      randaugment_magnitude=self.randaugment_magnitude, defer_resize=self.resize_on_accelerator)
       if encoded:
         frames.set_shape([self.num_frames])
-        clip = transforms.train_transform_jpeg(frames, label, seed, **options)
+        clip = transforms.train_transform_jpeg(frames, label, seed, region_hw=region_hw, **options)
       else:
         frames.set_shape([self.num_frames, None, None, 3])
         clip = transforms.train_transform(frames, label, seed, **options)
       example = {"labels": tf.reshape(label, []), "frame_indices": indices, "ids": video_id}
-      if self.resize_on_accelerator:
+      if region_hw is not None:
+        clip, example["crop_boxes"], example["flips"], example["first_resize"] = clip
+        clip.set_shape([self.num_frames, *region_hw, 3])
+      elif self.resize_on_accelerator:
         clip, example["crop_boxes"], example["flips"] = clip
         clip.set_shape([self.num_frames, *transforms.crop_bounds(self.train_crop, self.resize_hw), 3])
       else:

@@ -52,12 +52,12 @@ def reference_update(config, batch, micro_batches):
   return expected, nnx.state(model, nnx.BatchStat), float(np.mean(losses))
 
 
-def project_update(config, batch, micro_batches, mesh=None):
+def project_update(config, batch, micro_batches, mesh=None, window_hw=None):
   model = build_model(config)
   tx = optax.sgd(LEARNING_RATE)
   state, graphs = create_train_state(model, tx)
   step = steps.make_train_step(graphs, tx, lambda _: LEARNING_RATE, 0.0, grad_accum_steps=micro_batches,
-                               image_size=config.input.image_size)
+                               image_size=config.input.image_size, window_hw=window_hw)
   if mesh is not None:
     sharding.check_batch_size(len(batch["labels"]), mesh, micro_batches)
     state = jax.device_put(state, sharding.replicated(mesh))
@@ -112,6 +112,7 @@ def test_uint8_pixel_clips_are_normalised_in_the_step():
   np.testing.assert_allclose(float(metrics["loss"]), expected_loss, rtol=1e-5)
 
 
+@pytest.mark.slow  # the next test runs the same path after a first resize
 def test_padded_crops_are_resized_in_the_step():
   """resize_on_accelerator batches: crop windows with their 'crop_boxes' and 'flips', split into
   two micro-batches. The update equals the step's update on the same crops resized and flipped
@@ -134,5 +135,28 @@ def test_padded_crops_are_resized_in_the_step():
       config, {"clips": windows, "crop_boxes": boxes, "flips": flips, "labels": labels}, 2)
   resized = resize_crops(windows, boxes, size, flips)
   expected_state, expected_metrics = project_update(config, {"clips": resized, "labels": labels}, 2)
+  assert_trees_close(state.params, expected_state.params, rtol=2e-4, atol=2e-6)
+  np.testing.assert_allclose(float(metrics["loss"]), float(expected_metrics["loss"]), rtol=1e-5)
+
+
+def test_frame_regions_are_resized_to_windows_in_the_step():
+  """Raw frames' regions with their 'first_resize' (here a halving: scale 2 on both axes) are
+  resized to the crop windows first, then cropped, resized and flipped: the update equals the
+  step's update on clips made by crop_resize beforehand. Pixels are multiples of 16 and the
+  halving's weights are eighths, so every value on the way is a whole level."""
+  from input_pipeline.crop_resize import resize_crops, resize_regions
+
+  config = tiny_config()
+  size, frames = config.input.image_size, config.input.num_frames
+  rng = np.random.default_rng(3)
+  regions = (16 * rng.integers(0, 16, (4, frames, 2 * size + 4, 2 * size + 4, 3))).astype(np.uint8)
+  first_resize = np.tile(np.array([[2.0, 0.0, 2 * size]], np.float32), (4, 2, 1))
+  boxes = np.tile(np.array([[0, 0, size, size]], np.int32), (4, 1))
+  flips = np.array([False, True, True, False])
+  labels = rng.integers(0, config.dataset.num_classes, 4).astype(np.int32)
+  batch = {"clips": regions, "first_resize": first_resize, "crop_boxes": boxes, "flips": flips, "labels": labels}
+  state, metrics = project_update(config, batch, 2, window_hw=(size, size))
+  clips = resize_crops(resize_regions(regions, first_resize, (size, size)), boxes, size, flips)
+  expected_state, expected_metrics = project_update(config, {"clips": clips, "labels": labels}, 2)
   assert_trees_close(state.params, expected_state.params, rtol=2e-4, atol=2e-6)
   np.testing.assert_allclose(float(metrics["loss"]), float(expected_metrics["loss"]), rtol=1e-5)

@@ -159,6 +159,38 @@ def test_deferred_jpeg_clip_is_the_cpu_clip_once_resized_and_flipped(size):
   assert 0 < sum(flips) < len(flips)
 
 
+@pytest.mark.parametrize("size, region_hw", [pytest.param((100, 176), None, marks=pytest.mark.slow),
+                                              ((240, 427), None),
+                                              pytest.param((521, 701), None, marks=pytest.mark.slow),
+                                              ((240, 427), (240, 240))])
+def test_deferred_first_resize_gives_the_cpu_clip(size, region_hw):
+  """defer_resize with region_hw: each frame is decoded only over the region that its crop's first
+  resize reads (downscaled by libjpeg where it is twice the size: 521 x 701 -> 261 x 351), and
+  crop_resize.resize_regions then resize_crops, as the train step runs them, give the CPU path's
+  clip. A region larger than region_hw (here: the wider crops of 240 x 427 frames in 240 x 240)
+  takes the CPU's first resize, and a first_resize that copies its window."""
+  from input_pipeline.crop_resize import resize_crops, resize_regions
+
+  rng = np.random.default_rng(7)
+  smooth = tf.image.resize(rng.uniform(0, 255, (3, 12, 16, 3)).astype(np.float32), size).numpy()
+  encoded = jpeg_bytes(smooth)
+  forced = region_hw is not None
+  region_hw = region_hw or transforms.first_resize_region(size, (240, 320), (240, 240))
+  copied = []
+  for seed in range(8 if forced else 3):
+    options = dict(label=tf.constant(0), seed=tf.constant([seed, 3]), resize_hw=(240, 320), out_size=112)
+    cpu = transforms.train_transform_jpeg(encoded, **options).numpy().astype(np.int32)
+    region, box, flip, first_resize = (t.numpy() for t in transforms.train_transform_jpeg(
+        encoded, defer_resize=True, region_hw=region_hw, **options))
+    assert region.shape == (3, *region_hw, 3) and first_resize.shape == (2, 3)
+    copied.append(bool((first_resize[:, 0] == 1).all() and (first_resize[:, 1] == 0).all()))
+    window = resize_regions(region[None], first_resize[None], (240, 240))
+    clip = resize_crops(window, box[None], 112, flip[None])[0].astype(np.int32)
+    difference = np.abs(clip - cpu)
+    assert difference.max() <= 2 and difference.mean() < 0.05, (seed, difference.max(), difference.mean())
+  assert (any(copied) and not all(copied)) if forced else not any(copied)
+
+
 def test_decode_resized_keeps_frames_already_at_size():
   frames = np.random.default_rng(2).integers(0, 255, (2, 24, 32, 3)).astype(np.uint8)
   encoded = jpeg_bytes(frames)

@@ -63,12 +63,13 @@ def test_training_stream_is_deterministic_and_resumable(tmp_path):
   np.testing.assert_array_equal(np.concatenate([h["clips"] for h in halves]), batches[2]["clips"])
 
 
-def test_resize_on_accelerator_ends_training_clips_at_the_crop_window(tmp_path):
-  """The same stream with the final resize and the flip left to the step: each clip is the window
-  of the largest multi-scale box (40 x 40 of 40 x 48 frames) that holds its crop, with the crop's
-  box and the flip; resized by input_pipeline.crop_resize it is the CPU pipeline's clip within a
-  level. It resumes exactly."""
-  from input_pipeline.crop_resize import resize_crops
+def test_resize_on_accelerator_ends_training_clips_at_the_frame_region(tmp_path):
+  """The same stream with both resizes and the flip left to the step. The 64 x 80 frames are not
+  at the resize size (40 x 48), so each clip is the region of its decoded frames that its crop's
+  window (the largest multi-scale box, 40 x 40) reads, with its first_resize, the crop's box in
+  the window and the flip. Resized by input_pipeline.crop_resize as the step resizes them, it is
+  the CPU pipeline's clip within a level. It resumes exactly."""
+  from input_pipeline.crop_resize import resize_crops, resize_regions
 
   write_ssv1(tmp_path)
   config = tiny_config(tmp_path)
@@ -77,9 +78,14 @@ def test_resize_on_accelerator_ends_training_clips_at_the_crop_window(tmp_path):
   config.input.resize_on_accelerator = True
   stream = sources.build_source(config).train_iterator(0, 6)
   deferred = [next(stream) for _ in range(3)]
-  clips, boxes, flips = deferred[0]["clips"], deferred[0]["crop_boxes"], deferred[0]["flips"]
-  assert clips.shape == (6, 4, 40, 40, 3) and clips.dtype == np.uint8 and boxes.shape == (6, 4)
-  assert flips.shape == (6,) and flips.dtype == bool and 0 < flips.sum() < 6
+  regions, first_resize = deferred[0]["clips"], deferred[0]["first_resize"]
+  # Region bound per axis: ceil(40 x scale + 2 x scale + 3), scales 64 / 40 and 80 / 48.
+  assert regions.shape == (6, 4, 71, 73, 3) and regions.dtype == np.uint8 and first_resize.shape == (6, 2, 3)
+  np.testing.assert_allclose(first_resize[:, :, 0], np.broadcast_to([64 / 40, 80 / 48], (6, 2)), rtol=1e-6)
+  assert (first_resize[:, :, 2] <= [71, 73]).all() and (first_resize[:, :, 2] < [64, 80]).any()  # not whole frames
+  clips = resize_regions(regions, first_resize, (40, 40))
+  boxes, flips = deferred[0]["crop_boxes"], deferred[0]["flips"]
+  assert boxes.shape == (6, 4) and flips.shape == (6,) and flips.dtype == bool and 0 < flips.sum() < 6
   sides = {int(40 * s) for s in (1.0, 0.875, 0.75, 0.66)}
   assert set(boxes[:, 2:].ravel().tolist()) <= sides and len(set(map(tuple, boxes.tolist()))) > 1
   assert (boxes[:, :2] >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 40).all()
@@ -87,7 +93,11 @@ def test_resize_on_accelerator_ends_training_clips_at_the_crop_window(tmp_path):
   difference = np.abs(resize_crops(clips, boxes, 32, flips).astype(int) - cpu["clips"].astype(int))
   assert difference.max() <= 1 and difference.mean() < 0.1
   resumed = next(sources.build_source(config).train_iterator(2, 6))
-  for key in ("clips", "crop_boxes", "flips"):
+  from input_pipeline import inspect  # draws the batch as the step resizes it
+
+  config.batch_size = 6
+  np.testing.assert_array_equal(inspect.collect(config, "train", 1)["clips"], resize_crops(clips, boxes, 32, flips))
+  for key in ("clips", "crop_boxes", "flips", "first_resize"):
     np.testing.assert_array_equal(resumed[key], deferred[2][key])
   config.input.randaugment_ops = 2
   with pytest.raises(ValueError, match="resize_on_accelerator = True needs config.input.randaugment_ops = 0"):

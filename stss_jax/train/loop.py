@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 import input_pipeline.sources
 from input_pipeline import corruptions
+from input_pipeline.crop_sizes import crop_bounds
 from stss_jax import evaluation, model_dir
 from stss_jax.files import write_json_atomically
 from stss_jax.models import build_model
@@ -21,9 +22,9 @@ from stss_jax.train import checkpoints, optimizer, preemption, reporting, shardi
 from stss_jax.train.state import create_train_state
 
 
-# What goes to the devices (crop_boxes and flips only with resize_on_accelerator); ids and frame indices stay on
+# What goes to the devices (crop_boxes, flips and first_resize only with resize_on_accelerator); ids and frame indices stay on
 # the host.
-MODEL_INPUTS = ("clips", "labels", "crop_boxes", "flips")
+MODEL_INPUTS = ("clips", "labels", "crop_boxes", "flips", "first_resize")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -100,7 +101,7 @@ class Trainer:
     batch = sharding.batch_sharding(self.mesh)
     self.train_step = jax.jit(
         steps.make_train_step(self.graphs, self.tx, self.schedule, config.label_smoothing, config.grad_accum_steps,
-                              config.input.image_size),
+                              config.input.image_size, crop_bounds(config.input.train_crop, config.input.resize_hw)),
         in_shardings=(self.replicated, batch, self.replicated),
         out_shardings=(self.replicated, self.replicated),
         donate_argnums=0,

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from input_pipeline.crop_resize import resize_crops
+from input_pipeline.crop_resize import resize_crops, resize_regions
 from input_pipeline.normalization import model_input
 from stss_jax.train.state import ModelGraphs, TrainState, model_of
 
@@ -37,10 +37,15 @@ def micro_batches(batch: dict, count: int) -> dict:
   return jax.tree.map(split, batch)
 
 
-def training_clips(batch: dict, image_size: int | None) -> jax.Array:
+def training_clips(batch: dict, image_size: int | None, window_hw: tuple[int, int] | None = None) -> jax.Array:
   """The batch's clips as the model takes them. Windows with their 'crop_boxes' and 'flips' (a
-  video source with resize_on_accelerator) are cropped, resized to image_size and flipped first."""
+  video source with resize_on_accelerator) are cropped, resized to image_size and flipped first;
+  frame regions with their 'first_resize' are resized to window_hw windows before that."""
   clips = batch["clips"]
+  if "first_resize" in batch:
+    if window_hw is None:
+      raise ValueError("the batch holds frame regions ('first_resize'): make_train_step needs window_hw")
+    clips = resize_regions(clips, batch["first_resize"], window_hw)
   if "crop_boxes" in batch:
     if image_size is None:
       raise ValueError("the batch holds crop windows ('crop_boxes'): make_train_step needs image_size")
@@ -49,12 +54,14 @@ def training_clips(batch: dict, image_size: int | None) -> jax.Array:
 
 
 def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, schedule, label_smoothing: float,
-                    grad_accum_steps: int = 1, image_size: int | None = None):
+                    grad_accum_steps: int = 1, image_size: int | None = None,
+                    window_hw: tuple[int, int] | None = None):
   """grad_accum_steps K > 1: the global batch runs as K micro-batches (micro_batches) through
   forward and backward in turn, and their mean gradient makes one update. BatchNorm normalises
   each micro-batch with its own statistics and updates its running statistics once per
   micro-batch, as PyTorch does when gradients are accumulated over K backward passes.
-  image_size: the side that padded training crops are resized to (training_clips)."""
+  image_size: the side that training crops are resized to, window_hw the windows that frame
+  regions are resized to first (training_clips; config.input.resize_on_accelerator)."""
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}, and 'crop_boxes'
@@ -64,7 +71,7 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation, sched
 
     def loss_fn(params, batch_stats, micro, key):
       model = model_of(graphs, state.replace(params=params, batch_stats=batch_stats), train=True)
-      logits = model(training_clips(micro, image_size), rngs=nnx.Rngs(dropout=key))
+      logits = model(training_clips(micro, image_size, window_hw), rngs=nnx.Rngs(dropout=key))
       loss = jnp.mean(cross_entropy(logits, micro["labels"], label_smoothing))
       top1 = jnp.mean(topk_correct(logits, micro["labels"], 1))
       return loss, (top1, nnx.state(model, nnx.BatchStat))
