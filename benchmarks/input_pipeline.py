@@ -12,7 +12,8 @@ training clips (TSN sampling, resize to 240x320, multi-scale crop, flip) from:
   prepared   our tf.data pipeline reading the TFDS build of `python -m input_pipeline.prepare`
              (ArrayRecord, frames stored at 240x320: only the crop is decoded, one resize);
   and both again with config.input.resize_on_accelerator, where clips end at the crop's window
-             and the train step does the last resize (not timed here).
+             (from raw frames: at the region of the frames, both resizes left to the step), and
+             the train step resizes them (not timed here).
 Ours give uint8 clips, normalised later by the training step on the accelerator. Beside them: the
 per-clip Python of ours, and JPEG decoding alone in one thread (the ceiling of a core's clips/s).
 Figures are clips per second per core: total clips/s over os.cpu_count(). Each is the median of
@@ -238,7 +239,7 @@ def main() -> None:
         f"--repeats={args.repeats}`. Median of {args.repeats} runs of {args.clips} clips after a warm-up run; "
         f"{args.videos} generated videos of {FRAMES_PER_VIDEO} JPEG frames (quality 90) per frame size.", "",
         "| frames | reference (PIL per frame) | raw frame folders | prepared (TFDS ArrayRecord) "
-        "| raw, last resize on the accelerator | prepared, last resize on the accelerator |",
+        "| raw, both resizes on the accelerator | prepared, its resize on the accelerator |",
         "|---|---|---|---|---|---|",
     ]
     for name, reference, raw, prepared, deferred, *_ in rows:
