@@ -113,16 +113,20 @@ def to_pixels(frames: tf.Tensor) -> tf.Tensor:
 
 
 JPEG_SCALES = (8, 4, 2)  # the DCT-domain downscalings of libjpeg that decode_jpeg offers
+JPEG_RATIOS = (*JPEG_SCALES, 1)
+
+
+def jpeg_ratio_index(shape: tf.Tensor, resize_hw) -> tf.Tensor:
+  """The index in JPEG_RATIOS of the largest downscaling that keeps a frame of `shape` (h, w, ...)
+  at least resize_hw: a frame twice the size it is resized to is never fully decoded."""
+  fits = [tf.reduce_all(shape[:2] >= tf.constant(resize_hw) * ratio) for ratio in JPEG_SCALES]
+  return tf.argmax(tf.cast(tf.stack([*fits, tf.constant(True)]), tf.int32), output_type=tf.int32)
 
 
 def decode_at_least(jpeg: tf.Tensor, height: int, width: int) -> tf.Tensor:
-  """JPEG bytes -> uint8 (h, w, 3), downscaled in the DCT domain by the largest of JPEG_SCALES
-  that keeps h >= height and w >= width (a frame at least twice the size it is resized to is
-  never fully decoded); at full size otherwise."""
-  shape = tf.io.extract_jpeg_shape(jpeg)
-  branches = [(tf.logical_and(shape[0] >= height * scale, shape[1] >= width * scale),
-               lambda scale=scale: tf.io.decode_jpeg(jpeg, channels=3, ratio=scale)) for scale in JPEG_SCALES]
-  return tf.case(branches, default=lambda: tf.io.decode_jpeg(jpeg, channels=3), exclusive=False)
+  """JPEG bytes -> uint8 (h, w, 3), downscaled in the DCT domain as jpeg_ratio_index says."""
+  index = jpeg_ratio_index(tf.io.extract_jpeg_shape(jpeg), (height, width))
+  return tf.switch_case(index, [lambda r=r: tf.io.decode_jpeg(jpeg, channels=3, ratio=r) for r in JPEG_RATIOS])
 
 
 def decode_resized(encoded: tf.Tensor, resize_hw) -> tf.Tensor:
@@ -177,7 +181,8 @@ def place_in_window(frames: tf.Tensor, box: tf.Tensor, window: tf.Tensor) -> tf.
 def first_resize_region(source_hw, resize_hw, bounds) -> tuple[int, int]:
   """The largest region of a decoded source_hw frame (decoded as decode_at_least decodes it) that
   the first resize of a bounds-sized box reads (source_region), or bounds if that is larger: the
-  shape the regions of such frames travel in."""
+  shape the regions of such frames travel in. (Python, for the element spec: jpeg_ratio_index's
+  rule again.)"""
   decoded = list(source_hw)
   for ratio in JPEG_SCALES:
     if all(s >= r * ratio for s, r in zip(source_hw, resize_hw)):
@@ -213,17 +218,15 @@ def decode_region(encoded: tf.Tensor, box: tf.Tensor, window: tf.Tensor, resize_
   the CPU's first resize instead (decode_cropped's window, with a first_resize that copies it)."""
   shapes = tf.map_fn(lambda jpeg: tf.io.extract_jpeg_shape(jpeg)[:2], encoded, fn_output_signature=tf.int32)
   shape = shapes[0]
-  ratios = list(JPEG_SCALES) + [1]
-  fits = [tf.reduce_all(shape >= tf.constant(resize_hw) * ratio) for ratio in JPEG_SCALES] + [tf.constant(True)]
-  index = tf.argmax(tf.cast(tf.stack(fits), tf.int32), output_type=tf.int32)  # the first that fits
-  ratio = tf.gather(ratios, index)
+  index = jpeg_ratio_index(shape, resize_hw)
+  ratio = tf.gather(JPEG_RATIOS, index)
   region, first_resize = source_region(box, window, (shape + ratio - 1) // ratio, resize_hw)
   corner = tf.zeros([2], tf.int32)
   padded = tf.concat([corner, region_hw], 0)
 
   def decoded_region():
     def frame(jpeg):
-      branches = [lambda r=r: tf.io.decode_and_crop_jpeg(jpeg, region, channels=3, ratio=r) for r in ratios]
+      branches = [lambda r=r: tf.io.decode_and_crop_jpeg(jpeg, region, channels=3, ratio=r) for r in JPEG_RATIOS]
       return tf.switch_case(index, branches)
 
     frames = tf.map_fn(frame, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
