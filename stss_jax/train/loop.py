@@ -22,8 +22,8 @@ from stss_jax.train import checkpoints, optimizer, preemption, reporting, shardi
 from stss_jax.train.state import create_train_state
 
 
-# What goes to the devices (crop_boxes, flips and first_resize only with resize_on_accelerator); ids and frame indices stay on
-# the host.
+# What goes to the devices (crop_boxes, flips and first_resize only with resize_on_accelerator); ids and frame
+# indices stay on the host.
 MODEL_INPUTS = ("clips", "labels", "crop_boxes", "flips", "first_resize")
 
 
