@@ -75,8 +75,9 @@ def resize_regions(regions, first_resize, window_hw, xp=None, precision=None):
   if xp is None:
     xp = np if isinstance(regions, np.ndarray) else _jax().numpy
   first_resize = xp.asarray(first_resize)
-  rows, columns = (bilinear_weights(xp, first_resize[:, a, 0], first_resize[:, a, 1], xp.zeros_like(first_resize[:, a, 2]),
-                                    first_resize[:, a, 2], window_hw[a], regions.shape[2 + a]) for a in (0, 1))
+  scales, shifts, lengths = (first_resize[:, :, k] for k in range(3))
+  rows, columns = (bilinear_weights(xp, scales[:, a], shifts[:, a], xp.zeros_like(lengths[:, a]), lengths[:, a],
+                                    window_hw[a], regions.shape[2 + a]) for a in (0, 1))
   return _separable(xp, regions, rows, columns, precision)
 
 

@@ -210,7 +210,8 @@ def source_region(box: tf.Tensor, window: tf.Tensor, source_hw: tf.Tensor, resiz
   return tf.concat([low, high - low], 0), tf.stack([scale, shift, tf.cast(high - low, tf.float32)], axis=1)
 
 
-def decode_region(encoded: tf.Tensor, box: tf.Tensor, window: tf.Tensor, resize_hw, region_hw) -> tuple[tf.Tensor, tf.Tensor]:
+def decode_region(encoded: tf.Tensor, box: tf.Tensor, window: tf.Tensor, resize_hw,
+                  region_hw) -> tuple[tf.Tensor, tf.Tensor]:
   """JPEG bytes (T,) of frames not at resize_hw -> (uint8 (T, *region_hw, 3), (2, 3) first_resize):
   each frame decoded (downscaled by libjpeg as decode_at_least does) only over the source region
   that the first resize of `box` reads, in the top-left corner of zeros; the first resize is left
