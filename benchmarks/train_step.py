@@ -11,7 +11,8 @@ what config.input.resize_on_accelerator feeds: uint8 windows of 240 x 240 with t
 (sides drawn from the multi-scale crop's 240, 210, 180 and 158) and 'flips', resized to 224 in the step
 (steps.training_clips); its inference column runs on 224 x 224 clips as the others'.
 --remat_saves=off,bn_inputs,nothing times each model once per value: without remat, or with
-config.model.remat and that config.model.remat_saves (--remat alone: "nothing").
+config.model.remat and that config.model.remat_saves (--remat alone: "nothing"); --remat_stages=1,2,3,4/1/1,2
+times each rematerialised model once per set of stages (config.model.remat_stages).
 
 Timing: every model is compiled first; then --rounds rounds, and in each round every model runs
 --warmup untimed steps and then --steps_per_round timed back-to-back steps, in turn (TSM first),
@@ -102,7 +103,8 @@ def frame_regions(rng: np.random.Generator, batch: int, frames: int) -> dict:
 
 
 def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False,
-          selfy_remat: bool = False, resize_in_step: str = "", remat_saves: str = "nothing") -> Candidate:
+          selfy_remat: bool = False, resize_in_step: str = "", remat_saves: str = "nothing",
+          remat_stages: tuple[int, ...] = (1, 2, 3, 4)) -> Candidate:
   """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"; selfy_remat: the runtime
   policy's (the SELFY block's similarities and extraction recomputed in the backward);
   resize_in_step: "windows" to train on crop windows (padded_crops), resized and flipped in the
@@ -113,6 +115,7 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
   config.model.selfy_stages = (2,) if selfy else ()
   config.model.remat = remat
   config.model.remat_saves = remat_saves
+  config.model.remat_stages = remat_stages
   stss_form, extraction_form = implementation.split("/")
   macs = complexity.measure(config).total_macs
   model = build_model(config)
@@ -144,6 +147,7 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
 
   name = (f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50")
   name += (", remat" + (f" saving {remat_saves}" if remat_saves != "nothing" else "")) if remat else ""
+  name += f" of stages {','.join(map(str, remat_stages))}" if remat and len(remat_stages) < 4 else ""
   name += ", SELFY remat" if selfy_remat else ""
   name += f", {frames} frames" if frames != 8 else ""
   name += {"windows": ", crops resized in the step", "regions": ", raw frame regions resized in the step"}.get(
@@ -208,6 +212,9 @@ def main(argv=None):
   parser.add_argument("--remat_saves", default="off",
                       help="comma-separated, each model once per value: 'off' (no remat), or config.model.remat on "
                       "with this config.model.remat_saves ('nothing', 'bn_inputs'); --remat means 'nothing'")
+  parser.add_argument("--remat_stages", default="1,2,3,4",
+                      help="'/'-separated sets of stages, each rematerialised model once per set "
+                      "(config.model.remat_stages), e.g. 1,2,3,4/1/1,2")
   parser.add_argument("--selfy_remat", action="store_true",
                       help="also time each SELFY form under the runtime policy's selfy_remat")
   parser.add_argument("--resize_on_accelerator", action="store_true",
@@ -220,6 +227,7 @@ def main(argv=None):
   if args.steps_per_round < 1 or args.rounds < 1:
     parser.error("--rounds and --steps_per_round must be at least 1")
   remat_variants = ["nothing"] if args.remat else args.remat_saves.split(",")
+  stage_sets = [tuple(map(int, stages.split(","))) for stages in args.remat_stages.split("/")]
   if args.bn == "flax":
     use_flax_batch_norm()
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; BN {args.bn}; {args.rounds} rounds of "
@@ -228,13 +236,14 @@ def main(argv=None):
     candidates = []
     for selfy, implementation in [(False, "auto/dense")] + [(True, i) for i in args.implementations.split(",")]:
       for saves in remat_variants:
-        remat = dict(remat=saves != "off", remat_saves="nothing" if saves == "off" else saves)
-        candidates.append(build(selfy, batch, implementation, args.frames, **remat))
-        if args.resize_on_accelerator:
-          for kind in ("windows", "regions"):
-            candidates.append(build(selfy, batch, implementation, args.frames, resize_in_step=kind, **remat))
-        if args.selfy_remat and selfy:
-          candidates.append(build(selfy, batch, implementation, args.frames, selfy_remat=True, **remat))
+        for stages in stage_sets if saves != "off" else [(1, 2, 3, 4)]:
+          remat = dict(remat=saves != "off", remat_saves="nothing" if saves == "off" else saves, remat_stages=stages)
+          candidates.append(build(selfy, batch, implementation, args.frames, **remat))
+          if args.resize_on_accelerator:
+            for kind in ("windows", "regions"):
+              candidates.append(build(selfy, batch, implementation, args.frames, resize_in_step=kind, **remat))
+          if args.selfy_remat and selfy:
+            candidates.append(build(selfy, batch, implementation, args.frames, selfy_remat=True, **remat))
     measure(candidates, args.rounds, args.steps_per_round, args.warmup)
     print(table(candidates), flush=True)
     if args.trace_dir:

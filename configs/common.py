@@ -36,6 +36,9 @@ def model_config(depth: int = 50) -> ml_collections.ConfigDict:
       # what a rematerialised block keeps: "nothing" but its input, or also "bn_inputs" (its
       # convolutions' outputs), so that only its BNs, ReLUs, shifts and additions are recomputed
       remat_saves="nothing",
+      # the stages (1-4) whose residual blocks remat recomputes; the first ones hold the largest
+      # activations (56x56 and 28x28 maps), so (1,) or (1, 2) keep most of the saving for less compute
+      remat_stages=(1, 2, 3, 4),
   ))
 
 

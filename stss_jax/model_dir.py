@@ -23,7 +23,7 @@ from stss_jax.files import write_json_atomically
 WEIGHTS = "model"
 CONFIG_FILE = "model_config.json"
 # Keys that change how the model computes or starts, not what its weights mean.
-NOT_ARCHITECTURE = ("dtype", "dropout", "zero_init_residual", "remat", "remat_saves")
+NOT_ARCHITECTURE = ("dtype", "dropout", "zero_init_residual", "remat", "remat_saves", "remat_stages")
 
 
 def architecture(config) -> dict:

@@ -1,4 +1,6 @@
 """SELFYNet: size against the official figures, initialisation, shapes, config errors."""
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -159,17 +161,23 @@ def test_zero_init_residual_starts_every_block_as_the_identity(zero_init):
   assert (change < 1e-5) if zero_init else (change > 1e-3)
 
 
-def primitive_names(jaxpr) -> set[str]:
-  """Every primitive of a jaxpr, inner jaxprs (calls, remat, cond branches) included."""
-  found = set()
+def primitive_counts(jaxpr) -> collections.Counter:
+  """How many equations apply each primitive in a jaxpr, inner jaxprs (calls, remat, cond
+  branches) included."""
+  found = collections.Counter()
   for eqn in jaxpr.eqns:
-    found.add(eqn.primitive.name)
+    found[eqn.primitive.name] += 1
     for value in eqn.params.values():
       for sub in value if isinstance(value, (list, tuple)) else [value]:
         inner = getattr(sub, "jaxpr", sub)
         if hasattr(inner, "eqns"):
-          found |= primitive_names(inner)
+          found += primitive_counts(inner)
   return found
+
+
+def primitive_names(jaxpr) -> set[str]:
+  """Every primitive of a jaxpr, inner jaxprs (calls, remat, cond branches) included."""
+  return set(primitive_counts(jaxpr))
 
 
 def _count_ops(program: str) -> dict[str, int]:
@@ -216,6 +224,23 @@ def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic()
     assert with_remat[1] == pytest.approx(without[1], rel=1e-6)
     for a, b in zip(with_remat[2], without[2], strict=True):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stages, blocks", [((1,), 2), ((1, 2), 4), ((2, 4), 4), ((1, 2, 3, 4), 8)])
+def test_remat_stages_rematerialise_the_blocks_of_those_stages_only(stages, blocks):
+  """config.model.remat_stages: one checkpoint per residual block of the named stages (ResNet-18:
+  two blocks a stage), none for the others."""
+  model = build_model(tiny_config(remat=True, remat_stages=stages, selfy_stages=()))
+  model.eval()
+  graph, state = nnx.split(model)
+  jaxpr = jax.make_jaxpr(lambda state_: nnx.merge(graph, state_)(jnp.zeros((1, 4, 32, 32, 3))))(state).jaxpr
+  assert primitive_counts(jaxpr)["remat2"] == blocks
+
+
+@pytest.mark.parametrize("stages", [(), (0,), (5,), (1, 1)])
+def test_bad_remat_stages_name_the_key(stages):
+  with pytest.raises(ValueError, match=r"config\.model\.remat_stages = .*distinct stages among 1, 2, 3, 4"):
+    build_model(tiny_config(remat=True, remat_stages=stages))
 
 
 def test_an_unknown_remat_saves_names_the_key_and_the_choices():

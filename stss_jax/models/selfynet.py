@@ -45,6 +45,7 @@ class ResNet(nnx.Module):
       zero_init_residual: bool = True,
       remat: bool = False,
       remat_saves: str = "nothing",
+      remat_stages: Sequence[int] = (1, 2, 3, 4),
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
@@ -52,6 +53,7 @@ class ResNet(nnx.Module):
     block, counts = DEPTHS[depth]
     self.remat = remat
     self.remat_saves = remat_saves
+    self.remat_stages = tuple(remat_stages)
     self.conv1 = conv(3, width, 7, 2, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(width, dtype=dtype, rngs=rngs)
     in_features = width
@@ -84,7 +86,7 @@ class ResNet(nnx.Module):
     )
     for stage in range(1, last_stage + 1):
       for block in getattr(self, f"layer{stage}"):
-        x = REMAT_CALLS[self.remat_saves](block, x) if self.remat else block(x)
+        x = REMAT_CALLS[self.remat_saves](block, x) if self.remat and stage in self.remat_stages else block(x)
       if stage in self.selfy_stages and stage < last_stage:
         x = getattr(self, selfy_name(stage))(x)
     return x
@@ -120,6 +122,7 @@ class SELFYNet(nnx.Module):
       zero_init_residual: bool = True,
       remat: bool = False,
       remat_saves: str = "nothing",
+      remat_stages: Sequence[int] = (1, 2, 3, 4),
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
@@ -127,7 +130,7 @@ class SELFYNet(nnx.Module):
     self.dtype = dtype
     self.base_model = ResNet(
         depth, width, temporal_shift, shift_div, selfy_stages, selfy, zero_init_residual, remat, remat_saves,
-        dtype=dtype, rngs=rngs
+        remat_stages, dtype=dtype, rngs=rngs
     )
     self.dropout = nnx.Dropout(dropout)
     self.new_fc = nnx.Linear(
@@ -163,6 +166,9 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
   _check(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "a rate in [0, 1)")
   _check(model.shift_div >= 2, "model.shift_div", model.shift_div, "an integer >= 2")
   _check(model.remat_saves in REMAT_CALLS, "model.remat_saves", model.remat_saves, f"one of {sorted(REMAT_CALLS)}")
+  remat_stages = tuple(model.remat_stages)
+  _check(bool(remat_stages) and all(s in (1, 2, 3, 4) for s in remat_stages) and len(set(remat_stages)) == len(remat_stages),
+         "model.remat_stages", remat_stages, "distinct stages among 1, 2, 3, 4")
   _check(config.dataset.num_classes >= 1, "dataset.num_classes", config.dataset.num_classes, ">= 1")
   selfy = model.selfy.to_dict()
   _check(selfy["extractor"] in EXTRACTORS, "model.selfy.extractor", selfy["extractor"], f"one of {EXTRACTORS}")
@@ -183,6 +189,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
         zero_init_residual=model.zero_init_residual,
         remat=model.remat,
         remat_saves=model.remat_saves,
+        remat_stages=remat_stages,
         dtype=DTYPES[model.dtype],
         rngs=rngs if rngs is not None else nnx.Rngs(config.seed),
     )
