@@ -56,6 +56,9 @@ class FileSplit:
 
 
 Split = FileSplit | TfdsSplit
+# Training videos (spread over the split) whose first frames size the regions that raw JPEG frames
+# travel in with resize_on_accelerator: one small read each, once per training iterator.
+REGION_SAMPLE = 16
 
 
 @dataclasses.dataclass
@@ -142,20 +145,28 @@ class VideoSource:
 
   def first_resize_region(self) -> tuple[int, int] | None:
     """With resize_on_accelerator, from raw JPEG frames not stored at resize_hw: the shape of the
-    frame regions that training clips travel in (transforms.first_resize_region, sized by the
-    first training video's first frame), their first resize left to the train step as well.
-    None otherwise, or when that video cannot be read (its clips' first resize stays here)."""
+    frame regions that training clips travel in (transforms.first_resize_region of the largest
+    first frame among REGION_SAMPLE training videos spread over the split), their first resize
+    left to the train step as well. A clip of a larger video takes the CPU's first resize
+    (decode_region). None otherwise, or when none of those videos can be read."""
     if not (self.resize_on_accelerator and self.train.encoded and isinstance(self.train, FileSplit)):
       return None
-    try:
-      jpegs, _ = self.train.read(0, lambda n: np.zeros(1, np.int64))
-    except frame_io.UnreadableVideoError:
+    sizes, seen = set(), 0
+    for i in np.unique(np.linspace(0, len(self.train) - 1, REGION_SAMPLE).round().astype(int)):
+      try:
+        jpegs, _ = self.train.read(int(i), lambda n: np.zeros(1, np.int64))
+      except frame_io.UnreadableVideoError:
+        continue
+      sizes.add(tuple(int(s) for s in tf.io.extract_jpeg_shape(jpegs[0])[:2].numpy()))
+      seen += 1
+    if not sizes or sizes == {tuple(self.resize_hw)}:
       return None
-    source_hw = tuple(int(s) for s in tf.io.extract_jpeg_shape(jpegs[0])[:2].numpy())
-    if source_hw == tuple(self.resize_hw):
-      return None
-    return transforms.first_resize_region(source_hw, self.resize_hw,
-                                          transforms.crop_bounds(self.train_crop, self.resize_hw))
+    bounds = transforms.crop_bounds(self.train_crop, self.resize_hw)
+    regions = [transforms.first_resize_region(size, self.resize_hw, bounds) for size in sizes]
+    region = (max(r[0] for r in regions), max(r[1] for r in regions))
+    logging.info("raw frames: training clips travel as %d x %d regions of their frames (first frames of %s seen "
+                 "in %d videos), resized on the accelerator", *region, sorted(sizes), seen)
+    return region
 
   def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
                      process_count: int = 1) -> Iterator[dict]:

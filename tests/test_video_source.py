@@ -104,6 +104,32 @@ def test_resize_on_accelerator_ends_training_clips_at_the_frame_region(tmp_path)
     sources.build_source(config)
 
 
+def test_frame_regions_are_sized_by_the_largest_of_several_videos(tmp_path):
+  """Raw frames of unlike sizes (SSv1's widths vary): the region shape comes from the largest first
+  frame among the sampled training videos, not from the first video alone, so that a clip of a
+  wider video (train3, 64 x 120, after 64 x 80 ones) still leaves both resizes to the step; its
+  clip is the CPU pipeline's within a level."""
+  from input_pipeline.crop_resize import resize_crops, resize_regions
+
+  write_ssv1(tmp_path)
+  rng = np.random.default_rng(1)
+  for frame in sorted((tmp_path / "20bn-something-something-v1" / "train3").iterdir()):
+    Image.fromarray(rng.integers(0, 255, (64, 120, 3), np.uint8)).save(frame)
+  config = tiny_config(tmp_path)
+  cpu = next(sources.build_source(config).train_iterator(0, 6))
+  config.input.resize_on_accelerator = True
+  source = sources.build_source(config)
+  # Width: ceil(40 x 2.5 + 2 x 2.5 + 3) for 120 / 48; the 64 x 80 videos alone would give 73.
+  assert source.first_resize_region() == (71, 108)
+  batch = next(source.train_iterator(0, 6))
+  wide = list(batch["ids"]).index("train3")
+  np.testing.assert_allclose(batch["first_resize"][wide, :, 0], [64 / 40, 120 / 48], rtol=1e-6)  # not the copy
+  clips = resize_crops(resize_regions(batch["clips"], batch["first_resize"], (40, 40)), batch["crop_boxes"], 32,
+                       batch["flips"])
+  difference = np.abs(clips.astype(int) - cpu["clips"].astype(int))
+  assert difference.max() <= 1 and difference.mean() < 0.1
+
+
 def test_evaluation_uses_centre_frames_and_pads_the_last_batch(tmp_path):
   write_ssv1(tmp_path)
   batches = list(sources.build_source(tiny_config(tmp_path)).eval_batches(2))
