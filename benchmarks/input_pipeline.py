@@ -233,6 +233,9 @@ def main() -> None:
     cpu = timing.cpu_name()
     lines = [
         "# Input pipeline: 8x224x224 training clips per second per CPU core", "",
+        "Beside each of ours, its ratio to the reference of the same run: a shared machine's speed drifts between "
+        "spells (on the project's 2-core machine the reference by up to 2.3x between days), and ours does not "
+        "drift by the same factor.", "",
         f"{datetime.date.today()}, {cores} cores ({cpu}), Python {platform.python_version()}, "
         f"tensorflow {tf.__version__}, Pillow {PIL.__version__}.", "",
         f"Command: `python -m benchmarks.input_pipeline --videos={args.videos} --clips={args.clips} "
@@ -243,8 +246,8 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for name, reference, raw, prepared, deferred, *_ in rows:
-      lines.append(f"| {name} | {reference:.1f} | {raw:.1f} ({raw / reference:.2f}x) | "
-                   f"{prepared:.1f} ({prepared / reference:.2f}x) | {deferred[0]:.1f} | {deferred[1]:.1f} |")
+      ours = " | ".join(f"{rate:.1f} ({rate / reference:.2f}x)" for rate in (raw, prepared, *deferred))
+      lines.append(f"| {name} | {reference:.1f} | {ours} |")
     lines += ["", "The per-clip Python (reading and sampling a video, under the GIL in tf.data): ms per clip in "
               "one thread, and the speedup of two threads (below 2: part of it holds the GIL, which caps one "
               "process's clips/s whatever its cores).", "",

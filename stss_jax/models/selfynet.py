@@ -167,7 +167,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
   _check(model.shift_div >= 2, "model.shift_div", model.shift_div, "an integer >= 2")
   _check(model.remat_saves in REMAT_CALLS, "model.remat_saves", model.remat_saves, f"one of {sorted(REMAT_CALLS)}")
   remat_stages = tuple(model.remat_stages)
-  _check(bool(remat_stages) and all(s in (1, 2, 3, 4) for s in remat_stages) and len(set(remat_stages)) == len(remat_stages),
+  _check(bool(remat_stages) and set(remat_stages) <= {1, 2, 3, 4} and len(set(remat_stages)) == len(remat_stages),
          "model.remat_stages", remat_stages, "distinct stages among 1, 2, 3, 4")
   _check(config.dataset.num_classes >= 1, "dataset.num_classes", config.dataset.num_classes, ">= 1")
   selfy = model.selfy.to_dict()
