@@ -17,7 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from input_pipeline import frames as frame_io
-from input_pipeline import augment, sampling, transforms
+from input_pipeline import allocator, augment, sampling, transforms
 from input_pipeline.labels import Video
 from input_pipeline.tfds_source import TfdsSplit
 
@@ -83,6 +83,7 @@ class VideoSource:
 
   def __post_init__(self):
     self._permutations: dict[int, np.ndarray] = {}
+    allocator.keep_heap_tops()  # a clip's buffers reused, not faulted in again (allocator's docstring)
     if self.eval_crops not in (1, 3):
       raise ValueError(f"config.input.eval_crops = {self.eval_crops}: use 1 or 3")
     if self.eval_clips < 1 or (self.dense and self.eval_clips > 1):
