@@ -100,7 +100,9 @@ def reference_clip(args) -> np.ndarray:
 def time_reference(root: pathlib.Path, clips: int, repeats: int, workers: int) -> float:
   folders = sorted((root / "20bn-something-something-v1").iterdir())
   rates = []
-  with multiprocessing.get_context("fork").Pool(workers) as pool:
+  # Fresh interpreters, as a DataLoader's workers with glibc's malloc defaults: a fork would inherit
+  # what input_pipeline.allocator set in this process.
+  with multiprocessing.get_context("spawn").Pool(workers) as pool:
     for run in range(repeats + 1):
       jobs = [(folders[i % len(folders)], run * clips + i) for i in range(clips)]
       start = time.perf_counter()
