@@ -5,12 +5,12 @@ TensorFlow decodes and copies its frames, in whichever tf.data thread ran it; al
 few milliseconds later. With glibc's defaults those frees return the top of the threads' heaps to
 the kernel, and the next clips fault the same pages in again: on the project's 2-core machine,
 SSv2-sized clips from a build took ~420-1,030 minor page faults and 1-2 ms of system time each,
-against ~2 ms for decoding their JPEG frames. M_TOP_PAD keeps TOP_PAD_MB at the top of
-every heap (and, as any mallopt does, fixes glibc's mmap threshold at 128 KiB: larger blocks are
-mapped whole and unmapped at once). The same clips then take 3-14 faults and 0.3 ms of system
-time (benchmarks/results/input_pipeline.md, session 17).
+against ~2 ms for decoding their JPEG frames. M_TOP_PAD keeps TOP_PAD_MB at the top of every
+heap (any mallopt also stops glibc from moving its mmap threshold as large blocks are freed). The
+same clips then take 3-14 faults and 0.3 ms of system time (benchmarks/results/input_pipeline.md,
+session 17).
 
-A process-wide setting, made once when a video source is built. It only exists on glibc (Linux);
+A process-wide setting, made when a video source is built. It only exists on glibc (Linux);
 elsewhere nothing changes. Setting the environment variable STSS_JAX_MALLOC_TOP_PAD_MB to 0 leaves
 the allocator as it is; another value replaces TOP_PAD_MB.
 """
