@@ -243,6 +243,11 @@ def test_bad_remat_stages_name_the_key(stages):
     build_model(tiny_config(remat=True, remat_stages=stages))
 
 
+def test_remat_stages_without_remat_is_refused_not_ignored():
+  with pytest.raises(ValueError, match=r"remat_stages = \(1,\) takes effect only with config\.model\.remat = True"):
+    build_model(tiny_config(remat_stages=(1,)))
+
+
 def test_an_unknown_remat_saves_names_the_key_and_the_choices():
   with pytest.raises(ValueError, match=r"config\.model\.remat_saves = 'convs'.*bn_inputs.*nothing"):
     build_model(tiny_config(remat=True, remat_saves="convs"))

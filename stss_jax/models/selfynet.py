@@ -169,6 +169,8 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
   remat_stages = tuple(model.remat_stages)
   _check(bool(remat_stages) and set(remat_stages) <= {1, 2, 3, 4} and len(set(remat_stages)) == len(remat_stages),
          "model.remat_stages", remat_stages, "distinct stages among 1, 2, 3, 4")
+  if not model.remat and set(remat_stages) != {1, 2, 3, 4}:
+    raise ValueError(f"config.model.remat_stages = {remat_stages} takes effect only with config.model.remat = True")
   _check(config.dataset.num_classes >= 1, "dataset.num_classes", config.dataset.num_classes, ">= 1")
   selfy = model.selfy.to_dict()
   _check(selfy["extractor"] in EXTRACTORS, "model.selfy.extractor", selfy["extractor"], f"one of {EXTRACTORS}")
