@@ -51,9 +51,8 @@ class ResNet(nnx.Module):
       rngs: nnx.Rngs,
   ):
     block, counts = DEPTHS[depth]
-    self.remat = remat
     self.remat_saves = remat_saves
-    self.remat_stages = tuple(remat_stages)
+    self.remat_stages = tuple(remat_stages) if remat else ()  # stages whose blocks are recomputed
     self.conv1 = conv(3, width, 7, 2, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(width, dtype=dtype, rngs=rngs)
     in_features = width
@@ -86,7 +85,7 @@ class ResNet(nnx.Module):
     )
     for stage in range(1, last_stage + 1):
       for block in getattr(self, f"layer{stage}"):
-        x = REMAT_CALLS[self.remat_saves](block, x) if self.remat and stage in self.remat_stages else block(x)
+        x = REMAT_CALLS[self.remat_saves](block, x) if stage in self.remat_stages else block(x)
       if stage in self.selfy_stages and stage < last_stage:
         x = getattr(self, selfy_name(stage))(x)
     return x
@@ -161,14 +160,14 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
   _check(model.dtype in DTYPES, "model.dtype", model.dtype, f"one of {sorted(DTYPES)}")
   _check(model.width >= 8 and model.width % 8 == 0, "model.width", model.width, "a multiple of 8")
   stages = tuple(model.selfy_stages)
-  _check(all(s in (1, 2, 3, 4) for s in stages) and len(set(stages)) == len(stages),
-         "model.selfy_stages", stages, "distinct stages among 1, 2, 3, 4 (empty for no SELFY)")
+  _check(_distinct_stages(stages), "model.selfy_stages", stages,
+         "distinct stages among 1, 2, 3, 4 (empty for no SELFY)")
   _check(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "a rate in [0, 1)")
   _check(model.shift_div >= 2, "model.shift_div", model.shift_div, "an integer >= 2")
   _check(model.remat_saves in REMAT_CALLS, "model.remat_saves", model.remat_saves, f"one of {sorted(REMAT_CALLS)}")
   remat_stages = tuple(model.remat_stages)
-  _check(bool(remat_stages) and set(remat_stages) <= {1, 2, 3, 4} and len(set(remat_stages)) == len(remat_stages),
-         "model.remat_stages", remat_stages, "distinct stages among 1, 2, 3, 4")
+  _check(bool(remat_stages) and _distinct_stages(remat_stages), "model.remat_stages", remat_stages,
+         "distinct stages among 1, 2, 3, 4")
   if not model.remat and set(remat_stages) != {1, 2, 3, 4}:
     raise ValueError(f"config.model.remat_stages = {remat_stages} takes effect only with config.model.remat = True")
   _check(config.dataset.num_classes >= 1, "dataset.num_classes", config.dataset.num_classes, ">= 1")
@@ -197,6 +196,11 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
     )
   except ValueError as e:
     raise ValueError(f"config.model: {e}") from e
+
+
+def _distinct_stages(stages: tuple[int, ...]) -> bool:
+  """Whether each of `stages` is a ResNet stage (1-4), none twice."""
+  return set(stages) <= {1, 2, 3, 4} and len(set(stages)) == len(stages)
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
