@@ -35,33 +35,61 @@ WINDOW = (5, 9, 9)
 IMPLEMENTATIONS = ("shift", "matmul", "gather", "pallas")
 
 
+def l_major(implementation: str) -> bool:
+  """Whether the form returns the SELFY block's (l, h, w) order rather than ops.stss's (h, w, l)."""
+  return implementation.startswith("pallas:") and parse_pallas(implementation)[1]
+
+
 def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS):
-  """{name: (forward s, forward + backward s, seconds of the first forward + backward call)}."""
+  """{name: (forward s, forward + backward s, seconds of the first forward + backward call)};
+  `cotangents` in ops.stss's order (moved for a form that writes the block's order)."""
   rows = {}
   for implementation in implementations:
+    ordered = [jnp.moveaxis(g, 4, 2) for g in cotangents] if l_major(implementation) else cotangents
     forward = jax.jit(lambda x, impl=implementation: _stss(x, impl))
     # Returns the similarities too: with the gradient alone XLA drops the forward's products
     # (the STSS is linear in the normalised features), and the figure would be the backward only.
     backward = jax.jit(lambda x, g, impl=implementation: _forward_and_gradient(x, g, impl))
     start = time.perf_counter()
-    jax.block_until_ready(backward(input_sets[0], cotangents[0]))  # compiles
+    jax.block_until_ready(backward(input_sets[0], ordered[0]))  # compiles
     first_call = time.perf_counter() - start
     rows[f"jax {implementation}"] = (
         time_jax(forward, [(x,) for x in input_sets]),
-        time_jax(backward, list(zip(input_sets, cotangents))),
+        time_jax(backward, list(zip(input_sets, ordered))),
         first_call,
     )
   return rows
 
 
 def _stss(x, implementation):
-  """ops.stss, or for "pallas:RxW" the pallas form with R query rows and W warps per program."""
+  """ops.stss, or for "pallas:KEY=VALUE/..." the pallas form with those settings (parse_pallas)."""
   if not implementation.startswith("pallas:"):
     return ops.stss(x, WINDOW, implementation)
-  rows, warps = (int(n) for n in implementation.removeprefix("pallas:").split("x"))
+  tiling, l_major = parse_pallas(implementation)
   windows = stss_pallas.stss_windows(ops.l2_normalize(x).astype(x.dtype), resolve_temporal_offsets(WINDOW, None),
-                                     WINDOW[1:], rows, warps)
-  return jnp.moveaxis(windows, 2, 4)
+                                     WINDOW[1:], l_major, tiling)
+  return windows  # in the order the kernel wrote: no transpose timed
+
+
+PALLAS_KEYS = {"rows": "rows", "fw": "forward_warps", "bw": "backward_warps", "parts": "backward_parts"}
+
+
+def parse_pallas(spec: str) -> tuple[stss_pallas.Tiling, bool]:
+  """"pallas:rows=1/fw=8/bw=8/parts=2/order=l" -> (Tiling, l_major). Keys left out keep
+  Tiling's defaults; order=h (the default) writes ops.stss's (h, w, l) order, order=l the
+  SELFY block's (l, h, w)."""
+  settings, l_major = {}, False
+  for item in filter(None, spec.removeprefix("pallas:").split("/")):
+    key, _, value = item.partition("=")
+    if key == "order":
+      if value not in ("h", "l"):
+        raise ValueError(f"{spec!r}: order must be h or l, got {value!r}")
+      l_major = value == "l"
+    elif key in PALLAS_KEYS:
+      settings[PALLAS_KEYS[key]] = int(value)
+    else:
+      raise ValueError(f"{spec!r}: unknown key {key!r}; use order or one of {sorted(PALLAS_KEYS)}")
+  return stss_pallas.Tiling(**settings), l_major
 
 
 def _forward_and_gradient(x, cotangent, implementation):
@@ -137,9 +165,10 @@ def main(argv=None):
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated, of float32 and bfloat16")
   parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
-                      help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:RxW' is the "
-                      "pallas form with R query rows and W warps per program (its defaults: 2 rows, 8 warps at "
-                      "this shape)")
+                      help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:KEY=VALUE/...' "
+                      "is the pallas form with other settings: rows (query rows per program), fw / bw (forward / "
+                      "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
+                      "l: the SELFY block's)")
   args = parser.parse_args(argv)
   bandwidth = copy_bandwidth()
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
@@ -161,7 +190,12 @@ def main(argv=None):
         input_sets[0].astype(jnp.float32), cotangents[0].astype(jnp.float32), "shift")]
     rows = jax_variants(input_sets, cotangents, args.implementations.split(","))
     for name, (fwd, bwd, first_call) in rows.items():
-      got = _forward_and_gradient(input_sets[0], cotangents[0], name.split()[-1])
+      implementation = name.split()[-1]
+      if l_major(implementation):
+        similarities, gradient = _forward_and_gradient(input_sets[0], jnp.moveaxis(cotangents[0], 4, 2), implementation)
+        got = (jnp.moveaxis(similarities, 2, 4), gradient)
+      else:
+        got = _forward_and_gradient(input_sets[0], cotangents[0], implementation)
       errors = [np.linalg.norm(np.asarray(a.astype(jnp.float32), np.float64) - r) / np.linalg.norm(r)
                 for a, r in zip(got, reference)]
       print(f"| {dtype_name} | {name} | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} | {floors[0]:.4f} / {floors[1]:.4f} "

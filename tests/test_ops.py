@@ -8,6 +8,7 @@ import pytest
 from jax.test_util import check_grads
 
 from stss_jax import ops
+from stss_jax.ops import stss_pallas
 
 # Every STSS form; "pallas" runs its kernels in Pallas' interpret mode on this CPU.
 FORMS = ["shift", "matmul", "gather", "pallas"]
@@ -194,3 +195,59 @@ def test_temporal_shift_matches_naive_loop(channels, shift_div):
 def test_temporal_shift_rejects_wrong_rank():
   with pytest.raises(ValueError, match="rank 4"):
     ops.temporal_shift(jnp.zeros((8, 3, 3, 16)))
+
+
+def naive_stss_gradient(x, window, cotangent):
+  """The feature gradient of sum(cotangent * stss(x)), pair by pair: each similarity
+  <x̂p, x̂q> sends cotangent * x̂q to p and cotangent * x̂p to q, and x̂ = x / sqrt(|x|^2 + 1e-6)
+  passes d x̂ back as (d x̂ - x̂ <x̂, d x̂>) / sqrt(|x|^2 + 1e-6)."""
+  L, U, V = window
+  B, T, H, W, C = x.shape
+  x = x.astype(np.float64)
+  norm = np.sqrt((x ** 2).sum(-1, keepdims=True) + 1e-6)
+  xn = x / norm
+  d_xn = np.zeros_like(x)
+  for b, t, h, w in itertools.product(range(B), range(T), range(H), range(W)):
+    for l, u, v in itertools.product(range(L), range(U), range(V)):
+      tt, hh, ww = t + l - L // 2, h + u - U // 2, w + v - V // 2
+      if 0 <= tt < T and 0 <= hh < H and 0 <= ww < W:
+        g = cotangent[b, t, h, w, l, u, v]
+        d_xn[b, t, h, w] += g * xn[b, tt, hh, ww]
+        d_xn[b, tt, hh, ww] += g * xn[b, t, h, w]
+  return (d_xn - xn * (xn * d_xn).sum(-1, keepdims=True)) / norm
+
+
+@pytest.mark.parametrize("tiling", [
+    stss_pallas.Tiling(),  # one row per program for these maps, the backward in two parts
+    stss_pallas.Tiling(rows=2, backward_parts=1),
+    stss_pallas.Tiling(rows=3, backward_parts=2),  # a last band that runs past the frame
+], ids=["default", "rows2-one-part", "rows3-two-parts"])
+@pytest.mark.parametrize("l_major", [False, True])
+def test_pallas_tilings_and_orders_match_naive_loops(tiling, l_major):
+  """Every way of splitting the kernels' work and either order of the output compute the same
+  similarities and feature gradients as the pair-by-pair loops."""
+  window = (3, 5, 3)
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(2, 3, 7, 5, 6)).astype(np.float32)
+  cotangent = rng.normal(size=(2, 3, 7, 5) + window).astype(np.float32)
+
+  def windows(f):
+    return stss_pallas.stss_windows(ops.l2_normalize(f), (-1, 0, 1), window[1:], l_major, tiling)
+
+  similarities, pullback = jax.vjp(windows, jnp.asarray(x))
+  order = (lambda a: np.moveaxis(a, 4, 2)) if l_major else (lambda a: a)
+  np.testing.assert_allclose(np.asarray(similarities), order(naive_stss(x, window)), atol=2e-6)
+  gradient = pullback(jnp.asarray(order(cotangent)))[0]
+  np.testing.assert_allclose(np.asarray(gradient), naive_stss_gradient(x, window, cotangent), atol=2e-5)
+
+
+@pytest.mark.parametrize("implementation", FORMS)
+def test_l_major_is_the_same_similarities_with_l_before_h_w(implementation):
+  x = np.random.default_rng(12).normal(size=(1, 3, 4, 5, 6)).astype(np.float32)
+  got = np.asarray(ops.stss(x, (3, 3, 5), implementation, l_major=True))
+  np.testing.assert_allclose(got, np.moveaxis(naive_stss(x, (3, 3, 5)), 4, 2), atol=2e-6)
+
+
+def test_pallas_tiling_refuses_other_backward_parts():
+  with pytest.raises(ValueError, match="backward_parts must be 1 or 2, got 3"):
+    stss_pallas.Tiling(backward_parts=3)

@@ -37,10 +37,11 @@ class STSSTransformation(nnx.Module):
     """(N, T, H, W, C) -> (N, T, h, w, L, U, V), L the number of temporal offsets."""
     return self.similarities(self.downsample(clips))
 
-  def similarities(self, features: jax.Array) -> jax.Array:
-    """The STSS of the downsampled features (N, T, h, w, hidden)."""
+  def similarities(self, features: jax.Array, l_major: bool = False) -> jax.Array:
+    """The STSS of the downsampled features (N, T, h, w, hidden): (N, T, h, w, L, U, V), or
+    (N, T, L, h, w, U, V) if `l_major`."""
     implementation = self.implementation or runtime.current().stss
-    return ops.stss(features, self.window, implementation, self.temporal_offsets)
+    return ops.stss(features, self.window, implementation, self.temporal_offsets, l_major)
 
 
 def _conv_output_size(size: int, stride: int, padding: int) -> int:
@@ -260,10 +261,10 @@ class SELFYBlock(nnx.Module):
 
 def _extract(block: SELFYBlock, downsampled: jax.Array) -> jax.Array:
   """Similarities, then the extraction's motion features (N, T, L, h, w, D)."""
-  stss = block.stss_transformation.similarities(downsampled)  # (N, T, h, w, L, U, V)
   # l before (h, w): the extraction's rows then come out in the order the integration's per-l
-  # convs read them (the gather STSS writes that order, so no transpose pass is left).
-  return block.stss_extraction(jnp.moveaxis(stss, 4, 2))
+  # convs read them (the gather and pallas forms write that order, so no transpose pass is left).
+  stss = block.stss_transformation.similarities(downsampled, l_major=True)  # (N, T, L, h, w, U, V)
+  return block.stss_extraction(stss)
 
 
 # The backward pass recomputes the similarities and the extraction from the downsampled features:

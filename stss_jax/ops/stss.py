@@ -69,7 +69,7 @@ MATMUL_MAX_POSITIONS = 1024
 
 
 def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation: str = "auto",
-         temporal_offsets: Sequence[int] | None = None) -> jax.Array:
+         temporal_offsets: Sequence[int] | None = None, l_major: bool = False) -> jax.Array:
   """Cosine similarity of every position with its (L, U, V) space-time neighbourhood.
 
   Args:
@@ -86,6 +86,8 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
       exact and slow, elsewhere) or "auto" (gather on GPUs, matmul on other accelerators, shift
       on CPU, and shift wherever the maps are too large). matmul and gather hold the full
       HW x HW correlation of every frame pair, so they take maps of at most 1024 positions.
+    l_major: return (batch, time, L, height, width, U, V), the order the gather and pallas forms
+      write; the SELFY block reads it.
 
   Returns:
     (batch, time, height, width, L, U, V) similarities in the input dtype (L = the number of
@@ -114,14 +116,19 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
         f"got {features.shape[2]}x{features.shape[3]}; use 'shift'"
     )
   forms = {"shift": _stss_shift, "matmul": _stss_matmul, "gather": _stss_gather, "pallas": _stss_pallas}
-  return _stss(features, offsets, (U, V), forms[implementation])
+  return _stss(features, offsets, (U, V), forms[implementation], bool(l_major))
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _stss(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], implementation) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _stss(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], implementation,
+          l_major: bool) -> jax.Array:
   # One named jit around either form, so that the traced program shows "_stss" for complexity
-  # counting whichever form runs.
-  return implementation(features, offsets, plane)
+  # counting whichever form runs. A form that writes (h, w, l) order is transposed here (XLA drops
+  # a transpose followed by its inverse).
+  if implementation in (_stss_gather, _stss_pallas):
+    return implementation(features, offsets, plane, l_major)
+  similarities = implementation(features, offsets, plane)
+  return jnp.moveaxis(similarities, 4, 2) if l_major else similarities
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -182,7 +189,7 @@ def _window_selection(height: int, width: int, U: int, V: int) -> np.ndarray:
   return selection
 
 
-def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
+def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Frame-pair correlations, then each position's U x V window copied out of its row by a
   gather with constant indices (whose gradient is another gather, see _pick_windows)."""
   L, (U, V) = len(offsets), plane
@@ -190,9 +197,8 @@ def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int
   correlation, _, _ = _frame_pair_correlation(features, offsets)
   rows = correlation.reshape(batch * time, -1)
   windows = _pick_windows(rows, height, width, (L, U, V)).reshape(batch, time, L, height, width, U, V)
-  # Written l-major: the SELFY block moves l before (h, w) again, XLA drops the two transposes,
-  # and the gather writes the order the block reads.
-  return jnp.moveaxis(windows, 2, 4)
+  # Written l-major, the order the SELFY block reads.
+  return windows if l_major else jnp.moveaxis(windows, 2, 4)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -253,12 +259,12 @@ def _correlation_index(height: int, width: int,
   return target, fed
 
 
-def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
+def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Each window's similarities straight from on-chip correlations (stss_pallas), no HW x HW
-  correlation in memory."""
-  windows = stss_pallas.stss_windows(l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane)
-  # l-major like the gather form, for the same reason.
-  return jnp.moveaxis(windows, 2, 4).astype(features.dtype)
+  correlation in memory, written in the order asked for."""
+  windows = stss_pallas.stss_windows(l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane,
+                                     l_major)
+  return windows.astype(features.dtype)
 
 
 def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:

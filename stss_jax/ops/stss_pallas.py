@@ -1,17 +1,19 @@
 """The STSS as two Pallas kernels, forward and backward, that keep each correlation on chip.
 
 The gather form (stss.py) writes every frame pair's full HW x HW correlation to memory and then
-copies each window out of it. Here one program takes a band of `rows` query rows of one frame,
-loads the band's neighbourhood (the rows within U//2 above and below, whole width) of each
-compared frame, multiplies the two on the matrix units, and stores only the correlation entries
-that fall inside a query's (U, V) window: each entry (query m, neighbour k) lands on window cell
-u = row(k) - row(m) + U//2, v = col(k) - col(m) + V//2 when both are in range. Cells whose
-neighbour lies outside the frame or the clip are never stored, so the output starts as zeros.
+copies each window out of it. Here a forward program takes a band of `rows` query rows of one
+frame and one compared frame, loads the band's neighbourhood in that frame (the rows within U//2
+above and below, whole width), multiplies the two on the matrix units, and stores only the
+correlation entries that fall inside a query's (U, V) window: entry (query m, neighbour k) lands
+on window cell u = row(k) - row(m) + U//2, v = col(k) - col(m) + V//2 when both are in range.
+Cells whose neighbour lies outside the frame or the clip are never stored, so the output starts
+as zeros.
 
-The backward kernel writes each band's feature gradient once, without atomics: a position gets
-its gradient as a query (the window cotangents times the neighbours) and as a neighbour of the
-queries in the frames that compare with it (the transposed cotangents times those queries),
-both read with the same band geometry.
+The backward writes each band's feature gradient without atomics: a position gets its gradient
+as a query (the window cotangents times the neighbours) and as a neighbour of the queries in the
+frames that compare with it (the transposed cotangents times those queries), both read with the
+same band geometry. By default the two parts run as programs of their own, each writing a
+float32 partial gradient, and one elementwise pass adds them.
 
 On GPUs the kernels are compiled by Pallas' Triton backend; elsewhere they run in Pallas'
 interpret mode, which is exact and slow: for tests, not for training.
@@ -30,9 +32,7 @@ from jax.experimental.pallas import triton as plt
 # A program's tiles: a band of query rows whose queries fit QUERY_TILE slots and whose
 # neighbourhood (rows + U - 1 rows) fits NEIGHBOUR_TILE. Tiles are powers of two, so the band is the
 # one with the fewest padded products per query (default_rows): for 14x14 maps and a 9x9 plane one
-# row, 14 queries in 16 slots against 126 neighbours in 128. On an H200 (benchmarks/results/gpu.md)
-# that was 0.056 / 0.150 ms forward / forward + backward with 8 warps, against 0.069 / 0.169 for two
-# rows (28 in 32 against 140 in 256) and 0.064 / 0.148 for four.
+# row, 14 queries in 16 slots against 126 neighbours in 128 (benchmarks/results/gpu.md, session 15).
 QUERY_TILE = 32
 NEIGHBOUR_TILE = 256
 MIN_TILE = 16  # Triton's matrix product takes no operand dimension under 16
@@ -43,8 +43,28 @@ def _tile(n: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
+class Tiling:
+  """How the kernels split the work; none of it changes what they compute.
+
+  rows: query rows per program (None: default_rows). forward_warps / backward_warps: per program
+  on GPUs. backward_parts: 1, one backward program per band summing both parts of its gradient,
+  or 2, the query and the neighbour parts as programs of their own, added afterwards: twice the
+  programs, each half as long, which an H200 runs in less time (benchmarks/results/gpu.md, session
+  18). A forward program always computes one compared frame, for the same reason.
+  """
+  rows: int | None = None
+  forward_warps: int = 8
+  backward_warps: int = 8
+  backward_parts: int = 2
+
+  def __post_init__(self):
+    if self.backward_parts not in (1, 2):
+      raise ValueError(f"backward_parts must be 1 or 2, got {self.backward_parts}")
+
+
+@dataclasses.dataclass(frozen=True)
 class _Geometry:
-  """Static sizes of one call: frames (batch x time), the frame and window, the band."""
+  """Static sizes of one call: frames (batch x time), the frame and window, the band, the layout."""
   frames: int
   time: int
   height: int
@@ -53,7 +73,8 @@ class _Geometry:
   offsets: tuple[int, ...]
   plane: tuple[int, int]
   rows: int  # query rows per program
-  warps: int  # per program, on GPUs
+  l_major: bool  # windows stored (frame, l, h, w, u, v); else (frame, h, w, l, u, v)
+  tiling: Tiling
 
   @property
   def bands(self) -> int:
@@ -96,25 +117,28 @@ def default_rows(height: int, width: int, plane: tuple[int, int]) -> int:
   return min(fitting or [1], key=lambda rows: (padded_products_per_query(rows), rows))
 
 
-def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int],
-                 rows: int | None = None, warps: int = 8) -> jax.Array:
-  """(B, T, H, W, C) unit feature vectors -> (B, T, L, H, W, U, V) window similarities.
+def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool = True,
+                 tiling: Tiling = Tiling()) -> jax.Array:
+  """(B, T, H, W, C) unit feature vectors -> window similarities, (B, T, L, H, W, U, V) if
+  `l_major`, else (B, T, H, W, L, U, V).
 
   Products accumulate in float32 (float64 inputs: in their own precision); the output has the
-  input dtype. `rows`: query rows per program, None for default_rows; `warps`: per program.
+  input dtype.
   """
   if _interpret():
     _warn_interpreted(jax.default_backend())
   batch, time, height, width, channels = normalised.shape
   geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane),
-                       rows or default_rows(height, width, plane), warps)
-  if max(geometry.windows_size, geometry.features_size) >= 2**31:
+                       tiling.rows or default_rows(height, width, plane), l_major, tiling)
+  if max(geometry.windows_size, 2 * geometry.features_size) >= 2**31:
     # The kernels index in int32.
     raise ValueError(f"the 'pallas' STSS indexes at most 2**31 - 1 entries; features {normalised.shape} with "
                      f"{len(offsets)} offsets and a {plane} plane give {geometry.windows_size} similarities: "
                      "use fewer clips per device, or the 'shift' form ('gather' for maps of up to 1024 positions)")
   flat = _windows(normalised.reshape(-1), geometry)
-  return flat.reshape(batch, time, len(offsets), height, width, *plane)
+  if l_major:
+    return flat.reshape(batch, time, len(offsets), height, width, *plane)
+  return flat.reshape(batch, time, height, width, len(offsets), *plane)
 
 
 def _interpret() -> bool:
@@ -147,6 +171,14 @@ def _matmul(a: jax.Array, b: jax.Array, transpose_b: bool, dtype) -> jax.Array:
   contract = 1 if transpose_b else 0
   return jax.lax.dot_general(a, b, (((1,), (contract,)), ((), ())), precision=_precision(dtype),
                              preferred_element_type=_accumulator(dtype))
+
+
+def _offset_at(offsets: tuple[int, ...], l: jax.Array) -> jax.Array:
+  """offsets[l] for a traced index l, as scalar selects (no table to load)."""
+  value = jnp.int32(offsets[0])
+  for i, offset in enumerate(offsets[1:], 1):
+    value = jnp.where(l == i, offset, value)
+  return value
 
 
 class _Band:
@@ -190,15 +222,20 @@ class _Band:
     return plt.load(ref.at[position[:, None] * g.channels + self.c[None, :]], mask=ok, other=0)
 
   def window_index(self, frame, l, query_h, query_w, near_h, near_w, ok) -> tuple[jax.Array, jax.Array]:
-    """Flat (frame, l, h, w, u, v) index of the window cell that pairs each query (row query_h,
-    column query_w of `frame`) with each neighbour (near_h, near_w), and whether there is one."""
+    """Flat index of the window cell that pairs each query (row query_h, column query_w of
+    `frame`) with each neighbour (near_h, near_w) in the windows of offset l, and whether there is
+    one."""
     g = self.g
+    L = len(g.offsets)
     U, V = g.plane
     u = near_h - query_h + U // 2
     v = near_w - query_w + V // 2
     ok = ok & (u >= 0) & (u < U) & (v >= 0) & (v < V)
-    index = ((((frame * len(g.offsets) + l) * g.height + query_h) * g.width + query_w) * U + u) * V + v
-    return index, ok
+    if g.l_major:
+      window = ((frame * L + l) * g.height + query_h) * g.width + query_w
+    else:
+      window = ((frame * g.height + query_h) * g.width + query_w) * L + l
+    return (window * U + u) * V + v, ok
 
   def pairs(self, frame, l, ok) -> tuple[jax.Array, jax.Array]:
     """window_index with the band's positions as queries (rows) and its neighbourhood as
@@ -229,40 +266,71 @@ def _trash(slots: int) -> int:
 
 def _forward_kernel(q_ref, _, out_ref, *, g: _Geometry):
   band = _Band(g)
+  l = pl.program_id(2)
+  offset = _offset_at(g.offsets, l)
+  frame_ok = (band.t + offset >= 0) & (band.t + offset < g.time)
   queries = band.load_band(q_ref, band.frame)
-  for l, offset in enumerate(g.offsets):
-    frame_ok = (band.t + offset >= 0) & (band.t + offset < g.time)
-    neighbours = band.load_neighbourhood(q_ref, band.frame + offset, frame_ok)
-    correlation = _matmul(queries, neighbours, True, q_ref.dtype)
-    index, ok = band.pairs(band.frame, l, frame_ok)
-    plt.store(out_ref.at[_store_index(index, ok, g.windows_size)], correlation.astype(out_ref.dtype), mask=ok)
+  neighbours = band.load_neighbourhood(q_ref, band.frame + offset, frame_ok)
+  correlation = _matmul(queries, neighbours, True, q_ref.dtype)
+  index, ok = band.pairs(band.frame, l, frame_ok)
+  plt.store(out_ref.at[_store_index(index, ok, g.windows_size)], correlation.astype(out_ref.dtype), mask=ok)
 
 
-def _backward_kernel(q_ref, cotangent_ref, grad_ref, *, g: _Geometry):
-  band = _Band(g)
+def _gradient_as_query(band: _Band, q_ref, cotangent_ref) -> jax.Array:
+  """Each window cell's cotangent times the neighbour it compared with, summed over offsets."""
+  g = band.g
   grad = jnp.zeros((g.query_tile, g.channel_tile), _accumulator(q_ref.dtype))
   for l, offset in enumerate(g.offsets):
-    # As queries: each window cell's cotangent times the neighbour it compared with.
     frame_ok = (band.t + offset >= 0) & (band.t + offset < g.time)
     neighbours = band.load_neighbourhood(q_ref, band.frame + offset, frame_ok)
     index, ok = band.pairs(band.frame, l, frame_ok)
     cotangent = plt.load(cotangent_ref.at[index], mask=ok, other=0)
     grad += _matmul(cotangent.astype(q_ref.dtype), neighbours, False, q_ref.dtype)
-    # As neighbours: the queries of frame t - offset whose windows hold the band's positions.
-    # They lie in the band's neighbourhood rows of that frame (windows are symmetric in extent).
+  return grad
+
+
+def _gradient_as_neighbour(band: _Band, q_ref, cotangent_ref) -> jax.Array:
+  """For each offset, the queries of frame t - offset whose windows hold the band's positions
+  (they lie in the band's neighbourhood rows of that frame: windows are symmetric in extent),
+  times the cotangents of those cells."""
+  g = band.g
+  grad = jnp.zeros((g.query_tile, g.channel_tile), _accumulator(q_ref.dtype))
+  for l, offset in enumerate(g.offsets):
     source_ok = (band.t - offset >= 0) & (band.t - offset < g.time)
     queries = band.load_neighbourhood(q_ref, band.frame - offset, source_ok)
     index, ok = band.transposed_pairs(band.frame - offset, l, source_ok)
     cotangent = plt.load(cotangent_ref.at[index], mask=ok, other=0)
     grad += _matmul(cotangent.astype(q_ref.dtype), queries, False, q_ref.dtype)
+  return grad
+
+
+def _backward_kernel(q_ref, cotangent_ref, grad_ref, *, g: _Geometry):
+  band = _Band(g)
   ok = band.query_ok[:, None] & (band.c < g.channels)[None, :]
-  position = (band.frame * g.height + band.top) * g.width + jnp.arange(g.query_tile)  # contiguous, as in _load_rows
-  index = _store_index(position[:, None] * g.channels + band.c[None, :], ok, g.features_size)
-  plt.store(grad_ref.at[index], grad.astype(grad_ref.dtype), mask=ok)
+  position = (band.frame * g.height + band.top) * g.width + jnp.arange(g.query_tile)  # contiguous rows
+  index = position[:, None] * g.channels + band.c[None, :]
+  size = g.tiling.backward_parts * g.features_size
+
+  def store(grad, part):
+    plt.store(grad_ref.at[_store_index(index + part * g.features_size, ok, size)], grad.astype(grad_ref.dtype),
+              mask=ok)
+
+  if g.tiling.backward_parts == 1:
+    store(_gradient_as_query(band, q_ref, cotangent_ref) + _gradient_as_neighbour(band, q_ref, cotangent_ref), 0)
+    return
+  part = pl.program_id(2)
+
+  @pl.when(part == 0)
+  def _():
+    store(_gradient_as_query(band, q_ref, cotangent_ref), 0)
+
+  @pl.when(part == 1)
+  def _():
+    store(_gradient_as_neighbour(band, q_ref, cotangent_ref), 1)
 
 
-def _compiler_params(g: _Geometry):
-  return None if _interpret() else plt.CompilerParams(num_warps=g.warps, num_stages=1)
+def _compiler_params(warps: int):
+  return None if _interpret() else plt.CompilerParams(num_warps=warps, num_stages=1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -271,8 +339,8 @@ def _windows(flat: jax.Array, g: _Geometry) -> jax.Array:
   zeros = jnp.zeros((size,), flat.dtype)
   windows = pl.pallas_call(
       functools.partial(_forward_kernel, g=g), out_shape=jax.ShapeDtypeStruct((size,), flat.dtype),
-      grid=(g.frames, g.bands), input_output_aliases={1: 0}, interpret=_interpret(),
-      compiler_params=_compiler_params(g), name="stss_windows")(flat, zeros)
+      grid=(g.frames, g.bands, len(g.offsets)), input_output_aliases={1: 0}, interpret=_interpret(),
+      compiler_params=_compiler_params(g.tiling.forward_warps), name="stss_windows")(flat, zeros)
   return windows[:g.windows_size] if size > g.windows_size else windows
 
 
@@ -281,12 +349,18 @@ def _windows_fwd(flat, g):
 
 
 def _windows_bwd(g, flat, cotangent):
-  size = g.features_size + _trash(g.query_tile * g.channel_tile)
+  parts = g.tiling.backward_parts
+  size = parts * g.features_size
+  # Two parts are added after the kernel: each is kept in float32 so that the sum rounds once.
+  dtype = flat.dtype if parts == 1 else _accumulator(flat.dtype)
   grad = pl.pallas_call(
-      functools.partial(_backward_kernel, g=g), out_shape=jax.ShapeDtypeStruct((size,), flat.dtype),
-      grid=(g.frames, g.bands), interpret=_interpret(), compiler_params=_compiler_params(g),
-      name="stss_windows_grad")(flat, cotangent.astype(flat.dtype))
-  return (grad[:g.features_size] if size > g.features_size else grad,)
+      functools.partial(_backward_kernel, g=g),
+      out_shape=jax.ShapeDtypeStruct((size + _trash(g.query_tile * g.channel_tile),), dtype),
+      grid=(g.frames, g.bands, parts), interpret=_interpret(),
+      compiler_params=_compiler_params(g.tiling.backward_warps), name="stss_windows_grad")(
+          flat, cotangent.astype(flat.dtype))
+  grad = grad[:size].reshape(parts, g.features_size)
+  return (grad.sum(axis=0).astype(flat.dtype) if parts > 1 else grad[0],)
 
 
 _windows.defvjp(_windows_fwd, _windows_bwd)
