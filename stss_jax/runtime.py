@@ -72,7 +72,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   define = dict(flag_values=flag_values)
   flags.DEFINE_enum("stss_implementation", default.stss, STSS_FORMS,
                     "STSS form (execution only; auto: gather on GPUs, matmul on other accelerators, shift on CPU; "
-                    "pallas: Triton kernels on GPUs, slower than gather on an H200 (benchmarks/results/gpu.md), interpreted elsewhere).",
+                    "pallas: Triton kernels on GPUs, slower than gather in the SELFY block on an H200 "
+                    "(benchmarks/results/gpu.md), interpreted elsewhere).",
                     **define)
   flags.DEFINE_enum("extraction_implementation", default.extraction, EXTRACTION_FORMS,
                     "STSS extraction form (execution only): dense matrix products or convolutions.", **define)
