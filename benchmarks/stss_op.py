@@ -86,6 +86,8 @@ def parse_pallas(spec: str) -> tuple[stss_pallas.Tiling, bool]:
         raise ValueError(f"{spec!r}: order must be h or l, got {value!r}")
       l_major = value == "l"
     elif key in PALLAS_KEYS:
+      if not value.isdigit():
+        raise ValueError(f"{spec!r}: {key} must be a whole number, got {value!r}")
       settings[PALLAS_KEYS[key]] = int(value)
     else:
       raise ValueError(f"{spec!r}: unknown key {key!r}; use order or one of {sorted(PALLAS_KEYS)}")
