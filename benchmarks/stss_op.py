@@ -17,6 +17,8 @@ network access to fetch it.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import statistics
 import sys
 import time
@@ -40,9 +42,11 @@ def l_major(implementation: str) -> bool:
   return implementation.startswith("pallas:") and parse_pallas(implementation)[1]
 
 
-def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS):
+def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS, trace_dir=None):
   """{name: (forward s, forward + backward s, seconds of the first forward + backward call)};
-  `cotangents` in ops.stss's order (moved for a form that writes the block's order)."""
+  `cotangents` in ops.stss's order (moved for a form that writes the block's order). With
+  `trace_dir`, each form's 10 forward + backward calls after its timing are traced to
+  trace_dir/NAME (benchmarks.trace_summary gives the time of each kernel)."""
   rows = {}
   for implementation in implementations:
     ordered = [jnp.moveaxis(g, 4, 2) for g in cotangents] if l_major(implementation) else cotangents
@@ -58,6 +62,11 @@ def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS):
         time_jax(backward, list(zip(input_sets, ordered))),
         first_call,
     )
+    if trace_dir:
+      name = f"{input_sets[0].dtype}_{re.sub(r'[^A-Za-z0-9]+', '_', implementation)}"
+      with jax.profiler.trace(os.path.join(trace_dir, name)):
+        jax.block_until_ready([backward(input_sets[i % len(input_sets)], ordered[i % len(ordered)])
+                               for i in range(10)])
   return rows
 
 
@@ -171,6 +180,9 @@ def main(argv=None):
                       "is the pallas form with other settings: rows (query rows per program), fw / bw (forward / "
                       "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
                       "l: the SELFY block's)")
+  parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 10 forward + backward calls of each "
+                      "form here, one folder per dtype and form (run with XLA_FLAGS=--xla_gpu_enable_command_buffer= "
+                      "so that every kernel shows; summarise with benchmarks.trace_summary)")
   args = parser.parse_args(argv)
   bandwidth = copy_bandwidth()
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
@@ -190,7 +202,7 @@ def main(argv=None):
     # The float32 shift form is the reference for every row's similarities and feature gradient.
     reference = [np.asarray(a, np.float64) for a in _forward_and_gradient(
         input_sets[0].astype(jnp.float32), cotangents[0].astype(jnp.float32), "shift")]
-    rows = jax_variants(input_sets, cotangents, args.implementations.split(","))
+    rows = jax_variants(input_sets, cotangents, args.implementations.split(","), args.trace_dir)
     for name, (fwd, bwd, first_call) in rows.items():
       implementation = name.split()[-1]
       if l_major(implementation):

@@ -22,3 +22,19 @@ def test_pallas_spec_sets_the_named_settings_and_keeps_the_rest():
 def test_bad_pallas_spec_names_the_key(spec, message):
   with pytest.raises(ValueError, match=message):
     parse_pallas(spec)
+
+
+def test_trace_dir_gets_a_trace_of_each_form_and_dtype(tmp_path, monkeypatch):
+  import jax.numpy as jnp
+  import numpy as np
+
+  from benchmarks import stss_op
+  monkeypatch.setattr(stss_op, "WINDOW", (3, 3, 3))
+  shape = (1, 3, 4, 4, 8)
+  rng = np.random.default_rng(0)
+  inputs = [jnp.asarray(rng.normal(size=shape), jnp.float32) for _ in range(2)]
+  cotangents = [jnp.asarray(rng.normal(size=shape[:4] + (3, 3, 3)), jnp.float32) for _ in range(2)]
+  rows = stss_op.jax_variants(inputs, cotangents, ["shift", "pallas:order=l"], str(tmp_path))
+  assert sorted(rows) == ["jax pallas:order=l", "jax shift"]
+  for folder in ("float32_shift", "float32_pallas_order_l"):
+    assert list((tmp_path / folder).rglob("*.xplane.pb")), folder
