@@ -221,7 +221,9 @@ def naive_stss_gradient(x, window, cotangent):
     stss_pallas.Tiling(),  # one row per program for these maps, the backward in two parts
     stss_pallas.Tiling(rows=2, backward_parts=1),
     stss_pallas.Tiling(rows=3, backward_parts=2),  # a last band that runs past the frame
-], ids=["default", "rows2-one-part", "rows3-two-parts"])
+    stss_pallas.Tiling(rows=2, column_pitch=8),  # tile rows wider than the frame's 5 columns
+    stss_pallas.Tiling(column_pitch=5, backward_parts=1),  # the width itself, spelled out
+], ids=["default", "rows2-one-part", "rows3-two-parts", "rows2-pitch8", "pitch5-one-part"])
 @pytest.mark.parametrize("l_major", [False, True])
 def test_pallas_tilings_and_orders_match_naive_loops(tiling, l_major):
   """Every way of splitting the kernels' work and either order of the output compute the same
@@ -248,6 +250,8 @@ def test_l_major_is_the_same_similarities_with_l_before_h_w(implementation):
   np.testing.assert_allclose(got, np.moveaxis(naive_stss(x, (3, 3, 5)), 4, 2), atol=2e-6)
 
 
-def test_pallas_tiling_refuses_other_backward_parts():
+def test_pallas_tiling_refuses_other_backward_parts_and_a_narrow_pitch():
   with pytest.raises(ValueError, match="backward_parts must be 1 or 2, got 3"):
     stss_pallas.Tiling(backward_parts=3)
+  with pytest.raises(ValueError, match="column_pitch 4 is narrower than the frame's 5 columns"):
+    stss_pallas.stss_windows(jnp.zeros((1, 2, 3, 5, 4)), (0,), (3, 3), tiling=stss_pallas.Tiling(column_pitch=4))
