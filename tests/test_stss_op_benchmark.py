@@ -38,3 +38,23 @@ def test_trace_dir_gets_a_trace_of_each_form_and_dtype(tmp_path, monkeypatch):
   assert sorted(rows) == ["jax pallas:order=l", "jax shift"]
   for folder in ("float32_shift", "float32_pallas_order_l"):
     assert list((tmp_path / folder).rglob("*.xplane.pb")), folder
+
+
+def test_time_in_scan_runs_every_call_on_every_input_set():
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks import stss_op
+  seen = []
+
+  def fn(x, y):
+    jax.debug.callback(lambda a: seen.append(float(a)), x[0])
+    return x * y, x + y
+
+  sets = [(jnp.full((3,), float(i)), jnp.ones(3)) for i in range(3)]
+  seconds = stss_op.time_in_scan(fn, sets, calls=5)
+  assert 0 < seconds < 1
+  runs = len(seen) // 5
+  assert runs >= 1 and len(seen) == 5 * runs
+  # Each run goes through the sets in turn: 0, 1, 2, 0, 1.
+  assert seen[:5] == [0.0, 1.0, 2.0, 0.0, 1.0]
