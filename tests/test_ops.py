@@ -255,3 +255,23 @@ def test_pallas_tiling_refuses_other_backward_parts_and_a_narrow_pitch():
     stss_pallas.Tiling(backward_parts=3)
   with pytest.raises(ValueError, match="column_pitch 4 is narrower than the frame's 5 columns"):
     stss_pallas.stss_windows(jnp.zeros((1, 2, 3, 5, 4)), (0,), (3, 3), tiling=stss_pallas.Tiling(column_pitch=4))
+
+
+@pytest.mark.parametrize("tiling", [stss_pallas.Tiling(), stss_pallas.Tiling(rows=2, column_pitch=16, backward_parts=1)],
+                         ids=["default", "rows2-pitch16-one-part"])
+def test_pallas_kernels_lower_to_triton_for_gpus(tiling, monkeypatch):
+  """The compiled kernels (not the interpreted ones the other tests run) lower to Triton for a GPU,
+  on this CPU: a Pallas construct that Triton lowering does not take fails here, not on the first
+  GPU run."""
+  from jax import export
+  monkeypatch.setattr(stss_pallas, "_interpret", lambda: False)
+  features = jax.ShapeDtypeStruct((2, 4, 14, 14, 128), jnp.bfloat16)
+
+  def forward_and_gradient(f):
+    windows, pullback = jax.vjp(lambda a: stss_pallas.stss_windows(a, (-2, -1, 0, 1, 2), (9, 9), True, tiling), f)
+    return windows, pullback(windows)[0]
+
+  exported = export.export(jax.jit(forward_and_gradient), platforms=["cuda"],
+                           disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(features)
+  module = exported.mlir_module()
+  assert module.count("@__gpu$xla.gpu.triton") == 2  # the forward and the backward kernel
