@@ -82,9 +82,9 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
       correlations on the matrix units, then each window selected by a second product with a 0/1
       matrix), "gather" (the same correlations, then each window copied out by a gather; the
       fastest in the SELFY block on GPUs), "pallas" (kernels that correlate a band of rows with
-      its neighbourhood on chip and store only the windows, see stss_pallas; the fastest form of
-      the op alone in bf16 on an H200; compiled by Triton on GPUs, interpreted, exact and slow,
-      elsewhere) or "auto" (gather on GPUs, matmul on other accelerators, shift
+      its neighbourhood on chip and store only the windows, see stss_pallas; in bf16 on an H200
+      the fastest for 64 frames, not for the block's 256; compiled by Triton on GPUs,
+      interpreted, exact and slow, elsewhere) or "auto" (gather on GPUs, matmul on other accelerators, shift
       on CPU, and shift wherever the maps are too large). matmul and gather hold the full
       HW x HW correlation of every frame pair, so they take maps of at most 1024 positions.
     l_major: return (batch, time, L, height, width, U, V), the order the gather and pallas forms
