@@ -2,7 +2,8 @@
 
   python -m benchmarks.stss_op            # on a GPU machine; prints a markdown table
 
-Shape: 8 clips x 8 frames, 128 channels, 14x14, window (5, 9, 9) (320 frame pairs). Forward and
+Shape: 8 clips x 8 frames (--clips sets the clips), 128 channels, 14x14, window (5, 9, 9) (320
+frame pairs). Forward and
 forward+backward (the similarities and their vector-Jacobian product for a random cotangent,
 both returned), float32 and bf16, median
 of many runs over fresh random inputs after warm-up; forward + backward also as 16 calls inside
@@ -153,14 +154,14 @@ def torch_stss(device="cuda", shape=SHAPE, window=WINDOW):
   return stss
 
 
-def torch_baseline(dtype_name, repeats=50):
+def torch_baseline(dtype_name, repeats=50, shape=SHAPE):
   import torch
 
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype_name]
-  B, T, H, W, C = SHAPE
+  B, T, H, W, C = shape
   L, U, V = WINDOW
   hw = H * W
-  stss = torch_stss()
+  stss = torch_stss(shape=shape)
 
   def timed(fn, inputs):
     for i in range(5):
@@ -200,14 +201,21 @@ def main(argv=None):
                       "frame row, e.g. 16), fw / bw (forward / "
                       "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
                       "l: the SELFY block's)")
+  parser.add_argument("--clips", type=int, default=SHAPE[0],
+                      help=f"clips of {SHAPE[1]} frames (default {SHAPE[0]}: {SHAPE[0] * SHAPE[1]} frames; the SELFY "
+                      "block at batch 32 sees 32)")
   parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 10 forward + backward calls of each "
                       "form here, one folder per dtype and form (run with XLA_FLAGS=--xla_gpu_enable_command_buffer= "
                       "so that every kernel shows; summarise with benchmarks.trace_summary)")
   args = parser.parse_args(argv)
+  if args.clips < 1:
+    parser.error(f"--clips={args.clips}: use at least 1")
+  shape = (args.clips, *SHAPE[1:])
   bandwidth = copy_bandwidth()
-  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s; "
+        f"features {shape}, window {WINDOW}")
   rng = np.random.default_rng(0)
-  B, T, H, W, C = SHAPE
+  B, T, H, W, C = shape
   out_elems = B * T * H * W * np.prod(WINDOW)
   # Rows print as they are measured, so that a run cut short keeps what it measured.
   print("| dtype | implementation | forward ms | fwd+bwd ms | fwd+bwd ms in one scan | floor fwd / fwd+bwd ms "
@@ -215,10 +223,10 @@ def main(argv=None):
   for dtype_name in args.dtypes.split(","):
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
     size = jnp.dtype(dtype).itemsize
-    in_bytes, out_bytes = np.prod(SHAPE) * size, out_elems * size
+    in_bytes, out_bytes = np.prod(shape) * size, out_elems * size
     floors = ((in_bytes + out_bytes) / bandwidth * 1e3, (2 * in_bytes + 2 * out_bytes + in_bytes) / bandwidth * 1e3)
-    input_sets = [jnp.asarray(rng.normal(size=SHAPE), dtype) for _ in range(4)]
-    cotangents = [jnp.asarray(rng.normal(size=SHAPE[:4] + WINDOW), dtype) for _ in range(4)]
+    input_sets = [jnp.asarray(rng.normal(size=shape), dtype) for _ in range(4)]
+    cotangents = [jnp.asarray(rng.normal(size=shape[:4] + WINDOW), dtype) for _ in range(4)]
     # The float32 shift form is the reference for every row's similarities and feature gradient.
     reference = [np.asarray(a, np.float64) for a in _forward_and_gradient(
         input_sets[0].astype(jnp.float32), cotangents[0].astype(jnp.float32), "shift")]
@@ -235,7 +243,7 @@ def main(argv=None):
       print(f"| {dtype_name} | {name} | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} | {bwd_in_scan * 1e3:.3f} "
             f"| {floors[0]:.4f} / {floors[1]:.4f} | {errors[0]:.1e} / {errors[1]:.1e} | {first_call:.1f} |", flush=True)
     if not args.no_torch:
-      fwd, bwd = torch_baseline(dtype_name)
+      fwd, bwd = torch_baseline(dtype_name, shape=shape)
       print(f"| {dtype_name} | PyTorch full correlation + gather (authors' fallback) | {fwd * 1e3:.3f} "
             f"| {bwd * 1e3:.3f} | | | | |", flush=True)
 

@@ -58,3 +58,11 @@ def test_time_in_scan_runs_every_call_on_every_input_set():
   assert runs >= 1 and len(seen) == 5 * runs
   # Each run goes through the sets in turn: 0, 1, 2, 0, 1.
   assert seen[:5] == [0.0, 1.0, 2.0, 0.0, 1.0]
+
+
+def test_clips_below_one_are_refused_before_anything_runs(capsys, monkeypatch):
+  from benchmarks import stss_op
+  monkeypatch.setattr(stss_op, "copy_bandwidth", lambda: 1e12)  # the 2 GiB copy, were it reached
+  with pytest.raises(SystemExit):
+    stss_op.main(["--clips=0", "--no-torch"])
+  assert "--clips=0: use at least 1" in capsys.readouterr().err
