@@ -257,8 +257,10 @@ def test_pallas_tiling_refuses_other_backward_parts_and_a_narrow_pitch():
     stss_pallas.stss_windows(jnp.zeros((1, 2, 3, 5, 4)), (0,), (3, 3), tiling=stss_pallas.Tiling(column_pitch=4))
 
 
-@pytest.mark.parametrize("tiling", [stss_pallas.Tiling(), stss_pallas.Tiling(rows=2, column_pitch=16, backward_parts=1)],
-                         ids=["default", "rows2-pitch16-one-part"])
+@pytest.mark.parametrize("tiling", [
+    stss_pallas.Tiling(),
+    stss_pallas.Tiling(rows=2, column_pitch=16, backward_parts=1),
+], ids=["default", "rows2-pitch16-one-part"])
 def test_pallas_kernels_lower_to_triton_for_gpus(tiling, monkeypatch):
   """The compiled kernels (not the interpreted ones the other tests run) lower to Triton for a GPU,
   on this CPU: a Pallas construct that Triton lowering does not take fails here, not on the first
