@@ -99,8 +99,7 @@ def _stss(x, implementation):
   return windows  # in the order the kernel wrote: no transpose timed
 
 
-PALLAS_KEYS = {"rows": "rows", "pitch": "column_pitch", "fw": "forward_warps", "bw": "backward_warps",
-               "parts": "backward_parts"}
+PALLAS_KEYS = {"rows": "rows", "fw": "forward_warps", "bw": "backward_warps", "parts": "backward_parts"}
 
 
 def parse_pallas(spec: str) -> tuple[stss_pallas.Tiling, bool]:
@@ -197,8 +196,7 @@ def main(argv=None):
   parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated, of float32 and bfloat16")
   parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
                       help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:KEY=VALUE/...' "
-                      "is the pallas form with other settings: rows (query rows per program), pitch (tile slots per "
-                      "frame row, e.g. 16), fw / bw (forward / "
+                      "is the pallas form with other settings: rows (query rows per program), fw / bw (forward / "
                       "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
                       "l: the SELFY block's)")
   parser.add_argument("--clips", type=int, default=SHAPE[0],

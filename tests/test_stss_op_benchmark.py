@@ -7,8 +7,8 @@ from stss_jax.ops.stss_pallas import Tiling
 
 def test_pallas_spec_sets_the_named_settings_and_keeps_the_rest():
   assert parse_pallas("pallas:") == (Tiling(), False)
-  assert parse_pallas("pallas:rows=2/pitch=16/fw=4/bw=2/parts=1/order=l") == (
-      Tiling(rows=2, column_pitch=16, forward_warps=4, backward_warps=2, backward_parts=1), True)
+  assert parse_pallas("pallas:rows=2/fw=4/bw=2/parts=1/order=l") == (
+      Tiling(rows=2, forward_warps=4, backward_warps=2, backward_parts=1), True)
   assert parse_pallas("pallas:order=h/parts=2") == (Tiling(backward_parts=2), False)
   assert l_major("pallas:order=l") and not l_major("pallas:fw=8") and not l_major("gather")
 

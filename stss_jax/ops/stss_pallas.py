@@ -47,18 +47,12 @@ class Tiling:
   """How the kernels split the work; none of it changes what they compute.
 
   rows: query rows per program (None: default_rows). forward_warps / backward_warps: per program
-  on GPUs. column_pitch: tile slots per frame row (None: the frame's width). A power of two at
-  least the width makes a slot's row and column a shift and a mask of its index, so that Triton
-  can see that a window row's cells are consecutive in the stores and cotangent loads; the
-  kernels are bound by those scattered accesses (benchmarks/results/gpu.md, session 18). Exact
-  in the tests, not yet timed on a GPU: `benchmarks.stss_op --implementations=pallas:pitch=16`.
-  backward_parts: 1, one backward program per band summing both parts of its gradient,
+  on GPUs. backward_parts: 1, one backward program per band summing both parts of its gradient,
   or 2, the query and the neighbour parts as programs of their own, added afterwards: twice the
   programs, each half as long, which an H200 runs in less time (benchmarks/results/gpu.md, session
   18). A forward program always computes one compared frame, for the same reason.
   """
   rows: int | None = None
-  column_pitch: int | None = None
   forward_warps: int = 8
   backward_warps: int = 8
   backward_parts: int = 2
@@ -83,11 +77,6 @@ class _Geometry:
   tiling: Tiling
 
   @property
-  def pitch(self) -> int:
-    """Tile slots per frame row."""
-    return self.tiling.column_pitch or self.width
-
-  @property
   def bands(self) -> int:
     return -(-self.height // self.rows)
 
@@ -97,11 +86,11 @@ class _Geometry:
 
   @property
   def query_tile(self) -> int:
-    return _tile(self.rows * self.pitch)
+    return _tile(self.rows * self.width)
 
   @property
   def neighbour_tile(self) -> int:
-    return _tile(self.neighbour_rows * self.pitch)
+    return _tile(self.neighbour_rows * self.width)
 
   @property
   def channel_tile(self) -> int:
@@ -139,8 +128,6 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
   if _interpret():
     _warn_interpreted(jax.default_backend())
   batch, time, height, width, channels = normalised.shape
-  if tiling.column_pitch is not None and tiling.column_pitch < width:
-    raise ValueError(f"column_pitch {tiling.column_pitch} is narrower than the frame's {width} columns")
   geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane),
                        tiling.rows or default_rows(height, width, plane), l_major, tiling)
   if max(geometry.windows_size, 2 * geometry.features_size) >= 2**31:
@@ -203,41 +190,33 @@ class _Band:
     self.t = self.frame % g.time
     self.top = pl.program_id(1) * g.rows
     m = jnp.arange(g.query_tile)
-    self.row = m // g.pitch  # band row of each query slot
-    self.col = m % g.pitch
+    self.row = m // g.width  # band row of each query slot
+    self.col = m % g.width
     self.h = self.top + self.row
-    self.query_ok = (self.row < g.rows) & (self.h < g.height) & (self.col < g.width)
+    self.query_ok = (self.row < g.rows) & (self.h < g.height)
     k = jnp.arange(g.neighbour_tile)
-    self.near_row = k // g.pitch  # neighbourhood row of each neighbour slot
-    self.near_col = k % g.pitch
+    self.near_row = k // g.width  # neighbourhood row of each neighbour slot
+    self.near_col = k % g.width
     self.near_h = self.top - g.plane[0] // 2 + self.near_row
-    self.near_ok = ((self.near_row < g.neighbour_rows) & (self.near_h >= 0) & (self.near_h < g.height)
-                    & (self.near_col < g.width))
+    self.near_ok = (self.near_row < g.neighbour_rows) & (self.near_h >= 0) & (self.near_h < g.height)
     self.c = jnp.arange(g.channel_tile)
-
-  def query_positions(self, frame) -> jax.Array:
-    """Flat position in the features of each query slot of `frame` (unused slots: anywhere)."""
-    g = self.g
-    if g.pitch == g.width:  # whole rows are consecutive positions: a start plus an arange
-      return (frame * g.height + self.top) * g.width + jnp.arange(g.query_tile)
-    return (frame * g.height + self.h) * g.width + self.col
 
   def load_band(self, ref, frame) -> jax.Array:
     """The band's own positions of `frame`: (query_tile, channel_tile), zeros in unused slots."""
-    return self._load_rows(ref, self.query_positions(frame), self.query_ok)
+    g = self.g
+    first = (frame * g.height + self.top) * g.width
+    return self._load_rows(ref, first + jnp.arange(g.query_tile), self.query_ok)
 
   def load_neighbourhood(self, ref, frame, frame_ok) -> jax.Array:
     """The band's neighbourhood rows of `frame`: (neighbour_tile, channel_tile), zeros outside."""
     g = self.g
-    if g.pitch == g.width:
-      position = (frame * g.height + self.top - g.plane[0] // 2) * g.width + jnp.arange(g.neighbour_tile)
-    else:
-      position = (frame * g.height + self.near_h) * g.width + self.near_col
-    return self._load_rows(ref, position, self.near_ok & frame_ok)
+    first = (frame * g.height + self.top - g.plane[0] // 2) * g.width
+    return self._load_rows(ref, first + jnp.arange(g.neighbour_tile), self.near_ok & frame_ok)
 
   def _load_rows(self, ref, position, ok) -> jax.Array:
-    # Channels are contiguous, so Triton loads them as vectors. Masked lanes may point outside the
-    # array; they are never read.
+    # Whole rows of a band are consecutive positions: `position` is a start plus an arange, which
+    # lets Triton see contiguous channels and load them as vectors. Masked lanes may point outside
+    # the array; they are never read.
     g = self.g
     ok = ok[:, None] & (self.c < g.channels)[None, :]
     return plt.load(ref.at[position[:, None] * g.channels + self.c[None, :]], mask=ok, other=0)
@@ -328,7 +307,8 @@ def _gradient_as_neighbour(band: _Band, q_ref, cotangent_ref) -> jax.Array:
 def _backward_kernel(q_ref, cotangent_ref, grad_ref, *, g: _Geometry):
   band = _Band(g)
   ok = band.query_ok[:, None] & (band.c < g.channels)[None, :]
-  index = band.query_positions(band.frame)[:, None] * g.channels + band.c[None, :]
+  position = (band.frame * g.height + band.top) * g.width + jnp.arange(g.query_tile)  # contiguous rows
+  index = position[:, None] * g.channels + band.c[None, :]
   size = g.tiling.backward_parts * g.features_size
 
   def store(grad, part):
