@@ -124,12 +124,16 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
 def _stss(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], implementation,
           l_major: bool) -> jax.Array:
   # One named jit around either form, so that the traced program shows "_stss" for complexity
-  # counting whichever form runs. A form that writes (h, w, l) order is transposed here (XLA drops
-  # a transpose followed by its inverse).
-  if implementation in (_stss_gather, _stss_pallas):
-    return implementation(features, offsets, plane, l_major)
-  similarities = implementation(features, offsets, plane)
-  return jnp.moveaxis(similarities, 4, 2) if l_major else similarities
+  # counting whichever form runs.
+  return implementation(features, offsets, plane, l_major)
+
+
+def _in_order(similarities: jax.Array, l_major: bool, written_l_major: bool) -> jax.Array:
+  """(B, T, H, W, L, U, V) similarities, or (B, T, L, H, W, U, V) if written_l_major, in the order
+  asked for (XLA drops a transpose followed by its inverse)."""
+  if l_major == written_l_major:
+    return similarities
+  return jnp.moveaxis(similarities, 2, 4) if written_l_major else jnp.moveaxis(similarities, 4, 2)
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -160,7 +164,7 @@ def _frame_pair_correlation(features: jax.Array,
   return correlation, compute, precision
 
 
-def _stss_matmul(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
+def _stss_matmul(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Frame-pair correlations, then each position's U x V window picked out of its row by a
   constant 0/1 matrix (a second product): every pass and gradient on the matrix units."""
   L, (U, V) = len(offsets), plane
@@ -170,7 +174,7 @@ def _stss_matmul(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int
   # Each output picks exactly one correlation (or none): exact in any dtype.
   similarities = jnp.einsum("btnlm,nkm->btnlk", correlation, selection, precision=precision,
                             preferred_element_type=compute)
-  return similarities.reshape(batch, time, height, width, L, U, V)
+  return _in_order(similarities.reshape(batch, time, height, width, L, U, V), l_major, False)
 
 
 def _neighbour(n: np.ndarray, u: np.ndarray, v: np.ndarray, height: int, width: int, U: int,
@@ -199,7 +203,7 @@ def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int
   rows = correlation.reshape(batch * time, -1)
   windows = _pick_windows(rows, height, width, (L, U, V)).reshape(batch, time, L, height, width, U, V)
   # Written l-major, the order the SELFY block reads.
-  return windows if l_major else jnp.moveaxis(windows, 2, 4)
+  return _in_order(windows, l_major, True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -268,7 +272,7 @@ def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int
   return windows.astype(features.dtype)
 
 
-def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int]) -> jax.Array:
+def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Multiplies the queries with shifted copies of the padded clip, one (l, u) slab at a time."""
   L, (U, V) = len(offsets), plane
   batch, time, height, width, channels = features.shape
@@ -291,4 +295,4 @@ def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int,
 
   _, rows = jax.lax.scan(row_of_offsets, None, jnp.arange(L * U))  # (L*U, B, T, H, W, V)
   similarities = jnp.moveaxis(rows, 0, 4).reshape(batch, time, height, width, L, U, V)
-  return similarities.astype(features.dtype)
+  return _in_order(similarities.astype(features.dtype), l_major, False)
