@@ -72,9 +72,13 @@ class _Geometry:
   channels: int
   offsets: tuple[int, ...]
   plane: tuple[int, int]
-  rows: int  # query rows per program
   l_major: bool  # windows stored (frame, l, h, w, u, v); else (frame, h, w, l, u, v)
-  tiling: Tiling
+  tiling: Tiling  # its rows resolved
+
+  @property
+  def rows(self) -> int:
+    """Query rows per program."""
+    return self.tiling.rows
 
   @property
   def bands(self) -> int:
@@ -128,8 +132,8 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
   if _interpret():
     _warn_interpreted(jax.default_backend())
   batch, time, height, width, channels = normalised.shape
-  geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane),
-                       tiling.rows or default_rows(height, width, plane), l_major, tiling)
+  tiling = dataclasses.replace(tiling, rows=tiling.rows or default_rows(height, width, plane))
+  geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane), l_major, tiling)
   if max(geometry.windows_size, 2 * geometry.features_size) >= 2**31:
     # The kernels index in int32.
     raise ValueError(f"the 'pallas' STSS indexes at most 2**31 - 1 entries; features {normalised.shape} with "
@@ -276,31 +280,23 @@ def _forward_kernel(q_ref, _, out_ref, *, g: _Geometry):
   plt.store(out_ref.at[_store_index(index, ok, g.windows_size)], correlation.astype(out_ref.dtype), mask=ok)
 
 
-def _gradient_as_query(band: _Band, q_ref, cotangent_ref) -> jax.Array:
-  """Each window cell's cotangent times the neighbour it compared with, summed over offsets."""
+def _gradient_part(band: _Band, q_ref, cotangent_ref, as_neighbour: bool) -> jax.Array:
+  """The band's gradient, summed over offsets, as queries (each window cell's cotangent times the
+  neighbour it compared with, in frame t + offset) or as neighbours (the queries of frame
+  t - offset whose windows hold the band's positions, times those cells' cotangents; they lie in
+  the band's neighbourhood rows of that frame, since windows are symmetric in extent)."""
   g = band.g
   grad = jnp.zeros((g.query_tile, g.channel_tile), _accumulator(q_ref.dtype))
   for l, offset in enumerate(g.offsets):
-    frame_ok = (band.t + offset >= 0) & (band.t + offset < g.time)
-    neighbours = band.load_neighbourhood(q_ref, band.frame + offset, frame_ok)
-    index, ok = band.pairs(band.frame, l, frame_ok)
+    shift = -offset if as_neighbour else offset
+    other_ok = (band.t + shift >= 0) & (band.t + shift < g.time)
+    others = band.load_neighbourhood(q_ref, band.frame + shift, other_ok)
+    if as_neighbour:
+      index, ok = band.transposed_pairs(band.frame + shift, l, other_ok)
+    else:
+      index, ok = band.pairs(band.frame, l, other_ok)
     cotangent = plt.load(cotangent_ref.at[index], mask=ok, other=0)
-    grad += _matmul(cotangent.astype(q_ref.dtype), neighbours, False, q_ref.dtype)
-  return grad
-
-
-def _gradient_as_neighbour(band: _Band, q_ref, cotangent_ref) -> jax.Array:
-  """For each offset, the queries of frame t - offset whose windows hold the band's positions
-  (they lie in the band's neighbourhood rows of that frame: windows are symmetric in extent),
-  times the cotangents of those cells."""
-  g = band.g
-  grad = jnp.zeros((g.query_tile, g.channel_tile), _accumulator(q_ref.dtype))
-  for l, offset in enumerate(g.offsets):
-    source_ok = (band.t - offset >= 0) & (band.t - offset < g.time)
-    queries = band.load_neighbourhood(q_ref, band.frame - offset, source_ok)
-    index, ok = band.transposed_pairs(band.frame - offset, l, source_ok)
-    cotangent = plt.load(cotangent_ref.at[index], mask=ok, other=0)
-    grad += _matmul(cotangent.astype(q_ref.dtype), queries, False, q_ref.dtype)
+    grad += _matmul(cotangent.astype(q_ref.dtype), others, False, q_ref.dtype)
   return grad
 
 
@@ -316,17 +312,13 @@ def _backward_kernel(q_ref, cotangent_ref, grad_ref, *, g: _Geometry):
               mask=ok)
 
   if g.tiling.backward_parts == 1:
-    store(_gradient_as_query(band, q_ref, cotangent_ref) + _gradient_as_neighbour(band, q_ref, cotangent_ref), 0)
+    store(_gradient_part(band, q_ref, cotangent_ref, False) + _gradient_part(band, q_ref, cotangent_ref, True), 0)
     return
-  part = pl.program_id(2)
+  for part in (0, 1):  # 0: as queries, 1: as neighbours
 
-  @pl.when(part == 0)
-  def _():
-    store(_gradient_as_query(band, q_ref, cotangent_ref), 0)
-
-  @pl.when(part == 1)
-  def _():
-    store(_gradient_as_neighbour(band, q_ref, cotangent_ref), 1)
+    @pl.when(pl.program_id(2) == part)
+    def _(part=part):
+      store(_gradient_part(band, q_ref, cotangent_ref, as_neighbour=part == 1), part)
 
 
 def _compiler_params(warps: int):
