@@ -103,11 +103,14 @@ PALLAS_KEYS = {"rows": "rows", "fw": "forward_warps", "bw": "backward_warps", "p
 
 
 def parse_pallas(spec: str) -> tuple[stss_pallas.Tiling, bool]:
-  """"pallas:rows=1/fw=8/bw=8/parts=2/order=l" -> (Tiling, l_major). Keys left out keep
-  Tiling's defaults; order=h (the default) writes ops.stss's (h, w, l) order, order=l the
+  """"pallas" or "pallas:rows=1/fw=8/bw=8/parts=2/order=l" -> (Tiling, l_major). Keys left out
+  keep Tiling's defaults; order=h (the default) writes ops.stss's (h, w, l) order, order=l the
   SELFY block's (l, h, w)."""
+  form, _, items = spec.partition(":")
+  if form != "pallas":
+    raise ValueError(f"{spec!r}: not a pallas form (pallas or pallas:KEY=VALUE/...)")
   settings, l_major = {}, False
-  for item in filter(None, spec.removeprefix("pallas:").split("/")):
+  for item in filter(None, items.split("/")):
     key, _, value = item.partition("=")
     if key == "order":
       if value not in ("h", "l"):

@@ -42,6 +42,7 @@ from configs import ssv1
 from input_pipeline import crop_sizes
 from stss_jax import complexity, runtime
 from stss_jax.models import build_model
+from stss_jax.models.selfynet import STAGES
 from stss_jax.train import optimizer, steps
 from stss_jax.train.state import create_train_state
 
@@ -104,7 +105,7 @@ def frame_regions(rng: np.random.Generator, batch: int, frames: int) -> dict:
 
 def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: bool = False,
           selfy_remat: bool = False, resize_in_step: str = "", remat_saves: str = "nothing",
-          remat_stages: tuple[int, ...] = (1, 2, 3, 4)) -> Candidate:
+          remat_stages: tuple[int, ...] = STAGES) -> Candidate:
   """`implementation`: "<stss>/<extraction>", e.g. "gather/dense"; selfy_remat: the runtime
   policy's (the SELFY block's similarities and extraction recomputed in the backward);
   resize_in_step: "windows" to train on crop windows (padded_crops), resized and flipped in the
@@ -147,7 +148,7 @@ def build(selfy: bool, batch: int, implementation: str, frames: int = 8, remat: 
 
   name = (f"SELFYNet-R50 ({implementation})" if selfy else "TSM-R50")
   name += (", remat" + (f" saving {remat_saves}" if remat_saves != "nothing" else "")) if remat else ""
-  name += f" of stages {','.join(map(str, remat_stages))}" if remat and len(remat_stages) < 4 else ""
+  name += f" of stages {','.join(map(str, remat_stages))}" if remat and set(remat_stages) != set(STAGES) else ""
   name += ", SELFY remat" if selfy_remat else ""
   name += f", {frames} frames" if frames != 8 else ""
   name += {"windows": ", crops resized in the step", "regions": ", raw frame regions resized in the step"}.get(
@@ -227,7 +228,11 @@ def main(argv=None):
   if args.steps_per_round < 1 or args.rounds < 1:
     parser.error("--rounds and --steps_per_round must be at least 1")
   remat_variants = ["nothing"] if args.remat else args.remat_saves.split(",")
-  stage_sets = [tuple(map(int, stages.split(","))) for stages in args.remat_stages.split("/")]
+  try:
+    stage_sets = [tuple(int(stage) for stage in stages.split(",")) for stages in args.remat_stages.split("/")]
+  except ValueError:
+    parser.error(f"--remat_stages={args.remat_stages!r}: give '/'-separated sets of comma-separated stages, "
+                 "e.g. 1,2,3,4/1")
   if args.bn == "flax":
     use_flax_batch_norm()
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; BN {args.bn}; {args.rounds} rounds of "
@@ -236,7 +241,7 @@ def main(argv=None):
     candidates = []
     for selfy, implementation in [(False, "auto/dense")] + [(True, i) for i in args.implementations.split(",")]:
       for saves in remat_variants:
-        for stages in stage_sets if saves != "off" else [(1, 2, 3, 4)]:
+        for stages in stage_sets if saves != "off" else [STAGES]:
           remat = dict(remat=saves != "off", remat_saves="nothing" if saves == "off" else saves, remat_stages=stages)
           candidates.append(build(selfy, batch, implementation, args.frames, **remat))
           if args.resize_on_accelerator:

@@ -38,7 +38,7 @@ INSTRUCTIONS = r"(?:ld|st)\.(?:global|shared|local)[.a-z0-9]*|ldmatrix[.a-z0-9]*
 def triton_modules(implementation: str, shape=SHAPE) -> dict[str, str]:
   """{kernel name: Triton IR text} of the forward and backward kernels of a "pallas:..." form,
   lowered for a GPU on whatever machine this runs."""
-  tiling, l_major = parse_pallas(implementation if ":" in implementation else "pallas:")
+  tiling, l_major = parse_pallas(implementation)
   offsets = resolve_temporal_offsets(WINDOW, None)
 
   def forward_and_gradient(features):
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     parser.error("needs Triton: pip install triton==3.9.0 (not a project dependency)")
   shape = (args.clips, *SHAPE[1:])
   for implementation in args.implementations.split(","):
-    tiling, _ = parse_pallas(implementation if ":" in implementation else "pallas:")
+    tiling, _ = parse_pallas(implementation)
     warps = {"stss_windows": tiling.forward_warps, "stss_windows_grad": tiling.backward_warps}
     for name, module in triton_modules(implementation, shape).items():
       stem = f"{re.sub(r'[^A-Za-z0-9]+', '_', implementation)}_{name}"

@@ -6,7 +6,7 @@ from stss_jax.ops.stss_pallas import Tiling
 
 
 def test_pallas_spec_sets_the_named_settings_and_keeps_the_rest():
-  assert parse_pallas("pallas:") == (Tiling(), False)
+  assert parse_pallas("pallas") == parse_pallas("pallas:") == (Tiling(), False)
   assert parse_pallas("pallas:rows=2/fw=4/bw=2/parts=1/order=l") == (
       Tiling(rows=2, forward_warps=4, backward_warps=2, backward_parts=1), True)
   assert parse_pallas("pallas:order=h/parts=2") == (Tiling(backward_parts=2), False)
@@ -18,6 +18,7 @@ def test_pallas_spec_sets_the_named_settings_and_keeps_the_rest():
     ("pallas:order=x", "order must be h or l, got 'x'"),
     ("pallas:fw=four", "fw must be a whole number, got 'four'"),
     ("pallas:parts=3", "backward_parts must be 1 or 2, got 3"),
+    ("gather:fw=4", "not a pallas form"),
 ])
 def test_bad_pallas_spec_names_the_key(spec, message):
   with pytest.raises(ValueError, match=message):

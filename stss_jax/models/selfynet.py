@@ -24,6 +24,7 @@ DEPTHS = {
     101: (Bottleneck, (3, 4, 23, 3)),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+STAGES = (1, 2, 3, 4)  # the ResNet stages that selfy_stages and remat_stages name
 
 
 def selfy_name(stage: int) -> str:
@@ -45,7 +46,7 @@ class ResNet(nnx.Module):
       zero_init_residual: bool = True,
       remat: bool = False,
       remat_saves: str = "nothing",
-      remat_stages: Sequence[int] = (1, 2, 3, 4),
+      remat_stages: Sequence[int] = STAGES,
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
@@ -121,7 +122,7 @@ class SELFYNet(nnx.Module):
       zero_init_residual: bool = True,
       remat: bool = False,
       remat_saves: str = "nothing",
-      remat_stages: Sequence[int] = (1, 2, 3, 4),
+      remat_stages: Sequence[int] = STAGES,
       *,
       dtype=jnp.float32,
       rngs: nnx.Rngs,
@@ -168,7 +169,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
   remat_stages = tuple(model.remat_stages)
   _check(bool(remat_stages) and _distinct_stages(remat_stages), "model.remat_stages", remat_stages,
          "distinct stages among 1, 2, 3, 4")
-  if not model.remat and set(remat_stages) != {1, 2, 3, 4}:
+  if not model.remat and set(remat_stages) != set(STAGES):
     raise ValueError(f"config.model.remat_stages = {remat_stages} takes effect only with config.model.remat = True")
   _check(config.dataset.num_classes >= 1, "dataset.num_classes", config.dataset.num_classes, ">= 1")
   selfy = model.selfy.to_dict()
@@ -200,7 +201,7 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
 
 def _distinct_stages(stages: tuple[int, ...]) -> bool:
   """Whether each of `stages` is a ResNet stage (1-4), none twice."""
-  return set(stages) <= {1, 2, 3, 4} and len(set(stages)) == len(stages)
+  return set(stages) <= set(STAGES) and len(set(stages)) == len(stages)
 
 
 def _check(ok: bool, key: str, value, allowed: str) -> None:
