@@ -38,11 +38,13 @@ INSTRUCTIONS = r"(?:ld|st)\.(?:global|shared|local)[.a-z0-9]*|ldmatrix[.a-z0-9]*
 def triton_modules(implementation: str, shape=SHAPE) -> dict[str, str]:
   """{kernel name: Triton IR text} of the forward and backward kernels of a "pallas:..." form,
   lowered for a GPU on whatever machine this runs."""
-  tiling, l_major = parse_pallas(implementation)
+  form = parse_pallas(implementation)
   offsets = resolve_temporal_offsets(WINDOW, None)
+  pitch = stss_pallas.aligned_pitch(WINDOW[1:], shape[3]) if form.aligned else None
 
   def forward_and_gradient(features):
-    windows, pullback = jax.vjp(lambda f: stss_pallas.stss_windows(f, offsets, WINDOW[1:], l_major, tiling), features)
+    windows, pullback = jax.vjp(
+        lambda f: stss_pallas.stss_windows(f, offsets, WINDOW[1:], form.l_major, form.tiling, pitch), features)
     return windows, pullback(windows)[0]
 
   printed = io.StringIO()
@@ -74,7 +76,7 @@ def _modules(printed: str) -> dict[str, str]:
     if not match:
       continue
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("}"))
-    body = [re.sub(r' "[^"]*"\(#loc\d+\)$| \[unknown\]| loc\([^)]*\)', "", text) for text in lines[start:end + 1]]
+    body = [re.sub(r' "[^"]*"\(#loc\d+\)| \[unknown\]| loc\([^)]*\)', "", text) for text in lines[start:end + 1]]
     modules[match.group(1)] = "\n".join(body) + "\n"
   return modules
 
@@ -110,8 +112,9 @@ def main(argv=None) -> int:
     parser.error("needs Triton: pip install triton==3.9.0 (not a project dependency)")
   shape = (args.clips, *SHAPE[1:])
   for implementation in args.implementations.split(","):
-    tiling, _ = parse_pallas(implementation)
-    warps = {"stss_windows": tiling.forward_warps, "stss_windows_grad": tiling.backward_warps}
+    tiling = parse_pallas(implementation).tiling
+    warps = {"stss_windows": tiling.forward_warps, "stss_windows_grad": tiling.backward_warps,
+             "stss_windows_aligned": tiling.forward_warps, "stss_windows_aligned_grad": tiling.backward_warps}
     for name, module in triton_modules(implementation, shape).items():
       stem = f"{re.sub(r'[^A-Za-z0-9]+', '_', implementation)}_{name}"
       report = compile_for_sm90(stem, module, warps[name], args.out)
