@@ -19,6 +19,7 @@ network access to fetch it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import statistics
@@ -134,9 +135,10 @@ class PallasForm(typing.NamedTuple):
 
 def parse_pallas(spec: str) -> PallasForm:
   """"pallas" or "pallas:rows=1/fw=8/bw=8/parts=2/order=l/kernels=aligned" -> PallasForm. Keys
-  left out keep Tiling's defaults; order=h (the default) writes ops.stss's (h, w, l) order,
-  order=l the SELFY block's (l, h, w); kernels=band (the default) the (U, V) windows of the band
-  kernels, kernels=aligned the aligned kernels' (U, pitch) rows."""
+  left out keep the defaults of the kernels named (Tiling(), or stss_pallas.ALIGNED_TILING);
+  order=h (the default) writes ops.stss's (h, w, l) order, order=l the SELFY block's (l, h, w);
+  kernels=band (the default) the (U, V) windows of the band kernels, kernels=aligned the aligned
+  kernels' (U, pitch) rows."""
   form, _, items = spec.partition(":")
   if form != "pallas":
     raise ValueError(f"{spec!r}: not a pallas form (pallas or pallas:KEY=VALUE/...)")
@@ -157,7 +159,8 @@ def parse_pallas(spec: str) -> PallasForm:
       settings[PALLAS_KEYS[key]] = int(value)
     else:
       raise ValueError(f"{spec!r}: unknown key {key!r}; use order, kernels or one of {sorted(PALLAS_KEYS)}")
-  return PallasForm(stss_pallas.Tiling(**settings), l_major, aligned)
+  defaults = stss_pallas.ALIGNED_TILING if aligned else stss_pallas.Tiling()
+  return PallasForm(dataclasses.replace(defaults, **settings), l_major, aligned)
 
 
 def _forward_and_gradient(x, cotangent, implementation):

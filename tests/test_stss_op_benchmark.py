@@ -2,14 +2,16 @@
 import pytest
 
 from benchmarks.stss_op import l_major, parse_pallas
-from stss_jax.ops.stss_pallas import Tiling
+from stss_jax.ops.stss_pallas import ALIGNED_TILING, Tiling
 
 
 def test_pallas_spec_sets_the_named_settings_and_keeps_the_rest():
   assert parse_pallas("pallas") == parse_pallas("pallas:") == (Tiling(), False, False)
   assert parse_pallas("pallas:rows=2/fw=4/bw=2/parts=1/order=l") == (
       Tiling(rows=2, forward_warps=4, backward_warps=2, backward_parts=1), True, False)
-  assert parse_pallas("pallas:order=h/parts=2/kernels=aligned") == (Tiling(backward_parts=2), False, True)
+  assert parse_pallas("pallas:kernels=aligned") == (ALIGNED_TILING, False, True)
+  assert parse_pallas("pallas:fw=8/kernels=aligned/parts=1") == (
+      Tiling(forward_warps=8, backward_warps=ALIGNED_TILING.backward_warps, backward_parts=1), False, True)
   assert parse_pallas("pallas:kernels=band") == (Tiling(), False, False)
   assert l_major("pallas:order=l") and not l_major("pallas:fw=8") and not l_major("gather")
 

@@ -311,7 +311,7 @@ def _stss_pallas_aligned(features: jax.Array, offsets: tuple[int, ...], plane: t
   order asked for."""
   pitch = stss_pallas.aligned_pitch(plane, features.shape[3])
   windows = stss_pallas.stss_windows(l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane,
-                                     l_major, v_pitch=pitch)
+                                     l_major, stss_pallas.ALIGNED_TILING, pitch)
   return _in_layout(windows.astype(features.dtype), l_major, l_major, plane[1], v_pitch)
 
 

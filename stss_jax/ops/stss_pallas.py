@@ -177,6 +177,13 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
   return flat.reshape(batch, time, height, width, len(offsets), *planes)
 
 
+# The aligned kernels' tiles are 16 x 16 (query, column): with 2 forward warps each thread holds
+# 4 consecutive window entries, which Triton stores as one 8-byte vector, and with 4 backward warps
+# it loads cotangents 2 at a time (8 / 8 warps: one 2-byte access per thread; triton_ptx,
+# benchmarks/results/gpu.md session 19). With the first version's 3-D select, 2 / 4 warps ran 3.5x
+# faster than 8 / 8 on an H200 (0.100 against 0.353 ms forward). The kept version is not timed yet.
+ALIGNED_TILING = Tiling(forward_warps=2, backward_warps=4)
+
 # An aligned program holds one row pair's (width x width) correlation and picks its diagonals
 # from it; wider maps belong to the band kernels, which split a row pair's products into tiles.
 ALIGNED_MAX_WIDTH = 32
