@@ -306,6 +306,8 @@ def test_pallas_aligned_refuses_what_it_cannot_write():
     stss_pallas.stss_windows(features, (0,), (3, 3), v_pitch=8)
   with pytest.raises(ValueError, match="one query row per program, not 2"):
     stss_pallas.stss_windows(features, (0,), (3, 3), tiling=stss_pallas.Tiling(rows=2), v_pitch=16)
+  with pytest.raises(ValueError, match="'pallas_aligned' kernels take maps at most 32 wide, got 40"):
+    stss_pallas.stss_windows(jnp.zeros((1, 2, 4, 40, 4)), (0,), (3, 3), v_pitch=16)
 
 
 def test_pallas_tiling_refuses_other_backward_parts():

@@ -155,6 +155,8 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
     _warn_interpreted(jax.default_backend())
   batch, time, height, width, channels = normalised.shape
   if v_pitch is not None:
+    if aligned_pitch(plane, width) is None:
+      raise ValueError(f"the 'pallas_aligned' kernels take maps at most {ALIGNED_MAX_WIDTH} wide, got {width}")
     if v_pitch != aligned_pitch(plane, width):
       raise ValueError(f"the 'pallas_aligned' kernels store (U, V) = {tuple(plane)} windows of a {width}-wide map in "
                        f"rows of {aligned_pitch(plane, width)} entries, not {v_pitch}")
