@@ -297,7 +297,7 @@ def test_only_pallas_aligned_writes_a_pitch_of_its_own():
 
 
 def test_pallas_aligned_refuses_what_it_cannot_write():
-  with pytest.raises(ValueError, match="'pallas_aligned' handles maps at most 32 wide, got 4x33; use 'pallas'"):
+  with pytest.raises(ValueError, match="'pallas_aligned' kernels take maps at most 32 wide, got 33; use 'pallas'"):
     ops.stss(jnp.zeros((1, 2, 4, 33, 4)), (3, 3, 3), "pallas_aligned")
   with pytest.raises(ValueError, match="v_pitch must hold a window row of 5 entries, got 4"):
     ops.stss(jnp.zeros((1, 2, 4, 4, 4)), (3, 3, 5), "shift", v_pitch=4)
@@ -306,7 +306,7 @@ def test_pallas_aligned_refuses_what_it_cannot_write():
     stss_pallas.stss_windows(features, (0,), (3, 3), v_pitch=8)
   with pytest.raises(ValueError, match="one query row per program, not 2"):
     stss_pallas.stss_windows(features, (0,), (3, 3), tiling=stss_pallas.Tiling(rows=2), v_pitch=16)
-  with pytest.raises(ValueError, match="'pallas_aligned' kernels take maps at most 32 wide, got 40"):
+  with pytest.raises(ValueError, match="'pallas_aligned' kernels take maps at most 32 wide, got 40; use 'pallas'"):
     stss_pallas.stss_windows(jnp.zeros((1, 2, 4, 40, 4)), (0,), (3, 3), v_pitch=16)
 
 

@@ -121,9 +121,6 @@ def resolve_implementation(implementation: str, frame: tuple[int, int]) -> str:
   backend, or a ValueError naming what does not fit."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"stss implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-  if implementation == "pallas_aligned" and frame[1] > stss_pallas.ALIGNED_MAX_WIDTH:
-    raise ValueError(f"stss implementation 'pallas_aligned' handles maps at most {stss_pallas.ALIGNED_MAX_WIDTH} "
-                     f"wide, got {frame[0]}x{frame[1]}; use 'pallas'")
   positions = frame[0] * frame[1]
   if implementation == "auto":
     backend = jax.default_backend()
@@ -297,22 +294,19 @@ def _correlation_index(height: int, width: int,
 
 
 def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool,
-                 v_pitch: int | None) -> jax.Array:
-  """Each window's similarities straight from on-chip correlations (stss_pallas' band kernels), no
-  HW x HW correlation in memory, written in the order asked for."""
+                 v_pitch: int | None, aligned: bool = False) -> jax.Array:
+  """Each window's similarities straight from on-chip correlations (stss_pallas), no HW x HW
+  correlation in memory, written in the order asked for: by the band kernels, or if `aligned` by
+  the aligned kernels, whose rows of the aligned pitch stay as they are where that is v_pitch."""
+  tiling, pitch = ((stss_pallas.ALIGNED_TILING, stss_pallas.aligned_pitch(plane, features.shape[3])) if aligned
+                   else (stss_pallas.Tiling(), None))
   windows = stss_pallas.stss_windows(l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane,
-                                     l_major)
+                                     l_major, tiling, pitch)
   return _in_layout(windows.astype(features.dtype), l_major, l_major, plane[1], v_pitch)
 
 
-def _stss_pallas_aligned(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool,
-                         v_pitch: int | None) -> jax.Array:
-  """stss_pallas' aligned kernels: window rows written as whole rows of the aligned pitch, in the
-  order asked for."""
-  pitch = stss_pallas.aligned_pitch(plane, features.shape[3])
-  windows = stss_pallas.stss_windows(l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane,
-                                     l_major, stss_pallas.ALIGNED_TILING, pitch)
-  return _in_layout(windows.astype(features.dtype), l_major, l_major, plane[1], v_pitch)
+# One object, so that _stss's jit sees the same static argument on every call.
+_stss_pallas_aligned = functools.partial(_stss_pallas, aligned=True)
 
 
 def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool,

@@ -145,7 +145,7 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
 
   v_pitch: store each window row in v_pitch entries, zeros after the first V:
   (..., U, v_pitch) planes, from the aligned kernels (one query row per program, whose windows
-  are written and read as whole aligned rows; see aligned_pitch for when they apply). None: (U, V)
+  are written and read as whole aligned rows, for maps at most ALIGNED_MAX_WIDTH wide). None: (U, V)
   planes, from the band kernels.
 
   Products accumulate in float32 (float64 inputs: in their own precision); the output has the
@@ -155,11 +155,10 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
     _warn_interpreted(jax.default_backend())
   batch, time, height, width, channels = normalised.shape
   if v_pitch is not None:
-    if aligned_pitch(plane, width) is None:
-      raise ValueError(f"the 'pallas_aligned' kernels take maps at most {ALIGNED_MAX_WIDTH} wide, got {width}")
-    if v_pitch != aligned_pitch(plane, width):
+    pitch = aligned_pitch(plane, width)
+    if v_pitch != pitch:
       raise ValueError(f"the 'pallas_aligned' kernels store (U, V) = {tuple(plane)} windows of a {width}-wide map in "
-                       f"rows of {aligned_pitch(plane, width)} entries, not {v_pitch}")
+                       f"rows of {pitch} entries, not {v_pitch}")
     if tiling.rows not in (None, 1):
       raise ValueError(f"the 'pallas_aligned' kernels take one query row per program, not {tiling.rows}")
     tiling = dataclasses.replace(tiling, rows=1)
@@ -191,12 +190,13 @@ ALIGNED_TILING = Tiling(forward_warps=2, backward_warps=4)
 ALIGNED_MAX_WIDTH = 32
 
 
-def aligned_pitch(plane: tuple[int, int], width: int) -> int | None:
+def aligned_pitch(plane: tuple[int, int], width: int) -> int:
   """The row pitch the aligned kernels store (U, V) windows of a `width`-wide map in: V rounded
-  up to a power of two of at least 16 entries (whole 32-byte rows in bf16), or None where they do
-  not apply (maps wider than ALIGNED_MAX_WIDTH)."""
-  if _tile(width) > ALIGNED_MAX_WIDTH:
-    return None
+  up to a power of two of at least 16 entries (whole 32-byte rows in bf16). A ValueError for maps
+  wider than ALIGNED_MAX_WIDTH, which the aligned kernels do not take."""
+  if width > ALIGNED_MAX_WIDTH:
+    raise ValueError(f"the 'pallas_aligned' kernels take maps at most {ALIGNED_MAX_WIDTH} wide, got {width}; "
+                     "use 'pallas'")
   return _tile(plane[1])
 
 
