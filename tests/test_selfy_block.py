@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from stss_jax import runtime
 from stss_jax.convert import load_weights
 from stss_jax.layers import SELFYBlock
 from tests.conftest import FIXTURES
@@ -266,7 +267,6 @@ def test_interleaved_batch_norm_is_batch_norm_of_the_zero_interleaved_map(out_si
 def test_block_hands_pallas_aligned_rows_to_the_dense_extraction_as_written():
   """Under pallas_aligned the extraction's first product reads the kernels' 9 rows of 16 entries
   (144 per plane) as they are: no copy cuts them back to 81 entries first."""
-  from stss_jax import runtime
   from stss_jax.layers.selfy import _extract
   block = SELFYBlock(16, 8, (3, 9, 9), (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0))
   block.train()
@@ -278,3 +278,18 @@ def test_block_hands_pallas_aligned_rows_to_the_dense_extraction_as_written():
       jaxpr = jax.make_jaxpr(lambda s, d: _extract(nnx.merge(graphdef, s), d))(state, downsampled)
     shapes[form] = {tuple(e.invars[1].aval.shape) for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"}
   assert (96, 336) in shapes["pallas"] and (144, 336) in shapes["pallas_aligned"], shapes
+
+
+@pytest.mark.parametrize("extractor,extraction", [("conv", "conv"), ("soft_argmax", "dense"), ("mlp", "dense")])
+def test_every_extractor_reads_pallas_aligned_rows_as_the_plain_ones(extractor, extraction):
+  """Extractors given the padded window rows of pallas_aligned compute what they compute from
+  shift's (U, V) planes: the padding is never read as similarities."""
+  block = SELFYBlock(8, 8, (3, 5, 5), (4, 8, 16, 16), (16, 16, 16, 16), extractor=extractor, rngs=nnx.Rngs(0))
+  randomize_batch_norms(block, 4)
+  block.eval()
+  clips = jax.random.normal(jax.random.key(5), (1, 3, 8, 10, 8))
+  outputs = {}
+  for form in ("shift", "pallas_aligned"):
+    with runtime.use(runtime.Policy(stss=form, extraction=extraction)):
+      outputs[form] = np.asarray(jax.jit(lambda m, x: m(x))(block, clips))
+  np.testing.assert_allclose(outputs["pallas_aligned"], outputs["shift"], atol=1e-5)
