@@ -34,7 +34,7 @@ import numpy as np
 from benchmarks.timing import copy_bandwidth, time_jax
 from stss_jax import ops
 from stss_jax.ops import stss_pallas
-from stss_jax.ops.stss import resolve_temporal_offsets
+from stss_jax.ops.stss import _in_layout, resolve_temporal_offsets
 
 SHAPE = (8, 8, 14, 14, 128)
 WINDOW = (5, 9, 9)
@@ -55,18 +55,12 @@ def v_pitch(implementation: str) -> int | None:
 
 def as_written(cotangent, implementation: str):
   """A cotangent in ops.stss's layout, moved and padded into the layout the form writes."""
-  if l_major(implementation):
-    cotangent = jnp.moveaxis(cotangent, 4, 2)
-  pitch = v_pitch(implementation)
-  if pitch:
-    cotangent = jnp.pad(cotangent, [(0, 0)] * (cotangent.ndim - 1) + [(0, pitch - cotangent.shape[-1])])
-  return cotangent
+  return _in_layout(cotangent, l_major(implementation), False, WINDOW[2], v_pitch(implementation))
 
 
 def as_standard(similarities, implementation: str):
   """The inverse of as_written: similarities the form wrote, in ops.stss's layout."""
-  similarities = similarities[..., :WINDOW[2]]
-  return jnp.moveaxis(similarities, 2, 4) if l_major(implementation) else similarities
+  return _in_layout(similarities, False, l_major(implementation), WINDOW[2], None)
 
 
 def time_in_scan(fn, input_sets, calls: int = 16) -> float:
