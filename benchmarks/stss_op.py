@@ -19,13 +19,11 @@ network access to fetch it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import statistics
 import sys
 import time
-import typing
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +32,7 @@ import numpy as np
 from benchmarks.timing import copy_bandwidth, time_jax
 from stss_jax import ops
 from stss_jax.ops import stss_pallas
-from stss_jax.ops.stss import _in_layout, resolve_temporal_offsets
+from stss_jax.ops.stss import resolve_temporal_offsets
 
 SHAPE = (8, 8, 14, 14, 128)
 WINDOW = (5, 9, 9)
@@ -43,24 +41,7 @@ IMPLEMENTATIONS = ("shift", "matmul", "gather", "pallas")
 
 def l_major(implementation: str) -> bool:
   """Whether the form returns the SELFY block's (l, h, w) order rather than ops.stss's (h, w, l)."""
-  return implementation.startswith("pallas:") and parse_pallas(implementation).l_major
-
-
-def v_pitch(implementation: str) -> int | None:
-  """The window-row pitch the form writes if it pads rows past V (the aligned pallas kernels)."""
-  if not (implementation.startswith("pallas:") and parse_pallas(implementation).aligned):
-    return None
-  return stss_pallas.aligned_pitch(WINDOW[1:], SHAPE[3])
-
-
-def as_written(cotangent, implementation: str):
-  """A cotangent in ops.stss's layout, moved and padded into the layout the form writes."""
-  return _in_layout(cotangent, l_major(implementation), False, WINDOW[2], v_pitch(implementation))
-
-
-def as_standard(similarities, implementation: str):
-  """The inverse of as_written: similarities the form wrote, in ops.stss's layout."""
-  return _in_layout(similarities, False, l_major(implementation), WINDOW[2], None)
+  return implementation.startswith("pallas:") and parse_pallas(implementation)[1]
 
 
 def time_in_scan(fn, input_sets, calls: int = 16) -> float:
@@ -81,12 +62,12 @@ def time_in_scan(fn, input_sets, calls: int = 16) -> float:
 def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS, trace_dir=None):
   """{name: (forward s, forward + backward s, forward + backward s in one scan, seconds of the
   first forward + backward call)};
-  `cotangents` in ops.stss's layout (moved and padded for a form that writes another). With
+  `cotangents` in ops.stss's order (moved for a form that writes the block's order). With
   `trace_dir`, each form's 10 forward + backward calls after its timing are traced to
   trace_dir/NAME (benchmarks.trace_summary gives the time of each kernel)."""
   rows = {}
   for implementation in implementations:
-    ordered = [as_written(g, implementation) for g in cotangents]
+    ordered = [jnp.moveaxis(g, 4, 2) for g in cotangents] if l_major(implementation) else cotangents
     forward = jax.jit(lambda x, impl=implementation: _stss(x, impl))
     # Returns the similarities too: with the gradient alone XLA drops the forward's products
     # (the STSS is linear in the normalised features), and the figure would be the backward only.
@@ -112,49 +93,36 @@ def _stss(x, implementation):
   """ops.stss, or for "pallas:KEY=VALUE/..." the pallas form with those settings (parse_pallas)."""
   if not implementation.startswith("pallas:"):
     return ops.stss(x, WINDOW, implementation)
-  form = parse_pallas(implementation)
+  tiling, l_major = parse_pallas(implementation)
   windows = stss_pallas.stss_windows(ops.l2_normalize(x).astype(x.dtype), resolve_temporal_offsets(WINDOW, None),
-                                     WINDOW[1:], form.l_major, form.tiling, v_pitch(implementation))
-  return windows  # in the layout the kernel wrote: no transpose or slice timed
+                                     WINDOW[1:], l_major, tiling)
+  return windows  # in the order the kernel wrote: no transpose timed
 
 
 PALLAS_KEYS = {"rows": "rows", "fw": "forward_warps", "bw": "backward_warps", "parts": "backward_parts"}
 
 
-class PallasForm(typing.NamedTuple):
-  tiling: stss_pallas.Tiling
-  l_major: bool = False  # the SELFY block's (l, h, w) order, not ops.stss's (h, w, l)
-  aligned: bool = False  # the aligned kernels (window rows padded to whole aligned rows)
-
-
-def parse_pallas(spec: str) -> PallasForm:
-  """"pallas" or "pallas:rows=1/fw=8/bw=8/parts=2/order=l/kernels=aligned" -> PallasForm. Keys
-  left out keep the defaults of the kernels named (Tiling(), or stss_pallas.ALIGNED_TILING);
-  order=h (the default) writes ops.stss's (h, w, l) order, order=l the SELFY block's (l, h, w);
-  kernels=band (the default) the (U, V) windows of the band kernels, kernels=aligned the aligned
-  kernels' (U, pitch) rows."""
+def parse_pallas(spec: str) -> tuple[stss_pallas.Tiling, bool]:
+  """"pallas" or "pallas:rows=1/fw=8/bw=8/parts=2/order=l" -> (Tiling, l_major). Keys left out
+  keep Tiling's defaults; order=h (the default) writes ops.stss's (h, w, l) order, order=l the
+  SELFY block's (l, h, w)."""
   form, _, items = spec.partition(":")
   if form != "pallas":
     raise ValueError(f"{spec!r}: not a pallas form (pallas or pallas:KEY=VALUE/...)")
-  settings, l_major, aligned = {}, False, False
+  settings, l_major = {}, False
   for item in filter(None, items.split("/")):
     key, _, value = item.partition("=")
     if key == "order":
       if value not in ("h", "l"):
         raise ValueError(f"{spec!r}: order must be h or l, got {value!r}")
       l_major = value == "l"
-    elif key == "kernels":
-      if value not in ("band", "aligned"):
-        raise ValueError(f"{spec!r}: kernels must be band or aligned, got {value!r}")
-      aligned = value == "aligned"
     elif key in PALLAS_KEYS:
       if not value.isdigit():
         raise ValueError(f"{spec!r}: {key} must be a whole number, got {value!r}")
       settings[PALLAS_KEYS[key]] = int(value)
     else:
-      raise ValueError(f"{spec!r}: unknown key {key!r}; use order, kernels or one of {sorted(PALLAS_KEYS)}")
-  defaults = stss_pallas.ALIGNED_TILING if aligned else stss_pallas.Tiling()
-  return PallasForm(dataclasses.replace(defaults, **settings), l_major, aligned)
+      raise ValueError(f"{spec!r}: unknown key {key!r}; use order or one of {sorted(PALLAS_KEYS)}")
+  return stss_pallas.Tiling(**settings), l_major
 
 
 def _forward_and_gradient(x, cotangent, implementation):
@@ -233,7 +201,7 @@ def main(argv=None):
                       help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:KEY=VALUE/...' "
                       "is the pallas form with other settings: rows (query rows per program), fw / bw (forward / "
                       "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
-                      "l: the SELFY block's), kernels (band, or aligned: window rows padded to aligned rows)")
+                      "l: the SELFY block's)")
   parser.add_argument("--clips", type=int, default=SHAPE[0],
                       help=f"clips of {SHAPE[1]} frames (default {SHAPE[0]}: {SHAPE[0] * SHAPE[1]} frames; the SELFY "
                       "block at batch 32 sees 32)")
@@ -266,9 +234,11 @@ def main(argv=None):
     rows = jax_variants(input_sets, cotangents, args.implementations.split(","), args.trace_dir)
     for name, (fwd, bwd, bwd_in_scan, first_call) in rows.items():
       implementation = name.split()[-1]
-      similarities, gradient = _forward_and_gradient(input_sets[0], as_written(cotangents[0], implementation),
-                                                     implementation)
-      got = (as_standard(similarities, implementation), gradient)
+      if l_major(implementation):
+        similarities, gradient = _forward_and_gradient(input_sets[0], jnp.moveaxis(cotangents[0], 4, 2), implementation)
+        got = (jnp.moveaxis(similarities, 2, 4), gradient)
+      else:
+        got = _forward_and_gradient(input_sets[0], cotangents[0], implementation)
       errors = [np.linalg.norm(np.asarray(a.astype(jnp.float32), np.float64) - r) / np.linalg.norm(r)
                 for a, r in zip(got, reference)]
       print(f"| {dtype_name} | {name} | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} | {bwd_in_scan * 1e3:.3f} "

@@ -38,13 +38,11 @@ INSTRUCTIONS = r"(?:ld|st)\.(?:global|shared|local)[.a-z0-9]*|ldmatrix[.a-z0-9]*
 def triton_modules(implementation: str, shape=SHAPE) -> dict[str, str]:
   """{kernel name: Triton IR text} of the forward and backward kernels of a "pallas:..." form,
   lowered for a GPU on whatever machine this runs."""
-  form = parse_pallas(implementation)
+  tiling, l_major = parse_pallas(implementation)
   offsets = resolve_temporal_offsets(WINDOW, None)
-  pitch = stss_pallas.aligned_pitch(WINDOW[1:], shape[3]) if form.aligned else None
 
   def forward_and_gradient(features):
-    windows, pullback = jax.vjp(
-        lambda f: stss_pallas.stss_windows(f, offsets, WINDOW[1:], form.l_major, form.tiling, pitch), features)
+    windows, pullback = jax.vjp(lambda f: stss_pallas.stss_windows(f, offsets, WINDOW[1:], l_major, tiling), features)
     return windows, pullback(windows)[0]
 
   printed = io.StringIO()
@@ -112,9 +110,8 @@ def main(argv=None) -> int:
     parser.error("needs Triton: pip install triton==3.9.0 (not a project dependency)")
   shape = (args.clips, *SHAPE[1:])
   for implementation in args.implementations.split(","):
-    tiling = parse_pallas(implementation).tiling
-    warps = {"stss_windows": tiling.forward_warps, "stss_windows_grad": tiling.backward_warps,
-             "stss_windows_aligned": tiling.forward_warps, "stss_windows_aligned_grad": tiling.backward_warps}
+    tiling, _ = parse_pallas(implementation)
+    warps = {"stss_windows": tiling.forward_warps, "stss_windows_grad": tiling.backward_warps}
     for name, module in triton_modules(implementation, shape).items():
       stem = f"{re.sub(r'[^A-Za-z0-9]+', '_', implementation)}_{name}"
       report = compile_for_sm90(stem, module, warps[name], args.out)

@@ -1,9 +1,9 @@
 """How the model's ops run on this machine, as opposed to what the model is.
 
-The STSS form (`stss_jax.ops.stss`: shift, matmul, gather, pallas, pallas_aligned, or auto, which
-picks by backend), the extraction form (dense matrix products over each similarity plane, or
-convolutions), the row alignment of the dense form and whether the SELFY block's similarities
-are recomputed in the backward pass change speed and memory, never the function a model computes (up to
+The STSS form (`stss_jax.ops.stss`: shift, matmul, gather, pallas, or auto, which picks by backend), the
+extraction form (dense matrix products over each similarity plane, or convolutions), the row
+alignment of the dense form and whether the SELFY block's similarities are recomputed in the
+backward pass change speed and memory, never the function a model computes (up to
 float rounding). They are one process-wide policy, read when a model is traced, so that a model
 built once runs under any policy and a checkpoint never records one. Commands set it from
 --stss_implementation, --extraction_implementation, --row_alignment and --selfy_remat (stss_jax.cli); code sets
@@ -73,8 +73,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_enum("stss_implementation", default.stss, STSS_FORMS,
                     "STSS form (execution only; auto: gather on GPUs, matmul on other accelerators, shift on CPU; "
                     "pallas: Triton kernels on GPUs, slower than gather in the SELFY block on an H200 "
-                    "(benchmarks/results/gpu.md), interpreted elsewhere; pallas_aligned: Triton kernels that write "
-                    "whole aligned window rows, not yet timed in their kept form).",
+                    "(benchmarks/results/gpu.md), interpreted elsewhere).",
                     **define)
   flags.DEFINE_enum("extraction_implementation", default.extraction, EXTRACTION_FORMS,
                     "STSS extraction form (execution only): dense matrix products or convolutions.", **define)

@@ -142,32 +142,3 @@ def test_inference_folds_bn_into_the_convolution_exactly(relu, dtype, tolerance)
               + np.asarray(layer.bn.bias[...]))
   expected = np.maximum(expected, 0) if relu else expected
   np.testing.assert_allclose(np.asarray(out, np.float64), expected, rtol=tolerance, atol=tolerance)
-
-
-@pytest.mark.parametrize("row_pitch", [None, 7, 16])
-def test_dense_matrix_reads_planes_in_rows_of_any_pitch(row_pitch):
-  """A convolution of (H, W, Cin) planes as one product with dense_matrix, the planes stored in
-  rows of row_pitch cells (noise in the row padding), against lax's convolution of the planes."""
-  from stss_jax.layers.conv_bn import dense_matrix
-  rng = np.random.default_rng(5)
-  height, width, cin, cout = 5, 7, 2, 3
-  planes = rng.normal(size=(4, height, width, cin)).astype(np.float32)
-  kernel = rng.normal(size=(3, 3, cin, cout)).astype(np.float32)
-  pitch = row_pitch or width
-  stored = rng.normal(size=(4, height, pitch, cin)).astype(np.float32)
-  stored[:, :, :width] = planes
-  entries = height * pitch * cin + 6  # and alignment padding after the plane
-  flat = np.concatenate([stored.reshape(4, -1), rng.normal(size=(4, 6)).astype(np.float32)], axis=1)
-  matrix, out_plane, out_cells = dense_matrix(jnp.asarray(kernel), (height, width), entries, (2, 1), (1, 1), row_pitch)
-  got = (jnp.asarray(flat) @ matrix).reshape(4, out_cells, cout)[:, :out_plane[0] * out_plane[1]]
-  expected = jax.lax.conv_general_dilated(jnp.asarray(planes), jnp.asarray(kernel), (2, 1), [(1, 1), (1, 1)],
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                          precision=jax.lax.Precision.HIGHEST)
-  assert out_plane == expected.shape[1:3]
-  np.testing.assert_allclose(np.asarray(got), np.asarray(expected).reshape(4, -1, cout), rtol=1e-5, atol=1e-5)
-
-
-def test_dense_matrix_refuses_rows_narrower_than_the_plane():
-  from stss_jax.layers.conv_bn import dense_matrix
-  with pytest.raises(ValueError, match="rows of 4 cells cannot hold a 5x7 plane"):
-    dense_matrix(jnp.zeros((3, 3, 1, 2)), (5, 7), 64, (1, 1), (1, 1), 4)

@@ -10,8 +10,8 @@ from jax.test_util import check_grads
 from stss_jax import ops
 from stss_jax.ops import stss_pallas
 
-# Every STSS form; "pallas" and "pallas_aligned" run their kernels in Pallas' interpret mode on this CPU.
-FORMS = ["shift", "matmul", "gather", "pallas", "pallas_aligned"]
+# Every STSS form; "pallas" runs its kernels in Pallas' interpret mode on this CPU.
+FORMS = ["shift", "matmul", "gather", "pallas"]
 
 
 def naive_stss(x, window):
@@ -248,80 +248,16 @@ def test_l_major_is_the_same_similarities_with_l_before_h_w(implementation):
   np.testing.assert_allclose(got, np.moveaxis(naive_stss(x, (3, 3, 5)), 4, 2), atol=2e-6)
 
 
-@pytest.mark.parametrize("shape,window", [
-    ((2, 3, 7, 5, 6), (3, 5, 3)),
-    ((1, 3, 4, 5, 6), (3, 9, 9)),  # windows taller and wider than the map
-], ids=["interior", "window-past-the-map"])
-@pytest.mark.parametrize("parts", [1, 2])
-@pytest.mark.parametrize("l_major", [False, True])
-def test_pallas_aligned_kernels_match_naive_loops(shape, window, parts, l_major):
-  """The aligned kernels' window rows hold the pair-by-pair similarities in their first V entries
-  and zeros after them, and the feature gradient leaves out cotangents of that padding."""
-  rng = np.random.default_rng(13)
-  x = rng.normal(size=shape).astype(np.float32)
-  cotangent = rng.normal(size=shape[:4] + window).astype(np.float32)
-  pitch = stss_pallas.aligned_pitch(window[1:], shape[3])
-  assert pitch == 16
-
-  def windows(f):
-    return stss_pallas.stss_windows(ops.l2_normalize(f), (-1, 0, 1), window[1:], l_major,
-                                    stss_pallas.Tiling(backward_parts=parts), v_pitch=pitch)
-
-  similarities, pullback = jax.vjp(windows, jnp.asarray(x))
-  order = (lambda a: np.moveaxis(a, 4, 2)) if l_major else (lambda a: a)
-  similarities = np.asarray(similarities)
-  assert similarities.shape[-1] == pitch
-  np.testing.assert_allclose(similarities[..., :window[2]], order(naive_stss(x, window)), atol=2e-6)
-  np.testing.assert_array_equal(similarities[..., window[2]:], 0)
-  padded = rng.normal(size=similarities.shape).astype(np.float32)  # noise in the padding
-  padded[..., :window[2]] = order(cotangent)
-  gradient = pullback(jnp.asarray(padded))[0]
-  np.testing.assert_allclose(np.asarray(gradient), naive_stss_gradient(x, window, cotangent), atol=2e-5)
-
-
-@pytest.mark.parametrize("implementation", FORMS)
-@pytest.mark.parametrize("v_pitch", [None, 5, 7, 16])
-def test_stss_rows_come_in_the_pitch_asked_for(implementation, v_pitch):
-  x = np.random.default_rng(14).normal(size=(1, 3, 4, 6, 5)).astype(np.float32)
-  got = np.asarray(ops.stss(x, (3, 3, 5), implementation, l_major=True, v_pitch=v_pitch))
-  assert got.shape == (1, 3, 3, 4, 6, 3, v_pitch or 5)
-  np.testing.assert_allclose(got[..., :5], np.moveaxis(naive_stss(x, (3, 3, 5)), 4, 2), atol=2e-6)
-  np.testing.assert_array_equal(got[..., 5:], 0)
-
-
-def test_only_pallas_aligned_writes_a_pitch_of_its_own():
-  assert ops.native_v_pitch("pallas_aligned", (14, 14), (5, 9, 9)) == 16
-  assert ops.native_v_pitch("pallas_aligned", (8, 32), (3, 17, 17)) == 32
-  for implementation in ("auto", "shift", "matmul", "gather", "pallas"):
-    assert ops.native_v_pitch(implementation, (14, 14), (5, 9, 9)) is None
-
-
-def test_pallas_aligned_refuses_what_it_cannot_write():
-  with pytest.raises(ValueError, match="'pallas_aligned' kernels take maps at most 32 wide, got 33; use 'pallas'"):
-    ops.stss(jnp.zeros((1, 2, 4, 33, 4)), (3, 3, 3), "pallas_aligned")
-  with pytest.raises(ValueError, match="v_pitch must hold a window row of 5 entries, got 4"):
-    ops.stss(jnp.zeros((1, 2, 4, 4, 4)), (3, 3, 5), "shift", v_pitch=4)
-  features = jnp.zeros((1, 2, 4, 4, 4))
-  with pytest.raises(ValueError, match="in rows of 16 entries, not 8"):
-    stss_pallas.stss_windows(features, (0,), (3, 3), v_pitch=8)
-  with pytest.raises(ValueError, match="one query row per program, not 2"):
-    stss_pallas.stss_windows(features, (0,), (3, 3), tiling=stss_pallas.Tiling(rows=2), v_pitch=16)
-  with pytest.raises(ValueError, match="'pallas_aligned' kernels take maps at most 32 wide, got 40; use 'pallas'"):
-    stss_pallas.stss_windows(jnp.zeros((1, 2, 4, 40, 4)), (0,), (3, 3), v_pitch=16)
-
-
 def test_pallas_tiling_refuses_other_backward_parts():
   with pytest.raises(ValueError, match="backward_parts must be 1 or 2, got 3"):
     stss_pallas.Tiling(backward_parts=3)
 
 
-@pytest.mark.parametrize("tiling,v_pitch", [
-    (stss_pallas.Tiling(), None),
-    (stss_pallas.Tiling(rows=2, backward_parts=1), None),
-    (stss_pallas.Tiling(), 16),
-    (stss_pallas.Tiling(forward_warps=2, backward_warps=4, backward_parts=1), 16),
-], ids=["default", "rows2-one-part", "aligned", "aligned-two-warps-one-part"])
-def test_pallas_kernels_lower_to_triton_for_gpus(tiling, v_pitch, monkeypatch):
+@pytest.mark.parametrize("tiling", [
+    stss_pallas.Tiling(),
+    stss_pallas.Tiling(rows=2, backward_parts=1),
+], ids=["default", "rows2-one-part"])
+def test_pallas_kernels_lower_to_triton_for_gpus(tiling, monkeypatch):
   """The compiled kernels (not the interpreted ones the other tests run) lower to Triton for a GPU,
   on this CPU: a Pallas construct that Triton lowering does not take fails here, not on the first
   GPU run."""
@@ -330,8 +266,7 @@ def test_pallas_kernels_lower_to_triton_for_gpus(tiling, v_pitch, monkeypatch):
   features = jax.ShapeDtypeStruct((2, 4, 14, 14, 128), jnp.bfloat16)
 
   def forward_and_gradient(f):
-    windows, pullback = jax.vjp(lambda a: stss_pallas.stss_windows(a, (-2, -1, 0, 1, 2), (9, 9), True, tiling, v_pitch),
-                                f)
+    windows, pullback = jax.vjp(lambda a: stss_pallas.stss_windows(a, (-2, -1, 0, 1, 2), (9, 9), True, tiling), f)
     return windows, pullback(windows)[0]
 
   exported = export.export(jax.jit(forward_and_gradient), platforms=["cuda"],

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from stss_jax import runtime
 from stss_jax.convert import load_weights
 from stss_jax.layers import SELFYBlock
 from tests.conftest import FIXTURES
@@ -17,9 +16,8 @@ def official():
   return {k: data[k] for k in data.files}
 
 
-@pytest.fixture(scope="module", params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense"),
-                                        ("pallas", "dense"), ("pallas_aligned", "dense")],
-                ids=["shift-conv", "matmul-dense", "gather-dense", "pallas-dense", "pallas_aligned-dense"])
+@pytest.fixture(scope="module", params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense"), ("pallas", "dense")],
+                ids=["shift-conv", "matmul-dense", "gather-dense", "pallas-dense"])
 def block(official, request):
   stss_implementation, extraction_implementation = request.param
   block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0),
@@ -215,14 +213,10 @@ def test_block_rejects_bad_settings():
     SELFYBlock(16, 8, window=(4, 9, 9), rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("stss_implementation", [None, "pallas_aligned"])
-def test_dense_extraction_gradients_match_convolutions(stss_implementation):
-  """The dense extraction against convolutions; under pallas_aligned the dense form reads the
-  kernels' padded window rows as they are, the conv form without their padding."""
+def test_dense_extraction_gradients_match_convolutions():
   clips = jax.random.normal(jax.random.key(2), (2, 4, 8, 8, 16))
   blocks = [SELFYBlock(16, 8, (3, 9, 9), (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0),
-                       stss_implementation=stss_implementation, extraction_implementation=impl)
-            for impl in ("conv", "dense")]
+                       extraction_implementation=impl) for impl in ("conv", "dense")]
   for block in blocks:  # a non-zero last BN scale, so that gradients reach every layer
     block.stss_integration.upsample_bn.scale[...] = jnp.full((16,), 0.5)
 
@@ -262,34 +256,3 @@ def test_interleaved_batch_norm_is_batch_norm_of_the_zero_interleaved_map(out_si
   running_mean, running_var = np.asarray(bn.mean[...]), np.asarray(bn.var[...])
   out = interleaved_batch_norm(bn, jnp.asarray(x), out_size)
   np.testing.assert_allclose(out, (full - running_mean) / np.sqrt(running_var + 1e-5) * scale + bias, atol=1e-4)
-
-
-def test_block_hands_pallas_aligned_rows_to_the_dense_extraction_as_written():
-  """Under pallas_aligned the extraction's first product reads the kernels' 9 rows of 16 entries
-  (144 per plane) as they are: no copy cuts them back to 81 entries first."""
-  from stss_jax.layers.selfy import _extract
-  block = SELFYBlock(16, 8, (3, 9, 9), (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0))
-  block.train()
-  graphdef, state = nnx.split(block)
-  downsampled = jnp.zeros((1, 3, 4, 5, 8))
-  shapes = {}
-  for form in ("pallas", "pallas_aligned"):
-    with runtime.use(runtime.Policy(stss=form, extraction="dense")):
-      jaxpr = jax.make_jaxpr(lambda s, d: _extract(nnx.merge(graphdef, s), d))(state, downsampled)
-    shapes[form] = {tuple(e.invars[1].aval.shape) for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"}
-  assert (96, 336) in shapes["pallas"] and (144, 336) in shapes["pallas_aligned"], shapes
-
-
-@pytest.mark.parametrize("extractor,extraction", [("conv", "conv"), ("soft_argmax", "dense"), ("mlp", "dense")])
-def test_every_extractor_reads_pallas_aligned_rows_as_the_plain_ones(extractor, extraction):
-  """Extractors given the padded window rows of pallas_aligned compute what they compute from
-  shift's (U, V) planes: the padding is never read as similarities."""
-  block = SELFYBlock(8, 8, (3, 5, 5), (4, 8, 16, 16), (16, 16, 16, 16), extractor=extractor, rngs=nnx.Rngs(0))
-  randomize_batch_norms(block, 4)
-  block.eval()
-  clips = jax.random.normal(jax.random.key(5), (1, 3, 8, 10, 8))
-  outputs = {}
-  for form in ("shift", "pallas_aligned"):
-    with runtime.use(runtime.Policy(stss=form, extraction=extraction)):
-      outputs[form] = np.asarray(jax.jit(lambda m, x: m(x))(block, clips))
-  np.testing.assert_allclose(outputs["pallas_aligned"], outputs["shift"], atol=1e-5)

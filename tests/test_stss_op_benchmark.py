@@ -2,42 +2,20 @@
 import pytest
 
 from benchmarks.stss_op import l_major, parse_pallas
-from stss_jax.ops.stss_pallas import ALIGNED_TILING, Tiling
+from stss_jax.ops.stss_pallas import Tiling
 
 
 def test_pallas_spec_sets_the_named_settings_and_keeps_the_rest():
-  assert parse_pallas("pallas") == parse_pallas("pallas:") == (Tiling(), False, False)
+  assert parse_pallas("pallas") == parse_pallas("pallas:") == (Tiling(), False)
   assert parse_pallas("pallas:rows=2/fw=4/bw=2/parts=1/order=l") == (
-      Tiling(rows=2, forward_warps=4, backward_warps=2, backward_parts=1), True, False)
-  assert parse_pallas("pallas:kernels=aligned") == (ALIGNED_TILING, False, True)
-  assert parse_pallas("pallas:fw=8/kernels=aligned/parts=1") == (
-      Tiling(forward_warps=8, backward_warps=ALIGNED_TILING.backward_warps, backward_parts=1), False, True)
-  assert parse_pallas("pallas:kernels=band") == (Tiling(), False, False)
+      Tiling(rows=2, forward_warps=4, backward_warps=2, backward_parts=1), True)
+  assert parse_pallas("pallas:order=h/parts=2") == (Tiling(backward_parts=2), False)
   assert l_major("pallas:order=l") and not l_major("pallas:fw=8") and not l_major("gather")
-
-
-def test_aligned_rows_are_timed_as_written_and_compared_as_ops_stss_writes():
-  """A form's cotangent goes in the layout it writes (moved, padded), and its similarities come
-  back in ops.stss's layout for the error column."""
-  import jax.numpy as jnp
-  import numpy as np
-
-  from benchmarks import stss_op
-  rng = np.random.default_rng(1)
-  standard = jnp.asarray(rng.normal(size=(1, 2, 14, 14) + stss_op.WINDOW), jnp.float32)
-  for spec, shape in [("gather", (1, 2, 14, 14, 5, 9, 9)), ("pallas:order=l", (1, 2, 5, 14, 14, 9, 9)),
-                      ("pallas:order=l/kernels=aligned", (1, 2, 5, 14, 14, 9, 16)),
-                      ("pallas:kernels=aligned", (1, 2, 14, 14, 5, 9, 16))]:
-    written = stss_op.as_written(standard, spec)
-    assert written.shape == shape, spec
-    np.testing.assert_array_equal(np.asarray(written[..., 9:]), 0)
-    np.testing.assert_array_equal(np.asarray(stss_op.as_standard(written, spec)), np.asarray(standard))
 
 
 @pytest.mark.parametrize("spec,message", [
     ("pallas:warps=4", "unknown key 'warps'"),
     ("pallas:order=x", "order must be h or l, got 'x'"),
-    ("pallas:kernels=wide", "kernels must be band or aligned, got 'wide'"),
     ("pallas:fw=four", "fw must be a whole number, got 'four'"),
     ("pallas:parts=3", "backward_parts must be 1 or 2, got 3"),
     ("gather:fw=4", "not a pallas form"),

@@ -76,19 +76,16 @@ class ConvBN(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     return conv_bn_relu(self.conv, self.bn, x, self.relu)
 
-  def dense(self, planes: jax.Array, plane: tuple[int, int],
-            row_pitch: int | None = None) -> tuple[jax.Array, tuple[int, int]]:
+  def dense(self, planes: jax.Array, plane: tuple[int, int]) -> tuple[jax.Array, tuple[int, int]]:
     """The same layer on flattened planes, as one matrix product per plane (see dense_matrix).
 
-    planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries, or, with
-    a row_pitch, into H rows of row_pitch*Cin entries of which the first W*Cin are the row's;
-    entries after them (row or alignment padding) are ignored. Returns the (H', W', Cout) outputs
-    flattened (without row padding) and padded to a multiple of the runtime policy's row
-    alignment, and (H', W'). For the tiny planes of the STSS this beats a convolution kernel.
+    planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries; entries
+    after them (alignment padding) are ignored. Returns the (H', W', Cout) outputs flattened the
+    same way and padded to a multiple of the runtime policy's row alignment, and (H', W'). For the tiny planes of the
+    STSS this beats a convolution kernel.
     """
     kernel = self.conv.kernel[...].astype(self.conv.dtype or planes.dtype)
-    matrix, out_plane, out_cells = dense_matrix(kernel, plane, planes.shape[-1], self.strides, self.padding,
-                                                row_pitch)
+    matrix, out_plane, out_cells = dense_matrix(kernel, plane, planes.shape[-1], self.strides, self.padding)
     y = planes.astype(kernel.dtype) @ matrix
     *batch, _ = y.shape
     cells = y.reshape(*batch, out_cells, kernel.shape[-1])
@@ -106,13 +103,12 @@ def aligned_cells(cells: int, channels: int) -> int:
 
 
 def dense_matrix(kernel: jax.Array, plane: tuple[int, int], in_entries: int, strides: tuple[int, int],
-                 padding: tuple[int, int], row_pitch: int | None = None) -> tuple[jax.Array, tuple[int, int], int]:
+                 padding: tuple[int, int]) -> tuple[jax.Array, tuple[int, int], int]:
   """The (in_entries, out_cells * Cout) matrix of a 2-D convolution of flattened planes.
 
   The kernel (kh, kw, Cin, Cout) is spread over every (input cell, output cell) pair it links
-  (zero padding and stride included); rows past the H*W*Cin plane entries (or, with a row_pitch,
-  past each input row's W*Cin of its row_pitch*Cin entries) and columns past the H'*W' output
-  cells are zero, so padded entries neither contribute nor receive anything. For
+  (zero padding and stride included); rows past the H*W*Cin plane entries and columns past the
+  H'*W' output cells are zero, so padded entries neither contribute nor receive anything. For
   the SELFY extraction's 9x9 planes with 1 to 64 channels this turns four poorly occupied
   convolution launches over ~10^5 planes into dense products for the matrix units, at the price
   of multiplying by the zeros of that matrix. Returns the matrix, (H', W') and out_cells.
@@ -123,15 +119,9 @@ def dense_matrix(kernel: jax.Array, plane: tuple[int, int], in_entries: int, str
   matrix = jnp.einsum("iot,tab->iaob", taps.astype(kernel.dtype), kernel.reshape(kh * kw, in_features, out_features))
   cells = out_plane[0] * out_plane[1]
   out_cells = aligned_cells(cells, out_features)
-  pitch = row_pitch or width
-  if pitch < width:
-    raise ValueError(f"rows of {pitch} cells cannot hold a {height}x{width} plane")
-  matrix = jnp.pad(matrix.reshape(height, width * in_features, cells * out_features),
-                   ((0, 0), (0, (pitch - width) * in_features), (0, 0)))
-  matrix = matrix.reshape(height * pitch * in_features, cells * out_features)
-  if in_entries < height * pitch * in_features:
-    raise ValueError(f"{in_entries} entries cannot hold a {height}x{width}x{in_features} plane "
-                     f"in rows of {pitch} cells")
+  matrix = matrix.reshape(height * width * in_features, cells * out_features)
+  if in_entries < height * width * in_features:
+    raise ValueError(f"{in_entries} entries cannot hold a {height}x{width}x{in_features} plane")
   matrix = jnp.pad(matrix, ((0, in_entries - matrix.shape[0]), (0, (out_cells - cells) * out_features)))
   return matrix, out_plane, out_cells
 

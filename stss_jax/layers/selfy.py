@@ -37,22 +37,15 @@ class STSSTransformation(nnx.Module):
     """(N, T, H, W, C) -> (N, T, h, w, L, U, V), L the number of temporal offsets."""
     return self.similarities(self.downsample(clips))
 
-  def similarities(self, features: jax.Array, l_major: bool = False, native_pitch: bool = False) -> jax.Array:
+  def similarities(self, features: jax.Array, l_major: bool = False) -> jax.Array:
     """The STSS of the downsampled features (N, T, h, w, hidden): (N, T, h, w, L, U, V), or
-    (N, T, L, h, w, U, V) if `l_major`. With `native_pitch`, window rows come in the pitch the
-    STSS form writes itself (ops.native_v_pitch: the pallas_aligned form's rows), zeros past V."""
+    (N, T, L, h, w, U, V) if `l_major`."""
     implementation = self.implementation or runtime.current().stss
-    pitch = ops.native_v_pitch(implementation, features.shape[2:4], self.window) if native_pitch else None
-    return ops.stss(features, self.window, implementation, self.temporal_offsets, l_major, pitch)
+    return ops.stss(features, self.window, implementation, self.temporal_offsets, l_major)
 
 
 def _conv_output_size(size: int, stride: int, padding: int) -> int:
   return (size + 2 * padding - 3) // stride + 1
-
-
-def _unpadded_rows(stss: jax.Array, V: int) -> jax.Array:
-  """(..., U, P) similarity planes whose rows may be padded past V (P >= V) -> (..., U, V)."""
-  return stss if stss.shape[-1] == V else stss[..., :V]
 
 
 class ConvExtraction(nnx.Module):
@@ -66,7 +59,6 @@ class ConvExtraction(nnx.Module):
   def __init__(self, window: Sequence[int], channels: Sequence[int], dense: bool | None = None, *, dtype,
                rngs: nnx.Rngs):
     _, U, V = window
-    self.plane = (U, V)
     self.dense = dense  # None: the runtime policy's extraction form, when traced
     c0, c1, c2, c3 = channels
     self.conv0 = ConvBN(1, c0, 3, strides=1, padding=1, dtype=dtype, rngs=rngs)
@@ -78,21 +70,19 @@ class ConvExtraction(nnx.Module):
     self.out_features = c3
 
   def __call__(self, stss: jax.Array) -> jax.Array:
-    """(..., U, P) similarity planes, rows padded with zeros past V if P > V -> (..., D), any
-    leading axes. The dense form reads padded rows as they are (its first matrix skips the
-    padding), the conv form drops the padding."""
+    """(..., U, V) similarity planes -> (..., D), any leading axes."""
     convs = (self.conv0, self.conv1, self.conv2, self.conv3)
     dense = self.dense if self.dense is not None else runtime.current().extraction == "dense"
     if not dense:
-      x = _unpadded_rows(stss, self.plane[1])[..., None]
+      x = stss[..., None]
       for conv in convs:
         x = conv(x)
       return jnp.mean(x, axis=(-3, -2))
-    *batch, U, pitch = stss.shape
-    x = stss.reshape(*batch, U * pitch)
-    x = jnp.pad(x, [(0, 0)] * len(batch) + [(0, aligned_cells(U * pitch, 1) - U * pitch)])
-    x, plane = self.conv0.dense(x, self.plane, row_pitch=pitch)
-    for conv in convs[1:]:
+    *batch, U, V = stss.shape
+    x = stss.reshape(*batch, U * V)
+    x = jnp.pad(x, [(0, 0)] * len(batch) + [(0, aligned_cells(U * V, 1) - U * V)])
+    plane = (U, V)
+    for conv in convs:
       x, plane = conv.dense(x, plane)
     cells = plane[0] * plane[1]
     return jnp.mean(x[..., :cells * self.out_features].reshape(*batch, cells, -1), axis=-2)
@@ -109,14 +99,12 @@ class SoftArgmaxExtraction(nnx.Module):
     if temperature <= 0:
       raise ValueError(f"selfy.temperature must be > 0, got {temperature}")
     self.temperature = temperature
-    self.plane = tuple(window[1:])
     self.embed = ConvBN(2, out_features, 1, dtype=dtype, rngs=rngs)
     self.out_features = out_features
 
   def __call__(self, stss: jax.Array) -> jax.Array:
-    """(..., U, P) similarity planes (rows padded past V if P > V) -> (..., D), any leading axes."""
-    stss = _unpadded_rows(stss, self.plane[1])
-    U, V = self.plane
+    """(..., U, V) similarity planes -> (..., D), any leading axes."""
+    U, V = stss.shape[-2:]
     offsets = jnp.stack(
         jnp.meshgrid(jnp.arange(U) - U // 2, jnp.arange(V) - V // 2, indexing="ij"), axis=-1
     ).reshape(U * V, 2)
@@ -131,14 +119,13 @@ class MLPExtraction(nnx.Module):
 
   def __init__(self, window: Sequence[int], out_features: int, *, dtype, rngs: nnx.Rngs):
     _, U, V = window
-    self.plane = (U, V)
     self.fc0 = ConvBN(U * V, out_features, 1, dtype=dtype, rngs=rngs)
     self.fc1 = ConvBN(out_features, out_features, 1, dtype=dtype, rngs=rngs)
     self.out_features = out_features
 
   def __call__(self, stss: jax.Array) -> jax.Array:
-    """(..., U, P) similarity planes (rows padded past V if P > V) -> (..., D), any leading axes."""
-    planes = _unpadded_rows(stss, self.plane[1]).reshape(*stss.shape[:-2], 1, 1, -1)
+    """(..., U, V) similarity planes -> (..., D), any leading axes."""
+    planes = stss.reshape(*stss.shape[:-2], 1, 1, -1)
     return self.fc1(self.fc0(planes))[..., 0, 0, :]
 
 
@@ -276,9 +263,7 @@ def _extract(block: SELFYBlock, downsampled: jax.Array) -> jax.Array:
   """Similarities, then the extraction's motion features (N, T, L, h, w, D)."""
   # l before (h, w): the extraction's rows then come out in the order the integration's per-l
   # convs read them (the gather and pallas forms write that order, so no transpose pass is left).
-  # Window rows in the pitch the form writes: the pallas_aligned form's padded rows go to the
-  # extraction as they are, (N, T, L, h, w, U, P).
-  stss = block.stss_transformation.similarities(downsampled, l_major=True, native_pitch=True)
+  stss = block.stss_transformation.similarities(downsampled, l_major=True)  # (N, T, L, h, w, U, V)
   return block.stss_extraction(stss)
 
 

@@ -62,14 +62,14 @@ def l2_normalize(features: jax.Array, axis: int = -1) -> jax.Array:
   return features * jax.lax.rsqrt(jnp.sum(features * features, axis=axis, keepdims=True) + NORM_EPS)
 
 
-IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather", "pallas", "pallas_aligned")
+IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather", "pallas")
 # The matmul and gather forms hold every frame pair's HW x HW correlation (and matmul a
 # (HW, U*V, HW) selection matrix): fine at SELFY's 14x14, not at 56x56.
 MATMUL_MAX_POSITIONS = 1024
 
 
 def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation: str = "auto",
-         temporal_offsets: Sequence[int] | None = None, l_major: bool = False, v_pitch: int | None = None) -> jax.Array:
+         temporal_offsets: Sequence[int] | None = None, l_major: bool = False) -> jax.Array:
   """Cosine similarity of every position with its (L, U, V) space-time neighbourhood.
 
   Args:
@@ -84,22 +84,16 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
       fastest in the SELFY block on GPUs), "pallas" (kernels that correlate a band of rows with
       its neighbourhood on chip and store only the windows, see stss_pallas; in bf16 on an H200
       the fastest for 64 frames, not for the block's 256; compiled by Triton on GPUs,
-      interpreted, exact and slow, elsewhere), "pallas_aligned" (kernels of one query row per
-      program that write each window row as a whole aligned row of stss_pallas.aligned_pitch
-      entries, see stss_pallas; for maps at most stss_pallas.ALIGNED_MAX_WIDTH wide; not yet timed
-      on a GPU) or "auto" (gather on GPUs, matmul on other accelerators, shift
+      interpreted, exact and slow, elsewhere) or "auto" (gather on GPUs, matmul on other accelerators, shift
       on CPU, and shift wherever the maps are too large). matmul and gather hold the full
       HW x HW correlation of every frame pair, so they take maps of at most 1024 positions.
     l_major: return (batch, time, L, height, width, U, V), the order the gather and pallas forms
       write; the SELFY block reads it.
-    v_pitch: None, or the entries (>= V) of each window row in the output, zeros after the
-      first V. The pallas_aligned form writes its own pitch (native_v_pitch) as it is; every other
-      pitch and form is padded (or cut) afterwards.
 
   Returns:
     (batch, time, height, width, L, U, V) similarities in the input dtype (L = the number of
-    offsets; V is v_pitch if given); products are accumulated in float32 whatever the input dtype.
-    Every form takes any set of offsets.
+    offsets); products are accumulated in float32 whatever the input dtype. Every form takes
+    any set of offsets.
   """
   _, U, V = check_window(window)
   offsets = resolve_temporal_offsets(window, temporal_offsets)
@@ -108,59 +102,38 @@ def stss(features: jax.Array, window: Sequence[int] = (5, 9, 9), implementation:
         "stss expects features of shape (batch, time, height, width, channels), "
         f"got rank {features.ndim} shape {features.shape}"
     )
-  if v_pitch is not None and v_pitch < V:
-    raise ValueError(f"stss v_pitch must hold a window row of {V} entries, got {v_pitch}")
-  implementation = resolve_implementation(implementation, features.shape[2:4])
-  forms = {"shift": _stss_shift, "matmul": _stss_matmul, "gather": _stss_gather, "pallas": _stss_pallas,
-           "pallas_aligned": _stss_pallas_aligned}
-  return _stss(features, offsets, (U, V), forms[implementation], bool(l_major), v_pitch)
-
-
-def resolve_implementation(implementation: str, frame: tuple[int, int]) -> str:
-  """The STSS form that `implementation` ("auto" included) runs on (height, width) maps on this
-  backend, or a ValueError naming what does not fit."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"stss implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-  positions = frame[0] * frame[1]
+  positions = features.shape[2] * features.shape[3]
   if implementation == "auto":
     backend = jax.default_backend()
     if positions > MATMUL_MAX_POSITIONS or backend == "cpu":
-      return "shift"
-    return "gather" if backend == "gpu" else "matmul"
+      implementation = "shift"
+    else:
+      implementation = "gather" if backend == "gpu" else "matmul"
   if implementation in ("matmul", "gather") and positions > MATMUL_MAX_POSITIONS:
     raise ValueError(
         f"stss implementation {implementation!r} handles at most {MATMUL_MAX_POSITIONS} positions per frame, "
-        f"got {frame[0]}x{frame[1]}; use 'shift'"
+        f"got {features.shape[2]}x{features.shape[3]}; use 'shift'"
     )
-  return implementation
+  forms = {"shift": _stss_shift, "matmul": _stss_matmul, "gather": _stss_gather, "pallas": _stss_pallas}
+  return _stss(features, offsets, (U, V), forms[implementation], bool(l_major))
 
 
-def native_v_pitch(implementation: str, frame: tuple[int, int], window: Sequence[int]) -> int | None:
-  """The window-row pitch that `implementation` writes itself on (height, width) maps: the
-  pallas_aligned form's pitch, None (rows of V entries) for the others."""
-  if resolve_implementation(implementation, frame) != "pallas_aligned":
-    return None
-  return stss_pallas.aligned_pitch(tuple(check_window(window)[1:]), frame[1])
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _stss(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], implementation,
-          l_major: bool, v_pitch: int | None) -> jax.Array:
+          l_major: bool) -> jax.Array:
   # One named jit around either form, so that the traced program shows "_stss" for complexity
   # counting whichever form runs.
-  return implementation(features, offsets, plane, l_major, v_pitch)
+  return implementation(features, offsets, plane, l_major)
 
 
-def _in_layout(similarities: jax.Array, l_major: bool, written_l_major: bool, V: int, v_pitch: int | None) -> jax.Array:
-  """(B, T, H, W, L, U, P) similarities (window rows of P >= V entries, zeros after V), or
-  (B, T, L, H, W, U, P) if written_l_major, in the order asked for (XLA drops a transpose followed
-  by its inverse) and with rows of v_pitch entries (V if None)."""
-  if l_major != written_l_major:
-    similarities = jnp.moveaxis(similarities, 2, 4) if written_l_major else jnp.moveaxis(similarities, 4, 2)
-  pitch = v_pitch or V
-  if similarities.shape[-1] != pitch:
-    similarities = jnp.pad(similarities[..., :V], [(0, 0)] * (similarities.ndim - 1) + [(0, pitch - V)])
-  return similarities
+def _in_order(similarities: jax.Array, l_major: bool, written_l_major: bool) -> jax.Array:
+  """(B, T, H, W, L, U, V) similarities, or (B, T, L, H, W, U, V) if written_l_major, in the order
+  asked for (XLA drops a transpose followed by its inverse)."""
+  if l_major == written_l_major:
+    return similarities
+  return jnp.moveaxis(similarities, 2, 4) if written_l_major else jnp.moveaxis(similarities, 4, 2)
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -191,8 +164,7 @@ def _frame_pair_correlation(features: jax.Array,
   return correlation, compute, precision
 
 
-def _stss_matmul(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool,
-                 v_pitch: int | None) -> jax.Array:
+def _stss_matmul(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Frame-pair correlations, then each position's U x V window picked out of its row by a
   constant 0/1 matrix (a second product): every pass and gradient on the matrix units."""
   L, (U, V) = len(offsets), plane
@@ -202,7 +174,7 @@ def _stss_matmul(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int
   # Each output picks exactly one correlation (or none): exact in any dtype.
   similarities = jnp.einsum("btnlm,nkm->btnlk", correlation, selection, precision=precision,
                             preferred_element_type=compute)
-  return _in_layout(similarities.reshape(batch, time, height, width, L, U, V), l_major, False, V, v_pitch)
+  return _in_order(similarities.reshape(batch, time, height, width, L, U, V), l_major, False)
 
 
 def _neighbour(n: np.ndarray, u: np.ndarray, v: np.ndarray, height: int, width: int, U: int,
@@ -222,8 +194,7 @@ def _window_selection(height: int, width: int, U: int, V: int) -> np.ndarray:
   return selection
 
 
-def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool,
-                 v_pitch: int | None) -> jax.Array:
+def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Frame-pair correlations, then each position's U x V window copied out of its row by a
   gather with constant indices (whose gradient is another gather, see _pick_windows)."""
   L, (U, V) = len(offsets), plane
@@ -232,7 +203,7 @@ def _stss_gather(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int
   rows = correlation.reshape(batch * time, -1)
   windows = _pick_windows(rows, height, width, (L, U, V)).reshape(batch, time, L, height, width, U, V)
   # Written l-major, the order the SELFY block reads.
-  return _in_layout(windows, l_major, True, V, v_pitch)
+  return _in_order(windows, l_major, True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
@@ -293,24 +264,15 @@ def _correlation_index(height: int, width: int,
   return target, fed
 
 
-def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool,
-                 v_pitch: int | None, aligned: bool = False) -> jax.Array:
+def _stss_pallas(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Each window's similarities straight from on-chip correlations (stss_pallas), no HW x HW
-  correlation in memory, written in the order asked for: by the band kernels, or if `aligned` by
-  the aligned kernels, whose rows of the aligned pitch stay as they are where that is v_pitch."""
-  tiling, pitch = ((stss_pallas.ALIGNED_TILING, stss_pallas.aligned_pitch(plane, features.shape[3])) if aligned
-                   else (stss_pallas.Tiling(), None))
+  correlation in memory, written in the order asked for."""
   windows = stss_pallas.stss_windows(l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane,
-                                     l_major, tiling, pitch)
-  return _in_layout(windows.astype(features.dtype), l_major, l_major, plane[1], v_pitch)
+                                     l_major)
+  return windows.astype(features.dtype)
 
 
-# One object, so that _stss's jit sees the same static argument on every call.
-_stss_pallas_aligned = functools.partial(_stss_pallas, aligned=True)
-
-
-def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool,
-                v_pitch: int | None) -> jax.Array:
+def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool) -> jax.Array:
   """Multiplies the queries with shifted copies of the padded clip, one (l, u) slab at a time."""
   L, (U, V) = len(offsets), plane
   batch, time, height, width, channels = features.shape
@@ -333,4 +295,4 @@ def _stss_shift(features: jax.Array, offsets: tuple[int, ...], plane: tuple[int,
 
   _, rows = jax.lax.scan(row_of_offsets, None, jnp.arange(L * U))  # (L*U, B, T, H, W, V)
   similarities = jnp.moveaxis(rows, 0, 4).reshape(batch, time, height, width, L, U, V)
-  return _in_layout(similarities.astype(features.dtype), l_major, False, V, v_pitch)
+  return _in_order(similarities.astype(features.dtype), l_major, False)

@@ -15,17 +15,6 @@ frames that compare with it (the transposed cotangents times those queries), bot
 same band geometry. By default the two parts run as programs of their own, each writing a
 float32 partial gradient, and one elementwise pass adds them.
 
-The aligned kernels (stss_windows' v_pitch) store every window row as a whole row of
-aligned_pitch entries (16 for V = 9: 32 bytes in bf16), zeros after V, so that stores and the
-backward's cotangent reads are whole aligned rows instead of the band kernels' 2-byte scatter
-(which bounds those by the L1 pipe, benchmarks/results/gpu.md session 18). A program takes one
-query row and one compared frame; for each window row u it correlates the query row with the
-frame's row u on the matrix units and turns the (query, column) correlation into the queries'
-(query, v) window row on chip: window column v is a diagonal of that tile, picked by a one-hot
-select and a sum along the rows, one column at a time (a three-dimensional select went through
-shared memory and ran 3-5x slower than the band kernels). The backward reads cotangent rows
-whole and undoes the same select before its products.
-
 On GPUs the kernels are compiled by Pallas' Triton backend; elsewhere they run in Pallas'
 interpret mode, which is exact and slow: for tests, not for training.
 """
@@ -85,7 +74,6 @@ class _Geometry:
   plane: tuple[int, int]
   l_major: bool  # windows stored (frame, l, h, w, u, v); else (frame, h, w, l, u, v)
   tiling: Tiling  # its rows resolved
-  v_pitch: int | None = None  # None: (U, V) planes; else (U, v_pitch), the aligned kernels'
 
   @property
   def rows(self) -> int:
@@ -113,13 +101,8 @@ class _Geometry:
     return _tile(self.channels)
 
   @property
-  def pitch(self) -> int:
-    """Entries per window row as stored."""
-    return self.v_pitch or self.plane[1]
-
-  @property
   def windows_size(self) -> int:
-    return self.frames * len(self.offsets) * self.height * self.width * self.plane[0] * self.pitch
+    return self.frames * len(self.offsets) * self.height * self.width * self.plane[0] * self.plane[1]
 
   @property
   def features_size(self) -> int:
@@ -139,14 +122,9 @@ def default_rows(height: int, width: int, plane: tuple[int, int]) -> int:
 
 
 def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool = True,
-                 tiling: Tiling = Tiling(), v_pitch: int | None = None) -> jax.Array:
+                 tiling: Tiling = Tiling()) -> jax.Array:
   """(B, T, H, W, C) unit feature vectors -> window similarities, (B, T, L, H, W, U, V) if
   `l_major`, else (B, T, H, W, L, U, V).
-
-  v_pitch: store each window row in v_pitch entries, zeros after the first V:
-  (..., U, v_pitch) planes, from the aligned kernels (one query row per program, whose windows
-  are written and read as whole aligned rows, for maps at most ALIGNED_MAX_WIDTH wide). None: (U, V)
-  planes, from the band kernels.
 
   Products accumulate in float32 (float64 inputs: in their own precision); the output has the
   input dtype.
@@ -154,50 +132,17 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
   if _interpret():
     _warn_interpreted(jax.default_backend())
   batch, time, height, width, channels = normalised.shape
-  if v_pitch is not None:
-    pitch = aligned_pitch(plane, width)
-    if v_pitch != pitch:
-      raise ValueError(f"the 'pallas_aligned' kernels store (U, V) = {tuple(plane)} windows of a {width}-wide map in "
-                       f"rows of {pitch} entries, not {v_pitch}")
-    if tiling.rows not in (None, 1):
-      raise ValueError(f"the 'pallas_aligned' kernels take one query row per program, not {tiling.rows}")
-    tiling = dataclasses.replace(tiling, rows=1)
-  else:
-    tiling = dataclasses.replace(tiling, rows=tiling.rows or default_rows(height, width, plane))
-  geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane), l_major, tiling,
-                       v_pitch)
+  tiling = dataclasses.replace(tiling, rows=tiling.rows or default_rows(height, width, plane))
+  geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane), l_major, tiling)
   if max(geometry.windows_size, 2 * geometry.features_size) >= 2**31:
     # The kernels index in int32.
     raise ValueError(f"the 'pallas' STSS indexes at most 2**31 - 1 entries; features {normalised.shape} with "
                      f"{len(offsets)} offsets and a {plane} plane give {geometry.windows_size} similarities: "
                      "use fewer clips per device, or the 'shift' form ('gather' for maps of up to 1024 positions)")
   flat = _windows(normalised.reshape(-1), geometry)
-  planes = (plane[0], geometry.pitch)
   if l_major:
-    return flat.reshape(batch, time, len(offsets), height, width, *planes)
-  return flat.reshape(batch, time, height, width, len(offsets), *planes)
-
-
-# The aligned kernels' tiles are 16 x 16 (query, column): with 2 forward warps each thread holds
-# 4 consecutive window entries, which Triton stores as one 8-byte vector, and with 4 backward warps
-# it loads cotangents 2 at a time (8 / 8 warps: one 2-byte access per thread; triton_ptx,
-# benchmarks/results/gpu.md session 19). With the first version's 3-D select, 2 / 4 warps ran 3.5x
-# faster than 8 / 8 on an H200 (0.100 against 0.353 ms forward). The kept version is not timed yet.
-ALIGNED_TILING = Tiling(forward_warps=2, backward_warps=4)
-
-# An aligned program holds one row pair's (width x width) correlation and picks its diagonals
-# from it; wider maps belong to the band kernels, which split a row pair's products into tiles.
-ALIGNED_MAX_WIDTH = 32
-
-
-def aligned_pitch(plane: tuple[int, int], width: int) -> int:
-  """The row pitch the aligned kernels store (U, V) windows of a `width`-wide map in: V rounded
-  up to a power of two of at least 16 entries (whole 32-byte rows in bf16). A ValueError for maps
-  wider than ALIGNED_MAX_WIDTH, which the aligned kernels do not take."""
-  if width > ALIGNED_MAX_WIDTH:
-    raise ValueError(f"the 'pallas_aligned' kernels take maps at most {ALIGNED_MAX_WIDTH} wide, got {width}; "
-                     "use 'pallas'")
-  return _tile(plane[1])
+    return flat.reshape(batch, time, len(offsets), height, width, *plane)
+  return flat.reshape(batch, time, height, width, len(offsets), *plane)
 
 
 def _interpret() -> bool:
@@ -280,53 +225,6 @@ class _Band:
     ok = ok[:, None] & (self.c < g.channels)[None, :]
     return plt.load(ref.at[position[:, None] * g.channels + self.c[None, :]], mask=ok, other=0)
 
-  def load_row(self, ref, frame, row, ok) -> jax.Array:
-    """Row `row` of `frame`: (query_tile, channel_tile), zeros past the width or where not `ok`."""
-    g = self.g
-    return self._load_rows(ref, (frame * g.height + row) * g.width + jnp.arange(g.query_tile), self.query_ok & ok)
-
-  def window_rows(self, frame, l, row, u) -> jax.Array:
-    """Aligned kernels: (query_tile, pitch) flat indices of window row u of offset l of each query
-    of row `row` of `frame`."""
-    g = self.g
-    L, U = len(g.offsets), g.plane[0]
-    if g.l_major:
-      window = ((frame * L + l) * g.height + row) * g.width + self.col
-    else:
-      window = ((frame * g.height + row) * g.width + self.col) * L + l
-    return (window[:, None] * U + u) * g.pitch + jnp.arange(g.pitch)[None, :]
-
-  def _diagonal(self, v: int) -> jax.Array:
-    """(query column, neighbour column): where the neighbour sits at window column v of the
-    query's window row."""
-    x = jnp.arange(self.g.query_tile)
-    return x[None, :] == x[:, None] + (v - self.g.plane[1] // 2)
-
-  def to_windows(self, correlation: jax.Array) -> jax.Array:
-    """(query, neighbour column) correlations of one neighbour row -> (query, v) window row, one
-    window column (a diagonal of the correlation) at a time, all in two-dimensional tiles. Each
-    output picks one entry (or none), so it is exact in any dtype."""
-    g = self.g
-    column = jnp.arange(g.pitch)[None, :]
-
-    def add_column(v, windows):
-      diagonal = jnp.sum(jnp.where(self._diagonal(v), correlation, 0), axis=1).astype(correlation.dtype)
-      return jnp.where(column == v, diagonal[:, None], windows)
-
-    # A loop: unrolled over every (offset, row, column), the backward takes minutes to compile.
-    return jax.lax.fori_loop(0, g.plane[1], add_column, jnp.zeros((g.query_tile, g.pitch), correlation.dtype))
-
-  def to_correlation(self, windows: jax.Array) -> jax.Array:
-    """The transpose of to_windows: (query, v) -> (query, neighbour column)."""
-    g = self.g
-    column = jnp.arange(g.pitch)[None, :]
-
-    def add_diagonal(v, correlation):
-      cells = jnp.sum(jnp.where(column == v, windows, 0), axis=1).astype(windows.dtype)
-      return jnp.where(self._diagonal(v), cells[:, None], correlation)
-
-    return jax.lax.fori_loop(0, g.plane[1], add_diagonal, jnp.zeros((g.query_tile, g.query_tile), windows.dtype))
-
   def window_index(self, frame, l, query_h, query_w, near_h, near_w, ok) -> tuple[jax.Array, jax.Array]:
     """Flat index of the window cell that pairs each query (row query_h, column query_w of
     `frame`) with each neighbour (near_h, near_w) in the windows of offset l, and whether there is
@@ -382,54 +280,6 @@ def _forward_kernel(q_ref, _, out_ref, *, g: _Geometry):
   plt.store(out_ref.at[_store_index(index, ok, g.windows_size)], correlation.astype(out_ref.dtype), mask=ok)
 
 
-def _aligned_forward_kernel(q_ref, out_ref, *, g: _Geometry):
-  # One query row (the band) against each neighbour row u of its window in turn: the row pair's
-  # (query, column) correlation becomes the queries' window row u on chip (to_windows), which is
-  # stored as (query, pitch) whole rows. Every cell is written, zeros included.
-  row = _Band(g)
-  l = pl.program_id(2)
-  offset = _offset_at(g.offsets, l)
-  frame_ok = (row.t + offset >= 0) & (row.t + offset < g.time)
-  queries = row.load_band(q_ref, row.frame)
-  ok = jnp.broadcast_to(row.query_ok[:, None], (g.query_tile, g.pitch))
-  for u in range(g.plane[0]):
-    near = row.top + u - g.plane[0] // 2
-    neighbours = row.load_row(q_ref, row.frame + offset, near, frame_ok & (near >= 0) & (near < g.height))
-    windows = row.to_windows(_matmul(queries, neighbours, True, q_ref.dtype).astype(out_ref.dtype))
-    index = row.window_rows(row.frame, l, row.top, u)
-    plt.store(out_ref.at[_store_index(index, ok, g.windows_size)], windows, mask=ok)
-
-
-def _aligned_gradient_part(row: _Band, q_ref, cotangent_ref, as_neighbour: bool) -> jax.Array:
-  """_gradient_part for the aligned layout, one (offset, window row) pair at a time: each
-  cotangent row is read whole and turned back into a (query, column) correlation on chip."""
-  g = row.g
-  U = g.plane[0]
-  grad = jnp.zeros((g.query_tile, g.channel_tile), _accumulator(q_ref.dtype))
-  for l, offset in enumerate(g.offsets):
-    shift = -offset if as_neighbour else offset
-    other = row.frame + shift
-    other_ok = (row.t + shift >= 0) & (row.t + shift < g.time)
-    for u in range(U):
-      if as_neighbour:  # the queries of `other` whose window row u is this row
-        query_row = row.top - u + U // 2
-        ok = other_ok & (query_row >= 0) & (query_row < g.height)
-        index = row.window_rows(other, l, query_row, u)
-      else:
-        near = row.top + u - U // 2
-        ok = other_ok & (near >= 0) & (near < g.height)
-        index = row.window_rows(row.frame, l, row.top, u)
-      cotangent = plt.load(cotangent_ref.at[index], mask=(row.query_ok & ok)[:, None], other=0)
-      correlation = row.to_correlation(cotangent.astype(q_ref.dtype))  # (query, neighbour column)
-      if as_neighbour:
-        queries = row.load_row(q_ref, other, query_row, ok)
-        grad += jax.lax.dot_general(correlation, queries, (((0,), (0,)), ((), ())), precision=_precision(q_ref.dtype),
-                                    preferred_element_type=_accumulator(q_ref.dtype))
-      else:
-        grad += _matmul(correlation, row.load_row(q_ref, other, near, ok), False, q_ref.dtype)
-  return grad
-
-
 def _gradient_part(band: _Band, q_ref, cotangent_ref, as_neighbour: bool) -> jax.Array:
   """The band's gradient, summed over offsets, as queries (each window cell's cotangent times the
   neighbour it compared with, in frame t + offset) or as neighbours (the queries of frame
@@ -456,20 +306,19 @@ def _backward_kernel(q_ref, cotangent_ref, grad_ref, *, g: _Geometry):
   position = (band.frame * g.height + band.top) * g.width + jnp.arange(g.query_tile)  # contiguous rows
   index = position[:, None] * g.channels + band.c[None, :]
   size = g.tiling.backward_parts * g.features_size
-  gradient_part = _gradient_part if g.v_pitch is None else _aligned_gradient_part
 
   def store(grad, part):
     plt.store(grad_ref.at[_store_index(index + part * g.features_size, ok, size)], grad.astype(grad_ref.dtype),
               mask=ok)
 
   if g.tiling.backward_parts == 1:
-    store(gradient_part(band, q_ref, cotangent_ref, False) + gradient_part(band, q_ref, cotangent_ref, True), 0)
+    store(_gradient_part(band, q_ref, cotangent_ref, False) + _gradient_part(band, q_ref, cotangent_ref, True), 0)
     return
   for part in (0, 1):  # 0: as queries, 1: as neighbours
 
     @pl.when(pl.program_id(2) == part)
     def _(part=part):
-      store(gradient_part(band, q_ref, cotangent_ref, as_neighbour=part == 1), part)
+      store(_gradient_part(band, q_ref, cotangent_ref, as_neighbour=part == 1), part)
 
 
 def _compiler_params(warps: int):
@@ -478,13 +327,6 @@ def _compiler_params(warps: int):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _windows(flat: jax.Array, g: _Geometry) -> jax.Array:
-  if g.v_pitch is not None:  # the aligned kernel writes every cell: no zeros to start from
-    size = g.windows_size + _trash(g.query_tile * g.pitch)
-    windows = pl.pallas_call(
-        functools.partial(_aligned_forward_kernel, g=g), out_shape=jax.ShapeDtypeStruct((size,), flat.dtype),
-        grid=(g.frames, g.height, len(g.offsets)), interpret=_interpret(),
-        compiler_params=_compiler_params(g.tiling.forward_warps), name="stss_windows_aligned")(flat)
-    return windows[:g.windows_size] if size > g.windows_size else windows
   size = g.windows_size + _trash(g.query_tile * g.neighbour_tile)
   zeros = jnp.zeros((size,), flat.dtype)
   windows = pl.pallas_call(
@@ -507,8 +349,7 @@ def _windows_bwd(g, flat, cotangent):
       functools.partial(_backward_kernel, g=g),
       out_shape=jax.ShapeDtypeStruct((size + _trash(g.query_tile * g.channel_tile),), dtype),
       grid=(g.frames, g.bands, parts), interpret=_interpret(),
-      compiler_params=_compiler_params(g.tiling.backward_warps),
-      name="stss_windows_grad" if g.v_pitch is None else "stss_windows_aligned_grad")(
+      compiler_params=_compiler_params(g.tiling.backward_warps), name="stss_windows_grad")(
           flat, cotangent.astype(flat.dtype))
   grad = grad[:size].reshape(parts, g.features_size)
   return (grad.sum(axis=0).astype(flat.dtype) if parts > 1 else grad[0],)
