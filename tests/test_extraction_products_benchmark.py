@@ -1,0 +1,57 @@
+"""benchmarks.extraction_products: its row blocks hold every nonzero of the extraction's dense
+matrices, and the blocked product is the dense product (float64 numpy is the reference)."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import extraction_products
+from benchmarks.extraction_products import blocked_product, check_blocks, extraction_layers, row_blocks
+
+
+def test_row_blocks_give_the_dense_product_for_every_extraction_layer():
+  rng = np.random.default_rng(0)
+  layers = extraction_layers()
+  assert [name for name, _, _ in layers] == ["conv0", "conv1", "conv2", "conv3"]
+  for name, matrix, blocks in layers:
+    check_blocks(matrix, blocks)
+    a = jnp.asarray(rng.standard_normal((5, matrix.shape[0])), jnp.float32)
+    want = np.asarray(a, np.float64) @ np.asarray(matrix, np.float64)
+    got = np.asarray(blocked_product(a, matrix.astype(jnp.float32), blocks), np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_row_blocks_of_the_official_planes():
+  # conv1: 9x9x4 -> 5x5x16, stride 2, padding 1. Output row 0 reads input rows 0-1, rows 1-3
+  # read three rows each (2a - 1 .. 2a + 1), row 4 reads rows 7-8.
+  assert row_blocks((9, 9), (3, 3, 4, 16), (2, 2), (1, 1)) == [
+      (0, 72, 0, 80), (36, 144, 80, 160), (108, 216, 160, 240), (180, 288, 240, 320), (252, 324, 320, 400)]
+  # conv3: 3x3x64 -> 1x1x64, no padding: one block, the whole plane.
+  assert row_blocks((3, 3), (3, 3, 64, 64), (1, 1), (0, 0)) == [(0, 576, 0, 64)]
+
+
+def test_a_dense_entry_outside_the_blocks_is_refused():
+  _, matrix, blocks = extraction_layers()[1]
+  with pytest.raises(ValueError, match="outside every row block"):
+    check_blocks(matrix, blocks[:-1])
+
+
+def test_main_prints_every_layer_and_form(monkeypatch, capsys):
+  monkeypatch.setattr(extraction_products, "copy_bandwidth", lambda: 1e12)
+  monkeypatch.setattr(extraction_products, "time_jax", lambda fn, sets, **_: 1e-3)
+  extraction_products.main(["--rows=16"])
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conv")]
+  assert len(rows) == 8
+  for line in rows:
+    error = float(line.rstrip(" |").split("|")[-1])
+    assert error < 1e-2, line
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--forms=sparse"], "--forms: unknown ['sparse']"),
+    (["--rows=0"], "--rows=0: use at least 1"),
+    (["--layers=conv9"], "--layers=conv9: none of conv0"),
+])
+def test_bad_arguments_are_named(argv, message, capsys):
+  with pytest.raises(SystemExit):
+    extraction_products.main(argv)
+  assert message in capsys.readouterr().err
