@@ -36,7 +36,6 @@ def test_a_dense_entry_outside_the_blocks_is_refused():
 
 
 def test_main_prints_every_layer_and_form(monkeypatch, capsys):
-  monkeypatch.setattr(extraction_products, "copy_bandwidth", lambda: 1e12)
   monkeypatch.setattr(extraction_products, "time_jax", lambda fn, sets, **_: 1e-3)
   extraction_products.main(["--rows=16"])
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conv")]
