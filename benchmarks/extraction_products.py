@@ -1,6 +1,6 @@
 """The dense extraction's matrix products alone, as XLA runs them and with their zero blocks skipped.
 
-  python -m benchmarks.extraction_products [--rows=250880] [--forms=dense,row_blocks]   # on a GPU machine
+  python -m benchmarks.extraction_products [--rows=250880] [--forms=dense,row_blocks,mosaic_row_blocks]
 
 The SELFY block's extraction runs each (1, 3, 3) conv over the flattened (u, v) planes as one
 product with a dense matrix (ConvBN.dense). Most of that matrix is zeros: an output row of a 3x3
@@ -8,7 +8,11 @@ conv reads at most three input rows. This times, for each of the four layers of 
 extraction (9x9 planes; channels 4, 16, 64, 64; rows padded to the runtime policy's alignment):
 - dense: the product with the dense matrix, as the block computes it;
 - row_blocks: one product per output row over the columns of the input rows it reads, the
-  outputs concatenated. Same result, fewer multiply-adds.
+  outputs concatenated. Same result, fewer multiply-adds; XLA copies the slices.
+- mosaic_row_blocks: the same blocks in one Mosaic GPU kernel (Hopper: TMA loads, wgmma), which
+  reads each block's columns in place. Forward only. Output blocks must be whole multiples of 8
+  entries (not conv0's 36-entry rows). Elsewhere than on a GPU it runs in Mosaic GPU's interpret
+  mode, for at most INTERPRET_ROWS rows (tests).
 
 Rows default to the block's planes at batch 32: 32 clips x 8 frames x 5 offsets x 14 x 14. Each
 form: forward, and forward + the gradients of the input and the matrix for a fixed cotangent,
@@ -20,18 +24,24 @@ largest difference from the dense product over its largest entry.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from benchmarks.timing import time_jax
 from stss_jax.layers.conv_bn import aligned_cells, dense_matrix
 from stss_jax.layers.selfy import ConvExtraction
 
 ROWS = 32 * 8 * 5 * 14 * 14
-FORMS = ("dense", "row_blocks")
+FORMS = ("dense", "row_blocks", "mosaic_row_blocks")
+INTERPRET_ROWS = 1024
+MOSAIC_TILE_ROWS = 64  # rows per program: one warpgroup's wgmma tile
 
 
 def extraction_layers(window=(5, 9, 9), channels=(4, 16, 64, 64), seed: int = 0):
@@ -92,11 +102,100 @@ def blocked_product(a: jax.Array, matrix: jax.Array, blocks) -> jax.Array:
   return jnp.concatenate(parts, axis=1)
 
 
-PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product}
+def mosaic_tile_k(k_total: int, blocks) -> int:
+  """Columns per pipeline step: the largest multiple of 16 up to 128 that divides K and every
+  block bound (whole steps, no zeros read), else 16 with the blocks widened to whole steps."""
+  bounds = [k_total] + [bound for k0, k1, _, _ in blocks for bound in (k0, k1)]
+  exact = [t for t in range(128, 15, -16) if all(bound % t == 0 for bound in bounds)]
+  return exact[0] if exact else 16
+
+
+def widened_blocks(blocks, tile_k: int):
+  """The blocks with their input columns widened to whole steps of tile_k (the matrix is zero in
+  the added rows, so the product is unchanged)."""
+  return [(k0 // tile_k * tile_k, -(-k1 // tile_k) * tile_k, n0, n1) for k0, k1, n0, n1 in blocks]
+
+
+def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, steps: int = 2, interpret=None) -> jax.Array:
+  """blocked_product as one Mosaic GPU kernel: each program takes MOSAIC_TILE_ROWS rows and, for
+  each block, streams the block's input columns and matrix rows through shared memory (TMA, `steps`
+  in flight) into a wgmma accumulator, then stores the block's output columns."""
+  rows, k_total = a.shape
+  n_total = matrix.shape[1]
+  if any((n1 - n0) % 8 for _, _, n0, n1 in blocks):
+    raise ValueError(f"mosaic_row_blocks needs output blocks of whole multiples of 8 entries, got "
+                     f"{sorted({n1 - n0 for _, _, n0, n1 in blocks})}")
+  tile_m = MOSAIC_TILE_ROWS
+  tile_k = mosaic_tile_k(k_total, blocks)
+  widened = widened_blocks(blocks, tile_k)
+  padded_rows = -(-rows // tile_m) * tile_m
+  a = jnp.pad(a, ((0, padded_rows - rows), (0, 0)))
+  in_transforms = _swizzled(tile_k, a.dtype)
+
+  def kernel(a_gmem, m_gmem, out_gmem):
+    rows_here = pl.ds(lax.axis_index("rows") * tile_m, tile_m)
+    for k0, k1, n0, n1 in widened:
+      width = n1 - n0
+
+      def with_output(out_smem, k0=k0, k1=k1, n0=n0, width=width):
+        def with_accumulator(acc_ref):
+          def step(_, a_smem, m_smem):
+            plgpu.wgmma(acc_ref, a_smem, m_smem)
+            plgpu.wgmma_wait(0)
+
+          plgpu.emit_pipeline(
+              step, grid=((k1 - k0) // tile_k,),
+              in_specs=[plgpu.BlockSpec((tile_m, tile_k), lambda k: (0, k), transforms=in_transforms),
+                        plgpu.BlockSpec((tile_k, width), lambda k: (k, 0), transforms=in_transforms)],
+              max_concurrent_steps=steps,
+          )(a_gmem.at[rows_here, pl.ds(k0, k1 - k0)], m_gmem.at[pl.ds(k0, k1 - k0), pl.ds(n0, width)])
+          return acc_ref[...]
+
+        # The interpreter (and the allocator) take register and shared-memory scopes apart.
+        accumulated = pl.run_scoped(with_accumulator, plgpu.ACC((tile_m, width), jnp.float32))
+        out_smem[...] = accumulated.astype(out_smem.dtype)
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(out_smem, out_gmem.at[rows_here, pl.ds(n0, width)])
+        plgpu.wait_smem_to_gmem(0)
+
+      pl.run_scoped(with_output, plgpu.SMEM((tile_m, width), a.dtype, transforms=_swizzled(width, a.dtype)))
+
+  out = plgpu.kernel(kernel, out_type=jax.ShapeDtypeStruct((padded_rows, n_total), a.dtype),
+                     grid=(padded_rows // tile_m,), grid_names=("rows",), interpret=interpret)(a, matrix)
+  return out[:rows]
+
+
+def _swizzled(minor_entries: int, dtype) -> tuple:
+  """Shared-memory transforms for tiles whose minor dimension holds minor_entries."""
+  swizzle = plgpu.find_swizzle(minor_entries * jnp.dtype(dtype).itemsize * 8)
+  return plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(swizzle)
+
+
+def mosaic_interpret_params():
+  """None on GPUs; elsewhere Mosaic GPU's interpret mode (a private jax class: named here, so that
+  a jax that moves it fails with this message rather than deep in a trace)."""
+  if jax.default_backend() == "gpu":
+    return None
+  try:
+    from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
+  except ImportError as e:
+    raise RuntimeError(f"mosaic_row_blocks off a GPU needs Mosaic GPU's interpret mode, not in jax "
+                       f"{jax.__version__}: {e}") from e
+  return InterpretGPUParams()
+
+
+PRODUCTS = {
+    "dense": dense_product,
+    "row_blocks": blocked_product,
+    "mosaic_row_blocks": lambda a, matrix, blocks: mosaic_blocked_product(
+        a, matrix, blocks, interpret=mosaic_interpret_params()),
+}
 
 
 def multiply_adds(form: str, matrix: jax.Array, blocks) -> int:
-  """Per row."""
+  """Per row (mosaic_row_blocks: its blocks widened to whole pipeline steps)."""
+  if form == "mosaic_row_blocks":
+    blocks = widened_blocks(blocks, mosaic_tile_k(matrix.shape[0], blocks))
   if form == "dense":
     return matrix.shape[0] * matrix.shape[1]
   return sum((k1 - k0) * (n1 - n0) for k0, k1, n0, n1 in blocks)
@@ -117,6 +216,8 @@ def main(argv=None) -> None:
   layers = [layer for layer in extraction_layers() if layer[0] in args.layers.split(",")]
   if not layers:
     parser.error(f"--layers={args.layers}: none of conv0, conv1, conv2, conv3")
+  if "mosaic_row_blocks" in forms and jax.default_backend() != "gpu" and args.rows > INTERPRET_ROWS:
+    parser.error(f"--forms=mosaic_row_blocks off a GPU runs in interpret mode: use --rows={INTERPRET_ROWS} or fewer")
   device = jax.devices()[0]
   print(f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; {args.rows} rows, bf16")
   print("| layer | K x N | form | multiply-adds (of dense) | forward ms | GB/s | TFLOP/s | fwd+bwd ms | error |\n"
@@ -129,21 +230,26 @@ def main(argv=None) -> None:
     cotangent = jnp.asarray(rng.standard_normal((args.rows, n)), jnp.bfloat16)
     reference = np.asarray(dense_product(inputs[0], matrix, blocks), np.float32)
     for form in forms:
+      row = f"| {name} | {k} x {n} | {form} |"
+      if form == "mosaic_row_blocks" and any((n1 - n0) % 8 for _, _, n0, n1 in blocks):
+        print(f"{row} - | output rows of {blocks[0][3] - blocks[0][2]} entries: not a wgmma width | | | | |")
+        continue
       product = PRODUCTS[form]
-      forward = jax.jit(lambda a, m, product=product: product(a, m, blocks))
-
-      def loss(a, m, product=product):
-        return jnp.sum((product(a, m, blocks) * cotangent).astype(jnp.float32))
-
-      backward = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+      forward = jax.jit(functools.partial(product, blocks=blocks))
       sets = [(a, matrix) for a in inputs]
       error = np.max(np.abs(np.asarray(forward(*sets[0]), np.float32) - reference)) / max(np.max(np.abs(reference)), 1e-30)
       seconds = time_jax(forward, sets)
       macs = multiply_adds(form, matrix, blocks)
-      print(f"| {name} | {k} x {n} | {form} | {macs / (k * n):.2f} | {seconds * 1e3:.4f} | "
-            f"{args.rows * (k + n) * 2 / seconds / 1e9:.0f} | {2 * args.rows * macs / seconds / 1e12:.1f} | "
-            f"{time_jax(backward, sets) * 1e3:.4f} | {error:.1e} |", flush=True)
+      if form == "mosaic_row_blocks":  # forward only: the kernel has no gradient
+        both = "-"
+      else:
 
+        def loss(a, m, product=product):
+          return jnp.sum((product(a, m, blocks) * cotangent).astype(jnp.float32))
+
+        both = f"{time_jax(jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), sets) * 1e3:.4f}"
+      print(f"{row} {macs / (k * n):.2f} | {seconds * 1e3:.4f} | {args.rows * (k + n) * 2 / seconds / 1e9:.0f} | "
+            f"{2 * args.rows * macs / seconds / 1e12:.1f} | {both} | {error:.1e} |", flush=True)
 
 if __name__ == "__main__":
   main()

@@ -1,11 +1,13 @@
 """benchmarks.extraction_products: its row blocks hold every nonzero of the extraction's dense
-matrices, and the blocked product is the dense product (float64 numpy is the reference)."""
+matrices, and the blocked products (XLA's and the Mosaic GPU kernel's, interpreted) are the dense
+product (float64 numpy is the reference)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from benchmarks import extraction_products
-from benchmarks.extraction_products import blocked_product, check_blocks, extraction_layers, row_blocks
+from benchmarks.extraction_products import (blocked_product, check_blocks, extraction_layers, mosaic_blocked_product,
+                                            mosaic_interpret_params, mosaic_tile_k, row_blocks, widened_blocks)
 
 
 def test_row_blocks_give_the_dense_product_for_every_extraction_layer():
@@ -39,16 +41,48 @@ def test_main_prints_every_layer_and_form(monkeypatch, capsys):
   monkeypatch.setattr(extraction_products, "time_jax", lambda fn, sets, **_: 1e-3)
   extraction_products.main(["--rows=16"])
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conv")]
-  assert len(rows) == 8
+  assert len(rows) == 12
   for line in rows:
+    if line.startswith("| conv0 | 96 x 336 | mosaic_row_blocks |"):
+      assert "output rows of 36 entries: not a wgmma width" in line
+      continue
     error = float(line.rstrip(" |").split("|")[-1])
     assert error < 1e-2, line
+
+
+def test_the_mosaic_kernel_gives_the_dense_product_in_interpret_mode():
+  """The Mosaic GPU kernel, run by Mosaic GPU's interpreter on the CPU: every layer it takes, rows
+  that do not fill its last 64-row tile included."""
+  rng = np.random.default_rng(1)
+  for name, matrix, blocks in extraction_layers()[1:]:
+    a = jnp.asarray(rng.standard_normal((70, matrix.shape[0])), jnp.bfloat16)
+    want = np.asarray(a, np.float64) @ np.asarray(matrix, np.float64)
+    got = np.asarray(mosaic_blocked_product(a, matrix, blocks, interpret=mosaic_interpret_params()), np.float64)
+    assert got.shape == want.shape, name
+    # bf16 output: one rounding of each entry
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.max(np.abs(want)), err_msg=name)
+
+
+def test_mosaic_steps_divide_the_blocks_where_they_can():
+  layers = {name: (matrix, blocks) for name, matrix, blocks in extraction_layers()}
+  assert mosaic_tile_k(layers["conv2"][0].shape[0], layers["conv2"][1]) == 80  # bounds 0, 80, 160, 240, 320, 400
+  assert mosaic_tile_k(layers["conv3"][0].shape[0], layers["conv3"][1]) == 96  # one block, K = 576 = 6 x 96
+  assert mosaic_tile_k(layers["conv1"][0].shape[0], layers["conv1"][1]) == 16  # bounds at multiples of 36
+  matrix, blocks = layers["conv1"]
+  check_blocks(matrix, widened_blocks(blocks, 16))
+
+
+def test_the_mosaic_kernel_refuses_output_rows_it_cannot_tile():
+  _, matrix, blocks = extraction_layers()[0]
+  with pytest.raises(ValueError, match=r"whole multiples of 8 entries, got \[36\]"):
+    mosaic_blocked_product(jnp.zeros((64, matrix.shape[0]), jnp.bfloat16), matrix, blocks)
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--forms=sparse"], "--forms: unknown ['sparse']"),
     (["--rows=0"], "--rows=0: use at least 1"),
     (["--layers=conv9"], "--layers=conv9: none of conv0"),
+    (["--forms=mosaic_row_blocks"], "off a GPU runs in interpret mode: use --rows=1024 or fewer"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
   with pytest.raises(SystemExit):
