@@ -88,3 +88,20 @@ def test_bad_arguments_are_named(argv, message, capsys):
   with pytest.raises(SystemExit):
     extraction_products.main(argv)
   assert message in capsys.readouterr().err
+
+
+def test_the_mosaic_kernel_lowers_for_hopper_without_a_gpu():
+  """Lowered for CUDA on the CPU machine, at the block's 250,880 rows: Mosaic GPU checks tile
+  shapes, swizzles and shared memory there, and each layer's blocks become one wgmma shape fed by
+  TMA copies."""
+  import re
+
+  import jax
+
+  widths = {"conv1": "m64n80k16", "conv2": "m64n192k16", "conv3": "m64n64k16"}
+  for name, matrix, blocks in extraction_layers()[1:]:
+    product = jax.jit(lambda a, m, blocks=blocks: mosaic_blocked_product(a, m, blocks))
+    text = product.trace(jax.ShapeDtypeStruct((250880, matrix.shape[0]), jnp.bfloat16),
+                         jax.ShapeDtypeStruct(matrix.shape, matrix.dtype)).lower(lowering_platforms=("cuda",)).as_text()
+    assert sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)", text))) == [widths[name]], name
+    assert "cp.async.bulk.tensor" in text, name
