@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ from stss_jax.layers.selfy import ConvExtraction
 ROWS = 32 * 8 * 5 * 14 * 14
 FORMS = ("dense", "row_blocks", "mosaic_row_blocks")
 INTERPRET_ROWS = 1024
-MOSAIC_TILE_ROWS = 64  # rows per program: one warpgroup's wgmma tile
+MOSAIC_TILE_ROWS = (64, 128)  # rows per program: one or two wgmma tiles of 64 rows, one warpgroup
 
 
 def extraction_layers(window=(5, 9, 9), channels=(4, 16, 64, 64), seed: int = 0):
@@ -116,16 +117,22 @@ def widened_blocks(blocks, tile_k: int):
   return [(k0 // tile_k * tile_k, -(-k1 // tile_k) * tile_k, n0, n1) for k0, k1, n0, n1 in blocks]
 
 
-def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, steps: int = 2, interpret=None) -> jax.Array:
-  """blocked_product as one Mosaic GPU kernel: each program takes MOSAIC_TILE_ROWS rows and, for
-  each block, streams the block's input columns and matrix rows through shared memory (TMA, `steps`
-  in flight) into a wgmma accumulator, then stores the block's output columns."""
+def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: int = 64, steps: int = 2,
+                           interpret=None) -> jax.Array:
+  """blocked_product as one Mosaic GPU kernel: each program takes tile_rows rows and, for each
+  block, streams the block's input columns and matrix rows through shared memory (TMA, `steps` in
+  flight) into a wgmma accumulator, then stores the block's output columns. More rows per program
+  read each matrix block fewer times, and hold a larger accumulator in registers."""
   rows, k_total = a.shape
   n_total = matrix.shape[1]
   if any((n1 - n0) % 8 for _, _, n0, n1 in blocks):
     raise ValueError(f"mosaic_row_blocks needs output blocks of whole multiples of 8 entries, got "
                      f"{sorted({n1 - n0 for _, _, n0, n1 in blocks})}")
-  tile_m = MOSAIC_TILE_ROWS
+  if tile_rows not in MOSAIC_TILE_ROWS:
+    raise ValueError(f"mosaic_row_blocks takes {MOSAIC_TILE_ROWS} rows per program, got {tile_rows}")
+  if steps < 1:
+    raise ValueError(f"mosaic_row_blocks needs at least 1 step in flight, got {steps}")
+  tile_m = tile_rows
   tile_k = mosaic_tile_k(k_total, blocks)
   widened = widened_blocks(blocks, tile_k)
   padded_rows = -(-rows // tile_m) * tile_m
@@ -184,12 +191,21 @@ def mosaic_interpret_params():
   return InterpretGPUParams()
 
 
-PRODUCTS = {
-    "dense": dense_product,
-    "row_blocks": blocked_product,
-    "mosaic_row_blocks": lambda a, matrix, blocks: mosaic_blocked_product(
-        a, matrix, blocks, interpret=mosaic_interpret_params()),
-}
+PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product, "mosaic_row_blocks": mosaic_blocked_product}
+
+
+def _variants(forms, tile_rows, steps):
+  """[(label, product(a, matrix, blocks), with gradient)]: the mosaic form once per setting."""
+  variants = []
+  for form in forms:
+    if form != "mosaic_row_blocks":
+      variants.append((form, PRODUCTS[form], True))
+      continue
+    for rows, in_flight in itertools.product(tile_rows, steps):
+      product = functools.partial(mosaic_blocked_product, tile_rows=rows, steps=in_flight,
+                                  interpret=mosaic_interpret_params())
+      variants.append((f"{form} ({rows} rows, {in_flight} steps)", product, False))
+  return variants
 
 
 def multiply_adds(form: str, matrix: jax.Array, blocks) -> int:
@@ -206,6 +222,10 @@ def main(argv=None) -> None:
   parser.add_argument("--rows", type=int, default=ROWS, help=f"planes per product (default {ROWS}: batch 32)")
   parser.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated, of {FORMS}")
   parser.add_argument("--layers", default="conv0,conv1,conv2,conv3", help="comma-separated extraction layers")
+  parser.add_argument("--mosaic_tile_rows", default="64", help=f"comma-separated rows per mosaic program, of "
+                      f"{MOSAIC_TILE_ROWS}; each setting is a row of its own")
+  parser.add_argument("--mosaic_steps", default="2", help="comma-separated pipeline steps in flight (TMA "
+                      "copies ahead of the products)")
   args = parser.parse_args(argv)
   forms = args.forms.split(",")
   unknown = [form for form in forms if form not in PRODUCTS]
@@ -213,6 +233,14 @@ def main(argv=None) -> None:
     parser.error(f"--forms: unknown {unknown}; choose from {FORMS}")
   if args.rows < 1:
     parser.error(f"--rows={args.rows}: use at least 1")
+  try:
+    tile_rows = [int(value) for value in args.mosaic_tile_rows.split(",")]
+    steps = [int(value) for value in args.mosaic_steps.split(",")]
+  except ValueError:
+    parser.error(f"--mosaic_tile_rows={args.mosaic_tile_rows} / --mosaic_steps={args.mosaic_steps}: whole numbers")
+  if any(rows not in MOSAIC_TILE_ROWS for rows in tile_rows) or any(step < 1 for step in steps):
+    parser.error(f"--mosaic_tile_rows takes {MOSAIC_TILE_ROWS}, --mosaic_steps 1 or more; got "
+                 f"{args.mosaic_tile_rows} / {args.mosaic_steps}")
   layers = [layer for layer in extraction_layers() if layer[0] in args.layers.split(",")]
   if not layers:
     parser.error(f"--layers={args.layers}: none of conv0, conv1, conv2, conv3")
@@ -229,20 +257,23 @@ def main(argv=None) -> None:
     inputs = [jnp.asarray(rng.standard_normal((args.rows, k)), jnp.bfloat16) for _ in range(3)]
     cotangent = jnp.asarray(rng.standard_normal((args.rows, n)), jnp.bfloat16)
     reference = np.asarray(dense_product(inputs[0], matrix, blocks), np.float32)
-    for form in forms:
-      row = f"| {name} | {k} x {n} | {form} |"
-      if form == "mosaic_row_blocks" and any((n1 - n0) % 8 for _, _, n0, n1 in blocks):
+    for label, product, with_gradient in _variants(forms, tile_rows, steps):
+      row = f"| {name} | {k} x {n} | {label} |"
+      if not with_gradient and any((n1 - n0) % 8 for _, _, n0, n1 in blocks):
         print(f"{row} - | output rows of {blocks[0][3] - blocks[0][2]} entries: not a wgmma width | | | | |")
         continue
-      product = PRODUCTS[form]
       forward = jax.jit(functools.partial(product, blocks=blocks))
       sets = [(a, matrix) for a in inputs]
-      error = np.max(np.abs(np.asarray(forward(*sets[0]), np.float32) - reference)) / max(np.max(np.abs(reference)), 1e-30)
+      try:
+        error = (np.max(np.abs(np.asarray(forward(*sets[0]), np.float32) - reference))
+                 / max(np.max(np.abs(reference)), 1e-30))
+      except Exception as e:  # a setting the compiler refuses (shared memory, registers): say so, go on
+        print(f"{row} - | failed: {type(e).__name__}: {str(e).splitlines()[0][:160]} | | | | |", flush=True)
+        continue
       seconds = time_jax(forward, sets)
-      macs = multiply_adds(form, matrix, blocks)
-      if form == "mosaic_row_blocks":  # forward only: the kernel has no gradient
-        both = "-"
-      else:
+      macs = multiply_adds(label.split()[0], matrix, blocks)
+      both = "-"  # the mosaic kernel has no gradient
+      if with_gradient:
 
         def loss(a, m, product=product):
           return jnp.sum((product(a, m, blocks) * cotangent).astype(jnp.float32))
