@@ -118,11 +118,13 @@ def widened_blocks(blocks, tile_k: int):
 
 
 def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: int = 64, steps: int = 2,
-                           interpret=None) -> jax.Array:
+                           products_in_flight: int = 0, interpret=None) -> jax.Array:
   """blocked_product as one Mosaic GPU kernel: each program takes tile_rows rows and, for each
   block, streams the block's input columns and matrix rows through shared memory (TMA, `steps` in
   flight) into a wgmma accumulator, then stores the block's output columns. More rows per program
-  read each matrix block fewer times, and hold a larger accumulator in registers."""
+  read each matrix block fewer times, and hold a larger accumulator in registers. With
+  products_in_flight = 1 a step leaves its product running while the next one is issued, and its
+  shared-memory slots are released one step later."""
   rows, k_total = a.shape
   n_total = matrix.shape[1]
   if any((n1 - n0) % 8 for _, _, n0, n1 in blocks):
@@ -130,8 +132,9 @@ def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: i
                      f"{sorted({n1 - n0 for _, _, n0, n1 in blocks})}")
   if tile_rows not in MOSAIC_TILE_ROWS:
     raise ValueError(f"mosaic_row_blocks takes {MOSAIC_TILE_ROWS} rows per program, got {tile_rows}")
-  if steps < 1:
-    raise ValueError(f"mosaic_row_blocks needs at least 1 step in flight, got {steps}")
+  if steps < 1 or products_in_flight not in (0, 1) or products_in_flight >= steps:
+    raise ValueError(f"mosaic_row_blocks needs 1 or more steps in flight and 0 or 1 products in flight, fewer "
+                     f"than the steps; got {steps} and {products_in_flight}")
   tile_m = tile_rows
   tile_k = mosaic_tile_k(k_total, blocks)
   widened = widened_blocks(blocks, tile_k)
@@ -148,12 +151,14 @@ def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: i
         def with_accumulator(acc_ref):
           def step(_, a_smem, m_smem):
             plgpu.wgmma(acc_ref, a_smem, m_smem)
-            plgpu.wgmma_wait(0)
+            plgpu.wgmma_wait(products_in_flight)
 
           plgpu.emit_pipeline(
               step, grid=((k1 - k0) // tile_k,),
-              in_specs=[plgpu.BlockSpec((tile_m, tile_k), lambda k: (0, k), transforms=in_transforms),
-                        plgpu.BlockSpec((tile_k, width), lambda k: (k, 0), transforms=in_transforms)],
+              in_specs=[plgpu.BlockSpec((tile_m, tile_k), lambda k: (0, k), transforms=in_transforms,
+                                        delay_release=products_in_flight),
+                        plgpu.BlockSpec((tile_k, width), lambda k: (k, 0), transforms=in_transforms,
+                                        delay_release=products_in_flight)],
               max_concurrent_steps=steps,
           )(a_gmem.at[rows_here, pl.ds(k0, k1 - k0)], m_gmem.at[pl.ds(k0, k1 - k0), pl.ds(n0, width)])
           return acc_ref[...]
@@ -194,17 +199,19 @@ def mosaic_interpret_params():
 PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product, "mosaic_row_blocks": mosaic_blocked_product}
 
 
-def _variants(forms, tile_rows, steps):
+def _variants(forms, tile_rows, steps, products_in_flight):
   """[(label, product(a, matrix, blocks), with gradient)]: the mosaic form once per setting."""
   variants = []
   for form in forms:
     if form != "mosaic_row_blocks":
       variants.append((form, PRODUCTS[form], True))
       continue
-    for rows, in_flight in itertools.product(tile_rows, steps):
+    for rows, in_flight, products in itertools.product(tile_rows, steps, products_in_flight):
+      if products >= in_flight:
+        continue
       product = functools.partial(mosaic_blocked_product, tile_rows=rows, steps=in_flight,
-                                  interpret=mosaic_interpret_params())
-      variants.append((f"{form} ({rows} rows, {in_flight} steps)", product, False))
+                                  products_in_flight=products, interpret=mosaic_interpret_params())
+      variants.append((f"{form} ({rows} rows, {in_flight} steps, {products} products in flight)", product, False))
   return variants
 
 
@@ -226,6 +233,8 @@ def main(argv=None) -> None:
                       f"{MOSAIC_TILE_ROWS}; each setting is a row of its own")
   parser.add_argument("--mosaic_steps", default="2", help="comma-separated pipeline steps in flight (TMA "
                       "copies ahead of the products)")
+  parser.add_argument("--mosaic_products_in_flight", default="0", help="comma-separated, of 0 and 1: products "
+                      "left running while the next step's is issued (settings with as many steps are skipped)")
   args = parser.parse_args(argv)
   forms = args.forms.split(",")
   unknown = [form for form in forms if form not in PRODUCTS]
@@ -236,11 +245,15 @@ def main(argv=None) -> None:
   try:
     tile_rows = [int(value) for value in args.mosaic_tile_rows.split(",")]
     steps = [int(value) for value in args.mosaic_steps.split(",")]
+    products_in_flight = [int(value) for value in args.mosaic_products_in_flight.split(",")]
   except ValueError:
-    parser.error(f"--mosaic_tile_rows={args.mosaic_tile_rows} / --mosaic_steps={args.mosaic_steps}: whole numbers")
-  if any(rows not in MOSAIC_TILE_ROWS for rows in tile_rows) or any(step < 1 for step in steps):
-    parser.error(f"--mosaic_tile_rows takes {MOSAIC_TILE_ROWS}, --mosaic_steps 1 or more; got "
-                 f"{args.mosaic_tile_rows} / {args.mosaic_steps}")
+    parser.error(f"--mosaic_tile_rows={args.mosaic_tile_rows} / --mosaic_steps={args.mosaic_steps} / "
+                 f"--mosaic_products_in_flight={args.mosaic_products_in_flight}: whole numbers")
+  if (any(rows not in MOSAIC_TILE_ROWS for rows in tile_rows) or any(step < 1 for step in steps)
+      or any(products not in (0, 1) for products in products_in_flight)):
+    parser.error(f"--mosaic_tile_rows takes {MOSAIC_TILE_ROWS}, --mosaic_steps 1 or more, "
+                 f"--mosaic_products_in_flight 0 or 1; got {args.mosaic_tile_rows} / {args.mosaic_steps} / "
+                 f"{args.mosaic_products_in_flight}")
   layers = [layer for layer in extraction_layers() if layer[0] in args.layers.split(",")]
   if not layers:
     parser.error(f"--layers={args.layers}: none of conv0, conv1, conv2, conv3")
@@ -257,7 +270,7 @@ def main(argv=None) -> None:
     inputs = [jnp.asarray(rng.standard_normal((args.rows, k)), jnp.bfloat16) for _ in range(3)]
     cotangent = jnp.asarray(rng.standard_normal((args.rows, n)), jnp.bfloat16)
     reference = np.asarray(dense_product(inputs[0], matrix, blocks), np.float32)
-    for label, product, with_gradient in _variants(forms, tile_rows, steps):
+    for label, product, with_gradient in _variants(forms, tile_rows, steps, products_in_flight):
       row = f"| {name} | {k} x {n} | {label} |"
       if not with_gradient and any((n1 - n0) % 8 for _, _, n0, n1 in blocks):
         print(f"{row} - | output rows of {blocks[0][3] - blocks[0][2]} entries: not a wgmma width | | | | |")

@@ -43,7 +43,7 @@ def test_main_prints_every_layer_and_form(monkeypatch, capsys):
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conv")]
   assert len(rows) == 12
   for line in rows:
-    if line.startswith("| conv0 | 96 x 336 | mosaic_row_blocks (64 rows, 2 steps) |"):
+    if line.startswith("| conv0 | 96 x 336 | mosaic_row_blocks (64 rows, 2 steps, 0 products in flight) |"):
       assert "output rows of 36 entries: not a wgmma width" in line
       continue
     error = float(line.rstrip(" |").split("|")[-1])
@@ -54,11 +54,12 @@ def test_the_mosaic_kernel_gives_the_dense_product_in_interpret_mode():
   """The Mosaic GPU kernel, run by Mosaic GPU's interpreter on the CPU: every layer it takes, rows
   that do not fill its last 64-row tile included."""
   rng = np.random.default_rng(1)
-  for (name, matrix, blocks), tile_rows in zip(extraction_layers()[1:], (64, 128, 64)):
+  settings = [(64, 2, 0), (128, 3, 1), (64, 2, 1)]  # rows per program, steps, products in flight
+  for (name, matrix, blocks), (tile_rows, steps, products) in zip(extraction_layers()[1:], settings):
     a = jnp.asarray(rng.standard_normal((70, matrix.shape[0])), jnp.bfloat16)
     want = np.asarray(a, np.float64) @ np.asarray(matrix, np.float64)
-    got = np.asarray(mosaic_blocked_product(a, matrix, blocks, tile_rows, interpret=mosaic_interpret_params()),
-                     np.float64)
+    got = np.asarray(mosaic_blocked_product(a, matrix, blocks, tile_rows, steps, products,
+                                            interpret=mosaic_interpret_params()), np.float64)
     assert got.shape == want.shape, name
     # bf16 output: one rounding of each entry
     np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.max(np.abs(want)), err_msg=name)
@@ -80,6 +81,9 @@ def test_the_mosaic_kernel_refuses_output_rows_it_cannot_tile():
   _, matrix, blocks = extraction_layers()[2]
   with pytest.raises(ValueError, match=r"takes \(64, 128\) rows per program, got 96"):
     mosaic_blocked_product(jnp.zeros((64, matrix.shape[0]), jnp.bfloat16), matrix, blocks, tile_rows=96)
+  with pytest.raises(ValueError, match="fewer than the steps; got 1 and 1"):
+    mosaic_blocked_product(jnp.zeros((64, matrix.shape[0]), jnp.bfloat16), matrix, blocks, steps=1,
+                           products_in_flight=1)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -87,7 +91,8 @@ def test_the_mosaic_kernel_refuses_output_rows_it_cannot_tile():
     (["--rows=0"], "--rows=0: use at least 1"),
     (["--layers=conv9"], "--layers=conv9: none of conv0"),
     (["--forms=mosaic_row_blocks"], "off a GPU runs in interpret mode: use --rows=1024 or fewer"),
-    (["--mosaic_tile_rows=96"], "--mosaic_tile_rows takes (64, 128), --mosaic_steps 1 or more; got 96 / 2"),
+    (["--mosaic_tile_rows=96"], "--mosaic_steps 1 or more, --mosaic_products_in_flight 0 or 1; got 96 / 2 / 0"),
+    (["--mosaic_products_in_flight=2"], "got 64 / 2 / 2"),
     (["--mosaic_steps=two"], "whole numbers"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
@@ -106,8 +111,9 @@ def test_the_mosaic_kernel_lowers_for_hopper_without_a_gpu():
   import jax
 
   widths = {"conv1": "m64n80k16", "conv2": "m64n192k16", "conv3": "m64n64k16"}
-  for (name, matrix, blocks), tile_rows in itertools.product(extraction_layers()[1:], (64, 128)):
-    product = jax.jit(lambda a, m, blocks=blocks, tile_rows=tile_rows: mosaic_blocked_product(a, m, blocks, tile_rows))
+  for (name, matrix, blocks), (tile_rows, products) in itertools.product(extraction_layers()[1:], ((64, 0), (128, 1))):
+    product = jax.jit(lambda a, m, blocks=blocks, tile_rows=tile_rows, products=products: mosaic_blocked_product(
+        a, m, blocks, tile_rows, products_in_flight=products))
     text = product.trace(jax.ShapeDtypeStruct((250880, matrix.shape[0]), jnp.bfloat16),
                          jax.ShapeDtypeStruct(matrix.shape, matrix.dtype)).lower(lowering_platforms=("cuda",)).as_text()
     assert sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)", text))) == [widths[name]], name
