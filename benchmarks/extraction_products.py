@@ -16,10 +16,11 @@ extraction (9x9 planes; channels 4, 16, 64, 64; rows padded to the runtime polic
 
 Rows default to the block's planes at batch 32: 32 clips x 8 frames x 5 offsets x 14 x 14. Each
 form: forward, and forward + the gradients of the input and the matrix for a fixed cotangent,
-median over fresh inputs (bf16). GB/s counts the input read and the output written once; its
-ceiling is the copy bandwidth that benchmarks.stss_op prints (4.1 TB/s on an H200). TFLOP/s counts
-the multiply-adds the form does. The error is the
-largest difference from the dense product over its largest entry.
+median over fresh inputs (bf16); the mosaic form is timed for each setting of
+--mosaic_tile_rows, --mosaic_steps and --mosaic_products_in_flight. GB/s counts the input read
+and the output written once; its ceiling is the copy bandwidth that benchmarks.stss_op prints
+(4.1 TB/s on an H200). TFLOP/s counts the multiply-adds the form does. The error is the largest
+difference from the dense product over its largest entry.
 """
 from __future__ import annotations
 
