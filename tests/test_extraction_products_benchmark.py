@@ -81,6 +81,9 @@ def test_the_mosaic_kernel_refuses_output_rows_it_cannot_tile():
   _, matrix, blocks = extraction_layers()[2]
   with pytest.raises(ValueError, match=r"takes \(64, 128\) rows per program, got 96"):
     mosaic_blocked_product(jnp.zeros((64, matrix.shape[0]), jnp.bfloat16), matrix, blocks, tile_rows=96)
+  with pytest.raises(ValueError, match="the matrix's last 16 \\(alignment padding\\) would be left unwritten"):
+    mosaic_blocked_product(jnp.zeros((64, matrix.shape[0]), jnp.bfloat16), jnp.pad(matrix, ((0, 0), (0, 16))),
+                           blocks)
   with pytest.raises(ValueError, match="fewer than the steps; got 1 and 1"):
     mosaic_blocked_product(jnp.zeros((64, matrix.shape[0]), jnp.bfloat16), matrix, blocks, steps=1,
                            products_in_flight=1)
