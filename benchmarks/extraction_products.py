@@ -1,6 +1,6 @@
 """The dense extraction's matrix products alone, as XLA runs them and with their zero blocks skipped.
 
-  python -m benchmarks.extraction_products [--rows=250880] [--forms=dense,row_blocks,mosaic_row_blocks]
+  python -m benchmarks.extraction_products [--rows=250880] [--forms=dense,row_blocks,mosaic_row_blocks,...]
 
 The SELFY block's extraction runs each (1, 3, 3) conv over the flattened (u, v) planes as one
 product with a dense matrix (ConvBN.dense). Most of that matrix is zeros: an output row of a 3x3
@@ -10,17 +10,23 @@ extraction (9x9 planes; channels 4, 16, 64, 64; rows padded to the runtime polic
 - row_blocks: one product per output row over the columns of the input rows it reads, the
   outputs concatenated. Same result, fewer multiply-adds; XLA copies the slices.
 - mosaic_row_blocks: the same blocks in one Mosaic GPU kernel (Hopper: TMA loads, wgmma), which
-  reads each block's columns in place. Forward only. Output blocks must be whole multiples of 8
-  entries (not conv0's 36-entry rows). Elsewhere than on a GPU it runs in Mosaic GPU's interpret
-  mode, for at most INTERPRET_ROWS rows (tests).
+  reads each block's columns in place. One program per 64 or 128 rows, one pipeline per block.
+  Forward only. Output blocks must be whole multiples of 8 entries (not conv0's 36-entry rows).
+  Elsewhere than on a GPU it runs in Mosaic GPU's interpret mode, for at most INTERPRET_ROWS rows
+  (tests).
+- mosaic_persistent_row_blocks: the same blocks in a persistent, warp-specialised Mosaic GPU
+  kernel: one program per SM, a memory warpgroup that streams every block of a tile through one
+  pipeline, two compute warpgroups. Forward only, GPUs only (the interpreter cannot run it; the
+  tests lower it for CUDA on the CPU).
 
 Rows default to the block's planes at batch 32: 32 clips x 8 frames x 5 offsets x 14 x 14. Each
 form: forward, and forward + the gradients of the input and the matrix for a fixed cotangent,
-median over fresh inputs (bf16); the mosaic form is timed for each setting of
---mosaic_tile_rows, --mosaic_steps and --mosaic_products_in_flight. GB/s counts the input read
-and the output written once; its ceiling is the copy bandwidth that benchmarks.stss_op prints
-(4.1 TB/s on an H200). TFLOP/s counts the multiply-adds the form does. The error is the largest
-difference from the dense product over its largest entry.
+median over fresh inputs (bf16). mosaic_row_blocks is timed for each setting of
+--mosaic_tile_rows, --mosaic_steps and --mosaic_products_in_flight; mosaic_persistent_row_blocks
+for each of --mosaic_steps, --mosaic_tile_k, --mosaic_out_slots and --mosaic_warpgroup_rows.
+GB/s counts the input read and the output written once; its ceiling is the copy bandwidth that
+benchmarks.stss_op prints (4.1 TB/s on an H200). TFLOP/s counts the multiply-adds the form does.
+The error is the largest difference from the dense product over its largest entry.
 """
 from __future__ import annotations
 
@@ -41,8 +47,9 @@ from stss_jax.layers.conv_bn import aligned_cells, dense_matrix
 from stss_jax.layers.selfy import ConvExtraction
 
 ROWS = 32 * 8 * 5 * 14 * 14
-FORMS = ("dense", "row_blocks", "mosaic_row_blocks")
+FORMS = ("dense", "row_blocks", "mosaic_row_blocks", "mosaic_persistent_row_blocks")
 INTERPRET_ROWS = 1024
+HOPPER_SMS = 132  # H100 SXM and H200
 MOSAIC_TILE_ROWS = (64, 128)  # rows per program: one or two wgmma tiles of 64 rows, one warpgroup
 
 
@@ -182,6 +189,135 @@ def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: i
   return out[:rows]
 
 
+def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, steps: int = 2,
+                                      tile_k: int | None = None, out_slots: int = 2,
+                                      warpgroup_rows: int = 64) -> jax.Array:
+  """blocked_product as one persistent, warp-specialised Mosaic GPU kernel. One program per SM
+  loops over tiles of 2 x warpgroup_rows rows. For each tile one pipeline streams every block's
+  input columns and matrix rows in turn: a memory warpgroup issues the TMA loads, `steps` ahead, so
+  the loads of the next block overlap the products of this one. Two compute warpgroups take
+  warpgroup_rows (64 or 128) rows each. Each carries its (warpgroup_rows, width) float32
+  accumulator from step to step, clears it at a block's first step, and at its last stores the
+  block's output columns through shared memory.
+  - 128 rows per warpgroup read each matrix block from L2 half as often as 64, and hold twice the
+    registers.
+  - Two out_slots let one store drain while the next block runs; one leaves room for more steps.
+  - tile_k columns per step: default mosaic_tile_k; a multiple of 16 that divides K, the blocks
+    widened to it.
+  The blocks must have one width, side by side (the extraction's: one per output row)."""
+  rows, k_total = a.shape
+  n_total = matrix.shape[1]
+  if warpgroup_rows not in (64, 128):
+    raise ValueError(f"mosaic_persistent_row_blocks takes 64 or 128 rows per warpgroup, got {warpgroup_rows}")
+  tile_m, warpgroups = warpgroup_rows, 2
+  cta_rows = tile_m * warpgroups
+  widths = sorted({n1 - n0 for _, _, n0, n1 in blocks})
+  if len(widths) != 1 or widths[0] % 8 or any(n0 != b * widths[0] for b, (_, _, n0, _) in enumerate(blocks)):
+    raise ValueError(f"mosaic_persistent_row_blocks needs blocks of one width, a multiple of 8, side by side "
+                     f"from column 0; got widths {widths}")
+  if blocks[-1][3] != n_total:
+    raise ValueError(f"mosaic_persistent_row_blocks writes only its blocks' columns: the matrix's last "
+                     f"{n_total - blocks[-1][3]} (alignment padding) would be left unwritten")
+  if steps < 2 or out_slots not in (1, 2):
+    raise ValueError(f"mosaic_persistent_row_blocks needs 2 or more steps in flight and 1 or 2 output slots, got "
+                     f"{steps} and {out_slots}")
+  tile_k = tile_k or mosaic_tile_k(k_total, blocks)
+  if tile_k % 16 or k_total % tile_k:
+    raise ValueError(f"mosaic_persistent_row_blocks takes steps of a multiple of 16 columns that divides K={k_total}, "
+                     f"got {tile_k}")
+  width = widths[0]
+  widened = widened_blocks(blocks, tile_k)
+  # Step s of a tile's pipeline belongs to block b when starts[b] <= s < starts[b + 1]; it reads
+  # input chunk s + offsets[b] (chunks of tile_k columns).
+  counts = [(k1 - k0) // tile_k for k0, k1, _, _ in widened]
+  starts = list(itertools.accumulate(counts, initial=0))
+  offsets = [k0 // tile_k - start for (k0, _, _, _), start in zip(widened, starts)]
+  num_steps = starts[-1]
+  padded_rows = -(-rows // cta_rows) * cta_rows
+  a = jnp.pad(a, ((0, padded_rows - rows), (0, 0)))
+  in_transforms = _swizzled(tile_k, a.dtype)
+
+  def block_of(step):
+    block = jnp.int32(0)
+    for start in starts[1:-1]:
+      block = block + (step >= start).astype(jnp.int32)
+    return block
+
+  def per_block(block, values):
+    value = jnp.int32(values[0])
+    for b, v in enumerate(values[1:], 1):
+      value = jnp.where(block == b, jnp.int32(v), value)
+    return value
+
+  def chunk(step):
+    return step + per_block(block_of(step), offsets)
+
+  def kernel(a_gmem, m_gmem, out_gmem):
+    wg = lax.axis_index("wg")
+
+    def pipeline_for(body, compute_context):
+      return plgpu.emit_pipeline_warp_specialized(
+          body, grid=(num_steps,), memory_registers=40, wg_axis="wg", num_compute_wgs=warpgroups,
+          max_concurrent_steps=steps, compute_context=compute_context,
+          in_specs=[plgpu.BlockSpec((cta_rows, tile_k), lambda s: (0, chunk(s)), transforms=in_transforms),
+                    plgpu.BlockSpec((tile_k, width), lambda s: (chunk(s), block_of(s)), transforms=in_transforms)])
+
+    ignore = lambda *_, **__: None
+
+    @functools.partial(
+        pl.run_scoped,
+        allocations=pipeline_for(ignore, ignore).get_allocations(a_gmem, m_gmem),
+        out_smem=plgpu.SMEM((out_slots, warpgroups, tile_m, width), a.dtype, transforms=_swizzled(width, a.dtype)),
+        collective_axes="wg")
+    def _scope(allocations, out_smem):
+      @plgpu.nd_loop((padded_rows // cta_rows,), collective_axes="sm")
+      def _tiles(loop):
+        (tile,) = loop.index
+        cta_slice = pl.ds(tile * cta_rows, cta_rows)
+
+        def body(indices, a_smem, m_smem, acc):
+          (step,) = indices
+          block = block_of(step)
+          first = jnp.bool_(False)
+          last = jnp.bool_(False)
+          for start in starts[:-1]:
+            first = first | (step == start)
+          for end in starts[1:]:
+            last = last | (step == end - 1)
+          acc = jnp.where(jnp.broadcast_to(first, acc.shape), jnp.zeros_like(acc), acc)
+
+          def product(acc_ref):
+            plgpu.wgmma(acc_ref, a_smem.at[pl.ds(wg * tile_m, tile_m)], m_smem)
+
+          acc = pl.run_state(product)(plgpu.ACC.init(acc))
+
+          @pl.when(last)
+          def _store():
+            slot = lax.rem(loop.local_index * len(blocks) + block, out_slots)
+            plgpu.wait_smem_to_gmem(out_slots - 1, wait_read_only=True)
+            out_smem[slot, wg] = acc.astype(out_smem.dtype)
+            plgpu.commit_smem()
+            plgpu.copy_smem_to_gmem(
+                out_smem.at[slot, wg],
+                out_gmem.at[pl.ds(tile * cta_rows + wg * tile_m, tile_m), pl.ds(block * width, width)])
+
+          return acc
+
+        def compute_context(run):
+          run(plgpu.layout_cast(jnp.zeros((tile_m, width), jnp.float32), plgpu.Layout.WGMMA))
+
+        pipeline_for(body, compute_context)(a_gmem.at[cta_slice], m_gmem, allocations=allocations)
+
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+  sms = jax.devices()[0].core_count if jax.default_backend() == "gpu" else HOPPER_SMS  # CPU: lowering only
+  out = plgpu.kernel(
+      kernel, out_type=jax.ShapeDtypeStruct((padded_rows, n_total), a.dtype), grid=(sms,), grid_names=("sm",),
+      num_threads=warpgroups + 1, thread_name="wg",
+      compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup))(a, matrix)
+  return out[:rows]
+
+
 def _swizzled(minor_entries: int, dtype) -> tuple:
   """Shared-memory transforms for tiles whose minor dimension holds minor_entries."""
   swizzle = plgpu.find_swizzle(minor_entries * jnp.dtype(dtype).itemsize * 8)
@@ -201,13 +337,25 @@ def mosaic_interpret_params():
   return InterpretGPUParams()
 
 
-PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product, "mosaic_row_blocks": mosaic_blocked_product}
+PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product, "mosaic_row_blocks": mosaic_blocked_product,
+            "mosaic_persistent_row_blocks": mosaic_persistent_blocked_product}
 
 
-def _variants(forms, tile_rows, steps, products_in_flight):
-  """[(label, product(a, matrix, blocks), with gradient)]: the mosaic form once per setting."""
+def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64),)):
+  """[(label, product(a, matrix, blocks), with gradient)]: each mosaic form once per setting;
+  persistent holds (tile_k, output slots, warpgroup rows) settings, tile_k 0 for mosaic_tile_k's."""
   variants = []
   for form in forms:
+    if form == "mosaic_persistent_row_blocks":
+      for in_flight, (tile_k, slots, rows) in itertools.product(steps, persistent):
+        product = functools.partial(mosaic_persistent_blocked_product, steps=in_flight, tile_k=tile_k or None,
+                                    out_slots=slots, warpgroup_rows=rows)
+        if jax.default_backend() != "gpu":
+          product = _gpu_only
+        columns = tile_k or "auto"
+        variants.append((f"{form} ({in_flight} steps of {columns} columns in flight, {slots} output slots, {rows} "
+                         f"rows per warpgroup)", product, False))
+      continue
     if form != "mosaic_row_blocks":
       variants.append((form, PRODUCTS[form], True))
       continue
@@ -220,9 +368,13 @@ def _variants(forms, tile_rows, steps, products_in_flight):
   return variants
 
 
+def _gpu_only(*_, **__):
+  raise RuntimeError("runs on GPUs only: Mosaic GPU's interpret mode has no pl.run_state")
+
+
 def multiply_adds(form: str, matrix: jax.Array, blocks) -> int:
   """Per row (mosaic_row_blocks: its blocks widened to whole pipeline steps)."""
-  if form == "mosaic_row_blocks":
+  if form.startswith("mosaic"):
     blocks = widened_blocks(blocks, mosaic_tile_k(matrix.shape[0], blocks))
   if form == "dense":
     return matrix.shape[0] * matrix.shape[1]
@@ -240,6 +392,12 @@ def main(argv=None) -> None:
                       "copies ahead of the products)")
   parser.add_argument("--mosaic_products_in_flight", default="0", help="comma-separated, of 0 and 1: products "
                       "left running while the next step's is issued (settings with as many steps are skipped)")
+  parser.add_argument("--mosaic_tile_k", default="0", help="comma-separated columns per step of the persistent "
+                      "form (multiples of 16 that divide K; 0: the largest that divides every block bound)")
+  parser.add_argument("--mosaic_out_slots", default="2", help="comma-separated, of 1 and 2: the persistent form's "
+                      "output staging slots per warpgroup")
+  parser.add_argument("--mosaic_warpgroup_rows", default="64", help="comma-separated, of 64 and 128: rows per "
+                      "compute warpgroup of the persistent form (two warpgroups per program)")
   args = parser.parse_args(argv)
   forms = args.forms.split(",")
   unknown = [form for form in forms if form not in PRODUCTS]
@@ -251,14 +409,23 @@ def main(argv=None) -> None:
     tile_rows = [int(value) for value in args.mosaic_tile_rows.split(",")]
     steps = [int(value) for value in args.mosaic_steps.split(",")]
     products_in_flight = [int(value) for value in args.mosaic_products_in_flight.split(",")]
+    persistent = list(itertools.product(*([int(value) for value in flag.split(",")] for flag in (
+        args.mosaic_tile_k, args.mosaic_out_slots, args.mosaic_warpgroup_rows))))
   except ValueError:
     parser.error(f"--mosaic_tile_rows={args.mosaic_tile_rows} / --mosaic_steps={args.mosaic_steps} / "
-                 f"--mosaic_products_in_flight={args.mosaic_products_in_flight}: whole numbers")
+                 f"--mosaic_products_in_flight={args.mosaic_products_in_flight} / "
+                 f"--mosaic_tile_k={args.mosaic_tile_k} / "
+                 f"--mosaic_out_slots={args.mosaic_out_slots} / --mosaic_warpgroup_rows={args.mosaic_warpgroup_rows}: "
+                 "whole numbers")
   if (any(rows not in MOSAIC_TILE_ROWS for rows in tile_rows) or any(step < 1 for step in steps)
       or any(products not in (0, 1) for products in products_in_flight)):
     parser.error(f"--mosaic_tile_rows takes {MOSAIC_TILE_ROWS}, --mosaic_steps 1 or more, "
                  f"--mosaic_products_in_flight 0 or 1; got {args.mosaic_tile_rows} / {args.mosaic_steps} / "
                  f"{args.mosaic_products_in_flight}")
+  if any(tile_k < 0 or tile_k % 16 or slots not in (1, 2) or rows not in (64, 128)
+         for tile_k, slots, rows in persistent):
+    parser.error(f"--mosaic_tile_k takes 0 or multiples of 16, --mosaic_out_slots 1 or 2, --mosaic_warpgroup_rows "
+                 f"64 or 128; got {args.mosaic_tile_k} / {args.mosaic_out_slots} / {args.mosaic_warpgroup_rows}")
   layers = [layer for layer in extraction_layers() if layer[0] in args.layers.split(",")]
   if not layers:
     parser.error(f"--layers={args.layers}: none of conv0, conv1, conv2, conv3")
@@ -275,7 +442,7 @@ def main(argv=None) -> None:
     inputs = [jnp.asarray(rng.standard_normal((args.rows, k)), jnp.bfloat16) for _ in range(3)]
     cotangent = jnp.asarray(rng.standard_normal((args.rows, n)), jnp.bfloat16)
     reference = np.asarray(dense_product(inputs[0], matrix, blocks), np.float32)
-    for label, product, with_gradient in _variants(forms, tile_rows, steps, products_in_flight):
+    for label, product, with_gradient in _variants(forms, tile_rows, steps, products_in_flight, persistent):
       row = f"| {name} | {k} x {n} | {label} |"
       forward = jax.jit(functools.partial(product, blocks=blocks))
       sets = [(a, matrix) for a in inputs]

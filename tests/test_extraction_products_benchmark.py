@@ -41,8 +41,11 @@ def test_main_prints_every_layer_and_form(monkeypatch, capsys):
   monkeypatch.setattr(extraction_products, "time_jax", lambda fn, sets, **_: 1e-3)
   extraction_products.main(["--rows=16"])
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| conv")]
-  assert len(rows) == 12
+  assert len(rows) == 16
   for line in rows:
+    if "| mosaic_persistent_row_blocks (2 steps of auto columns in flight" in line:
+      assert "failed: RuntimeError: runs on GPUs only" in line  # no interpret mode for it
+      continue
     if line.startswith("| conv0 | 96 x 336 | mosaic_row_blocks (64 rows, 2 steps, 0 products in flight) |"):
       assert "output rows of 36 entries: not a wgmma width" in line
       continue
@@ -97,6 +100,10 @@ def test_the_mosaic_kernel_refuses_output_rows_it_cannot_tile():
     (["--mosaic_tile_rows=96"], "--mosaic_steps 1 or more, --mosaic_products_in_flight 0 or 1; got 96 / 2 / 0"),
     (["--mosaic_products_in_flight=2"], "got 64 / 2 / 2"),
     (["--mosaic_steps=two"], "whole numbers"),
+    (["--mosaic_tile_k=24"], "--mosaic_tile_k takes 0 or multiples of 16, --mosaic_out_slots 1 or 2, "
+                             "--mosaic_warpgroup_rows 64 or 128; got 24 / 2 / 64"),
+    (["--mosaic_warpgroup_rows=256"], "got 0 / 2 / 256"),
+    (["--mosaic_out_slots=x"], "--mosaic_out_slots=x"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
   with pytest.raises(SystemExit):
@@ -121,3 +128,48 @@ def test_the_mosaic_kernel_lowers_for_hopper_without_a_gpu():
                          jax.ShapeDtypeStruct(matrix.shape, matrix.dtype)).lower(lowering_platforms=("cuda",)).as_text()
     assert sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)", text))) == [widths[name]], name
     assert "cp.async.bulk.tensor" in text, name
+
+
+def test_the_persistent_mosaic_kernel_lowers_for_hopper_without_a_gpu():
+  """The persistent kernel (no interpret mode: Mosaic GPU's interpreter has no pl.run_state), lowered
+  for CUDA on the CPU machine at the block's rows: one wgmma shape per layer and warpgroup rows, TMA
+  copies, and shared memory within the SM's (Mosaic GPU checks it there)."""
+  import re
+
+  import jax
+
+  from benchmarks.extraction_products import mosaic_persistent_blocked_product
+
+  widths = {"conv1": "n80k16", "conv2": "n192k16", "conv3": "n64k16"}
+  settings = {"conv1": dict(steps=8, warpgroup_rows=128), "conv2": dict(steps=6, tile_k=16),
+              "conv3": dict(steps=4, tile_k=32, out_slots=1)}
+  for name, matrix, blocks in extraction_layers()[1:]:
+    product = jax.jit(lambda a, m, blocks=blocks, name=name: mosaic_persistent_blocked_product(
+        a, m, blocks, **settings[name]))
+    text = product.trace(jax.ShapeDtypeStruct((250880, matrix.shape[0]), jnp.bfloat16),
+                         jax.ShapeDtypeStruct(matrix.shape, matrix.dtype)).lower(lowering_platforms=("cuda",)).as_text()
+    assert sorted(set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m\d+(n\d+k\d+)", text))) == [widths[name]], name
+    assert "cp.async.bulk.tensor" in text, name
+  _, matrix, blocks = extraction_layers()[2]
+  with pytest.raises(ValueError, match="exceeds available shared memory"):
+    jax.jit(lambda a, m: mosaic_persistent_blocked_product(a, m, blocks, steps=3)).trace(
+        jax.ShapeDtypeStruct((250880, matrix.shape[0]), jnp.bfloat16),
+        jax.ShapeDtypeStruct(matrix.shape, matrix.dtype)).lower(lowering_platforms=("cuda",))
+
+
+def test_the_persistent_mosaic_kernel_refuses_what_it_cannot_tile():
+  from benchmarks.extraction_products import mosaic_persistent_blocked_product
+
+  _, matrix, blocks = extraction_layers()[0]
+  with pytest.raises(ValueError, match=r"a multiple of 8, side by side from column 0; got widths \[36\]"):
+    mosaic_persistent_blocked_product(jnp.zeros((128, matrix.shape[0]), jnp.bfloat16), matrix, blocks)
+  _, matrix, blocks = extraction_layers()[2]
+  a = jnp.zeros((128, matrix.shape[0]), jnp.bfloat16)
+  with pytest.raises(ValueError, match=r"a multiple of 16 columns that divides K=400, got 48"):
+    mosaic_persistent_blocked_product(a, matrix, blocks, tile_k=48)
+  with pytest.raises(ValueError, match="64 or 128 rows per warpgroup, got 32"):
+    mosaic_persistent_blocked_product(a, matrix, blocks, warpgroup_rows=32)
+  with pytest.raises(ValueError, match="2 or more steps in flight and 1 or 2 output slots, got 2 and 3"):
+    mosaic_persistent_blocked_product(a, matrix, blocks, out_slots=3)
+  with pytest.raises(ValueError, match="the matrix's last 16 \\(alignment padding\\) would be left unwritten"):
+    mosaic_persistent_blocked_product(a, jnp.pad(matrix, ((0, 0), (0, 16))), blocks)
