@@ -227,30 +227,10 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
                      f"got {tile_k}")
   width = widths[0]
   widened = widened_blocks(blocks, tile_k)
-  # Step s of a tile's pipeline belongs to block b when starts[b] <= s < starts[b + 1]; it reads
-  # input chunk s + offsets[b] (chunks of tile_k columns).
-  counts = [(k1 - k0) // tile_k for k0, k1, _, _ in widened]
-  starts = list(itertools.accumulate(counts, initial=0))
-  offsets = [k0 // tile_k - start for (k0, _, _, _), start in zip(widened, starts)]
-  num_steps = starts[-1]
+  num_steps, block_of, chunk, first_of_block, last_of_block = step_schedule(widened, tile_k)
   padded_rows = -(-rows // cta_rows) * cta_rows
   a = jnp.pad(a, ((0, padded_rows - rows), (0, 0)))
   in_transforms = _swizzled(tile_k, a.dtype)
-
-  def block_of(step):
-    block = jnp.int32(0)
-    for start in starts[1:-1]:
-      block = block + (step >= start).astype(jnp.int32)
-    return block
-
-  def per_block(block, values):
-    value = jnp.int32(values[0])
-    for b, v in enumerate(values[1:], 1):
-      value = jnp.where(block == b, jnp.int32(v), value)
-    return value
-
-  def chunk(step):
-    return step + per_block(block_of(step), offsets)
 
   def kernel(a_gmem, m_gmem, out_gmem):
     wg = lax.axis_index("wg")
@@ -278,20 +258,14 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
         def body(indices, a_smem, m_smem, acc):
           (step,) = indices
           block = block_of(step)
-          first = jnp.bool_(False)
-          last = jnp.bool_(False)
-          for start in starts[:-1]:
-            first = first | (step == start)
-          for end in starts[1:]:
-            last = last | (step == end - 1)
-          acc = jnp.where(jnp.broadcast_to(first, acc.shape), jnp.zeros_like(acc), acc)
+          acc = jnp.where(jnp.broadcast_to(first_of_block(step), acc.shape), jnp.zeros_like(acc), acc)
 
           def product(acc_ref):
             plgpu.wgmma(acc_ref, a_smem.at[pl.ds(wg * tile_m, tile_m)], m_smem)
 
           acc = pl.run_state(product)(plgpu.ACC.init(acc))
 
-          @pl.when(last)
+          @pl.when(last_of_block(step))
           def _store():
             slot = lax.rem(loop.local_index * len(blocks) + block, out_slots)
             plgpu.wait_smem_to_gmem(out_slots - 1, wait_read_only=True)
@@ -316,6 +290,38 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
       num_threads=warpgroups + 1, thread_name="wg",
       compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup))(a, matrix)
   return out[:rows]
+
+
+def step_schedule(blocks, tile_k: int):
+  """(steps, block_of, chunk, first_of_block, last_of_block) of one pipeline over all the blocks
+  in turn, each block's input columns (whole steps of tile_k) one chunk per step. The four are
+  functions of the traced step index, built from comparisons and selects (a kernel holds no
+  tables): the step's block, the input chunk it reads (in tile_k columns), and whether it is its
+  block's first or last step."""
+  counts = [(k1 - k0) // tile_k for k0, k1, _, _ in blocks]
+  starts = list(itertools.accumulate(counts, initial=0))  # block b: steps starts[b] .. starts[b + 1] - 1
+  offsets = [k0 // tile_k - start for (k0, _, _, _), start in zip(blocks, starts)]
+
+  def block_of(step):
+    block = jnp.int32(0)
+    for start in starts[1:-1]:
+      block = block + (step >= start).astype(jnp.int32)
+    return block
+
+  def chunk(step):
+    block = block_of(step)
+    offset = jnp.int32(offsets[0])
+    for b, value in enumerate(offsets[1:], 1):
+      offset = jnp.where(block == b, jnp.int32(value), offset)
+    return step + offset
+
+  def first_of_block(step):
+    return functools.reduce(jnp.logical_or, [step == start for start in starts[:-1]])
+
+  def last_of_block(step):
+    return functools.reduce(jnp.logical_or, [step == end - 1 for end in starts[1:]])
+
+  return starts[-1], block_of, chunk, first_of_block, last_of_block
 
 
 def _swizzled(minor_entries: int, dtype) -> tuple:

@@ -173,3 +173,19 @@ def test_the_persistent_mosaic_kernel_refuses_what_it_cannot_tile():
     mosaic_persistent_blocked_product(a, matrix, blocks, out_slots=3)
   with pytest.raises(ValueError, match="the matrix's last 16 \\(alignment padding\\) would be left unwritten"):
     mosaic_persistent_blocked_product(a, jnp.pad(matrix, ((0, 0), (0, 16))), blocks)
+
+
+@pytest.mark.parametrize("layer,tile_k", [(1, 16), (2, 80), (2, 16), (3, 32)])
+def test_the_persistent_pipeline_visits_each_block_chunk_once_in_order(layer, tile_k):
+  """step_schedule's traced functions, evaluated at every step, against the blocks' chunks listed
+  one by one."""
+  from benchmarks.extraction_products import step_schedule
+
+  _, _, blocks = extraction_layers()[layer]
+  widened = widened_blocks(blocks, tile_k)
+  want = [(b, c, c == k0 // tile_k, c == k1 // tile_k - 1)
+          for b, (k0, k1, _, _) in enumerate(widened) for c in range(k0 // tile_k, k1 // tile_k)]
+  steps, block_of, chunk, first_of_block, last_of_block = step_schedule(widened, tile_k)
+  got = [(int(block_of(jnp.int32(s))), int(chunk(jnp.int32(s))), bool(first_of_block(jnp.int32(s))),
+          bool(last_of_block(jnp.int32(s)))) for s in range(steps)]
+  assert got == want
