@@ -348,8 +348,9 @@ PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product, "mosaic_row_b
 
 
 def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64),)):
-  """[(label, product(a, matrix, blocks), with gradient)]: each mosaic form once per setting;
-  persistent holds (tile_k, output slots, warpgroup rows) settings, tile_k 0 for mosaic_tile_k's."""
+  """[(label, product(a, matrix, blocks), with gradient, columns per step or None for
+  mosaic_tile_k's)]: each mosaic form once per setting; persistent holds (tile_k, output slots,
+  warpgroup rows) settings, tile_k 0 for mosaic_tile_k's."""
   variants = []
   for form in forms:
     if form == "mosaic_persistent_row_blocks":
@@ -360,17 +361,17 @@ def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64
           product = _gpu_only
         columns = tile_k or "auto"
         variants.append((f"{form} ({in_flight} steps of {columns} columns in flight, {slots} output slots, {rows} "
-                         f"rows per warpgroup)", product, False))
+                         f"rows per warpgroup)", product, False, tile_k or None))
       continue
     if form != "mosaic_row_blocks":
-      variants.append((form, PRODUCTS[form], True))
+      variants.append((form, PRODUCTS[form], True, None))
       continue
     for rows, in_flight, products in itertools.product(tile_rows, steps, products_in_flight):
       if products >= in_flight:
         continue
       product = functools.partial(mosaic_blocked_product, tile_rows=rows, steps=in_flight,
                                   products_in_flight=products, interpret=mosaic_interpret_params())
-      variants.append((f"{form} ({rows} rows, {in_flight} steps, {products} products in flight)", product, False))
+      variants.append((f"{form} ({rows} rows, {in_flight} steps, {products} products in flight)", product, False, None))
   return variants
 
 
@@ -378,10 +379,11 @@ def _gpu_only(*_, **__):
   raise RuntimeError("runs on GPUs only: Mosaic GPU's interpret mode has no pl.run_state")
 
 
-def multiply_adds(form: str, matrix: jax.Array, blocks) -> int:
-  """Per row (mosaic_row_blocks: its blocks widened to whole pipeline steps)."""
+def multiply_adds(form: str, matrix: jax.Array, blocks, tile_k: int | None = None) -> int:
+  """Per row (the mosaic forms: their blocks widened to whole pipeline steps of tile_k columns,
+  by default mosaic_tile_k's)."""
   if form.startswith("mosaic"):
-    blocks = widened_blocks(blocks, mosaic_tile_k(matrix.shape[0], blocks))
+    blocks = widened_blocks(blocks, tile_k or mosaic_tile_k(matrix.shape[0], blocks))
   if form == "dense":
     return matrix.shape[0] * matrix.shape[1]
   return sum((k1 - k0) * (n1 - n0) for k0, k1, n0, n1 in blocks)
@@ -448,7 +450,7 @@ def main(argv=None) -> None:
     inputs = [jnp.asarray(rng.standard_normal((args.rows, k)), jnp.bfloat16) for _ in range(3)]
     cotangent = jnp.asarray(rng.standard_normal((args.rows, n)), jnp.bfloat16)
     reference = np.asarray(dense_product(inputs[0], matrix, blocks), np.float32)
-    for label, product, with_gradient in _variants(forms, tile_rows, steps, products_in_flight, persistent):
+    for label, product, with_gradient, tile_k in _variants(forms, tile_rows, steps, products_in_flight, persistent):
       row = f"| {name} | {k} x {n} | {label} |"
       forward = jax.jit(functools.partial(product, blocks=blocks))
       sets = [(a, matrix) for a in inputs]
@@ -459,7 +461,7 @@ def main(argv=None) -> None:
         print(f"{row} - | failed: {type(e).__name__}: {str(e).splitlines()[0][:160]} | | | | |", flush=True)
         continue
       seconds = time_jax(forward, sets)
-      macs = multiply_adds(label.split()[0], matrix, blocks)
+      macs = multiply_adds(label.split()[0], matrix, blocks, tile_k)
       both = "-"  # the mosaic kernel has no gradient
       if with_gradient:
 

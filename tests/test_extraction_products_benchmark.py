@@ -189,3 +189,15 @@ def test_the_persistent_pipeline_visits_each_block_chunk_once_in_order(layer, ti
   got = [(int(block_of(jnp.int32(s))), int(chunk(jnp.int32(s))), bool(first_of_block(jnp.int32(s))),
           bool(last_of_block(jnp.int32(s)))) for s in range(steps)]
   assert got == want
+
+
+def test_multiply_adds_count_the_blocks_widened_to_the_steps_used():
+  from benchmarks.extraction_products import multiply_adds
+
+  _, matrix, blocks = extraction_layers()[1]  # conv1: 5 output rows of 80 columns
+  exact = sum((k1 - k0) * 80 for k0, k1, _, _ in blocks)
+  assert multiply_adds("row_blocks", matrix, blocks) == exact
+  assert multiply_adds("dense", matrix, blocks) == 336 * 400
+  # 48-column steps: input rows (0, 72) -> (0, 96), (36, 144) -> (0, 144), (108, 216) -> (96, 240),
+  # (180, 288) -> (144, 288), (252, 324) -> (240, 336)
+  assert multiply_adds("mosaic_persistent_row_blocks", matrix, blocks, 48) == (96 + 144 + 144 + 144 + 96) * 80
