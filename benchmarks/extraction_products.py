@@ -31,8 +31,10 @@ The error is the largest difference from the dense product over its largest entr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -125,6 +127,14 @@ def widened_blocks(blocks, tile_k: int):
   return [(k0 // tile_k * tile_k, -(-k1 // tile_k) * tile_k, n0, n1) for k0, k1, n0, n1 in blocks]
 
 
+def _refuse_unwritten_columns(form: str, blocks, n_total: int) -> None:
+  """The mosaic kernels write only their blocks' columns: a matrix with columns past the last block
+  (alignment padding) would leave them unwritten."""
+  if blocks[-1][3] != n_total:
+    raise ValueError(f"{form} writes only its blocks' columns: the matrix's last {n_total - blocks[-1][3]} "
+                     "(alignment padding) would be left unwritten; use a row alignment that pads none")
+
+
 def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: int = 64, steps: int = 2,
                            products_in_flight: int = 0, interpret=None) -> jax.Array:
   """blocked_product as one Mosaic GPU kernel: each program takes tile_rows rows and, for each
@@ -139,9 +149,7 @@ def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: i
   if any(width % 8 for width in widths):
     raise ValueError(f"output rows of {widths[0]} entries: not a wgmma width; mosaic_row_blocks needs output "
                      f"blocks of whole multiples of 8 entries, got {widths}")
-  if blocks[-1][3] != n_total:
-    raise ValueError(f"mosaic_row_blocks writes only its blocks' columns: the matrix's last {n_total - blocks[-1][3]} "
-                     "(alignment padding) would be left unwritten; use a row alignment that pads none")
+  _refuse_unwritten_columns("mosaic_row_blocks", blocks, n_total)
   if tile_rows not in MOSAIC_TILE_ROWS:
     raise ValueError(f"mosaic_row_blocks takes {MOSAIC_TILE_ROWS} rows per program, got {tile_rows}")
   if steps < 1 or products_in_flight not in (0, 1) or products_in_flight >= steps:
@@ -215,9 +223,7 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
   if len(widths) != 1 or widths[0] % 8 or any(n0 != b * widths[0] for b, (_, _, n0, _) in enumerate(blocks)):
     raise ValueError(f"mosaic_persistent_row_blocks needs blocks of one width, a multiple of 8, side by side "
                      f"from column 0; got widths {widths}")
-  if blocks[-1][3] != n_total:
-    raise ValueError(f"mosaic_persistent_row_blocks writes only its blocks' columns: the matrix's last "
-                     f"{n_total - blocks[-1][3]} (alignment padding) would be left unwritten")
+  _refuse_unwritten_columns("mosaic_persistent_row_blocks", blocks, n_total)
   if steps < 2 or out_slots not in (1, 2):
     raise ValueError(f"mosaic_persistent_row_blocks needs 2 or more steps in flight and 1 or 2 output slots, got "
                      f"{steps} and {out_slots}")
@@ -347,9 +353,18 @@ PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product, "mosaic_row_b
             "mosaic_persistent_row_blocks": mosaic_persistent_blocked_product}
 
 
-def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64),)):
-  """[(label, product(a, matrix, blocks), with gradient, columns per step or None for
-  mosaic_tile_k's)]: each mosaic form once per setting; persistent holds (tile_k, output slots,
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One timed row: a form with its settings. tile_k: columns per pipeline step, None for
+  mosaic_tile_k's. Only the XLA forms have gradients."""
+  form: str
+  label: str
+  product: Callable
+  tile_k: int | None = None
+
+
+def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64),)) -> list[Variant]:
+  """Each form, the mosaic ones once per setting; persistent holds (tile_k, output slots,
   warpgroup rows) settings, tile_k 0 for mosaic_tile_k's."""
   variants = []
   for form in forms:
@@ -360,18 +375,18 @@ def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64
         if jax.default_backend() != "gpu":
           product = _gpu_only
         columns = tile_k or "auto"
-        variants.append((f"{form} ({in_flight} steps of {columns} columns in flight, {slots} output slots, {rows} "
-                         f"rows per warpgroup)", product, False, tile_k or None))
+        variants.append(Variant(form, f"{form} ({in_flight} steps of {columns} columns in flight, {slots} output "
+                                      f"slots, {rows} rows per warpgroup)", product, tile_k or None))
       continue
     if form != "mosaic_row_blocks":
-      variants.append((form, PRODUCTS[form], True, None))
+      variants.append(Variant(form, form, PRODUCTS[form]))
       continue
     for rows, in_flight, products in itertools.product(tile_rows, steps, products_in_flight):
       if products >= in_flight:
         continue
       product = functools.partial(mosaic_blocked_product, tile_rows=rows, steps=in_flight,
                                   products_in_flight=products, interpret=mosaic_interpret_params())
-      variants.append((f"{form} ({rows} rows, {in_flight} steps, {products} products in flight)", product, False, None))
+      variants.append(Variant(form, f"{form} ({rows} rows, {in_flight} steps, {products} products in flight)", product))
   return variants
 
 
@@ -443,6 +458,7 @@ def main(argv=None) -> None:
   print(f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; {args.rows} rows, bf16")
   print("| layer | K x N | form | multiply-adds (of dense) | forward ms | GB/s | TFLOP/s | fwd+bwd ms | error |\n"
         "|---|---|---|---|---|---|---|---|---|", flush=True)
+  variants = _variants(forms, tile_rows, steps, products_in_flight, persistent)
   rng = np.random.default_rng(0)
   for name, matrix, blocks in layers:
     check_blocks(matrix, blocks)
@@ -450,10 +466,10 @@ def main(argv=None) -> None:
     inputs = [jnp.asarray(rng.standard_normal((args.rows, k)), jnp.bfloat16) for _ in range(3)]
     cotangent = jnp.asarray(rng.standard_normal((args.rows, n)), jnp.bfloat16)
     reference = np.asarray(dense_product(inputs[0], matrix, blocks), np.float32)
-    for label, product, with_gradient, tile_k in _variants(forms, tile_rows, steps, products_in_flight, persistent):
-      row = f"| {name} | {k} x {n} | {label} |"
-      forward = jax.jit(functools.partial(product, blocks=blocks))
-      sets = [(a, matrix) for a in inputs]
+    sets = [(a, matrix) for a in inputs]
+    for variant in variants:
+      row = f"| {name} | {k} x {n} | {variant.label} |"
+      forward = jax.jit(functools.partial(variant.product, blocks=blocks))
       try:
         error = (np.max(np.abs(np.asarray(forward(*sets[0]), np.float32) - reference))
                  / max(np.max(np.abs(reference)), 1e-30))
@@ -461,16 +477,17 @@ def main(argv=None) -> None:
         print(f"{row} - | failed: {type(e).__name__}: {str(e).splitlines()[0][:160]} | | | | |", flush=True)
         continue
       seconds = time_jax(forward, sets)
-      macs = multiply_adds(label.split()[0], matrix, blocks, tile_k)
-      both = "-"  # the mosaic kernel has no gradient
-      if with_gradient:
+      macs = multiply_adds(variant.form, matrix, blocks, variant.tile_k)
+      both = "-"  # the mosaic kernels have no gradient
+      if not variant.form.startswith("mosaic"):
 
-        def loss(a, m, product=product):
+        def loss(a, m, product=variant.product):
           return jnp.sum((product(a, m, blocks) * cotangent).astype(jnp.float32))
 
         both = f"{time_jax(jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), sets) * 1e3:.4f}"
       print(f"{row} {macs / (k * n):.2f} | {seconds * 1e3:.4f} | {args.rows * (k + n) * 2 / seconds / 1e9:.0f} | "
             f"{2 * args.rows * macs / seconds / 1e12:.1f} | {both} | {error:.1e} |", flush=True)
+
 
 if __name__ == "__main__":
   main()

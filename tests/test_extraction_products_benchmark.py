@@ -51,6 +51,8 @@ def test_main_prints_every_layer_and_form(monkeypatch, capsys):
       continue
     error = float(line.rstrip(" |").split("|")[-1])
     assert error < 1e-2, line
+    # fwd+bwd column: timed for the XLA forms (1 ms each, the stub's), "-" for the kernels
+    assert line.split("|")[-3].strip() == ("-" if "mosaic" in line else "1.0000"), line
 
 
 def test_the_mosaic_kernel_gives_the_dense_product_in_interpret_mode():
