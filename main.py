@@ -2,6 +2,7 @@
 
 The command itself is stss_jax/main.py, which an installed package runs as `stss-train`.
 """
+
 import sys
 
 from stss_jax.main import main

@@ -2,7 +2,8 @@
 cores keep one accelerator fed?
 
   python -m benchmarks.end_to_end [--config=configs/ssv2.py] [--sources=synthetic,prepared,raw]
-      [--steps=20] [--input_clips=256] [--batch_size=8] [--videos=48] [--output=benchmarks/results/end_to_end.md]
+      [--steps=20] [--input_clips=256] [--batch_size=8] [--videos=48]
+      [--output=benchmarks/results/end_to_end.md]
       [--config.model.depth=18 ...]
 
 For each source it times, on this machine:
@@ -21,6 +22,7 @@ Sources: synthetic (the embedded procedural clips, drawn in numpy), prepared (a 
 raw (the same videos' frame folders). The model is the config's; pass --config overrides for a
 smaller one on a CPU.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -36,10 +38,18 @@ from ml_collections import config_flags
 from benchmarks import timing
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/ssv2.py", "Training config: its model and clip size are timed.")
-flags.DEFINE_list("sources", ["synthetic", "prepared", "raw"], "Sources to time: synthetic, prepared, raw.")
-flags.DEFINE_integer("steps", 20, "Timed steps of the loop and the step (after as many warm-up steps).")
-flags.DEFINE_integer("input_clips", 256, "Clips of the input measurement (after as many warm-up clips).")
+config_flags.DEFINE_config_file(
+  "config", "configs/ssv2.py", "Training config: its model and clip size are timed."
+)
+flags.DEFINE_list(
+  "sources", ["synthetic", "prepared", "raw"], "Sources to time: synthetic, prepared, raw."
+)
+flags.DEFINE_integer(
+  "steps", 20, "Timed steps of the loop and the step (after as many warm-up steps)."
+)
+flags.DEFINE_integer(
+  "input_clips", 256, "Clips of the input measurement (after as many warm-up clips)."
+)
 flags.DEFINE_integer("batch_size", 8, "Global batch size (clips per step).")
 flags.DEFINE_integer("videos", 48, "Generated videos for the prepared and raw sources.")
 flags.DEFINE_string("output", "", "Markdown file for the results table.")
@@ -96,7 +106,9 @@ def time_loop_and_step(config, workdir: pathlib.Path) -> tuple[float, float]:
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     loop_rate = [r["clips_per_second"] for r in rows if r["split"] == "train"][-1]
     batch = next(trainer.source.train_iterator(0, config.batch_size))
-    batch = sharding.global_batch({k: v for k, v in batch.items() if k in loop.MODEL_INPUTS}, trainer.mesh)
+    batch = sharding.global_batch(
+      {k: v for k, v in batch.items() if k in loop.MODEL_INPUTS}, trainer.mesh
+    )
     state = trainer.state
     for _ in range(2):  # the step is compiled already; these settle the devices
       state, metrics = trainer.train_step(state, batch, trainer.rng)
@@ -128,39 +140,57 @@ def main(argv) -> None:
       from benchmarks.input_pipeline import write_videos
       from input_pipeline.prepare import prepare
 
-      print(f"writing {FLAGS.videos} generated videos of {SSV2_FRAME[0]}x{SSV2_FRAME[1]} frames", flush=True)
+      print(
+        f"writing {FLAGS.videos} generated videos of {SSV2_FRAME[0]}x{SSV2_FRAME[1]} frames",
+        flush=True,
+      )
       write_videos(tmp / "raw", FLAGS.videos, SSV2_FRAME)
       if "prepared" in FLAGS.sources:
-        prepare("ssv1", str(tmp / "raw"), str(tmp / "prepared"), resize_hw=tuple(base.input.resize_hw))
+        prepare(
+          "ssv1", str(tmp / "raw"), str(tmp / "prepared"), resize_hw=tuple(base.input.resize_hw)
+        )
     for source in FLAGS.sources:
       config = source_config(base, source, tmp)
       input_rate = time_input(config)
       input_cores = 1 if source == "synthetic" else cores
       loop_rate, step_rate = time_loop_and_step(config, tmp / f"run-{source}")
       rows.append((source, input_rate, input_rate / input_cores, step_rate, loop_rate))
-      print(f"{source}: input {input_rate:.1f} clips/s ({input_rate / input_cores:.1f} per core), "
-            f"step {step_rate:.1f}, "
-            f"loop {loop_rate:.1f} clips/s; cores per accelerator to feed the step: "
-            f"{step_rate / (input_rate / input_cores):.2g}", flush=True)
+      print(
+        f"{source}: input {input_rate:.1f} clips/s ({input_rate / input_cores:.1f} per core), "
+        f"step {step_rate:.1f}, "
+        f"loop {loop_rate:.1f} clips/s; cores per accelerator to feed the step: "
+        f"{step_rate / (input_rate / input_cores):.2g}",
+        flush=True,
+      )
   if FLAGS.output:
     device = jax.devices()[0]
     cpu = timing.cpu_name()
     model = base.model
     lines = [
-        "# End to end: main.py's training loop, input included", "",
-        f"{datetime.date.today()}, {cores} CPU cores ({cpu}), {jax.device_count()} x {device.device_kind} "
-        f"({jax.default_backend()}), jax {jax.__version__}.", "",
-        f"Command: `python -m benchmarks.end_to_end {' '.join(sys.argv[1:])}`.", "",
-        f"Model: depth {model.depth}, width {model.width}, SELFY after stages {tuple(model.selfy_stages)}, "
-        f"temporal shift {model.temporal_shift}, dtype {model.dtype}; clips {base.input.num_frames}x"
-        f"{base.input.image_size}x{base.input.image_size}, batch {FLAGS.batch_size}; {FLAGS.steps} timed steps.", "",
-        "| source | input clips/s (per core) | step clips/s | loop clips/s | loop / min(input, step) | "
-        "cores per accelerator |",
-        "|---|---|---|---|---|---|",
+      "# End to end: main.py's training loop, input included",
+      "",
+      f"{datetime.date.today()}, {cores} CPU cores ({cpu}), {jax.device_count()} x "
+      f"{device.device_kind} "
+      f"({jax.default_backend()}), jax {jax.__version__}.",
+      "",
+      f"Command: `python -m benchmarks.end_to_end {' '.join(sys.argv[1:])}`.",
+      "",
+      f"Model: depth {model.depth}, width {model.width}, SELFY after stages "
+      f"{tuple(model.selfy_stages)}, "
+      f"temporal shift {model.temporal_shift}, dtype {model.dtype}; clips {base.input.num_frames}x"
+      f"{base.input.image_size}x{base.input.image_size}, batch {FLAGS.batch_size}; {FLAGS.steps} "
+      "timed steps.",
+      "",
+      "| source | input clips/s (per core) | step clips/s | loop clips/s | loop / min(input, step) "
+      "| "
+      "cores per accelerator |",
+      "|---|---|---|---|---|---|",
     ]
     for source, input_rate, per_core, step_rate, loop_rate in rows:
-      lines.append(f"| {source} | {input_rate:.1f} ({per_core:.1f}) | {step_rate:.1f} | {loop_rate:.1f} | "
-                   f"{loop_rate / min(input_rate, step_rate):.2f} | {step_rate / per_core:.2g} |")
+      lines.append(
+        f"| {source} | {input_rate:.1f} ({per_core:.1f}) | {step_rate:.1f} | {loop_rate:.1f} | "
+        f"{loop_rate / min(input_rate, step_rate):.2f} | {step_rate / per_core:.2g} |"
+      )
     pathlib.Path(FLAGS.output).write_text("\n".join(lines) + "\n")
     print(f"wrote {FLAGS.output}")
 

@@ -1,6 +1,8 @@
-"""The dense extraction's matrix products alone, as XLA runs them and with their zero blocks skipped.
+"""The dense extraction's matrix products alone, as XLA runs them and with their zero blocks
+skipped.
 
-  python -m benchmarks.extraction_products [--rows=250880] [--forms=dense,row_blocks,mosaic_row_blocks,...]
+  python -m benchmarks.extraction_products [--rows=250880]
+  [--forms=dense,row_blocks,mosaic_row_blocks,...]
 
 The SELFY block's extraction runs each (1, 3, 3) conv over the flattened (u, v) planes as one
 product with a dense matrix (ConvBN.dense). Most of that matrix is zeros: an output row of a 3x3
@@ -28,6 +30,7 @@ GB/s counts the input read and the output written once; its ceiling is the copy 
 benchmarks.stss_op prints (4.1 TB/s on an H200). TFLOP/s counts the multiply-adds the form does.
 The error is the largest difference from the dense product over its largest entry.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +76,12 @@ def extraction_layers(window=(5, 9, 9), channels=(4, 16, 64, 64), seed: int = 0)
   return layers
 
 
-def row_blocks(plane: tuple[int, int], kernel_shape: tuple[int, ...], strides: tuple[int, int],
-               padding: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+def row_blocks(
+  plane: tuple[int, int],
+  kernel_shape: tuple[int, ...],
+  strides: tuple[int, int],
+  padding: tuple[int, int],
+) -> list[tuple[int, int, int, int]]:
   """(first, last + 1 input column, first, last + 1 output column) of each output row of a conv
   over flattened (H, W, Cin) planes: the input rows that row's taps reach, within the plane."""
   height, width = plane
@@ -83,14 +90,25 @@ def row_blocks(plane: tuple[int, int], kernel_shape: tuple[int, ...], strides: t
   out_height = (height + 2 * padding[0] - kh) // strides[0] + 1
   blocks = []
   for a in range(out_height):
-    rows = [r for r in range(a * strides[0] - padding[0], a * strides[0] - padding[0] + kh) if 0 <= r < height]
-    blocks.append((rows[0] * width * cin, (rows[-1] + 1) * width * cin,
-                   a * out_width * cout, (a + 1) * out_width * cout))
+    rows = [
+      r
+      for r in range(a * strides[0] - padding[0], a * strides[0] - padding[0] + kh)
+      if 0 <= r < height
+    ]
+    blocks.append(
+      (
+        rows[0] * width * cin,
+        (rows[-1] + 1) * width * cin,
+        a * out_width * cout,
+        (a + 1) * out_width * cout,
+      )
+    )
   return blocks
 
 
 def check_blocks(matrix: np.ndarray, blocks) -> None:
-  """Raises if the dense matrix has a nonzero entry outside the blocks (which would then be lost)."""
+  """Raises if the dense matrix has a nonzero entry outside the blocks (which would then be
+  lost)."""
   outside = np.array(matrix, np.float32)
   for k0, k1, n0, n1 in blocks:
     outside[k0:k1, n0:n1] = 0
@@ -131,12 +149,21 @@ def _refuse_unwritten_columns(form: str, blocks, n_total: int) -> None:
   """The mosaic kernels write only their blocks' columns: a matrix with columns past the last block
   (alignment padding) would leave them unwritten."""
   if blocks[-1][3] != n_total:
-    raise ValueError(f"{form} writes only its blocks' columns: the matrix's last {n_total - blocks[-1][3]} "
-                     "(alignment padding) would be left unwritten; use a row alignment that pads none")
+    raise ValueError(
+      f"{form} writes only its blocks' columns: the matrix's last {n_total - blocks[-1][3]} "
+      "(alignment padding) would be left unwritten; use a row alignment that pads none"
+    )
 
 
-def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: int = 64, steps: int = 2,
-                           products_in_flight: int = 0, interpret=None) -> jax.Array:
+def mosaic_blocked_product(
+  a: jax.Array,
+  matrix: jax.Array,
+  blocks,
+  tile_rows: int = 64,
+  steps: int = 2,
+  products_in_flight: int = 0,
+  interpret=None,
+) -> jax.Array:
   """blocked_product as one Mosaic GPU kernel: each program takes tile_rows rows and, for each
   block, streams the block's input columns and matrix rows through shared memory (TMA, `steps` in
   flight) into a wgmma accumulator, then stores the block's output columns. More rows per program
@@ -147,14 +174,20 @@ def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: i
   n_total = matrix.shape[1]
   widths = sorted({n1 - n0 for _, _, n0, n1 in blocks})
   if any(width % 8 for width in widths):
-    raise ValueError(f"output rows of {widths[0]} entries: not a wgmma width; mosaic_row_blocks needs output "
-                     f"blocks of whole multiples of 8 entries, got {widths}")
+    raise ValueError(
+      f"output rows of {widths[0]} entries: not a wgmma width; mosaic_row_blocks needs output "
+      f"blocks of whole multiples of 8 entries, got {widths}"
+    )
   _refuse_unwritten_columns("mosaic_row_blocks", blocks, n_total)
   if tile_rows not in MOSAIC_TILE_ROWS:
-    raise ValueError(f"mosaic_row_blocks takes {MOSAIC_TILE_ROWS} rows per program, got {tile_rows}")
+    raise ValueError(
+      f"mosaic_row_blocks takes {MOSAIC_TILE_ROWS} rows per program, got {tile_rows}"
+    )
   if steps < 1 or products_in_flight not in (0, 1) or products_in_flight >= steps:
-    raise ValueError(f"mosaic_row_blocks needs 1 or more steps in flight and 0 or 1 products in flight, fewer "
-                     f"than the steps; got {steps} and {products_in_flight}")
+    raise ValueError(
+      f"mosaic_row_blocks needs 1 or more steps in flight and 0 or 1 products in flight, fewer "
+      f"than the steps; got {steps} and {products_in_flight}"
+    )
   tile_m = tile_rows
   tile_k = mosaic_tile_k(k_total, blocks)
   widened = widened_blocks(blocks, tile_k)
@@ -174,13 +207,27 @@ def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: i
             plgpu.wgmma_wait(products_in_flight)
 
           plgpu.emit_pipeline(
-              step, grid=((k1 - k0) // tile_k,),
-              in_specs=[plgpu.BlockSpec((tile_m, tile_k), lambda k: (0, k), transforms=in_transforms,
-                                        delay_release=products_in_flight),
-                        plgpu.BlockSpec((tile_k, width), lambda k: (k, 0), transforms=in_transforms,
-                                        delay_release=products_in_flight)],
-              max_concurrent_steps=steps,
-          )(a_gmem.at[rows_here, pl.ds(k0, k1 - k0)], m_gmem.at[pl.ds(k0, k1 - k0), pl.ds(n0, width)])
+            step,
+            grid=((k1 - k0) // tile_k,),
+            in_specs=[
+              plgpu.BlockSpec(
+                (tile_m, tile_k),
+                lambda k: (0, k),
+                transforms=in_transforms,
+                delay_release=products_in_flight,
+              ),
+              plgpu.BlockSpec(
+                (tile_k, width),
+                lambda k: (k, 0),
+                transforms=in_transforms,
+                delay_release=products_in_flight,
+              ),
+            ],
+            max_concurrent_steps=steps,
+          )(
+            a_gmem.at[rows_here, pl.ds(k0, k1 - k0)],
+            m_gmem.at[pl.ds(k0, k1 - k0), pl.ds(n0, width)],
+          )
           return acc_ref[...]
 
         # The interpreter (and the allocator) take register and shared-memory scopes apart.
@@ -190,16 +237,29 @@ def mosaic_blocked_product(a: jax.Array, matrix: jax.Array, blocks, tile_rows: i
         plgpu.copy_smem_to_gmem(out_smem, out_gmem.at[rows_here, pl.ds(n0, width)])
         plgpu.wait_smem_to_gmem(0)
 
-      pl.run_scoped(with_output, plgpu.SMEM((tile_m, width), a.dtype, transforms=_swizzled(width, a.dtype)))
+      pl.run_scoped(
+        with_output, plgpu.SMEM((tile_m, width), a.dtype, transforms=_swizzled(width, a.dtype))
+      )
 
-  out = plgpu.kernel(kernel, out_type=jax.ShapeDtypeStruct((padded_rows, n_total), a.dtype),
-                     grid=(padded_rows // tile_m,), grid_names=("rows",), interpret=interpret)(a, matrix)
+  out = plgpu.kernel(
+    kernel,
+    out_type=jax.ShapeDtypeStruct((padded_rows, n_total), a.dtype),
+    grid=(padded_rows // tile_m,),
+    grid_names=("rows",),
+    interpret=interpret,
+  )(a, matrix)
   return out[:rows]
 
 
-def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, steps: int = 2,
-                                      tile_k: int | None = None, out_slots: int = 2,
-                                      warpgroup_rows: int = 64) -> jax.Array:
+def mosaic_persistent_blocked_product(
+  a: jax.Array,
+  matrix: jax.Array,
+  blocks,
+  steps: int = 2,
+  tile_k: int | None = None,
+  out_slots: int = 2,
+  warpgroup_rows: int = 64,
+) -> jax.Array:
   """blocked_product as one persistent, warp-specialised Mosaic GPU kernel. One program per SM
   loops over tiles of 2 x warpgroup_rows rows. For each tile one pipeline streams every block's
   input columns and matrix rows in turn: a memory warpgroup issues the TMA loads, `steps` ahead, so
@@ -216,21 +276,34 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
   rows, k_total = a.shape
   n_total = matrix.shape[1]
   if warpgroup_rows not in (64, 128):
-    raise ValueError(f"mosaic_persistent_row_blocks takes 64 or 128 rows per warpgroup, got {warpgroup_rows}")
+    raise ValueError(
+      f"mosaic_persistent_row_blocks takes 64 or 128 rows per warpgroup, got {warpgroup_rows}"
+    )
   tile_m, warpgroups = warpgroup_rows, 2
   cta_rows = tile_m * warpgroups
   widths = sorted({n1 - n0 for _, _, n0, n1 in blocks})
-  if len(widths) != 1 or widths[0] % 8 or any(n0 != b * widths[0] for b, (_, _, n0, _) in enumerate(blocks)):
-    raise ValueError(f"mosaic_persistent_row_blocks needs blocks of one width, a multiple of 8, side by side "
-                     f"from column 0; got widths {widths}")
+  if (
+    len(widths) != 1
+    or widths[0] % 8
+    or any(n0 != b * widths[0] for b, (_, _, n0, _) in enumerate(blocks))
+  ):
+    raise ValueError(
+      f"mosaic_persistent_row_blocks needs blocks of one width, a multiple of 8, side by side "
+      f"from column 0; got widths {widths}"
+    )
   _refuse_unwritten_columns("mosaic_persistent_row_blocks", blocks, n_total)
   if steps < 2 or out_slots not in (1, 2):
-    raise ValueError(f"mosaic_persistent_row_blocks needs 2 or more steps in flight and 1 or 2 output slots, got "
-                     f"{steps} and {out_slots}")
+    raise ValueError(
+      f"mosaic_persistent_row_blocks needs 2 or more steps in flight and 1 or 2 output slots, got "
+      f"{steps} and {out_slots}"
+    )
   tile_k = tile_k or mosaic_tile_k(k_total, blocks)
   if tile_k % 16 or k_total % tile_k:
-    raise ValueError(f"mosaic_persistent_row_blocks takes steps of a multiple of 16 columns that divides K={k_total}, "
-                     f"got {tile_k}")
+    raise ValueError(
+      "mosaic_persistent_row_blocks takes steps of a multiple of 16 columns that divides "
+      f"K={k_total}, "
+      f"got {tile_k}"
+    )
   width = widths[0]
   widened = widened_blocks(blocks, tile_k)
   num_steps, block_of, chunk, first_of_block, last_of_block = step_schedule(widened, tile_k)
@@ -243,18 +316,32 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
 
     def pipeline_for(body, compute_context):
       return plgpu.emit_pipeline_warp_specialized(
-          body, grid=(num_steps,), memory_registers=40, wg_axis="wg", num_compute_wgs=warpgroups,
-          max_concurrent_steps=steps, compute_context=compute_context,
-          in_specs=[plgpu.BlockSpec((cta_rows, tile_k), lambda s: (0, chunk(s)), transforms=in_transforms),
-                    plgpu.BlockSpec((tile_k, width), lambda s: (chunk(s), block_of(s)), transforms=in_transforms)])
+        body,
+        grid=(num_steps,),
+        memory_registers=40,
+        wg_axis="wg",
+        num_compute_wgs=warpgroups,
+        max_concurrent_steps=steps,
+        compute_context=compute_context,
+        in_specs=[
+          plgpu.BlockSpec((cta_rows, tile_k), lambda s: (0, chunk(s)), transforms=in_transforms),
+          plgpu.BlockSpec(
+            (tile_k, width), lambda s: (chunk(s), block_of(s)), transforms=in_transforms
+          ),
+        ],
+      )
 
-    ignore = lambda *_, **__: None
+    def ignore(*_, **__):
+      return None
 
     @functools.partial(
-        pl.run_scoped,
-        allocations=pipeline_for(ignore, ignore).get_allocations(a_gmem, m_gmem),
-        out_smem=plgpu.SMEM((out_slots, warpgroups, tile_m, width), a.dtype, transforms=_swizzled(width, a.dtype)),
-        collective_axes="wg")
+      pl.run_scoped,
+      allocations=pipeline_for(ignore, ignore).get_allocations(a_gmem, m_gmem),
+      out_smem=plgpu.SMEM(
+        (out_slots, warpgroups, tile_m, width), a.dtype, transforms=_swizzled(width, a.dtype)
+      ),
+      collective_axes="wg",
+    )
     def _scope(allocations, out_smem):
       @plgpu.nd_loop((padded_rows // cta_rows,), collective_axes="sm")
       def _tiles(loop):
@@ -264,7 +351,9 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
         def body(indices, a_smem, m_smem, acc):
           (step,) = indices
           block = block_of(step)
-          acc = jnp.where(jnp.broadcast_to(first_of_block(step), acc.shape), jnp.zeros_like(acc), acc)
+          acc = jnp.where(
+            jnp.broadcast_to(first_of_block(step), acc.shape), jnp.zeros_like(acc), acc
+          )
 
           def product(acc_ref):
             plgpu.wgmma(acc_ref, a_smem.at[pl.ds(wg * tile_m, tile_m)], m_smem)
@@ -278,8 +367,11 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
             out_smem[slot, wg] = acc.astype(out_smem.dtype)
             plgpu.commit_smem()
             plgpu.copy_smem_to_gmem(
-                out_smem.at[slot, wg],
-                out_gmem.at[pl.ds(tile * cta_rows + wg * tile_m, tile_m), pl.ds(block * width, width)])
+              out_smem.at[slot, wg],
+              out_gmem.at[
+                pl.ds(tile * cta_rows + wg * tile_m, tile_m), pl.ds(block * width, width)
+              ],
+            )
 
           return acc
 
@@ -290,11 +382,18 @@ def mosaic_persistent_blocked_product(a: jax.Array, matrix: jax.Array, blocks, s
 
     plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
-  sms = jax.devices()[0].core_count if jax.default_backend() == "gpu" else HOPPER_SMS  # CPU: lowering only
+  sms = (
+    jax.devices()[0].core_count if jax.default_backend() == "gpu" else HOPPER_SMS
+  )  # CPU: lowering only
   out = plgpu.kernel(
-      kernel, out_type=jax.ShapeDtypeStruct((padded_rows, n_total), a.dtype), grid=(sms,), grid_names=("sm",),
-      num_threads=warpgroups + 1, thread_name="wg",
-      compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup))(a, matrix)
+    kernel,
+    out_type=jax.ShapeDtypeStruct((padded_rows, n_total), a.dtype),
+    grid=(sms,),
+    grid_names=("sm",),
+    num_threads=warpgroups + 1,
+    thread_name="wg",
+    compiler_params=plgpu.CompilerParams(lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
+  )(a, matrix)
   return out[:rows]
 
 
@@ -305,7 +404,9 @@ def step_schedule(blocks, tile_k: int):
   tables): the step's block, the input chunk it reads (in tile_k columns), and whether it is its
   block's first or last step."""
   counts = [(k1 - k0) // tile_k for k0, k1, _, _ in blocks]
-  starts = list(itertools.accumulate(counts, initial=0))  # block b: steps starts[b] .. starts[b + 1] - 1
+  starts = list(
+    itertools.accumulate(counts, initial=0)
+  )  # block b: steps starts[b] .. starts[b + 1] - 1
   offsets = [k0 // tile_k - start for (k0, _, _, _), start in zip(blocks, starts)]
 
   def block_of(step):
@@ -333,7 +434,9 @@ def step_schedule(blocks, tile_k: int):
 def _swizzled(minor_entries: int, dtype) -> tuple:
   """Shared-memory transforms for tiles whose minor dimension holds minor_entries."""
   swizzle = plgpu.find_swizzle(minor_entries * jnp.dtype(dtype).itemsize * 8)
-  return plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(swizzle)
+  return plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(
+    swizzle
+  )
 
 
 def mosaic_interpret_params():
@@ -344,39 +447,60 @@ def mosaic_interpret_params():
   try:
     from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams
   except ImportError as e:
-    raise RuntimeError(f"mosaic_row_blocks off a GPU needs Mosaic GPU's interpret mode, not in jax "
-                       f"{jax.__version__}: {e}") from e
+    raise RuntimeError(
+      f"mosaic_row_blocks off a GPU needs Mosaic GPU's interpret mode, not in jax "
+      f"{jax.__version__}: {e}"
+    ) from e
   return InterpretGPUParams()
 
 
-PRODUCTS = {"dense": dense_product, "row_blocks": blocked_product, "mosaic_row_blocks": mosaic_blocked_product,
-            "mosaic_persistent_row_blocks": mosaic_persistent_blocked_product}
+PRODUCTS = {
+  "dense": dense_product,
+  "row_blocks": blocked_product,
+  "mosaic_row_blocks": mosaic_blocked_product,
+  "mosaic_persistent_row_blocks": mosaic_persistent_blocked_product,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
   """One timed row: a form with its settings. tile_k: columns per pipeline step, None for
   mosaic_tile_k's. Only the XLA forms have gradients."""
+
   form: str
   label: str
   product: Callable
   tile_k: int | None = None
 
 
-def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64),)) -> list[Variant]:
+def _variants(
+  forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64),)
+) -> list[Variant]:
   """Each form, the mosaic ones once per setting; persistent holds (tile_k, output slots,
   warpgroup rows) settings, tile_k 0 for mosaic_tile_k's."""
   variants = []
   for form in forms:
     if form == "mosaic_persistent_row_blocks":
       for in_flight, (tile_k, slots, rows) in itertools.product(steps, persistent):
-        product = functools.partial(mosaic_persistent_blocked_product, steps=in_flight, tile_k=tile_k or None,
-                                    out_slots=slots, warpgroup_rows=rows)
+        product = functools.partial(
+          mosaic_persistent_blocked_product,
+          steps=in_flight,
+          tile_k=tile_k or None,
+          out_slots=slots,
+          warpgroup_rows=rows,
+        )
         if jax.default_backend() != "gpu":
           product = _gpu_only
         columns = tile_k or "auto"
-        variants.append(Variant(form, f"{form} ({in_flight} steps of {columns} columns in flight, {slots} output "
-                                      f"slots, {rows} rows per warpgroup)", product, tile_k or None))
+        variants.append(
+          Variant(
+            form,
+            f"{form} ({in_flight} steps of {columns} columns in flight, {slots} output "
+            f"slots, {rows} rows per warpgroup)",
+            product,
+            tile_k or None,
+          )
+        )
       continue
     if form != "mosaic_row_blocks":
       variants.append(Variant(form, form, PRODUCTS[form]))
@@ -384,9 +508,18 @@ def _variants(forms, tile_rows, steps, products_in_flight, persistent=((0, 2, 64
     for rows, in_flight, products in itertools.product(tile_rows, steps, products_in_flight):
       if products >= in_flight:
         continue
-      product = functools.partial(mosaic_blocked_product, tile_rows=rows, steps=in_flight,
-                                  products_in_flight=products, interpret=mosaic_interpret_params())
-      variants.append(Variant(form, f"{form} ({rows} rows, {in_flight} steps, {products} products in flight)", product))
+      product = functools.partial(
+        mosaic_blocked_product,
+        tile_rows=rows,
+        steps=in_flight,
+        products_in_flight=products,
+        interpret=mosaic_interpret_params(),
+      )
+      variants.append(
+        Variant(
+          form, f"{form} ({rows} rows, {in_flight} steps, {products} products in flight)", product
+        )
+      )
   return variants
 
 
@@ -406,21 +539,47 @@ def multiply_adds(form: str, matrix: jax.Array, blocks, tile_k: int | None = Non
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--rows", type=int, default=ROWS, help=f"planes per product (default {ROWS}: batch 32)")
+  parser.add_argument(
+    "--rows", type=int, default=ROWS, help=f"planes per product (default {ROWS}: batch 32)"
+  )
   parser.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated, of {FORMS}")
-  parser.add_argument("--layers", default="conv0,conv1,conv2,conv3", help="comma-separated extraction layers")
-  parser.add_argument("--mosaic_tile_rows", default="64", help=f"comma-separated rows per mosaic program, of "
-                      f"{MOSAIC_TILE_ROWS}; each setting is a row of its own")
-  parser.add_argument("--mosaic_steps", default="2", help="comma-separated pipeline steps in flight (TMA "
-                      "copies ahead of the products)")
-  parser.add_argument("--mosaic_products_in_flight", default="0", help="comma-separated, of 0 and 1: products "
-                      "left running while the next step's is issued (settings with as many steps are skipped)")
-  parser.add_argument("--mosaic_tile_k", default="0", help="comma-separated columns per step of the persistent "
-                      "form (multiples of 16 that divide K; 0: the largest that divides every block bound)")
-  parser.add_argument("--mosaic_out_slots", default="2", help="comma-separated, of 1 and 2: the persistent form's "
-                      "output staging slots per warpgroup")
-  parser.add_argument("--mosaic_warpgroup_rows", default="64", help="comma-separated, of 64 and 128: rows per "
-                      "compute warpgroup of the persistent form (two warpgroups per program)")
+  parser.add_argument(
+    "--layers", default="conv0,conv1,conv2,conv3", help="comma-separated extraction layers"
+  )
+  parser.add_argument(
+    "--mosaic_tile_rows",
+    default="64",
+    help=f"comma-separated rows per mosaic program, of "
+    f"{MOSAIC_TILE_ROWS}; each setting is a row of its own",
+  )
+  parser.add_argument(
+    "--mosaic_steps",
+    default="2",
+    help="comma-separated pipeline steps in flight (TMA copies ahead of the products)",
+  )
+  parser.add_argument(
+    "--mosaic_products_in_flight",
+    default="0",
+    help="comma-separated, of 0 and 1: products "
+    "left running while the next step's is issued (settings with as many steps are skipped)",
+  )
+  parser.add_argument(
+    "--mosaic_tile_k",
+    default="0",
+    help="comma-separated columns per step of the persistent "
+    "form (multiples of 16 that divide K; 0: the largest that divides every block bound)",
+  )
+  parser.add_argument(
+    "--mosaic_out_slots",
+    default="2",
+    help="comma-separated, of 1 and 2: the persistent form's output staging slots per warpgroup",
+  )
+  parser.add_argument(
+    "--mosaic_warpgroup_rows",
+    default="64",
+    help="comma-separated, of 64 and 128: rows per "
+    "compute warpgroup of the persistent form (two warpgroups per program)",
+  )
   args = parser.parse_args(argv)
   forms = args.forms.split(",")
   unknown = [form for form in forms if form not in PRODUCTS]
@@ -432,32 +591,62 @@ def main(argv=None) -> None:
     tile_rows = [int(value) for value in args.mosaic_tile_rows.split(",")]
     steps = [int(value) for value in args.mosaic_steps.split(",")]
     products_in_flight = [int(value) for value in args.mosaic_products_in_flight.split(",")]
-    persistent = list(itertools.product(*([int(value) for value in flag.split(",")] for flag in (
-        args.mosaic_tile_k, args.mosaic_out_slots, args.mosaic_warpgroup_rows))))
+    persistent = list(
+      itertools.product(
+        *(
+          [int(value) for value in flag.split(",")]
+          for flag in (args.mosaic_tile_k, args.mosaic_out_slots, args.mosaic_warpgroup_rows)
+        )
+      )
+    )
   except ValueError:
-    parser.error(f"--mosaic_tile_rows={args.mosaic_tile_rows} / --mosaic_steps={args.mosaic_steps} / "
-                 f"--mosaic_products_in_flight={args.mosaic_products_in_flight} / "
-                 f"--mosaic_tile_k={args.mosaic_tile_k} / "
-                 f"--mosaic_out_slots={args.mosaic_out_slots} / --mosaic_warpgroup_rows={args.mosaic_warpgroup_rows}: "
-                 "whole numbers")
-  if (any(rows not in MOSAIC_TILE_ROWS for rows in tile_rows) or any(step < 1 for step in steps)
-      or any(products not in (0, 1) for products in products_in_flight)):
-    parser.error(f"--mosaic_tile_rows takes {MOSAIC_TILE_ROWS}, --mosaic_steps 1 or more, "
-                 f"--mosaic_products_in_flight 0 or 1; got {args.mosaic_tile_rows} / {args.mosaic_steps} / "
-                 f"{args.mosaic_products_in_flight}")
-  if any(tile_k < 0 or tile_k % 16 or slots not in (1, 2) or rows not in (64, 128)
-         for tile_k, slots, rows in persistent):
-    parser.error(f"--mosaic_tile_k takes 0 or multiples of 16, --mosaic_out_slots 1 or 2, --mosaic_warpgroup_rows "
-                 f"64 or 128; got {args.mosaic_tile_k} / {args.mosaic_out_slots} / {args.mosaic_warpgroup_rows}")
+    parser.error(
+      f"--mosaic_tile_rows={args.mosaic_tile_rows} / --mosaic_steps={args.mosaic_steps} / "
+      f"--mosaic_products_in_flight={args.mosaic_products_in_flight} / "
+      f"--mosaic_tile_k={args.mosaic_tile_k} / "
+      f"--mosaic_out_slots={args.mosaic_out_slots} / "
+      f"--mosaic_warpgroup_rows={args.mosaic_warpgroup_rows}: "
+      "whole numbers"
+    )
+  if (
+    any(rows not in MOSAIC_TILE_ROWS for rows in tile_rows)
+    or any(step < 1 for step in steps)
+    or any(products not in (0, 1) for products in products_in_flight)
+  ):
+    parser.error(
+      f"--mosaic_tile_rows takes {MOSAIC_TILE_ROWS}, --mosaic_steps 1 or more, "
+      f"--mosaic_products_in_flight 0 or 1; got {args.mosaic_tile_rows} / {args.mosaic_steps} / "
+      f"{args.mosaic_products_in_flight}"
+    )
+  if any(
+    tile_k < 0 or tile_k % 16 or slots not in (1, 2) or rows not in (64, 128)
+    for tile_k, slots, rows in persistent
+  ):
+    parser.error(
+      "--mosaic_tile_k takes 0 or multiples of 16, --mosaic_out_slots 1 or 2, "
+      "--mosaic_warpgroup_rows "
+      f"64 or 128; got {args.mosaic_tile_k} / {args.mosaic_out_slots} / "
+      f"{args.mosaic_warpgroup_rows}"
+    )
   layers = [layer for layer in extraction_layers() if layer[0] in args.layers.split(",")]
   if not layers:
     parser.error(f"--layers={args.layers}: none of conv0, conv1, conv2, conv3")
   if "mosaic_row_blocks" in forms and jax.default_backend() != "gpu" and args.rows > INTERPRET_ROWS:
-    parser.error(f"--forms=mosaic_row_blocks off a GPU runs in interpret mode: use --rows={INTERPRET_ROWS} or fewer")
+    parser.error(
+      f"--forms=mosaic_row_blocks off a GPU runs in interpret mode: use --rows={INTERPRET_ROWS} or "
+      "fewer"
+    )
   device = jax.devices()[0]
-  print(f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; {args.rows} rows, bf16")
-  print("| layer | K x N | form | multiply-adds (of dense) | forward ms | GB/s | TFLOP/s | fwd+bwd ms | error |\n"
-        "|---|---|---|---|---|---|---|---|---|", flush=True)
+  print(
+    f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; "
+    f"{args.rows} rows, bf16"
+  )
+  print(
+    "| layer | K x N | form | multiply-adds (of dense) | forward ms | GB/s | TFLOP/s | fwd+bwd ms "
+    "| error |\n"
+    "|---|---|---|---|---|---|---|---|---|",
+    flush=True,
+  )
   variants = _variants(forms, tile_rows, steps, products_in_flight, persistent)
   rng = np.random.default_rng(0)
   for name, matrix, blocks in layers:
@@ -471,10 +660,14 @@ def main(argv=None) -> None:
       row = f"| {name} | {k} x {n} | {variant.label} |"
       forward = jax.jit(functools.partial(variant.product, blocks=blocks))
       try:
-        error = (np.max(np.abs(np.asarray(forward(*sets[0]), np.float32) - reference))
-                 / max(np.max(np.abs(reference)), 1e-30))
+        error = np.max(np.abs(np.asarray(forward(*sets[0]), np.float32) - reference)) / max(
+          np.max(np.abs(reference)), 1e-30
+        )
       except Exception as e:  # a layer or setting the kernel or compiler refuses: say so, go on
-        print(f"{row} - | failed: {type(e).__name__}: {str(e).splitlines()[0][:160]} | | | | |", flush=True)
+        print(
+          f"{row} - | failed: {type(e).__name__}: {str(e).splitlines()[0][:160]} | | | | |",
+          flush=True,
+        )
         continue
       seconds = time_jax(forward, sets)
       macs = multiply_adds(variant.form, matrix, blocks, variant.tile_k)
@@ -482,11 +675,15 @@ def main(argv=None) -> None:
       if not variant.form.startswith("mosaic"):
 
         def loss(a, m, product=variant.product):
-          return jnp.sum((product(a, m, blocks) * cotangent).astype(jnp.float32))
+          return jnp.sum((product(a, m, blocks) * cotangent).astype(jnp.float32))  # noqa: B023, B023
 
         both = f"{time_jax(jax.jit(jax.value_and_grad(loss, argnums=(0, 1))), sets) * 1e3:.4f}"
-      print(f"{row} {macs / (k * n):.2f} | {seconds * 1e3:.4f} | {args.rows * (k + n) * 2 / seconds / 1e9:.0f} | "
-            f"{2 * args.rows * macs / seconds / 1e12:.1f} | {both} | {error:.1e} |", flush=True)
+      print(
+        f"{row} {macs / (k * n):.2f} | {seconds * 1e3:.4f} | "
+        f"{args.rows * (k + n) * 2 / seconds / 1e9:.0f} | "
+        f"{2 * args.rows * macs / seconds / 1e12:.1f} | {both} | {error:.1e} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

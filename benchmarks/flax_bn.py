@@ -4,6 +4,7 @@ use_flax_batch_norm() makes every BN of the network nnx.BatchNorm + ReLU differe
 autodiff, as the project had it before the one-pass BN (alignment padding of the dense extraction
 then counts in its statistics: fine for timing, not for training).
 """
+
 from __future__ import annotations
 
 from flax import nnx

@@ -8,6 +8,7 @@ its own, because a device's peak-memory counter only ever grows. A row that does
 so. Prints a markdown table; the peak is what XLA's allocator held at most, which is what a
 smaller GPU must hold (plus the CUDA context, about 0.5 GiB).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,18 @@ def measure(dtype: str, accum: int, repeats: int) -> dict:
   model = build_model(config)
   tx = optimizer.build_optimizer(config)
   state, graphs = create_train_state(model, tx)
-  train_step = jax.jit(steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0, accum),
-                       donate_argnums=0)
+  train_step = jax.jit(
+    steps.make_train_step(graphs, tx, optimizer.learning_rate_schedule(config), 0.0, accum),
+    donate_argnums=0,
+  )
   rng = np.random.default_rng(0)
-  pool = [{"clips": jnp.asarray(rng.normal(size=(BATCH, FRAMES, 224, 224, 3)), jnp.dtype(dtype)),
-           "labels": jnp.asarray(rng.integers(0, 174, BATCH), jnp.int32)} for _ in range(2)]
+  pool = [
+    {
+      "clips": jnp.asarray(rng.normal(size=(BATCH, FRAMES, 224, 224, 3)), jnp.dtype(dtype)),
+      "labels": jnp.asarray(rng.integers(0, 174, BATCH), jnp.int32),
+    }
+    for _ in range(2)
+  ]
   key = jax.random.key(0)
   holder = {"state": state}
 
@@ -49,9 +57,14 @@ def measure(dtype: str, accum: int, repeats: int) -> dict:
 
   seconds = time_jax(one_step, [(b,) for b in pool], repeats=repeats, warmup=2, group=3)
   stats = jax.devices()[0].memory_stats() or {}
-  return {"device": jax.devices()[0].device_kind, "dtype": dtype, "grad_accum_steps": accum,
-          "micro-batch": BATCH // accum, "peak GiB": stats.get("peak_bytes_in_use", float("nan")) / 2**30,
-          "train clips/s": BATCH / seconds}
+  return {
+    "device": jax.devices()[0].device_kind,
+    "dtype": dtype,
+    "grad_accum_steps": accum,
+    "micro-batch": BATCH // accum,
+    "peak GiB": stats.get("peak_bytes_in_use", float("nan")) / 2**30,
+    "train clips/s": BATCH / seconds,
+  }
 
 
 def main(argv=None) -> int:
@@ -68,22 +81,42 @@ def main(argv=None) -> int:
   rows = []
   for dtype in args.dtypes.split(","):
     for accum in map(int, args.accum.split(",")):
-      child = subprocess.run([sys.executable, "-m", "benchmarks.grad_accum", f"--one={dtype},{accum}",
-                              f"--repeats={args.repeats}"], capture_output=True, text=True)
+      child = subprocess.run(
+        [
+          sys.executable,
+          "-m",
+          "benchmarks.grad_accum",
+          f"--one={dtype},{accum}",
+          f"--repeats={args.repeats}",
+        ],
+        capture_output=True,
+        text=True,
+      )
       if child.returncode == 0:
         row = json.loads(child.stdout.strip().splitlines()[-1])
       else:
         fit = "RESOURCE_EXHAUSTED" in child.stderr or "Out of memory" in child.stderr
         print(child.stderr[-2000:], file=sys.stderr)
-        row = {"dtype": dtype, "grad_accum_steps": accum, "micro-batch": BATCH // accum,
-               "peak GiB": "does not fit" if fit else "failed", "train clips/s": ""}
+        row = {
+          "dtype": dtype,
+          "grad_accum_steps": accum,
+          "micro-batch": BATCH // accum,
+          "peak GiB": "does not fit" if fit else "failed",
+          "train clips/s": "",
+        }
       rows.append(row)
       print(row, flush=True)
-  print(f"\nSELFYNet-R50, batch {BATCH} x {FRAMES} frames x 224 x 224, {rows[0].get('device', '')}\n")
+  print(
+    f"\nSELFYNet-R50, batch {BATCH} x {FRAMES} frames x 224 x 224, {rows[0].get('device', '')}\n"
+  )
   keys = ["dtype", "grad_accum_steps", "micro-batch", "peak GiB", "train clips/s"]
   print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
   for row in rows:
-    print("| " + " | ".join(f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")
+    print(
+      "| "
+      + " | ".join(f"{row[k]:.1f}" if isinstance(row[k], float) else str(row[k]) for k in keys)
+      + " |"
+    )
   return 0
 
 

@@ -6,6 +6,7 @@ Trains configs/default.py exactly as notebooks/demo.ipynb does (warmup 10, 96 va
 for each seed and step budget and prints the validation top-1 of each. The notebook test's
 threshold is set from these figures (benchmarks/results/notebook.md).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ Parts: transformation (stride-2 conv + BN + ReLU, then the STSS), extraction (th
 (the loss and the gradients of its parameters and its input), median over fresh random inputs
 after warm-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from benchmarks.timing import time_jax
 from benchmarks.flax_bn import use_flax_batch_norm
+from benchmarks.timing import time_jax
 from stss_jax import runtime
 from stss_jax.layers import SELFYBlock
 
@@ -48,17 +49,32 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--frames", type=int, default=8)
-  parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 5 forward+backward "
-                      "calls of each part here (summarise it with benchmarks.trace_summary)")
+  parser.add_argument(
+    "--trace_dir",
+    help="also write a jax.profiler trace of 5 forward+backward "
+    "calls of each part here (summarise it with benchmarks.trace_summary)",
+  )
   parser.add_argument("--stss", default="auto", help="STSS form of the block (runtime policy)")
-  parser.add_argument("--extraction", default="dense", help="extraction form of the block (runtime policy)")
-  parser.add_argument("--bn", choices=("one_pass", "flax"), default="one_pass",
-                      help="the block's BNs: the project's (one_pass) or nnx.BatchNorm (before)")
-  parser.add_argument("--row_alignment", type=int, default=runtime.Policy().row_alignment,
-                      help="entries the dense extraction pads its rows to a multiple of (1: no padding)")
+  parser.add_argument(
+    "--extraction", default="dense", help="extraction form of the block (runtime policy)"
+  )
+  parser.add_argument(
+    "--bn",
+    choices=("one_pass", "flax"),
+    default="one_pass",
+    help="the block's BNs: the project's (one_pass) or nnx.BatchNorm (before)",
+  )
+  parser.add_argument(
+    "--row_alignment",
+    type=int,
+    default=runtime.Policy().row_alignment,
+    help="entries the dense extraction pads its rows to a multiple of (1: no padding)",
+  )
   args = parser.parse_args()
   try:  # every part below is traced under this policy
-    runtime.set_policy(runtime.Policy(stss=args.stss, extraction=args.extraction, row_alignment=args.row_alignment))
+    runtime.set_policy(
+      runtime.Policy(stss=args.stss, extraction=args.extraction, row_alignment=args.row_alignment)
+    )
   except ValueError as e:
     parser.error(str(e))
   if args.bn == "flax":
@@ -69,13 +85,20 @@ def main() -> None:
   shape = (args.batch, args.frames, 28, 28, 512)
   clips = [jnp.asarray(rng.standard_normal(shape, np.float32), jnp.bfloat16) for _ in range(3)]
   apply = nnx.jit(lambda module, x: module(x))
-  stss = [jnp.moveaxis(apply(block.stss_transformation, x), 4, 2) for x in clips]  # l-major, as the block
+  stss = [
+    jnp.moveaxis(apply(block.stss_transformation, x), 4, 2) for x in clips
+  ]  # l-major, as the block
   features = [apply(block.stss_extraction, s) for s in stss]
   parts = {
-      "transformation (conv + STSS)": ("transformation", block.stss_transformation, lambda m, x: m(x), clips),
-      "extraction": ("extraction", block.stss_extraction, lambda m, s: m(s), stss),
-      "integration": ("integration", block.stss_integration, lambda m, f: m(f, (28, 28)), features),
-      "whole block": ("block", block, lambda m, x: m(x), clips),
+    "transformation (conv + STSS)": (
+      "transformation",
+      block.stss_transformation,
+      lambda m, x: m(x),
+      clips,
+    ),
+    "extraction": ("extraction", block.stss_extraction, lambda m, s: m(s), stss),
+    "integration": ("integration", block.stss_integration, lambda m, f: m(f, (28, 28)), features),
+    "whole block": ("block", block, lambda m, x: m(x), clips),
   }
   rows = {title: timed(*part) for title, part in parts.items()}
   if args.trace_dir:
@@ -84,9 +107,11 @@ def main() -> None:
         for i in range(5):
           jax.block_until_ready(backward(*sets[i % len(sets)]))
   device = jax.devices()[0]
-  print(f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; "
-        f"input {shape} bf16, window (5, 9, 9), training mode, STSS {args.stss}, "
-        f"extraction {args.extraction}, BN {args.bn}, rows aligned to {args.row_alignment}")
+  print(
+    f"device: {getattr(device, 'device_kind', device.platform)}; jax {jax.__version__}; "
+    f"input {shape} bf16, window (5, 9, 9), training mode, STSS {args.stss}, "
+    f"extraction {args.extraction}, BN {args.bn}, rows aligned to {args.row_alignment}"
+  )
   print("| part | forward ms | forward + backward ms |\n|---|---|---|")
   for name, (forward, backward, _, _) in rows.items():
     print(f"| {name} | {forward:.2f} | {backward:.2f} |")

@@ -16,6 +16,7 @@ formulation (a full HW x HW correlation per frame pair, then gathering each wind
 here in PyTorch; their CUDA correlation-sampler package cannot be built on a machine without
 network access to fetch it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def time_in_scan(fn, input_sets, calls: int = 16) -> float:
   """Seconds per call of fn(*inputs) when `calls` calls over the input sets run back to back
   inside one lax.scan: no host dispatch between them, so the figure is what the device takes.
   Each call's outputs are summed into the scan's carry, so that no call's work can be dropped."""
-  stacked = [jnp.stack([input_sets[i % len(input_sets)][k] for i in range(calls)])
-             for k in range(len(input_sets[0]))]
+  stacked = [
+    jnp.stack([input_sets[i % len(input_sets)][k] for i in range(calls)])
+    for k in range(len(input_sets[0]))
+  ]
 
   def body(total, inputs):
     outputs = jax.tree.leaves(fn(*inputs))
@@ -76,16 +79,17 @@ def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS, trace_
     jax.block_until_ready(backward(input_sets[0], ordered[0]))  # compiles
     first_call = time.perf_counter() - start
     rows[f"jax {implementation}"] = (
-        time_jax(forward, [(x,) for x in input_sets]),
-        time_jax(backward, list(zip(input_sets, ordered))),
-        time_in_scan(backward, list(zip(input_sets, ordered))),
-        first_call,
+      time_jax(forward, [(x,) for x in input_sets]),
+      time_jax(backward, list(zip(input_sets, ordered))),
+      time_in_scan(backward, list(zip(input_sets, ordered))),
+      first_call,
     )
     if trace_dir:
       name = f"{input_sets[0].dtype}_{re.sub(r'[^A-Za-z0-9]+', '_', implementation)}"
       with jax.profiler.trace(os.path.join(trace_dir, name)):
-        jax.block_until_ready([backward(input_sets[i % len(input_sets)], ordered[i % len(ordered)])
-                               for i in range(10)])
+        jax.block_until_ready(
+          [backward(input_sets[i % len(input_sets)], ordered[i % len(ordered)]) for i in range(10)]
+        )
   return rows
 
 
@@ -94,16 +98,26 @@ def _stss(x, implementation):
   if not implementation.startswith("pallas:"):
     return ops.stss(x, WINDOW, implementation)
   tiling, l_major = parse_pallas(implementation)
-  windows = stss_pallas.stss_windows(ops.l2_normalize(x).astype(x.dtype), resolve_temporal_offsets(WINDOW, None),
-                                     WINDOW[1:], l_major, tiling)
+  windows = stss_pallas.stss_windows(
+    ops.l2_normalize(x).astype(x.dtype),
+    resolve_temporal_offsets(WINDOW, None),
+    WINDOW[1:],
+    l_major,
+    tiling,
+  )
   return windows  # in the order the kernel wrote: no transpose timed
 
 
-PALLAS_KEYS = {"rows": "rows", "fw": "forward_warps", "bw": "backward_warps", "parts": "backward_parts"}
+PALLAS_KEYS = {
+  "rows": "rows",
+  "fw": "forward_warps",
+  "bw": "backward_warps",
+  "parts": "backward_parts",
+}
 
 
 def parse_pallas(spec: str) -> tuple[stss_pallas.Tiling, bool]:
-  """"pallas" or "pallas:rows=1/fw=8/bw=8/parts=2/order=l" -> (Tiling, l_major). Keys left out
+  """ "pallas" or "pallas:rows=1/fw=8/bw=8/parts=2/order=l" -> (Tiling, l_major). Keys left out
   keep Tiling's defaults; order=h (the default) writes ops.stss's (h, w, l) order, order=l the
   SELFY block's (l, h, w)."""
   form, _, items = spec.partition(":")
@@ -140,14 +154,18 @@ def torch_stss(device="cuda", shape=SHAPE, window=WINDOW):
   # Index of each window cell in the full correlation row, and which cells fall inside the frame.
   h, w, u, v = np.meshgrid(np.arange(H), np.arange(W), np.arange(U), np.arange(V), indexing="ij")
   hh, ww = h + u - U // 2, w + v - V // 2
-  inside = torch.tensor(((hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)).reshape(hw, U * V), device=device)
-  index = torch.tensor((np.clip(hh, 0, H - 1) * W + np.clip(ww, 0, W - 1)).reshape(hw, U * V), device=device)
+  inside = torch.tensor(
+    ((hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)).reshape(hw, U * V), device=device
+  )
+  index = torch.tensor(
+    (np.clip(hh, 0, H - 1) * W + np.clip(ww, 0, W - 1)).reshape(hw, U * V), device=device
+  )
 
   def stss(x):  # x: (B*T, C, H, W) as in the official code
     x = x / torch.sqrt((x.float() ** 2).sum(1, keepdim=True) + 1e-6).to(x.dtype)
     x = x.view(B, T, C, hw)
     pad = torch.nn.functional.pad(x, (0, 0, 0, 0, L // 2, L // 2))
-    neighbours = torch.stack([pad[:, l:l + T] for l in range(L)], 2)  # (B, T, L, C, HW)
+    neighbours = torch.stack([pad[:, l : l + T] for l in range(L)], 2)  # (B, T, L, C, HW)
     queries = x[:, :, None].expand(-1, -1, L, -1, -1)
     corr = torch.einsum("btlcn,btlcm->btlnm", queries, neighbours)
     picked = torch.gather(corr, 4, index.expand(B, T, L, hw, U * V))
@@ -179,7 +197,9 @@ def torch_baseline(dtype_name, repeats=50, shape=SHAPE):
       times.append(start.elapsed_time(end) / 1e3)
     return statistics.median(times)
 
-  xs = [torch.randn(B * T, C, H, W, device="cuda", dtype=dtype, requires_grad=True) for _ in range(4)]
+  xs = [
+    torch.randn(B * T, C, H, W, device="cuda", dtype=dtype, requires_grad=True) for _ in range(4)
+  ]
   gs = [torch.randn(B, T, L, hw, U * V, device="cuda", dtype=dtype) for _ in range(4)]
 
   def forward(x):
@@ -196,57 +216,95 @@ def torch_baseline(dtype_name, repeats=50, shape=SHAPE):
 def main(argv=None):
   parser = argparse.ArgumentParser()
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
-  parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated, of float32 and bfloat16")
-  parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
-                      help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:KEY=VALUE/...' "
-                      "is the pallas form with other settings: rows (query rows per program), fw / bw (forward / "
-                      "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
-                      "l: the SELFY block's)")
-  parser.add_argument("--clips", type=int, default=SHAPE[0],
-                      help=f"clips of {SHAPE[1]} frames (default {SHAPE[0]}: {SHAPE[0] * SHAPE[1]} frames; the SELFY "
-                      "block at batch 32 sees 32)")
-  parser.add_argument("--trace_dir", help="also write a jax.profiler trace of 10 forward + backward calls of each "
-                      "form here, one folder per dtype and form (run with XLA_FLAGS=--xla_gpu_enable_command_buffer= "
-                      "so that every kernel shows; summarise with benchmarks.trace_summary)")
+  parser.add_argument(
+    "--dtypes", default="float32,bfloat16", help="comma-separated, of float32 and bfloat16"
+  )
+  parser.add_argument(
+    "--implementations",
+    default=",".join(IMPLEMENTATIONS),
+    help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:KEY=VALUE/...' "
+    "is the pallas form with other settings: rows (query rows per program), fw / bw (forward / "
+    "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
+    "l: the SELFY block's)",
+  )
+  parser.add_argument(
+    "--clips",
+    type=int,
+    default=SHAPE[0],
+    help=f"clips of {SHAPE[1]} frames (default {SHAPE[0]}: {SHAPE[0] * SHAPE[1]} frames; the SELFY "
+    "block at batch 32 sees 32)",
+  )
+  parser.add_argument(
+    "--trace_dir",
+    help="also write a jax.profiler trace of 10 forward + backward calls of each "
+    "form here, one folder per dtype and form (run with XLA_FLAGS=--xla_gpu_enable_command_buffer= "
+    "so that every kernel shows; summarise with benchmarks.trace_summary)",
+  )
   args = parser.parse_args(argv)
   if args.clips < 1:
     parser.error(f"--clips={args.clips}: use at least 1")
   shape = (args.clips, *SHAPE[1:])
   bandwidth = copy_bandwidth()
-  print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth {bandwidth / 1e12:.2f} TB/s; "
-        f"features {shape}, window {WINDOW}")
+  print(
+    f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; copy bandwidth "
+    f"{bandwidth / 1e12:.2f} TB/s; "
+    f"features {shape}, window {WINDOW}"
+  )
   rng = np.random.default_rng(0)
   B, T, H, W, C = shape
   out_elems = B * T * H * W * np.prod(WINDOW)
   # Rows print as they are measured, so that a run cut short keeps what it measured.
-  print("| dtype | implementation | forward ms | fwd+bwd ms | fwd+bwd ms in one scan | floor fwd / fwd+bwd ms "
-        "| rel. error similarities / gradient | first fwd+bwd call s |\n|---|---|---|---|---|---|---|---|", flush=True)
+  print(
+    "| dtype | implementation | forward ms | fwd+bwd ms | fwd+bwd ms in one scan | floor fwd / "
+    "fwd+bwd ms "
+    "| rel. error similarities / gradient | first fwd+bwd call s "
+    "|\n|---|---|---|---|---|---|---|---|",
+    flush=True,
+  )
   for dtype_name in args.dtypes.split(","):
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
     size = jnp.dtype(dtype).itemsize
     in_bytes, out_bytes = np.prod(shape) * size, out_elems * size
-    floors = ((in_bytes + out_bytes) / bandwidth * 1e3, (2 * in_bytes + 2 * out_bytes + in_bytes) / bandwidth * 1e3)
+    floors = (
+      (in_bytes + out_bytes) / bandwidth * 1e3,
+      (2 * in_bytes + 2 * out_bytes + in_bytes) / bandwidth * 1e3,
+    )
     input_sets = [jnp.asarray(rng.normal(size=shape), dtype) for _ in range(4)]
     cotangents = [jnp.asarray(rng.normal(size=shape[:4] + WINDOW), dtype) for _ in range(4)]
     # The float32 shift form is the reference for every row's similarities and feature gradient.
-    reference = [np.asarray(a, np.float64) for a in _forward_and_gradient(
-        input_sets[0].astype(jnp.float32), cotangents[0].astype(jnp.float32), "shift")]
+    reference = [
+      np.asarray(a, np.float64)
+      for a in _forward_and_gradient(
+        input_sets[0].astype(jnp.float32), cotangents[0].astype(jnp.float32), "shift"
+      )
+    ]
     rows = jax_variants(input_sets, cotangents, args.implementations.split(","), args.trace_dir)
     for name, (fwd, bwd, bwd_in_scan, first_call) in rows.items():
       implementation = name.split()[-1]
       if l_major(implementation):
-        similarities, gradient = _forward_and_gradient(input_sets[0], jnp.moveaxis(cotangents[0], 4, 2), implementation)
+        similarities, gradient = _forward_and_gradient(
+          input_sets[0], jnp.moveaxis(cotangents[0], 4, 2), implementation
+        )
         got = (jnp.moveaxis(similarities, 2, 4), gradient)
       else:
         got = _forward_and_gradient(input_sets[0], cotangents[0], implementation)
-      errors = [np.linalg.norm(np.asarray(a.astype(jnp.float32), np.float64) - r) / np.linalg.norm(r)
-                for a, r in zip(got, reference)]
-      print(f"| {dtype_name} | {name} | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} | {bwd_in_scan * 1e3:.3f} "
-            f"| {floors[0]:.4f} / {floors[1]:.4f} | {errors[0]:.1e} / {errors[1]:.1e} | {first_call:.1f} |", flush=True)
+      errors = [
+        np.linalg.norm(np.asarray(a.astype(jnp.float32), np.float64) - r) / np.linalg.norm(r)
+        for a, r in zip(got, reference)
+      ]
+      print(
+        f"| {dtype_name} | {name} | {fwd * 1e3:.3f} | {bwd * 1e3:.3f} | {bwd_in_scan * 1e3:.3f} "
+        f"| {floors[0]:.4f} / {floors[1]:.4f} | {errors[0]:.1e} / {errors[1]:.1e} | "
+        f"{first_call:.1f} |",
+        flush=True,
+      )
     if not args.no_torch:
       fwd, bwd = torch_baseline(dtype_name, shape=shape)
-      print(f"| {dtype_name} | PyTorch full correlation + gather (authors' fallback) | {fwd * 1e3:.3f} "
-            f"| {bwd * 1e3:.3f} | | | | |", flush=True)
+      print(
+        f"| {dtype_name} | PyTorch full correlation + gather (authors' fallback) | {fwd * 1e3:.3f} "
+        f"| {bwd * 1e3:.3f} | | | | |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

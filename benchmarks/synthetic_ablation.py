@@ -1,7 +1,8 @@
 """The paper's claims at small scale, on the synthetic motion set: backbones, temporal offsets,
 window size against speed, extractors, and robustness to corruptions.
 
-  python -m benchmarks.synthetic_ablation --workdir=runs/ablation --seeds=0,1,2 --parallel=14 --robustness
+  python -m benchmarks.synthetic_ablation --workdir=runs/ablation --seeds=0,1,2 --parallel=14
+  --robustness
   python -m benchmarks.synthetic_ablation --workdir=runs/ablation --summarize \\
       --output=benchmarks/results/synthetic_ablation.md            # tables and plots from the runs
 
@@ -15,11 +16,12 @@ A finished run is read back from its workdir, so a killed study resumes where it
 run's figures are in WORKDIR/<run>/ablation_result.json, which --summarize reads (plots need
 matplotlib).
 """
+
 from __future__ import annotations
 
 import argparse
-import hashlib
 import concurrent.futures
+import hashlib
 import json
 import os
 import pathlib
@@ -36,59 +38,115 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TSN = ["--config.model.selfy_stages=()"]
 TSM = ["--config.model.selfy_stages=()", "--config.model.temporal_shift=True"]
 # Three times the default's steps (TSM alone needs AdamW and BNs from scale 1 as well: README).
-LONG = ["--config.total_steps=1800", "--config.eval_every_steps=1800", "--config.checkpoint_every_steps=600"]
-LONG3600 = ["--config.total_steps=3600", "--config.eval_every_steps=3600", "--config.checkpoint_every_steps=600"]
+LONG = [
+  "--config.total_steps=1800",
+  "--config.eval_every_steps=1800",
+  "--config.checkpoint_every_steps=600",
+]
+LONG3600 = [
+  "--config.total_steps=3600",
+  "--config.eval_every_steps=3600",
+  "--config.checkpoint_every_steps=600",
+]
 # AdamW at 1e-3 for the demo's batch of 16 (the config's rate is per 64 clips)
 ADAMW = ["--config.optimizer.name=adamw", "--config.optimizer.learning_rate=0.004"]
 MOTIONS = {"normal": 1.0, "fast": 3.0}
 # (group, row, overrides, motions)
 ROWS = [
-    ("backbone", "TSN (appearance only)", TSN, ("normal",)),
-    ("backbone", "TSM", TSM, ("normal",)),
-    ("backbone", "TSN + SELFY", [], ("normal",)),
-    ("backbone", "TSM + SELFY", ["--config.model.temporal_shift=True"], ("normal",)),
-    ("backbone", "TSM, 1800 steps", TSM + LONG, ("normal",)),
-    ("backbone", "TSM + SELFY, 1800 steps", ["--config.model.temporal_shift=True", *LONG], ("normal",)),
-    ("tsm_recipe", "TSM, 1800 steps, half the learning rate", TSM + LONG + ["--config.optimizer.learning_rate=0.1"],
-     ("normal",)),
-    ("tsm_recipe", "TSM, 1800 steps, twice the learning rate", TSM + LONG + ["--config.optimizer.learning_rate=0.4"],
-     ("normal",)),
-    ("tsm_recipe", "TSM, 1800 steps, four times the learning rate",
-     TSM + LONG + ["--config.optimizer.learning_rate=0.8"], ("normal",)),
-    ("tsm_recipe", "TSM, 1800 steps, AdamW", TSM + LONG + ADAMW, ("normal",)),
-    ("tsm_recipe", "TSM, 1800 steps, AdamW, residual BNs from scale 1",
-     TSM + LONG + ADAMW + ["--config.model.zero_init_residual=False"], ("normal",)),
-    ("tsm_recipe", "TSM + SELFY, 1800 steps, AdamW", ["--config.model.temporal_shift=True", *LONG, *ADAMW], ("normal",)),
-    ("tsm_recipe", "TSM + SELFY, 1800 steps, AdamW, residual BNs from scale 1",
-     ["--config.model.temporal_shift=True", *LONG, *ADAMW, "--config.model.zero_init_residual=False"], ("normal",)),
-    ("tsm_recipe", "TSM, 3600 steps, AdamW, residual BNs from scale 1",
-     TSM + LONG3600 + ADAMW + ["--config.model.zero_init_residual=False"], ("normal",)),
-    ("tsm_recipe", "TSM, 3600 steps", TSM + LONG3600, ("normal",)),
-    ("offsets", "offsets (1,)", ["--config.model.selfy.temporal_offsets=(1,)"], ("normal",)),
-    ("offsets", "offsets (-1,1)", ["--config.model.selfy.temporal_offsets=(-1,1)"], ("normal",)),
-    ("offsets", "offsets (-2..2) (default)", [], ("normal",)),
-    ("window", "window (5,3,3)", ["--config.model.selfy.window=(5,3,3)"], ("normal", "fast")),
-    ("window", "window (5,5,5) (default)", [], ("normal", "fast")),
-    ("window", "window (5,9,9)", ["--config.model.selfy.window=(5,9,9)"], ("normal", "fast")),
-    ("extractor", "conv (default)", [], ("normal",)),
-    ("extractor", "soft-argmax", ["--config.model.selfy.extractor=soft_argmax"], ("normal",)),
-    ("extractor", "MLP", ["--config.model.selfy.extractor=mlp"], ("normal",)),
-    ("extractor", "correlation flow: offsets (1,) + soft-argmax",
-     ["--config.model.selfy.temporal_offsets=(1,)", "--config.model.selfy.extractor=soft_argmax"], ("normal",)),
+  ("backbone", "TSN (appearance only)", TSN, ("normal",)),
+  ("backbone", "TSM", TSM, ("normal",)),
+  ("backbone", "TSN + SELFY", [], ("normal",)),
+  ("backbone", "TSM + SELFY", ["--config.model.temporal_shift=True"], ("normal",)),
+  ("backbone", "TSM, 1800 steps", TSM + LONG, ("normal",)),
+  (
+    "backbone",
+    "TSM + SELFY, 1800 steps",
+    ["--config.model.temporal_shift=True", *LONG],
+    ("normal",),
+  ),
+  (
+    "tsm_recipe",
+    "TSM, 1800 steps, half the learning rate",
+    TSM + LONG + ["--config.optimizer.learning_rate=0.1"],
+    ("normal",),
+  ),
+  (
+    "tsm_recipe",
+    "TSM, 1800 steps, twice the learning rate",
+    TSM + LONG + ["--config.optimizer.learning_rate=0.4"],
+    ("normal",),
+  ),
+  (
+    "tsm_recipe",
+    "TSM, 1800 steps, four times the learning rate",
+    TSM + LONG + ["--config.optimizer.learning_rate=0.8"],
+    ("normal",),
+  ),
+  ("tsm_recipe", "TSM, 1800 steps, AdamW", TSM + LONG + ADAMW, ("normal",)),
+  (
+    "tsm_recipe",
+    "TSM, 1800 steps, AdamW, residual BNs from scale 1",
+    TSM + LONG + ADAMW + ["--config.model.zero_init_residual=False"],
+    ("normal",),
+  ),
+  (
+    "tsm_recipe",
+    "TSM + SELFY, 1800 steps, AdamW",
+    ["--config.model.temporal_shift=True", *LONG, *ADAMW],
+    ("normal",),
+  ),
+  (
+    "tsm_recipe",
+    "TSM + SELFY, 1800 steps, AdamW, residual BNs from scale 1",
+    [
+      "--config.model.temporal_shift=True",
+      *LONG,
+      *ADAMW,
+      "--config.model.zero_init_residual=False",
+    ],
+    ("normal",),
+  ),
+  (
+    "tsm_recipe",
+    "TSM, 3600 steps, AdamW, residual BNs from scale 1",
+    TSM + LONG3600 + ADAMW + ["--config.model.zero_init_residual=False"],
+    ("normal",),
+  ),
+  ("tsm_recipe", "TSM, 3600 steps", TSM + LONG3600, ("normal",)),
+  ("offsets", "offsets (1,)", ["--config.model.selfy.temporal_offsets=(1,)"], ("normal",)),
+  ("offsets", "offsets (-1,1)", ["--config.model.selfy.temporal_offsets=(-1,1)"], ("normal",)),
+  ("offsets", "offsets (-2..2) (default)", [], ("normal",)),
+  ("window", "window (5,3,3)", ["--config.model.selfy.window=(5,3,3)"], ("normal", "fast")),
+  ("window", "window (5,5,5) (default)", [], ("normal", "fast")),
+  ("window", "window (5,9,9)", ["--config.model.selfy.window=(5,9,9)"], ("normal", "fast")),
+  ("extractor", "conv (default)", [], ("normal",)),
+  ("extractor", "soft-argmax", ["--config.model.selfy.extractor=soft_argmax"], ("normal",)),
+  ("extractor", "MLP", ["--config.model.selfy.extractor=mlp"], ("normal",)),
+  (
+    "extractor",
+    "correlation flow: offsets (1,) + soft-argmax",
+    ["--config.model.selfy.temporal_offsets=(1,)", "--config.model.selfy.extractor=soft_argmax"],
+    ("normal",),
+  ),
 ]
-TABLES_MARKER = "<!-- the tables below are written by python -m benchmarks.synthetic_ablation --summarize -->"
+TABLES_MARKER = (
+  "<!-- the tables below are written by python -m benchmarks.synthetic_ablation --summarize -->"
+)
 GROUP_TITLES = {
-    "backbone": "Backbones: does SELFY complement TSM?",
-    "tsm_recipe": "TSM alone: steps and learning rate",
-    "offsets": "Temporal offsets of the STSS",
-    "window": "Spatial window against speed (orange: fast)",
-    "extractor": "Feature extractors",
+  "backbone": "Backbones: does SELFY complement TSM?",
+  "tsm_recipe": "TSM alone: steps and learning rate",
+  "offsets": "Temporal offsets of the STSS",
+  "window": "Spatial window against speed (orange: fast)",
+  "extractor": "Feature extractors",
 }
 ROBUSTNESS_ROWS = ("TSN + SELFY", "TSM, 1800 steps", "TSM + SELFY, 1800 steps")
 # Rows whose training accuracy is drawn against the step: how long each leaves chance.
-CURVE_ROWS = ("TSM, 1800 steps, AdamW", "TSM + SELFY, 1800 steps, AdamW",
-              "TSM, 3600 steps, AdamW, residual BNs from scale 1",
-              "TSM + SELFY, 1800 steps, AdamW, residual BNs from scale 1")
+CURVE_ROWS = (
+  "TSM, 1800 steps, AdamW",
+  "TSM + SELFY, 1800 steps, AdamW",
+  "TSM, 3600 steps, AdamW, residual BNs from scale 1",
+  "TSM + SELFY, 1800 steps, AdamW, residual BNs from scale 1",
+)
 CURVE_BIN_STEPS = 50
 ROBUSTNESS_SEVERITIES = "1,3,5"
 
@@ -98,14 +156,19 @@ def run_key(overrides: list[str], motion: str, seed: int) -> str:
   slug = "".join(c if c.isalnum() else "_" for c in " ".join(overrides) or "default")
   slug = "_".join(filter(None, slug.split("_")))
   key = f"{slug}-{motion}-seed{seed}"
-  if len(key) > 230:  # file names end at 255 bytes: a long slug keeps its start and a digest of the rest
+  if (
+    len(key) > 230
+  ):  # file names end at 255 bytes: a long slug keeps its start and a digest of the rest
     key = f"{slug[:180]}_{hashlib.sha256(slug.encode()).hexdigest()[:16]}-{motion}-seed{seed}"
   return key
 
 
-def training_curve(metrics_file: pathlib.Path, bin_steps: int = CURVE_BIN_STEPS) -> list[list[float]]:
+def training_curve(
+  metrics_file: pathlib.Path, bin_steps: int = CURVE_BIN_STEPS
+) -> list[list[float]]:
   """[last step, mean loss, mean top-1] of the training rows of metrics.jsonl, per bin of steps
-  (bin b holds steps b*bin_steps+1 .. (b+1)*bin_steps): the curve, small enough to keep in the runs file."""
+  (bin b holds steps b*bin_steps+1 .. (b+1)*bin_steps): the curve, small enough to keep in the runs
+  file."""
   bins = {}
   for line in metrics_file.read_text().splitlines():
     row = json.loads(line)
@@ -115,15 +178,23 @@ def training_curve(metrics_file: pathlib.Path, bin_steps: int = CURVE_BIN_STEPS)
 
 
 def reversed_pair_accuracy(confusion: np.ndarray, class_names: list[str]) -> float:
-  pairs = [(class_names.index(CLASSES[a]), class_names.index(CLASSES[b])) for a, b in REVERSED
-           if CLASSES[a] in class_names and CLASSES[b] in class_names]
+  pairs = [
+    (class_names.index(CLASSES[a]), class_names.index(CLASSES[b]))
+    for a, b in REVERSED
+    if CLASSES[a] in class_names and CLASSES[b] in class_names
+  ]
   correct = sum(confusion[a, a] + confusion[b, b] for a, b in pairs)
   within = sum(confusion[np.ix_([a, b], [a, b])].sum() for a, b in pairs)
   return correct / max(within, 1)
 
 
-def run(workdir: pathlib.Path, overrides: list[str], robustness: bool, extra: list[str] = (),
-        gpu: int | None = None) -> dict:
+def run(
+  workdir: pathlib.Path,
+  overrides: list[str],
+  robustness: bool,
+  extra: list[str] = (),
+  gpu: int | None = None,
+) -> dict:
   """Trains one run (or reads its finished figures back) and returns its figures."""
   result_file = workdir / "ablation_result.json"
   result = json.loads(result_file.read_text()) if result_file.exists() else None
@@ -132,27 +203,61 @@ def run(workdir: pathlib.Path, overrides: list[str], robustness: bool, extra: li
     env["CUDA_VISIBLE_DEVICES"] = str(gpu)
   if result is None:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "main.py", "--config=configs/default.py", f"--workdir={workdir}",
-                           *overrides, *extra], cwd=ROOT, capture_output=True, text=True, env=env)
+    done = subprocess.run(
+      [
+        sys.executable,
+        "main.py",
+        "--config=configs/default.py",
+        f"--workdir={workdir}",
+        *overrides,
+        *extra,
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      env=env,
+    )
     seconds = time.perf_counter() - start
     if done.returncode:
       raise RuntimeError(f"run in {workdir} failed:\n{done.stderr[-3000:]}")
-    reports = sorted(workdir.glob("eval_validation_step*.json"), key=lambda p: int(p.stem.rsplit("step", 1)[1]))
+    reports = sorted(
+      workdir.glob("eval_validation_step*.json"), key=lambda p: int(p.stem.rsplit("step", 1)[1])
+    )
     report = json.loads(reports[-1].read_text())
     confusion = np.array(report["confusion"])
-    result = {"top1": float(np.trace(confusion) / confusion.sum()),
-              "pairs": reversed_pair_accuracy(confusion, report["class_names"]), "seconds": seconds,
-              "step": report["step"], "overrides": overrides,
-              "train_curve": training_curve(workdir / "metrics.jsonl")}
+    result = {
+      "top1": float(np.trace(confusion) / confusion.sum()),
+      "pairs": reversed_pair_accuracy(confusion, report["class_names"]),
+      "seconds": seconds,
+      "step": report["step"],
+      "overrides": overrides,
+      "train_curve": training_curve(workdir / "metrics.jsonl"),
+    }
     result_file.write_text(json.dumps(result))
   if robustness and "robustness" not in result:
-    done = subprocess.run([sys.executable, "-m", "stss_jax.robustness", "--config=configs/default.py", *overrides,
-                           *extra, f"--checkpoint={workdir / 'model'}", f"--output={workdir / 'robustness'}",
-                           f"--severities={ROBUSTNESS_SEVERITIES}", "--noplot"], cwd=ROOT, capture_output=True,
-                          text=True, env=env)
+    done = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "stss_jax.robustness",
+        "--config=configs/default.py",
+        *overrides,
+        *extra,
+        f"--checkpoint={workdir / 'model'}",
+        f"--output={workdir / 'robustness'}",
+        f"--severities={ROBUSTNESS_SEVERITIES}",
+        "--noplot",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      env=env,
+    )
     if done.returncode:
       raise RuntimeError(f"robustness of {workdir} failed:\n{done.stderr[-3000:]}")
-    result["robustness"] = json.loads((workdir / "robustness" / "robustness.json").read_text())["rows"]
+    result["robustness"] = json.loads((workdir / "robustness" / "robustness.json").read_text())[
+      "rows"
+    ]
     result_file.write_text(json.dumps(result))
   return result
 
@@ -167,22 +272,38 @@ def train(args) -> None:
         key = run_key(overrides, motion, seed)
         robust = args.robustness and name in ROBUSTNESS_ROWS and motion == "normal"
         if key not in runs or robust:
-          runs[key] = (overrides + [f"--config.dataset.motion_scale={MOTIONS[motion]}", f"--config.seed={seed}"], robust)
+          runs[key] = (
+            overrides
+            + [f"--config.dataset.motion_scale={MOTIONS[motion]}", f"--config.seed={seed}"],
+            robust,
+          )
 
   def steps(overrides):
-    return max([int(o.split("=")[1]) for o in overrides if o.startswith("--config.total_steps=")], default=0)
+    return max(
+      [int(o.split("=")[1]) for o in overrides if o.startswith("--config.total_steps=")], default=0
+    )
 
   # The longest runs first, so that a study cut off by a time limit loses the fewest finished runs.
   order = sorted(runs, key=lambda k: (-steps(runs[k][0]), not runs[k][1]))
   with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-    jobs = {key: pool.submit(run, pathlib.Path(args.workdir).resolve() / key, *runs[key], args.extra.split(),
-                             i % args.gpus if args.gpus > 1 else None)
-            for i, key in enumerate(order)}
+    jobs = {
+      key: pool.submit(
+        run,
+        pathlib.Path(args.workdir).resolve() / key,
+        *runs[key],
+        args.extra.split(),
+        i % args.gpus if args.gpus > 1 else None,
+      )
+      for i, key in enumerate(order)
+    }
     for key, job in jobs.items():
       try:
         result = job.result()
-        print(f"{key}: top-1 {result['top1']:.1%}, reversed pairs {result['pairs']:.1%}, "
-              f"{result['seconds']:.0f} s", flush=True)
+        print(
+          f"{key}: top-1 {result['top1']:.1%}, reversed pairs {result['pairs']:.1%}, "
+          f"{result['seconds']:.0f} s",
+          flush=True,
+        )
       except RuntimeError as e:
         print(f"{key}: {e}", flush=True)
 
@@ -219,16 +340,27 @@ def summarize(args) -> str:
   sections = []
   for group in dict.fromkeys(g for g, *_ in ROWS):
     motions = sorted({m for g, _, _, ms in ROWS if g == group for m in ms}, key=list(MOTIONS).index)
-    header = "| row | " + " | ".join(f"{m}: top-1 | {m}: reversed pairs | {m}: top-1 per seed" for m in motions) + " |"
+    header = (
+      "| row | "
+      + " | ".join(f"{m}: top-1 | {m}: reversed pairs | {m}: top-1 per seed" for m in motions)
+      + " |"
+    )
     lines = [f"### {group}", "", header, "|---|" + "---|---|---|" * len(motions)]
     for g, name, overrides, row_motions in ROWS:
       if g != group:
         continue
       cells = []
       for motion in motions:
-        runs = [found[k] for s in seeds if (k := run_key(overrides, motion, s)) in found] if motion in row_motions else []
-        cells += [_mean_spread([r["top1"] for r in runs]), _mean_spread([r["pairs"] for r in runs]),
-                  ", ".join(f"{100 * r['top1']:.1f}" for r in runs) or "-"]
+        runs = (
+          [found[k] for s in seeds if (k := run_key(overrides, motion, s)) in found]
+          if motion in row_motions
+          else []
+        )
+        cells += [
+          _mean_spread([r["top1"] for r in runs]),
+          _mean_spread([r["pairs"] for r in runs]),
+          ", ".join(f"{100 * r['top1']:.1f}" for r in runs) or "-",
+        ]
         figures[(group, name, motion)] = [r["top1"] for r in runs]
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
     sections.append("\n".join(lines))
@@ -242,18 +374,29 @@ def summarize(args) -> str:
   if robustness:
     corruptions = sorted({c for _, c, _ in robustness if c != "clean"})
     severities = sorted({s for _, c, s in robustness if c != "clean"})
-    lines = ["### robustness (top-1 under each corruption; severity 0 is clean)", "",
-             "| row | corruption | " + " | ".join(f"severity {s}" for s in [0, *severities]) + " |",
-             "|---|---|" + "---|" * (len(severities) + 1)]
+    lines = [
+      "### robustness (top-1 under each corruption; severity 0 is clean)",
+      "",
+      "| row | corruption | " + " | ".join(f"severity {s}" for s in [0, *severities]) + " |",
+      "|---|---|" + "---|" * (len(severities) + 1),
+    ]
     for name in ROBUSTNESS_ROWS:
       for corruption in corruptions:
         clean = robustness.get((name, "clean", 0), [])
-        cells = [_mean_spread(clean)] + [_mean_spread(robustness.get((name, corruption, s), [])) for s in severities]
+        cells = [_mean_spread(clean)] + [
+          _mean_spread(robustness.get((name, corruption, s), [])) for s in severities
+        ]
         lines.append(f"| {name} | {corruption} | " + " | ".join(cells) + " |")
     sections.append("\n".join(lines))
-  curves = {name: [found[k]["train_curve"] for s in seeds
-                   if "train_curve" in found.get(k := run_key(overrides, "normal", s), {})]
-            for _, name, overrides, _ in ROWS if name in CURVE_ROWS}
+  curves = {
+    name: [
+      found[k]["train_curve"]
+      for s in seeds
+      if "train_curve" in found.get(k := run_key(overrides, "normal", s), {})
+    ]
+    for _, name, overrides, _ in ROWS
+    if name in CURVE_ROWS
+  }
   if args.plots:
     _plots(figures, robustness, {n: c for n, c in curves.items() if c}, pathlib.Path(args.plots))
   return "\n\n".join(sections)
@@ -261,6 +404,7 @@ def summarize(args) -> str:
 
 def _plots(figures: dict, robustness: dict, curves: dict, folder: pathlib.Path) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -271,7 +415,7 @@ def _plots(figures: dict, robustness: dict, curves: dict, folder: pathlib.Path) 
   # Horizontal bars, so that a row's name reads on one or two lines however many rows a group has.
   figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.5 * rows), squeeze=False)
   axes = axes.ravel()
-  for ax in axes[len(groups):]:
+  for ax in axes[len(groups) :]:
     ax.set_visible(False)
   for ax, group in zip(axes, groups):
     keys = [k for k in figures if k[0] == group and figures[k]]
@@ -292,13 +436,21 @@ def _plots(figures: dict, robustness: dict, curves: dict, folder: pathlib.Path) 
   if robustness:
     names = list(dict.fromkeys(n for n, _, _ in robustness))
     corruptions = sorted({c for _, c, _ in robustness if c != "clean"})
-    figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), sharey=True, squeeze=False)
+    figure, axes = plt.subplots(
+      1, len(names), figsize=(4.5 * len(names), 4), sharey=True, squeeze=False
+    )
     for ax, name in zip(axes[0], names):
       clean = np.mean(robustness.get((name, "clean", 0), [np.nan]))
       for corruption in corruptions:
-        points = sorted((s, np.mean(v)) for (n, c, s), v in robustness.items() if n == name and c == corruption)
-        ax.plot([0] + [s for s, _ in points], [100 * clean] + [100 * v for _, v in points], marker="o",
-                label=corruption.replace("_", " "))
+        points = sorted(
+          (s, np.mean(v)) for (n, c, s), v in robustness.items() if n == name and c == corruption
+        )
+        ax.plot(
+          [0] + [s for s, _ in points],
+          [100 * clean] + [100 * v for _, v in points],
+          marker="o",
+          label=corruption.replace("_", " "),
+        )
       ax.set_title(name, fontsize=9)
       ax.set_xlabel("severity (0: clean)")
       ax.axhline(100 / 6, color="grey", linestyle=":", linewidth=1)
@@ -313,7 +465,9 @@ def _plots(figures: dict, robustness: dict, curves: dict, folder: pathlib.Path) 
     for colour, (name, runs) in zip(plt.get_cmap("tab10").colors, curves.items()):
       for i, curve in enumerate(runs):
         steps, _, top1 = np.array(curve).T
-        ax.plot(steps, 100 * top1, color=colour, linewidth=1.2, alpha=0.8, label=name if i == 0 else None)
+        ax.plot(
+          steps, 100 * top1, color=colour, linewidth=1.2, alpha=0.8, label=name if i == 0 else None
+        )
     ax.axhline(100 / 6, color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"training top-1 (%), mean over {CURVE_BIN_STEPS} steps")
@@ -327,15 +481,28 @@ def _plots(figures: dict, robustness: dict, curves: dict, folder: pathlib.Path) 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", default="runs/ablation",
-                      help="the study's folder, or (--summarize) the .runs.json file kept beside a results page")
+  parser.add_argument(
+    "--workdir",
+    default="runs/ablation",
+    help="the study's folder, or (--summarize) the .runs.json file kept beside a results page",
+  )
   parser.add_argument("--seeds", default="0", help="comma-separated seeds; one run per seed")
-  parser.add_argument("--parallel", type=int, default=1, help="runs at once (GPU machines: several fit)")
-  parser.add_argument("--gpus", type=int, default=1, help="GPUs to spread the runs over, one GPU a run")
+  parser.add_argument(
+    "--parallel", type=int, default=1, help="runs at once (GPU machines: several fit)"
+  )
+  parser.add_argument(
+    "--gpus", type=int, default=1, help="GPUs to spread the runs over, one GPU a run"
+  )
   parser.add_argument("--groups", default="", help="comma-separated groups of ROWS (default all)")
-  parser.add_argument("--extra", default="", help="further --config.* overrides for every run (smoke tests)")
-  parser.add_argument("--robustness", action="store_true", help="sweep the corruptions for ROBUSTNESS_ROWS")
-  parser.add_argument("--summarize", action="store_true", help="tables (and plots) from the finished runs")
+  parser.add_argument(
+    "--extra", default="", help="further --config.* overrides for every run (smoke tests)"
+  )
+  parser.add_argument(
+    "--robustness", action="store_true", help="sweep the corruptions for ROBUSTNESS_ROWS"
+  )
+  parser.add_argument(
+    "--summarize", action="store_true", help="tables (and plots) from the finished runs"
+  )
   parser.add_argument("--output", default="", help="--summarize: markdown file for the tables")
   parser.add_argument("--plots", default="", help="--summarize: folder for the PNG plots")
   args = parser.parse_args()
@@ -346,12 +513,19 @@ def main() -> None:
   print(tables)
   if args.output:
     output = pathlib.Path(args.output)
-    # The page's own text (device, date, what the rows mean) stays; the tables below the marker are replaced.
-    head = output.read_text().split(TABLES_MARKER)[0] if output.exists() else "# Synthetic motion ablation\n\n"
+    # The page's own text (device, date, what the rows mean) stays; the tables below the marker are
+    # replaced.
+    head = (
+      output.read_text().split(TABLES_MARKER)[0]
+      if output.exists()
+      else "# Synthetic motion ablation\n\n"
+    )
     output.write_text(f"{head}{TABLES_MARKER}\n\n{tables}\n")
     runs_file = output.with_suffix(".runs.json")
     if pathlib.Path(args.workdir).resolve() != runs_file.resolve():
-      runs_file.write_text(json.dumps(collect(pathlib.Path(args.workdir)), indent=1, sort_keys=True) + "\n")
+      runs_file.write_text(
+        json.dumps(collect(pathlib.Path(args.workdir)), indent=1, sort_keys=True) + "\n"
+      )
     print(f"wrote {output} and {runs_file}")
 
 

@@ -1,4 +1,5 @@
 """Timing helpers shared by the GPU benchmarks: medians over fresh inputs, after warm-up."""
+
 from __future__ import annotations
 
 import statistics
@@ -38,7 +39,9 @@ def cpu_name() -> str:
 
   try:
     with open("/proc/cpuinfo") as info:
-      return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
-                  platform.processor())
+      return next(
+        (line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
+        platform.processor(),
+      )
   except OSError:
     return platform.processor()

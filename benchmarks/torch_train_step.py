@@ -10,6 +10,7 @@ spatial-correlation-sampler package. A step: bf16 autocast forward, cross-entrop
 SGD with momentum 0.9 and weight decay 5e-4; random device-resident clips at 8x224x224, median of
 CUDA-event timings after warm-up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,12 +37,21 @@ def fast_transformation(module: torch_reference.STSSTransformation, batch: int):
 
 
 def measure(selfy: bool, batch: int, frames: int, repeats: int) -> dict:
-  model = torch_reference.TSN(174, frames, 50, shift=True, selfy_after=2 if selfy else None).cuda().train()
+  model = (
+    torch_reference.TSN(174, frames, 50, shift=True, selfy_after=2 if selfy else None)
+    .cuda()
+    .train()
+  )
   if selfy:
     fast_transformation(model.base_model.selfy.stss_transformation, batch)
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-  pool = [(torch.randn(batch, frames, 3, 224, 224, device="cuda"), torch.randint(0, 174, (batch,), device="cuda"))
-          for _ in range(3)]
+  pool = [
+    (
+      torch.randn(batch, frames, 3, 224, 224, device="cuda"),
+      torch.randint(0, 174, (batch,), device="cuda"),
+    )
+    for _ in range(3)
+  ]
 
   def step(clips, labels):
     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -63,8 +73,13 @@ def measure(selfy: bool, batch: int, frames: int, repeats: int) -> dict:
     torch.cuda.synchronize()
     times.append(start.elapsed_time(end) / 5)
   ms = statistics.median(times)
-  return {"model": "SELFYNet-R50" if selfy else "TSM-R50", "batch": batch, "train clips/s": batch / ms * 1e3,
-          "step ms": ms, "peak GiB": torch.cuda.max_memory_allocated() / 2**30}
+  return {
+    "model": "SELFYNet-R50" if selfy else "TSM-R50",
+    "batch": batch,
+    "train clips/s": batch / ms * 1e3,
+    "step ms": ms,
+    "peak GiB": torch.cuda.max_memory_allocated() / 2**30,
+  }
 
 
 def main() -> None:
@@ -75,11 +90,17 @@ def main() -> None:
   args = parser.parse_args()
   torch.backends.cudnn.benchmark = True
   print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; bf16 autocast")
-  rows = [measure(selfy, batch, args.frames, args.repeats)
-          for batch in map(int, args.batches.split(",")) for selfy in (False, True)]
+  rows = [
+    measure(selfy, batch, args.frames, args.repeats)
+    for batch in map(int, args.batches.split(","))
+    for selfy in (False, True)
+  ]
   print("| model (PyTorch) | batch | train clips/s | step ms | peak GiB |\n|---|---|---|---|---|")
   for row in rows:
-    print(f"| {row['model']} | {row['batch']} | {row['train clips/s']:.1f} | {row['step ms']:.1f} | {row['peak GiB']:.1f} |")
+    print(
+      f"| {row['model']} | {row['batch']} | {row['train clips/s']:.1f} | {row['step ms']:.1f} | "
+      f"{row['peak GiB']:.1f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ takes the kernels of the GPU planes and sums their durations per (XLA module, HL
 fusion that runs 10 times shows once with its total. Needs tensorflow for the protobuf classes
 (run it on the CPU machine; the GPU machine only writes the trace).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def kernel_times(path: str) -> dict[tuple[str, str], list[float]]:
       for event in line.events:
         meta = plane.event_metadata[event.metadata_id]
         # String stats are either inline or a reference to the name of another stat metadata.
-        stats = {stat_names.get(s.metadata_id, ""): s.str_value or stat_names.get(s.ref_value, "")
-                 for s in (*meta.stats, *event.stats)}
+        stats = {
+          stat_names.get(s.metadata_id, ""): s.str_value or stat_names.get(s.ref_value, "")
+          for s in (*meta.stats, *event.stats)
+        }
         op = stats.get("hlo_op") or meta.name
         module = stats.get("hlo_module") or "?"
         times[(str(module), str(op))].append(event.duration_ps / 1e9)
@@ -50,7 +53,10 @@ def main() -> None:
   args = parser.parse_args()
   times = {k: v for k, v in kernel_times(args.trace).items() if args.module in k[0]}
   if not times:
-    raise SystemExit(f"no GPU kernels found in {args.trace}" + (f" for module {args.module!r}" if args.module else ""))
+    raise SystemExit(
+      f"no GPU kernels found in {args.trace}"
+      + (f" for module {args.module!r}" if args.module else "")
+    )
   per_module = collections.defaultdict(float)
   for (module, _), durations in times.items():
     per_module[module] += sum(durations)
@@ -58,9 +64,12 @@ def main() -> None:
   for module, total in sorted(per_module.items(), key=lambda kv: -kv[1]):
     print(f"| {module} | {total:.3f} |")
   print("\n| module | op | calls | total ms | mean ms |\n|---|---|---|---|---|")
-  rows = sorted(times.items(), key=lambda kv: -sum(kv[1]))[:args.top]
+  rows = sorted(times.items(), key=lambda kv: -sum(kv[1]))[: args.top]
   for (module, op), durations in rows:
-    print(f"| {module} | {op} | {len(durations)} | {sum(durations):.3f} | {sum(durations) / len(durations):.4f} |")
+    print(
+      f"| {module} | {op} | {len(durations)} | {sum(durations):.3f} | "
+      f"{sum(durations) / len(durations):.4f} |"
+    )
 
 
 if __name__ == "__main__":

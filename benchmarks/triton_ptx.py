@@ -12,6 +12,7 @@ and shared-memory traffic are what Nsight Compute found the kernels bound by (L1
 session 18). The device's jaxlib compiles with a Triton of its own, so its code can differ; in
 session 18 the shared memory of both kernels here matched Nsight Compute's reading on the H200.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,9 @@ from benchmarks.stss_op import SHAPE, WINDOW, parse_pallas
 from stss_jax.ops import stss_pallas
 from stss_jax.ops.stss import resolve_temporal_offsets
 
-INSTRUCTIONS = r"(?:ld|st)\.(?:global|shared|local)[.a-z0-9]*|ldmatrix[.a-z0-9]*|mma\.sync|wgmma[.a-z0-9]*"
+INSTRUCTIONS = (
+  r"(?:ld|st)\.(?:global|shared|local)[.a-z0-9]*|ldmatrix[.a-z0-9]*|mma\.sync|wgmma[.a-z0-9]*"
+)
 
 
 def triton_modules(implementation: str, shape=SHAPE) -> dict[str, str]:
@@ -42,14 +45,18 @@ def triton_modules(implementation: str, shape=SHAPE) -> dict[str, str]:
   offsets = resolve_temporal_offsets(WINDOW, None)
 
   def forward_and_gradient(features):
-    windows, pullback = jax.vjp(lambda f: stss_pallas.stss_windows(f, offsets, WINDOW[1:], l_major, tiling), features)
+    windows, pullback = jax.vjp(
+      lambda f: stss_pallas.stss_windows(f, offsets, WINDOW[1:], l_major, tiling), features
+    )
     return windows, pullback(windows)[0]
 
   printed = io.StringIO()
   with _compiled_kernels(), contextlib.redirect_stdout(printed):
-    export.export(jax.jit(forward_and_gradient), platforms=["cuda"],
-                  disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
-                      jax.ShapeDtypeStruct(shape, jnp.bfloat16))
+    export.export(
+      jax.jit(forward_and_gradient),
+      platforms=["cuda"],
+      disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(jax.ShapeDtypeStruct(shape, jnp.bfloat16))
   return _modules(printed.getvalue())
 
 
@@ -74,7 +81,10 @@ def _modules(printed: str) -> dict[str, str]:
     if not match:
       continue
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("}"))
-    body = [re.sub(r' "[^"]*"\(#loc\d+\)| \[unknown\]| loc\([^)]*\)', "", text) for text in lines[start:end + 1]]
+    body = [
+      re.sub(r' "[^"]*"\(#loc\d+\)| \[unknown\]| loc\([^)]*\)', "", text)
+      for text in lines[start : end + 1]
+    ]
     modules[match.group(1)] = "\n".join(body) + "\n"
   return modules
 
@@ -89,7 +99,9 @@ def compile_for_sm90(name: str, module: str, warps: int, out: str) -> dict:
   path = os.path.join(out, f"{name}.ttir")
   with open(path, "w") as f:
     f.write(module)
-  kernel = triton.compile(path, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1})
+  kernel = triton.compile(
+    path, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": 1}
+  )
   for stage in ("ttgir", "ptx"):
     with open(os.path.join(out, f"{name}.{stage}"), "w") as f:
       f.write(kernel.asm[stage])
@@ -99,10 +111,15 @@ def compile_for_sm90(name: str, module: str, warps: int, out: str) -> dict:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--implementations", default="pallas,pallas:order=l",
-                      help="comma-separated pallas forms, in benchmarks.stss_op's 'pallas:KEY=VALUE/...' spelling")
+  parser.add_argument(
+    "--implementations",
+    default="pallas,pallas:order=l",
+    help="comma-separated pallas forms, in benchmarks.stss_op's 'pallas:KEY=VALUE/...' spelling",
+  )
   parser.add_argument("--clips", type=int, default=SHAPE[0])
-  parser.add_argument("--out", default="triton_ptx", help="folder for the .ttir, .ttgir and .ptx of each kernel")
+  parser.add_argument(
+    "--out", default="triton_ptx", help="folder for the .ttir, .ttgir and .ptx of each kernel"
+  )
   args = parser.parse_args(argv)
   try:
     import triton  # noqa: F401
@@ -115,8 +132,11 @@ def main(argv=None) -> int:
     for name, module in triton_modules(implementation, shape).items():
       stem = f"{re.sub(r'[^A-Za-z0-9]+', '_', implementation)}_{name}"
       report = compile_for_sm90(stem, module, warps[name], args.out)
-      print(f"{implementation} {name}: {report['shared bytes']} bytes shared; in the PTX "
-            + ", ".join(f"{count} {op}" for op, count in report["instructions"].items()), flush=True)
+      print(
+        f"{implementation} {name}: {report['shared bytes']} bytes shared; in the PTX "
+        + ", ".join(f"{count} {op}" for op, count in report["instructions"].items()),
+        flush=True,
+      )
   return 0
 
 

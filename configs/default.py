@@ -10,8 +10,10 @@ access to motion is one SELFY block. Variants by override:
   --config.model.selfy_stages="()" --config.model.temporal_shift=True   TSM
   --config.model.temporal_shift=True                                    TSM + SELFY
   --config.model.selfy.window="(1,9,9)"                                 other SELFY windows
-  --config.model.selfy.temporal_offsets="(1,)"                          forward-only STSS (any set of offsets)
-  --config.model.selfy.extractor=soft_argmax                            the paper's other extractors (or mlp)
+  --config.model.selfy.temporal_offsets="(1,)"                          forward-only STSS (any set
+  of offsets)
+  --config.model.selfy.extractor=soft_argmax                            the paper's other
+  extractors (or mlp)
   --config.model.selfy.temporal_offsets="(1,)" --config.model.selfy.extractor=soft_argmax
                            correlation flow: next-frame correlation and its soft-argmax displacement
                            (the MotionSqueeze family the paper compares with), in the same block
@@ -20,6 +22,7 @@ access to motion is one SELFY block. Variants by override:
                                                      all twelve motions (needs ~3x the steps)
 The ablation table of the README: python -m benchmarks.synthetic_ablation
 """
+
 from configs import common
 
 VARIANTS = ("", "tiny")
@@ -44,7 +47,8 @@ def get_config(arg=None):
   config.model.width = 16
   config.model.temporal_shift = False
   # After stage 1: at 64x64 the STSS after stage 2 would be a 4x4 map, too coarse for motions of
-  # a few pixels per frame; a (5, 5, 5) window covers them at stage 1 at a third of (5, 9, 9)'s cost.
+  # a few pixels per frame; a (5, 5, 5) window covers them at stage 1 at a third of (5, 9, 9)'s
+  # cost.
   config.model.selfy_stages = (1,)
   config.model.selfy.window = (5, 5, 5)
   config.model.selfy.hidden = 32

@@ -1,8 +1,9 @@
 """FineGym Gym99 (or Gym288 with `:288`) with SELFYNet-R50, 8 frames.
 
-  python main.py --config=configs/finegym.py --workdir=runs/gym99 --config.dataset.data_dir=DATA
-  python main.py --config=configs/finegym.py:288 --workdir=runs/gym288 --config.dataset.data_dir=DATA
+python main.py --config=configs/finegym.py --workdir=runs/gym99 --config.dataset.data_dir=DATA
+python main.py --config=configs/finegym.py:288 --workdir=runs/gym288 --config.dataset.data_dir=DATA
 """
+
 from configs import common
 
 SUBSETS = {"99": (99, 20484), "288": (288, 28739)}  # classes, training clips

@@ -1,9 +1,10 @@
 """Something-Something V1 with the official SELFYNet-R50 (TSM-R50 + SELFY), 8 frames.
 
-  python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --config.dataset.data_dir=DATA
-  python main.py --config=configs/ssv1.py:16 --workdir=runs/ssv1_16f    # 16 frames
-  python -m stss_jax.complexity --config=configs/ssv1.py
+python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --config.dataset.data_dir=DATA
+python main.py --config=configs/ssv1.py:16 --workdir=runs/ssv1_16f    # 16 frames
+python -m stss_jax.complexity --config=configs/ssv1.py
 """
+
 from configs import common
 
 

@@ -14,6 +14,7 @@ A process-wide setting, made when a video source is built. It only exists on gli
 elsewhere nothing changes. Setting the environment variable STSS_JAX_MALLOC_TOP_PAD_MB to 0 leaves
 the allocator as it is; another value replaces TOP_PAD_MB.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -34,8 +35,10 @@ def keep_heap_tops() -> int:
   try:
     megabytes = int(setting) if setting else TOP_PAD_MB
   except ValueError:
-    raise ValueError(f"{ENVIRONMENT}={setting!r}: give the megabytes to keep at the top of each heap as a whole "
-                     "number, or 0 to leave the allocator as it is") from None
+    raise ValueError(
+      f"{ENVIRONMENT}={setting!r}: give the megabytes to keep at the top of each heap as a whole "
+      "number, or 0 to leave the allocator as it is"
+    ) from None
   if megabytes <= 0 or not sys.platform.startswith("linux"):
     return 0
   try:
@@ -45,6 +48,11 @@ def keep_heap_tops() -> int:
   mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
   if not mallopt(M_TOP_PAD, megabytes << 20):
     return 0
-  logging.log_first_n(logging.INFO, "malloc keeps %d MB at the top of each heap (%s=0 turns this off)", 1,
-                      megabytes, ENVIRONMENT)
+  logging.log_first_n(
+    logging.INFO,
+    "malloc keeps %d MB at the top of each heap (%s=0 turns this off)",
+    1,
+    megabytes,
+    ENVIRONMENT,
+  )
   return megabytes

@@ -1,4 +1,6 @@
-"""Clip arrays on disk: clips (N, T, H, W, 3) in a .npy file, normalised float or uint8 RGB pixels."""
+"""Clip arrays on disk: clips (N, T, H, W, 3) in a .npy file, normalised float or uint8 RGB
+pixels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,5 +25,7 @@ def load_clips(path: str) -> np.ndarray:
   if clips.dtype == np.uint8:
     return normalization.model_input(clips)
   if not np.issubdtype(clips.dtype, np.floating):
-    raise ValueError(f"{path} holds {clips.dtype}; expected normalised float clips or uint8 RGB pixels")
+    raise ValueError(
+      f"{path} holds {clips.dtype}; expected normalised float clips or uint8 RGB pixels"
+    )
   return clips.astype(np.float32)

@@ -5,6 +5,7 @@ video files are decoded with PyAV. Conversion runs in worker processes started w
 (TensorFlow is not fork-safe); each worker ends with its parent, even when the parent is killed
 with SIGKILL, so that no worker outlives a killed build.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -35,7 +36,9 @@ class ConvertedVideo:
   width: int
 
 
-def convert(video: Video, frame_template: str, resize_hw: tuple[int, int] | None, quality: int) -> ConvertedVideo:
+def convert(
+  video: Video, frame_template: str, resize_hw: tuple[int, int] | None, quality: int
+) -> ConvertedVideo:
   """Every frame of a video as JPEG bytes, resized to resize_hw (None keeps the size; frames of a
   folder are then copied byte for byte). Raises UnreadableVideoError naming the video."""
   from PIL import Image
@@ -72,7 +75,9 @@ def convert(video: Video, frame_template: str, resize_hw: tuple[int, int] | None
   return ConvertedVideo(video.video_id, video.label, jpegs, first_frame, height, width)
 
 
-def convert_or_reason(video: Video, frame_template: str, resize_hw, quality: int) -> ConvertedVideo | str:
+def convert_or_reason(
+  video: Video, frame_template: str, resize_hw, quality: int
+) -> ConvertedVideo | str:
   """convert(), or the reason the video cannot be used, naming its path."""
   try:
     return convert(video, frame_template, resize_hw, quality)
@@ -80,14 +85,21 @@ def convert_or_reason(video: Video, frame_template: str, resize_hw, quality: int
     return str(e) if str(video.path) in str(e) else f"{video.path}: {e}"
 
 
-def converted(videos: Sequence[Video], frame_template: str, resize_hw, quality: int, workers: int,
-              kept_in: epath.Path | None = None) -> Iterator[ConvertedVideo | str]:
+def converted(
+  videos: Sequence[Video],
+  frame_template: str,
+  resize_hw,
+  quality: int,
+  workers: int,
+  kept_in: epath.Path | None = None,
+) -> Iterator[ConvertedVideo | str]:
   """convert_or_reason() of every video, in order, over `workers` processes (1: in this one).
 
   With `kept_in`, each result is also written there (NNNNNNN.pkl for the n-th video, atomically),
   and a video whose result is already there is read back instead of converted: a rerun after a
   killed build converts only what the killed one had not. The folder must be this list's and these
   settings' alone (the builders name it after a digest of both)."""
+
   def kept(index: int) -> epath.Path:
     return kept_in / f"{index:07d}.pkl"
 
@@ -115,7 +127,9 @@ def _converted(arguments: list[tuple], workers: int) -> Iterator[ConvertedVideo 
       yield convert_or_reason(*args)
     return
   context = multiprocessing.get_context("spawn")
-  with context.Pool(min(workers, len(arguments)), initializer=die_with, initargs=(os.getpid(),)) as pool:
+  with context.Pool(
+    min(workers, len(arguments)), initializer=die_with, initargs=(os.getpid(),)
+  ) as pool:
     yield from pool.imap(_convert_or_reason_star, arguments, chunksize=4)
 
 
@@ -130,11 +144,12 @@ def die_with(parent_pid: int) -> None:
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
   else:
+
     def watch():
       while os.getppid() == parent_pid:
         time.sleep(0.5)
       os._exit(1)
+
     threading.Thread(target=watch, daemon=True).start()
   if os.getppid() != parent_pid:  # the parent died before the guard was set
     os._exit(1)
-

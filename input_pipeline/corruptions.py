@@ -13,6 +13,7 @@ run, on every host and in every batch it lands in, and every view of a video ali
   dropped_frames    SEVERITY_DROPPED of the frames (never the first) repeat the frame before them
   gaussian_noise    independent noise of standard deviation SEVERITY_SIGMA, clipped to [0, 1]
 """
+
 from __future__ import annotations
 
 import zlib
@@ -33,7 +34,9 @@ GREY = 0.5
 def check(name: str, severity: int) -> None:
   """Raises ValueError naming the config key when `name` or `severity` is not one we have."""
   if name not in CORRUPTIONS:
-    raise ValueError(f"config.eval.corruption = {name!r} is unknown: use one of {CORRUPTIONS} (or '' for none)")
+    raise ValueError(
+      f"config.eval.corruption = {name!r} is unknown: use one of {CORRUPTIONS} (or '' for none)"
+    )
   if severity not in SEVERITIES:
     raise ValueError(f"config.eval.severity = {severity!r} must be one of {SEVERITIES}")
 
@@ -47,7 +50,9 @@ def _square(height: int, width: int, area: float) -> int:
   return max(1, min(height, width, round(np.sqrt(area * height * width))))
 
 
-def occlusion(clip: np.ndarray, severity: int, rng: np.random.Generator, moving: bool = False) -> np.ndarray:
+def occlusion(
+  clip: np.ndarray, severity: int, rng: np.random.Generator, moving: bool = False
+) -> np.ndarray:
   frames, height, width, _ = clip.shape
   side = _square(height, width, SEVERITY_AREA[severity - 1])
   start = rng.integers(0, [height - side + 1, width - side + 1])
@@ -56,7 +61,7 @@ def occlusion(clip: np.ndarray, severity: int, rng: np.random.Generator, moving:
   for t in range(frames):
     fraction = t / (frames - 1) if frames > 1 else 0.0
     y, x = np.round(start + (end - start) * fraction).astype(int)
-    out[t, y:y + side, x:x + side] = GREY
+    out[t, y : y + side, x : x + side] = GREY
   return out
 
 
@@ -64,7 +69,9 @@ def motion_blur(clip: np.ndarray, severity: int) -> np.ndarray:
   cumulative = np.concatenate([np.zeros_like(clip[:1]), np.cumsum(clip, axis=0, dtype=np.float64)])
   t = np.arange(len(clip))
   first = np.maximum(t - severity, 0)
-  return ((cumulative[t + 1] - cumulative[first]) / (t + 1 - first)[:, None, None, None]).astype(clip.dtype)
+  return ((cumulative[t + 1] - cumulative[first]) / (t + 1 - first)[:, None, None, None]).astype(
+    clip.dtype
+  )
 
 
 def dropped_frames(clip: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
@@ -83,7 +90,9 @@ def gaussian_noise(clip: np.ndarray, severity: int, rng: np.random.Generator) ->
   return np.clip(clip + noise, 0.0, 1.0).astype(clip.dtype)
 
 
-def corrupt_pixels(clip: np.ndarray, name: str, severity: int, rng: np.random.Generator) -> np.ndarray:
+def corrupt_pixels(
+  clip: np.ndarray, name: str, severity: int, rng: np.random.Generator
+) -> np.ndarray:
   """One clip (T, H, W, 3) of RGB values in [0, 1], corrupted."""
   check(name, severity)
   if name in ("occlusion", "moving_occlusion"):
@@ -95,7 +104,9 @@ def corrupt_pixels(clip: np.ndarray, name: str, severity: int, rng: np.random.Ge
   return gaussian_noise(clip, severity, rng)
 
 
-def corrupt_clips(clips: np.ndarray, ids: Iterable[str], name: str, severity: int, seed: int) -> np.ndarray:
+def corrupt_clips(
+  clips: np.ndarray, ids: Iterable[str], name: str, severity: int, seed: int
+) -> np.ndarray:
   """Clips (N, T, H, W, 3) or (N, views, T, H, W, 3), uint8 pixels or normalised float, one video
   id each, corrupted in the same form (pixels rounded, as a corrupted video file would hold
   them); every view of a video with the same draw."""
@@ -105,7 +116,11 @@ def corrupt_clips(clips: np.ndarray, ids: Iterable[str], name: str, severity: in
     views = clips[i] if clips.ndim == 6 else clips[i][None]
     corrupted = []
     for view in views:
-      pixels = view / np.float32(255) if pixels_in else np.clip(view * normalization.STD + normalization.MEAN, 0.0, 1.0)
+      pixels = (
+        view / np.float32(255)
+        if pixels_in
+        else np.clip(view * normalization.STD + normalization.MEAN, 0.0, 1.0)
+      )
       pixels = corrupt_pixels(pixels, name, severity, clip_rng(seed, video_id))
       corrupted.append(np.round(pixels * 255) if pixels_in else normalization.normalize(pixels))
     out[i] = np.stack(corrupted) if clips.ndim == 6 else corrupted[0]

@@ -1,4 +1,5 @@
-"""A training clip's resizes (the last, crop -> image_size; from raw frames the first too) and its flip, done
+"""A training clip's resizes (the last, crop -> image_size; from raw frames the first too) and its
+flip, done
 where the batch lands.
 
 With `config.input.resize_on_accelerator` the tf.data pipeline stops after the crop's decoding:
@@ -20,6 +21,7 @@ clip travels as the region of its decoded frames that the crop's window reads, w
 'first_resize' (scale, shift, length), and resize_regions makes the window of it first, rounded
 to pixels as the CPU's first resize is.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +48,9 @@ def triangle_weights(xp, starts, lengths, out_size: int, window: int):
   that resize each crop to out_size."""
   lengths = xp.asarray(lengths).astype(np.float32)
   starts = xp.asarray(starts).astype(np.float32)
-  return bilinear_weights(xp, lengths / out_size, starts, starts, starts + lengths, out_size, window)
+  return bilinear_weights(
+    xp, lengths / out_size, starts, starts, starts + lengths, out_size, window
+  )
 
 
 def resize_crops(clips, boxes, out_size: int, flips=None, xp=None, precision=None):
@@ -76,8 +80,18 @@ def resize_regions(regions, first_resize, window_hw, xp=None, precision=None):
     xp = np if isinstance(regions, np.ndarray) else _jax().numpy
   first_resize = xp.asarray(first_resize)
   scales, shifts, lengths = (first_resize[:, :, k] for k in range(3))
-  rows, columns = (bilinear_weights(xp, scales[:, a], shifts[:, a], xp.zeros_like(lengths[:, a]), lengths[:, a],
-                                    window_hw[a], regions.shape[2 + a]) for a in (0, 1))
+  rows, columns = (
+    bilinear_weights(
+      xp,
+      scales[:, a],
+      shifts[:, a],
+      xp.zeros_like(lengths[:, a]),
+      lengths[:, a],
+      window_hw[a],
+      regions.shape[2 + a],
+    )
+    for a in (0, 1)
+  )
   return _separable(xp, regions, rows, columns, precision)
 
 

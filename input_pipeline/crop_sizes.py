@@ -1,4 +1,5 @@
-"""The training crop's sizes, apart from the TensorFlow ops that draw them (transforms), so that code
+"""The training crop's sizes, apart from the TensorFlow ops that draw them (transforms), so that
+code
 on machines without TensorFlow (the train step, the GPU benchmarks) reads the same figures."""
 
 SCALES = (1.0, 0.875, 0.75, 0.66)  # multi-scale crop sides, as fractions of the shorter side

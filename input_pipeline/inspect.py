@@ -8,6 +8,7 @@ video sources, normalised float32 from the synthetic one; the first view when ev
 several), `labels` (N,), `ids` (N,) video ids and `frame_indices` (N, T) 0-based
 frame indices into each video. --png also draws a contact sheet: one clip a row, with its class.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -36,11 +37,15 @@ def collect(config, split: str, num_batches: int) -> dict[str, np.ndarray]:
   for batch in itertools.islice(batches, num_batches):
     keep = batch["mask"] > 0 if "mask" in batch else np.ones(len(batch["labels"]), bool)
     clips = batch["clips"][:, 0] if batch["clips"].ndim == 6 else batch["clips"]
-    if "first_resize" in batch:  # raw frames' regions: their first resize, as the train step makes it
+    if (
+      "first_resize" in batch
+    ):  # raw frames' regions: their first resize, as the train step makes it
       window_hw = crop_bounds(config.input.train_crop, config.input.resize_hw)
       clips = crop_resize.resize_regions(clips, batch["first_resize"], window_hw)
     if "crop_boxes" in batch:  # resize_on_accelerator: resized here as the train step resizes them
-      clips = crop_resize.resize_crops(clips, batch["crop_boxes"], config.input.image_size, batch["flips"])
+      clips = crop_resize.resize_crops(
+        clips, batch["crop_boxes"], config.input.image_size, batch["flips"]
+      )
     frames = clips.shape[1]
     parts["clips"].append(clips[keep])
     parts["labels"].append(batch["labels"][keep])
@@ -60,7 +65,11 @@ def contact_sheet(batch: dict[str, np.ndarray]) -> Image.Image:
   for i in range(n):
     top = i * (THUMB + 16)
     name = batch["class_names"][batch["labels"][i]]
-    pen.text((4, top + 2), f"{batch['ids'][i]}: {name}  frames {batch['frame_indices'][i].tolist()}", fill="black")
+    pen.text(
+      (4, top + 2),
+      f"{batch['ids'][i]}: {name}  frames {batch['frame_indices'][i].tolist()}",
+      fill="black",
+    )
     for j in range(t):
       sheet.paste(Image.fromarray(pixels[i, j]).resize((THUMB, THUMB)), (j * THUMB, top + 16))
   return sheet
@@ -68,9 +77,16 @@ def contact_sheet(batch: dict[str, np.ndarray]) -> Image.Image:
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_enum("split", "validation", ["train", "validation"], "Which stream to draw from.",
-                    flag_values=flag_values)
-  flags.DEFINE_integer("num_batches", 1, "Batches to write.", lower_bound=1, flag_values=flag_values)
+  flags.DEFINE_enum(
+    "split",
+    "validation",
+    ["train", "validation"],
+    "Which stream to draw from.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "num_batches", 1, "Batches to write.", lower_bound=1, flag_values=flag_values
+  )
   flags.DEFINE_string("output", None, ".npz file to write.", flag_values=flag_values)
   flags.mark_flag_as_required("output", flag_values=flag_values)
   flags.DEFINE_string("png", None, "Optional contact sheet PNG.", flag_values=flag_values)

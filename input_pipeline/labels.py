@@ -3,6 +3,7 @@
 Every reader checks what it reads and names the file and line of anything wrong: a label
 outside the class list, a malformed line, an empty split, a path that leaves the data directory.
 """
+
 from __future__ import annotations
 
 import csv
@@ -37,9 +38,11 @@ def read_text(path: pathlib.Path) -> str:
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
-    line = data[:e.start].count(b"\n") + 1
-    raise LabelFileError(f"{path}:{line}: byte {data[e.start]:#04x} at offset {e.start} is not UTF-8 "
-                         "(label files are UTF-8 text)") from None
+    line = data[: e.start].count(b"\n") + 1
+    raise LabelFileError(
+      f"{path}:{line}: byte {data[e.start]:#04x} at offset {e.start} is not UTF-8 "
+      "(label files are UTF-8 text)"
+    ) from None
 
 
 def read_json(path: pathlib.Path, kind: type) -> dict | list:
@@ -49,8 +52,10 @@ def read_json(path: pathlib.Path, kind: type) -> dict | list:
   except json.JSONDecodeError as e:
     raise LabelFileError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
   if not isinstance(value, kind):
-    raise LabelFileError(f"{path}: expected a JSON {'object' if kind is dict else 'array'}, "
-                         f"got a {type(value).__name__}")
+    raise LabelFileError(
+      f"{path}: expected a JSON {'object' if kind is dict else 'array'}, "
+      f"got a {type(value).__name__}"
+    )
   return value
 
 
@@ -76,7 +81,9 @@ def inside(data_dir: pathlib.Path, relative: str, source: str) -> pathlib.Path:
 
 def _check_label(label: int, num_classes: int | None, source: str) -> int:
   if num_classes is not None and not 0 <= label < num_classes:
-    raise LabelFileError(f"{source}: label {label} is outside the {num_classes} classes (0..{num_classes - 1})")
+    raise LabelFileError(
+      f"{source}: label {label} is outside the {num_classes} classes (0..{num_classes - 1})"
+    )
   return label
 
 
@@ -94,8 +101,9 @@ def read_class_names(path: pathlib.Path) -> list[str]:
   return names
 
 
-def read_list_file(path: pathlib.Path, data_dir: pathlib.Path, num_classes: int | None = None,
-                   strip_prefix: str = "") -> list[Video]:
+def read_list_file(
+  path: pathlib.Path, data_dir: pathlib.Path, num_classes: int | None = None, strip_prefix: str = ""
+) -> list[Video]:
   """TSM list files: `path num_frames label` per line, path relative to `data_dir` once
   `strip_prefix` (e.g. the authors' `/Dataset/SSV1/`) is removed from it."""
   videos = []
@@ -110,14 +118,24 @@ def read_list_file(path: pathlib.Path, data_dir: pathlib.Path, num_classes: int 
     try:
       frames, label = int(frames), int(label)
     except ValueError:
-      raise LabelFileError(f"{source}: num_frames and label must be integers, got {line!r}") from None
+      raise LabelFileError(
+        f"{source}: num_frames and label must be integers, got {line!r}"
+      ) from None
     if strip_prefix and entry.startswith(strip_prefix):
-      entry = entry[len(strip_prefix):]
+      entry = entry[len(strip_prefix) :]
     if entry.startswith("/"):
-      raise LabelFileError(f"{source}: absolute path {entry!r}; set the prefix to strip so it is relative "
-                           "to the data directory")
-    videos.append(Video(pathlib.PurePath(entry).name, inside(data_dir, entry, source),
-                        _check_label(label, num_classes, source), frames))
+      raise LabelFileError(
+        f"{source}: absolute path {entry!r}; set the prefix to strip so it is relative "
+        "to the data directory"
+      )
+    videos.append(
+      Video(
+        pathlib.PurePath(entry).name,
+        inside(data_dir, entry, source),
+        _check_label(label, num_classes, source),
+        frames,
+      )
+    )
   return _nonempty(videos, path)
 
 
@@ -133,8 +151,14 @@ def read_ssv1(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str
       continue
     source = f"{path}:{number}"
     if len(row) != 2 or row[1] not in index:
-      raise LabelFileError(f"{source}: expected 'id;class name' with a class of the labels file, got {';'.join(row)!r}")
-    videos.append(Video(row[0], inside(data_dir, f"20bn-something-something-v1/{row[0]}", source), index[row[1]]))
+      raise LabelFileError(
+        f"{source}: expected 'id;class name' with a class of the labels file, got {';'.join(row)!r}"
+      )
+    videos.append(
+      Video(
+        row[0], inside(data_dir, f"20bn-something-something-v1/{row[0]}", source), index[row[1]]
+      )
+    )
   return _nonempty(videos, path), names
 
 
@@ -164,26 +188,46 @@ def read_ssv2(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str
       raise LabelFileError(f"{source}: needs an id and a template, got {entry!r}")
     name = ssv2_class(str(entry["template"]))
     if name not in labels:
-      raise LabelFileError(f"{source}: class {name!r} (from its template) is not in {labels_path.name}")
+      raise LabelFileError(
+        f"{source}: class {name!r} (from its template) is not in {labels_path.name}"
+      )
     video_id = str(entry["id"])
-    videos.append(Video(video_id, inside(data_dir, f"20bn-something-something-v2/{video_id}.webm", source), labels[name]))
+    videos.append(
+      Video(
+        video_id,
+        inside(data_dir, f"20bn-something-something-v2/{video_id}.webm", source),
+        labels[name],
+      )
+    )
   return _nonempty(videos, path), names
 
 
 def read_diving48(data_dir: pathlib.Path, split: str, num_classes: int = 48) -> list[Video]:
-  """`Diving48_V2_{train,test}.json`: vid_name, label, start_frame, end_frame; `rgb/<vid_name>.mp4`."""
+  """`Diving48_V2_{train,test}.json`: vid_name, label, start_frame, end_frame;
+  `rgb/<vid_name>.mp4`."""
   path = data_dir / f"Diving48_V2_{split}.json"
   videos = []
   for number, entry in enumerate(read_json(path, list), start=1):
     source = f"{path} entry {number}"
     try:
       name, label = str(entry["vid_name"]), int(entry["label"])
-      start, end = (None if entry.get(k) is None else int(entry[k]) for k in ("start_frame", "end_frame"))
+      start, end = (
+        None if entry.get(k) is None else int(entry[k]) for k in ("start_frame", "end_frame")
+      )
     except (KeyError, TypeError, ValueError):
-      raise LabelFileError(f"{source}: needs vid_name, an integer label and integer start_frame/end_frame "
-                           f"if any, got {entry!r}") from None
-    videos.append(Video(name, inside(data_dir, f"rgb/{name}.mp4", source), _check_label(label, num_classes, source),
-                        start_frame=start, end_frame=end))
+      raise LabelFileError(
+        f"{source}: needs vid_name, an integer label and integer start_frame/end_frame "
+        f"if any, got {entry!r}"
+      ) from None
+    videos.append(
+      Video(
+        name,
+        inside(data_dir, f"rgb/{name}.mp4", source),
+        _check_label(label, num_classes, source),
+        start_frame=start,
+        end_frame=end,
+      )
+    )
   return _nonempty(videos, path)
 
 
@@ -197,13 +241,25 @@ def read_finegym(list_path: pathlib.Path, data_dir: pathlib.Path, num_classes: i
     parts = line.split()
     if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
       raise LabelFileError(f"{source}: expected '<clip name> <label>', got {line!r}")
-    videos.append(Video(parts[0], inside(data_dir, f"{parts[0]}.mp4", source),
-                        _check_label(int(parts[1]), num_classes, source)))
+    videos.append(
+      Video(
+        parts[0],
+        inside(data_dir, f"{parts[0]}.mp4", source),
+        _check_label(int(parts[1]), num_classes, source),
+      )
+    )
   return _nonempty(videos, list_path)
 
 
-def read_label_files(name: str, data_dir: pathlib.Path, num_classes: int, train_list: str = "", eval_list: str = "",
-                     class_names: str = "", strip_prefix: str = ""):
+def read_label_files(
+  name: str,
+  data_dir: pathlib.Path,
+  num_classes: int,
+  train_list: str = "",
+  eval_list: str = "",
+  class_names: str = "",
+  strip_prefix: str = "",
+):
   """(train videos, evaluation videos, class names or None) from a dataset's label files."""
   names = None
   if name == "list":
@@ -218,7 +274,10 @@ def read_label_files(name: str, data_dir: pathlib.Path, num_classes: int, train_
     train, names = read_ssv2(data_dir, "train")
     evaluation, _ = read_ssv2(data_dir, "validation")
   elif name == "diving48":
-    train, evaluation = read_diving48(data_dir, "train", num_classes), read_diving48(data_dir, "test", num_classes)
+    train, evaluation = (
+      read_diving48(data_dir, "train", num_classes),
+      read_diving48(data_dir, "test", num_classes),
+    )
   elif name == "finegym":
     train = read_finegym(data_dir / train_list, data_dir, num_classes)
     evaluation = read_finegym(data_dir / eval_list, data_dir, num_classes)

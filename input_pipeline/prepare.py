@@ -1,6 +1,7 @@
 """Builds a dataset's TFDS build from its official download (input_pipeline.tfds_builders).
 
-  python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW [--output_dir=~/tensorflow_datasets]
+  python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW
+  [--output_dir=~/tensorflow_datasets]
   python main.py --config=configs/ssv2.py [--config.dataset.data_dir=OUT]
 
 Videos are decoded with PyAV (frame folders read as they are), every frame is resized to
@@ -15,6 +16,7 @@ truncated or empty videos are skipped and listed with the reason in BUILD/skippe
 status: 0 when every split holds videos (even with some skipped), 1 when a split has nothing
 usable, 2 when the label files are wrong or contradict each other.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,9 +35,20 @@ DEFAULT_CLASSES = {"diving48": 48}  # SSv1 and SSv2 take theirs from the class l
 FINEGYM_CLASSES = tuple(tfds_builders.FINEGYM_LISTS)
 
 
-def builder(dataset: str, output_dir: str, *, num_classes: int = 0, train_list: str = "", eval_list: str = "",
-            class_names: str = "", strip_prefix: str = "", frame_template: str = "{:05d}.jpg",
-            resize_hw=(240, 320), jpeg_quality: int = 90, workers: int = 0):
+def builder(
+  dataset: str,
+  output_dir: str,
+  *,
+  num_classes: int = 0,
+  train_list: str = "",
+  eval_list: str = "",
+  class_names: str = "",
+  strip_prefix: str = "",
+  frame_template: str = "{:05d}.jpg",
+  resize_hw=(240, 320),
+  jpeg_quality: int = 90,
+  workers: int = 0,
+):
   """The TFDS builder of `dataset` (a config.dataset.name) with these settings, writing under
   output_dir; a built-in config when the settings are one's, else one named after them."""
   import tensorflow_datasets as tfds
@@ -45,21 +58,34 @@ def builder(dataset: str, output_dir: str, *, num_classes: int = 0, train_list: 
   prefix = ""
   if dataset == "finegym":
     if num_classes not in tfds_builders.FINEGYM_LISTS:
-      raise ValueError(f"--num_classes={num_classes}: FineGym is built as one of {FINEGYM_CLASSES} classes")
+      raise ValueError(
+        f"--num_classes={num_classes}: FineGym is built as one of {FINEGYM_CLASSES} classes"
+      )
     prefix = f"gym{num_classes}_"
     train_list = train_list or tfds_builders.FINEGYM_LISTS[num_classes][0]
     eval_list = eval_list or tfds_builders.FINEGYM_LISTS[num_classes][1]
   if dataset == "list" and not (num_classes and train_list and eval_list):
     raise ValueError("--dataset=list needs --num_classes, --train_list and --eval_list")
   config = tfds_builders.make_config(
-      num_classes, prefix, resize_hw=resize_hw, jpeg_quality=jpeg_quality, frame_template=frame_template,
-      train_list=train_list, eval_list=eval_list, class_names=class_names, strip_prefix=strip_prefix,
-      workers=workers)
+    num_classes,
+    prefix,
+    resize_hw=resize_hw,
+    jpeg_quality=jpeg_quality,
+    frame_template=frame_template,
+    train_list=train_list,
+    eval_list=eval_list,
+    class_names=class_names,
+    strip_prefix=strip_prefix,
+    workers=workers,
+  )
   built_in = {c.name: c for c in cls.BUILDER_CONFIGS}.get(config.name)
   if built_in is not None and dataclasses_equal(built_in, config):
     config = built_in.name
-  return tfds.builder(name, config=config, data_dir=output_dir) if isinstance(config, str) else \
-      cls(config=config, data_dir=output_dir)
+  return (
+    tfds.builder(name, config=config, data_dir=output_dir)
+    if isinstance(config, str)
+    else cls(config=config, data_dir=output_dir)
+  )
 
 
 def dataclasses_equal(a, b) -> bool:
@@ -77,17 +103,25 @@ def prepare(dataset: str, data_dir: str, output_dir: str, **settings):
   if not storage.is_local(output_dir):
     # ArrayRecord (array-record 0.8) writes through local file descriptors: a gs:// path fails only
     # when the first split is finalised, after all its videos were converted.
-    raise ValueError(f"--output_dir={output_dir}: a build is written to a local (or mounted) directory; build "
-                     f"there, then copy it: gcloud storage cp -r DIR/{tfds_builders.TFDS_NAMES.get(dataset, dataset)} "
-                     f"{output_dir}/ (training reads builds from gs://)")
+    raise ValueError(
+      f"--output_dir={output_dir}: a build is written to a local (or mounted) directory; build "
+      "there, then copy it: gcloud storage cp -r "
+      f"DIR/{tfds_builders.TFDS_NAMES.get(dataset, dataset)} "
+      f"{output_dir}/ (training reads builds from gs://)"
+    )
   if not epath.Path(data_dir).is_dir():
-    raise ValueError(f"--data_dir={data_dir} is not a directory: point it at the {dataset} download")
+    raise ValueError(
+      f"--data_dir={data_dir} is not a directory: point it at the {dataset} download"
+    )
   built = builder(dataset, output_dir, **settings)
   if built.is_prepared():
     print(f"{built.info.full_name} is already built in {built.data_dir}; reusing it", flush=True)
   built.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=data_dir))
-  lines = [f"{split}\t{entry['id']}\t{entry['reason']}"
-           for split in tfds_builders.SPLITS for entry in built.info.metadata[split]["skipped"]]
+  lines = [
+    f"{split}\t{entry['id']}\t{entry['reason']}"
+    for split in tfds_builders.SPLITS
+    for entry in built.info.metadata[split]["skipped"]
+  ]
   (epath.Path(built.data_dir) / "skipped.txt").write_text("".join(line + "\n" for line in lines))
   return built
 
@@ -98,7 +132,9 @@ def _resize_flag(value: str):
   try:
     height, width = (int(v) for v in value.split(","))
   except ValueError:
-    raise ValueError(f"--resize_hw={value!r}: use HEIGHT,WIDTH (e.g. 240,320) or 0 to keep the frame size") from None
+    raise ValueError(
+      f"--resize_hw={value!r}: use HEIGHT,WIDTH (e.g. 240,320) or 0 to keep the frame size"
+    ) from None
   if height < 1 or width < 1:
     raise ValueError(f"--resize_hw={value!r}: sides must be positive")
   return height, width
@@ -107,22 +143,54 @@ def _resize_flag(value: str):
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   del argv
   define = dict(flag_values=flag_values)
-  flags.DEFINE_enum("dataset", None, list(tfds_builders.TFDS_NAMES), "Layout of --data_dir.", **define)
-  flags.DEFINE_string("data_dir", None, "The dataset in its official layout (the TFDS manual dir).", **define)
-  flags.DEFINE_string("output_dir", "", "TFDS data dir the build goes into; default $TFDS_DATA_DIR or "
-                      "~/tensorflow_datasets.", **define)
-  flags.DEFINE_integer("num_classes", 0, "Classes; defaults: ssv1/ssv2 their class list, diving48 48, finegym 99 "
-                       "(or 288); needed for list.", **define)
-  flags.DEFINE_string("train_list", "", "list/finegym: training list file, relative to --data_dir (finegym: the "
-                      "release's name by default).", **define)
-  flags.DEFINE_string("eval_list", "", "list/finegym: evaluation list file, relative to --data_dir.", **define)
-  flags.DEFINE_string("class_names", "", "list: optional file of class names, one a line.", **define)
+  flags.DEFINE_enum(
+    "dataset", None, list(tfds_builders.TFDS_NAMES), "Layout of --data_dir.", **define
+  )
+  flags.DEFINE_string(
+    "data_dir", None, "The dataset in its official layout (the TFDS manual dir).", **define
+  )
+  flags.DEFINE_string(
+    "output_dir",
+    "",
+    "TFDS data dir the build goes into; default $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    **define,
+  )
+  flags.DEFINE_integer(
+    "num_classes",
+    0,
+    "Classes; defaults: ssv1/ssv2 their class list, diving48 48, finegym 99 "
+    "(or 288); needed for list.",
+    **define,
+  )
+  flags.DEFINE_string(
+    "train_list",
+    "",
+    "list/finegym: training list file, relative to --data_dir (finegym: the "
+    "release's name by default).",
+    **define,
+  )
+  flags.DEFINE_string(
+    "eval_list", "", "list/finegym: evaluation list file, relative to --data_dir.", **define
+  )
+  flags.DEFINE_string(
+    "class_names", "", "list: optional file of class names, one a line.", **define
+  )
   flags.DEFINE_string("strip_prefix", "", "list: prefix removed from listed paths.", **define)
-  flags.DEFINE_string("frame_template", "{:05d}.jpg", "Frame file names in frame folders, numbered from 1.", **define)
-  flags.DEFINE_string("resize_hw", "240,320", "HEIGHT,WIDTH every frame is stored at; 0 keeps the frames' size.",
-                      **define)
-  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames.", lower_bound=1, upper_bound=100, **define)
-  flags.DEFINE_integer("workers", 0, "Conversion processes; 0 means one per core.", lower_bound=0, **define)
+  flags.DEFINE_string(
+    "frame_template", "{:05d}.jpg", "Frame file names in frame folders, numbered from 1.", **define
+  )
+  flags.DEFINE_string(
+    "resize_hw",
+    "240,320",
+    "HEIGHT,WIDTH every frame is stored at; 0 keeps the frames' size.",
+    **define,
+  )
+  flags.DEFINE_integer(
+    "jpeg_quality", 90, "JPEG quality of stored frames.", lower_bound=1, upper_bound=100, **define
+  )
+  flags.DEFINE_integer(
+    "workers", 0, "Conversion processes; 0 means one per core.", lower_bound=0, **define
+  )
   flags.mark_flags_as_required(["dataset", "data_dir"], flag_values=flag_values)
 
 
@@ -130,27 +198,47 @@ def run(flag_values: flags.FlagValues) -> int:
   from input_pipeline.tfds_source import default_data_dir
 
   dataset = flag_values.dataset
-  num_classes = flag_values.num_classes or DEFAULT_CLASSES.get(dataset, FINEGYM_CLASSES[0] if dataset == "finegym" else 0)
+  num_classes = flag_values.num_classes or DEFAULT_CLASSES.get(
+    dataset, FINEGYM_CLASSES[0] if dataset == "finegym" else 0
+  )
   output_dir = flag_values.output_dir or default_data_dir()
   built = prepare(
-      dataset, flag_values.data_dir, output_dir, num_classes=num_classes, train_list=flag_values.train_list,
-      eval_list=flag_values.eval_list, class_names=flag_values.class_names, strip_prefix=flag_values.strip_prefix,
-      frame_template=flag_values.frame_template, resize_hw=_resize_flag(flag_values.resize_hw),
-      jpeg_quality=flag_values.jpeg_quality, workers=flag_values.workers)
+    dataset,
+    flag_values.data_dir,
+    output_dir,
+    num_classes=num_classes,
+    train_list=flag_values.train_list,
+    eval_list=flag_values.eval_list,
+    class_names=flag_values.class_names,
+    strip_prefix=flag_values.strip_prefix,
+    frame_template=flag_values.frame_template,
+    resize_hw=_resize_flag(flag_values.resize_hw),
+    jpeg_quality=flag_values.jpeg_quality,
+    workers=flag_values.workers,
+  )
   for split in tfds_builders.SPLITS:
     metadata = built.info.metadata[split]
     print(f"{split}: {len(metadata['ids'])} videos written, {len(metadata['skipped'])} skipped")
   flags_needed = [] if not flag_values.output_dir else [f"--config.dataset.data_dir={output_dir}"]
   print(f"built {built.info.full_name} in {built.data_dir}")
-  print("train with: python main.py --config=configs/CONFIG.py " + " ".join(
-      flags_needed + [f"--config.dataset.tfds_name={built.info.full_name.rsplit('/', 1)[0]}"]))
+  print(
+    "train with: python main.py --config=configs/CONFIG.py "
+    + " ".join(
+      flags_needed + [f"--config.dataset.tfds_name={built.info.full_name.rsplit('/', 1)[0]}"]
+    )
+  )
   return 0
 
 
 def main(argv=None) -> int:
   # Exit 2: the label files or settings are wrong; 1: a split has no usable video.
-  return cli.main(__doc__, define_flags, run, argv, errors={LabelFileError: 2, ValueError: 2, FileNotFoundError: 2,
-                                                            RuntimeError: 1})
+  return cli.main(
+    __doc__,
+    define_flags,
+    run,
+    argv,
+    errors={LabelFileError: 2, ValueError: 2, FileNotFoundError: 2, RuntimeError: 1},
+  )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ for shorter videos it takes frame 1 for every segment, which throws the video's 
 Here a short video is stretched instead: segment k shows frame floor(k * n / T), so every frame
 appears, in order, each about T / n times.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,11 +44,17 @@ def eval_indices(num_frames: int, num_segments: int, num_clips: int = 1) -> np.n
   if num_frames < num_segments:
     return np.tile(_stretched(num_frames, num_segments), (num_clips, 1))
   tick = num_frames / num_segments
-  return np.array([[int(tick * (c + 0.5) / num_clips + tick * k) for k in range(num_segments)]
-                   for c in range(num_clips)])
+  return np.array(
+    [
+      [int(tick * (c + 0.5) / num_clips + tick * k) for k in range(num_segments)]
+      for c in range(num_clips)
+    ]
+  )
 
 
-def dense_indices(num_frames: int, num_segments: int, rng: np.random.Generator | None) -> np.ndarray:
+def dense_indices(
+  num_frames: int, num_segments: int, rng: np.random.Generator | None
+) -> np.ndarray:
   """TSM dense sampling: T frames at a stride of 64 // T from a start drawn at random (training)
   or centred (rng None), wrapping around videos shorter than 64 frames."""
   _check(num_frames, num_segments)

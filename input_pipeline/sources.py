@@ -5,6 +5,7 @@ would have seen. Each host gets its own contiguous slice of the global batch. 'c
 RGB pixels from the video sources and normalised float32 from the synthetic one
 (normalization.model_input makes either what the model takes).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,17 +36,25 @@ class SyntheticSource:
   def _with_ids(self, batch: dict, indices) -> dict:
     """The clip's index in its split as its id; every frame of a synthetic clip is used."""
     batch["ids"] = np.array([str(int(i)) for i in indices])
-    batch["frame_indices"] = np.tile(np.arange(self.dataset.num_frames, dtype=np.int32), (len(batch["ids"]), 1))
+    batch["frame_indices"] = np.tile(
+      np.arange(self.dataset.num_frames, dtype=np.int32), (len(batch["ids"]), 1)
+    )
     return batch
 
-  def train_iterator(self, start_step: int, global_batch: int, process_index: int = 0,
-                     process_count: int = 1) -> Iterator[dict]:
+  def train_iterator(
+    self, start_step: int, global_batch: int, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[dict]:
     local = global_batch // process_count
     for step in itertools.count(start_step):
-      indices = range(step * global_batch + process_index * local, step * global_batch + (process_index + 1) * local)
+      indices = range(
+        step * global_batch + process_index * local,
+        step * global_batch + (process_index + 1) * local,
+      )
       yield self._with_ids(self.dataset.batch("train", indices), indices)
 
-  def eval_batches(self, global_batch: int, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+  def eval_batches(
+    self, global_batch: int, process_index: int = 0, process_count: int = 1
+  ) -> Iterator[dict]:
     """Batches of the validation split; 'mask' is 0 for padding that fills the last batch."""
     local = global_batch // process_count
     for start in range(0, self.num_eval, global_batch):
@@ -61,11 +70,19 @@ def build_source(config):
   """The data source of config.dataset, or an error naming the key and the allowed values."""
   name = config.dataset.name
   if name == "synthetic":
-    motions = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed,
-                                        config.dataset.motion_scale, tuple(config.dataset.classes))
+    motions = synthetic.SyntheticMotion(
+      config.input.num_frames,
+      config.input.image_size,
+      config.seed,
+      config.dataset.motion_scale,
+      tuple(config.dataset.classes),
+    )
     if config.dataset.num_classes != len(motions.classes):
-      raise ValueError(f"config.dataset.num_classes = {config.dataset.num_classes}: config.dataset.classes selects "
-                       f"{len(motions.classes)} synthetic motions")
+      raise ValueError(
+        f"config.dataset.num_classes = {config.dataset.num_classes}: config.dataset.classes "
+        "selects "
+        f"{len(motions.classes)} synthetic motions"
+      )
     if config.dataset.num_eval < 1:
       raise ValueError(f"config.dataset.num_eval = {config.dataset.num_eval} must be >= 1")
     return SyntheticSource(motions, config.dataset.num_eval)
@@ -91,25 +108,47 @@ def _video_source(config):
     data_dir = data_path(dataset.data_dir)
     if not data_dir.is_dir():
       raise ValueError(
-          f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at a TFDS data dir holding "
-          f"{dataset.name} (`{tfds_source.build_command(dataset.name)} --output_dir=DIR`) or at {dataset.name} in its "
-          f"official layout (README: Datasets), e.g. --config.dataset.data_dir=/data/{dataset.name}")
+        f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at a TFDS "
+        "data dir holding "
+        f"{dataset.name} (`{tfds_source.build_command(dataset.name)} --output_dir=DIR`) or at "
+        f"{dataset.name} in its "
+        f"official layout (README: Datasets), e.g. --config.dataset.data_dir=/data/{dataset.name}"
+      )
     train_videos, evaluation_videos, names = _label_files(config, data_dir)
-    train, evaluation = (FileSplit(videos, dataset.frame_template) for videos in (train_videos, evaluation_videos))
+    train, evaluation = (
+      FileSplit(videos, dataset.frame_template) for videos in (train_videos, evaluation_videos)
+    )
   classes = dataset.num_classes
   if names is not None and len(names) != classes:
-    raise ValueError(f"config.dataset.num_classes = {classes}, but the label files of {data_dir} name {len(names)} classes")
+    raise ValueError(
+      f"config.dataset.num_classes = {classes}, but the label files of {data_dir} name "
+      f"{len(names)} classes"
+    )
   if names and dataset.no_flip_labels:
     if max(dataset.no_flip_labels) >= len(names) or min(dataset.no_flip_labels) < 0:
-      raise ValueError(f"config.dataset.no_flip_labels = {tuple(dataset.no_flip_labels)}: ids must be in 0..{len(names) - 1}")
-    logging.info("never flipped in training: %s", "; ".join(names[i] for i in dataset.no_flip_labels))
+      raise ValueError(
+        f"config.dataset.no_flip_labels = {tuple(dataset.no_flip_labels)}: ids must be in "
+        f"0..{len(names) - 1}"
+      )
+    logging.info(
+      "never flipped in training: %s", "; ".join(names[i] for i in dataset.no_flip_labels)
+    )
   return VideoSource(
-      train, evaluation, names or [str(i) for i in range(classes)], config.input.num_frames,
-      image_size=config.input.image_size, resize_hw=tuple(config.input.resize_hw), seed=config.seed,
-      no_flip_labels=tuple(dataset.no_flip_labels), dense=config.input.dense_sampling,
-      eval_clips=config.input.eval_clips, eval_crops=config.input.eval_crops, train_crop=config.input.train_crop,
-      randaugment_ops=config.input.randaugment_ops, randaugment_magnitude=config.input.randaugment_magnitude,
-      resize_on_accelerator=config.input.resize_on_accelerator,
+    train,
+    evaluation,
+    names or [str(i) for i in range(classes)],
+    config.input.num_frames,
+    image_size=config.input.image_size,
+    resize_hw=tuple(config.input.resize_hw),
+    seed=config.seed,
+    no_flip_labels=tuple(dataset.no_flip_labels),
+    dense=config.input.dense_sampling,
+    eval_clips=config.input.eval_clips,
+    eval_crops=config.input.eval_crops,
+    train_crop=config.input.train_crop,
+    randaugment_ops=config.input.randaugment_ops,
+    randaugment_magnitude=config.input.randaugment_magnitude,
+    resize_on_accelerator=config.input.resize_on_accelerator,
   )
 
 
@@ -117,5 +156,12 @@ def _label_files(config, data_dir):
   dataset = config.dataset
   from input_pipeline.labels import read_label_files
 
-  return read_label_files(dataset.name, data_dir, dataset.num_classes, dataset.train_list, dataset.eval_list,
-                          dataset.class_names, dataset.strip_prefix)
+  return read_label_files(
+    dataset.name,
+    data_dir,
+    dataset.num_classes,
+    dataset.train_list,
+    dataset.eval_list,
+    dataset.class_names,
+    dataset.strip_prefix,
+  )

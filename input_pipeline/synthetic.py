@@ -13,6 +13,7 @@ between sampled frames is larger than a small STSS window reaches. Every clip is
 of (seed, split, index): nothing is stored, a resumed run sees the same data, and train and
 validation draw appearances from different seeds.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,19 +22,38 @@ import numpy as np
 
 from input_pipeline import normalization
 
-CLASSES = ("moving right", "moving left", "moving down", "moving up", "approaching", "receding",
-           "rotating clockwise", "rotating anticlockwise", "moving right and back", "moving left and back",
-           "moving right fast", "moving left fast")
+CLASSES = (
+  "moving right",
+  "moving left",
+  "moving down",
+  "moving up",
+  "approaching",
+  "receding",
+  "rotating clockwise",
+  "rotating anticlockwise",
+  "moving right and back",
+  "moving left and back",
+  "moving right fast",
+  "moving left fast",
+)
 REVERSED = ((0, 1), (2, 3), (4, 5), (6, 7), (10, 11))  # pairs that are each other played backwards
 SPLIT_SEEDS = {"train": 0, "validation": 1}
 STEP = 0.0625  # displacement per frame, fraction of the image side (x motion_scale)
 FAST = 2.5  # speed of the "fast" classes relative to the others
 TURN = 0.25  # rotation per frame, radians (x motion_scale)
 GROWTH = 0.1  # relative growth per frame of approaching objects (x motion_scale)
-# (dy, dx) direction, path kind, speed factor of each class; rotation and scale classes stay in place.
-_TRANSLATIONS = {0: ((0, 1), "on", 1.0), 1: ((0, -1), "on", 1.0), 2: ((1, 0), "on", 1.0), 3: ((-1, 0), "on", 1.0),
-                 8: ((0, 1), "back", 1.0), 9: ((0, -1), "back", 1.0), 10: ((0, 1), "on", FAST),
-                 11: ((0, -1), "on", FAST)}
+# (dy, dx) direction, path kind, speed factor of each class; rotation and scale classes stay in
+# place.
+_TRANSLATIONS = {
+  0: ((0, 1), "on", 1.0),
+  1: ((0, -1), "on", 1.0),
+  2: ((1, 0), "on", 1.0),
+  3: ((-1, 0), "on", 1.0),
+  8: ((0, 1), "back", 1.0),
+  9: ((0, -1), "back", 1.0),
+  10: ((0, 1), "on", FAST),
+  11: ((0, -1), "on", FAST),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +71,21 @@ class SyntheticMotion:
     return tuple(CLASSES[i] for i in self.classes)
 
   def __post_init__(self):
-    if not self.classes or len(set(self.classes)) != len(self.classes) or not set(self.classes) <= set(range(len(CLASSES))):
-      raise ValueError(f"config.dataset.classes = {self.classes}: distinct indices into the {len(CLASSES)} motions {CLASSES}")
+    if (
+      not self.classes
+      or len(set(self.classes)) != len(self.classes)
+      or not set(self.classes) <= set(range(len(CLASSES)))
+    ):
+      raise ValueError(
+        f"config.dataset.classes = {self.classes}: distinct indices into the {len(CLASSES)} "
+        f"motions {CLASSES}"
+      )
     if not 0 < self.motion_scale * STEP * FAST < 0.5:
-      raise ValueError(f"config.dataset.motion_scale = {self.motion_scale}: use a value in (0, {0.5 / (STEP * FAST):.1f}) "
-                       "(faster motion aliases on the wrapped frame)")
+      raise ValueError(
+        f"config.dataset.motion_scale = {self.motion_scale}: use a value in (0, "
+        f"{0.5 / (STEP * FAST):.1f}) "
+        "(faster motion aliases on the wrapped frame)"
+      )
 
   def path(self, label: int, rng: np.random.Generator):
     """Per frame: object centre (y, x) in [0, 1), rotation angle and size factor."""
@@ -98,16 +128,21 @@ class SyntheticMotion:
     centres, angles, scales = self.path(motion, rng)
     clip = np.empty((self.num_frames, size, size, 3), np.float32)
     for t, ((y, x), angle, scale) in enumerate(zip(centres, angles, scales)):
-      dy, dx = (yy - y + 0.5) % 1.0 - 0.5, (xx - x + 0.5) % 1.0 - 0.5  # wrapped offsets from the centre
+      dy, dx = (
+        (yy - y + 0.5) % 1.0 - 0.5,
+        (xx - x + 0.5) % 1.0 - 0.5,
+      )  # wrapped offsets from the centre
       cos, sin = np.cos(angle), np.sin(angle)
       u, v = (cos * dy + sin * dx) / scale, (-sin * dy + cos * dx) / scale  # object coordinates
       if shape == 0:
-        inside = u ** 2 + v ** 2 < radius ** 2
+        inside = u**2 + v**2 < radius**2
       elif shape == 1:
         inside = (np.abs(u) < radius) & (np.abs(v) < radius)
       else:
         inside = (np.abs(u) < 0.5 * radius) & (np.abs(v) < 1.4 * radius)
-      foreground = _shade(colour, frequency, phase, contrast, u, v)  # the texture turns and grows with the object
+      foreground = _shade(
+        colour, frequency, phase, contrast, u, v
+      )  # the texture turns and grows with the object
       frame = np.where(inside[..., None], foreground, background)
       clip[t] = frame + rng.normal(0, 0.02, frame.shape)
     clip = np.clip(clip, 0.0, 1.0)
@@ -128,7 +163,9 @@ def _pattern(rng, cycles=(2, 4)):
 def _shade(colour, frequency, phase, contrast, yy, xx) -> np.ndarray:
   """A colour modulated by a sinusoidal pattern over the coordinates, (S, S, 3) in [0, 1]."""
   pattern = 0.5 + 0.5 * np.sin(2 * np.pi * (frequency[0] * yy + frequency[1] * xx) + phase)
-  return np.clip(colour[None, None] * (1 - contrast) + contrast * pattern[..., None], 0, 1).astype(np.float32)
+  return np.clip(colour[None, None] * (1 - contrast) + contrast * pattern[..., None], 0, 1).astype(
+    np.float32
+  )
 
 
 def _texture(rng, yy, xx) -> np.ndarray:

@@ -1,7 +1,8 @@
 """TFDS builders for the video datasets: every frame stored as JPEG at the training resize size.
 
   python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW              # wraps the builder
-  tfds build something_something_v2 --imports=input_pipeline.tfds_builders --manual_dir=RAW   # needs apache-beam
+  # with apache-beam installed, tfds itself runs the same builder:
+  tfds build something_something_v2 --imports=input_pipeline.tfds_builders --manual_dir=RAW
 
 | dataset.name | TFDS name | configs (the first is the default) |
 | ssv1 | something_something_v1 | 240x320 |
@@ -25,6 +26,7 @@ DOWNLOAD_DIR/stss_jax_conversions/ (by default DATA_DIR/downloads/) until the bu
 that a rerun reads back what a killed build converted and converts only the rest, then writes the
 records again. Meanwhile those files take about as much room as the build itself.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,10 +47,17 @@ SPLITS = ("train", "validation")
 CONVERSIONS = "stss_jax_conversions"
 DATASET_VERSION = "1.0.0"
 # dataset.name -> TFDS builder name
-TFDS_NAMES = {"ssv1": "something_something_v1", "ssv2": "something_something_v2", "diving48": "diving48",
-              "finegym": "finegym", "list": "video_list"}
-FINEGYM_LISTS = {99: ("gym99_train_element_v1.1.txt", "gym99_val_element.txt"),
-                 288: ("gym288_train_element_v1.1.txt", "gym288_val_element.txt")}
+TFDS_NAMES = {
+  "ssv1": "something_something_v1",
+  "ssv2": "something_something_v2",
+  "diving48": "diving48",
+  "finegym": "finegym",
+  "list": "video_list",
+}
+FINEGYM_LISTS = {
+  99: ("gym99_train_element_v1.1.txt", "gym99_val_element.txt"),
+  288: ("gym288_train_element_v1.1.txt", "gym288_val_element.txt"),
+}
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -56,7 +65,10 @@ class VideoConfig(tfds.core.BuilderConfig):
   """How a dataset is read from its manual dir and stored."""
 
   num_classes: int = 0  # 0: as many as the dataset's class list names (SSv1, SSv2)
-  resize_hw: tuple[int, int] | None = (240, 320)  # every frame is stored at (height, width); None keeps it
+  resize_hw: tuple[int, int] | None = (
+    240,
+    320,
+  )  # every frame is stored at (height, width); None keeps it
   jpeg_quality: int = 90
   frame_template: str = "{:05d}.jpg"  # frame file names in frame folders, numbered from 1
   train_list: str = ""  # list and finegym: list files, relative to the manual dir
@@ -78,8 +90,13 @@ def make_config(num_classes: int = 0, prefix: str = "", **settings) -> VideoConf
   resize_hw = settings.get("resize_hw", defaults.resize_hw)
   quality = settings.get("jpeg_quality", defaults.jpeg_quality)
   size = f"{resize_hw[0]}x{resize_hw[1]}" if resize_hw else "their own size"
-  return VideoConfig(name=config_name(resize_hw, quality, prefix), version=DATASET_VERSION, num_classes=num_classes,
-                     description=f"frames stored as JPEG (quality {quality}) at {size}", **settings)
+  return VideoConfig(
+    name=config_name(resize_hw, quality, prefix),
+    version=DATASET_VERSION,
+    num_classes=num_classes,
+    description=f"frames stored as JPEG (quality {quality}) at {size}",
+    **settings,
+  )
 
 
 class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -87,48 +104,73 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   LAYOUT = ""
   VERSION = tfds.core.Version(DATASET_VERSION)
-  RELEASE_NOTES = {DATASET_VERSION: "Frames as JPEG at the training resize size, records in label-file order."}
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "The official download in its own layout (stss-jax README: Datasets)."
+  RELEASE_NOTES = {
+    DATASET_VERSION: "Frames as JPEG at the training resize size, records in label-file order."
+  }
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "The official download in its own layout (stss-jax README: Datasets)."
+  )
 
   def __init__(self, **kwargs):
-    if kwargs.get("file_format") is None:  # random access by record (tfds.data_source), also under `tfds build`
+    if (
+      kwargs.get("file_format") is None
+    ):  # random access by record (tfds.data_source), also under `tfds build`
       kwargs["file_format"] = "array_record"
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     height, width = self.builder_config.resize_hw or (None, None)
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "video_id": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(num_classes=self.builder_config.num_classes or None),
-            "frames": tfds.features.Video((None, height, width, 3), encoding_format="jpeg"),
-            "first_frame": tfds.features.Scalar(np.int64),
-            "num_frames": tfds.features.Scalar(np.int64),
-        }),
-        supervised_keys=("frames", "label"),
-        disable_shuffling=True,  # record i is the i-th usable video of the label file
-        metadata=tfds.core.MetadataDict(),
+      features=tfds.features.FeaturesDict(
+        {
+          "video_id": tfds.features.Text(),
+          "label": tfds.features.ClassLabel(num_classes=self.builder_config.num_classes or None),
+          "frames": tfds.features.Video((None, height, width, 3), encoding_format="jpeg"),
+          "first_frame": tfds.features.Scalar(np.int64),
+          "num_frames": tfds.features.Scalar(np.int64),
+        }
+      ),
+      supervised_keys=("frames", "label"),
+      disable_shuffling=True,  # record i is the i-th usable video of the label file
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    from input_pipeline.labels import LabelFileError
-    from input_pipeline.labels import data_path, read_label_files
+    from input_pipeline.labels import LabelFileError, data_path, read_label_files
 
     config = self.builder_config
     manual_dir = data_path(dl_manager.manual_dir)
     if not manual_dir.is_dir():
-      raise LabelFileError(f"manual dir {manual_dir} is not a directory: point it at the {self.name} download")
-    train, validation, names = read_label_files(self.LAYOUT, manual_dir, config.num_classes, config.train_list,
-                                                config.eval_list, config.class_names, config.strip_prefix)
+      raise LabelFileError(
+        f"manual dir {manual_dir} is not a directory: point it at the {self.name} download"
+      )
+    train, validation, names = read_label_files(
+      self.LAYOUT,
+      manual_dir,
+      config.num_classes,
+      config.train_list,
+      config.eval_list,
+      config.class_names,
+      config.strip_prefix,
+    )
     if names is not None:
       if config.num_classes and len(names) != config.num_classes:
-        raise LabelFileError(f"the class list of {manual_dir} names {len(names)} classes, {self.name} expects "
-                             f"{config.num_classes}")
+        raise LabelFileError(
+          f"the class list of {manual_dir} names {len(names)} classes, {self.name} expects "
+          f"{config.num_classes}"
+        )
       self.info.features["label"].names = list(names)
     splits = {"train": train, "validation": validation}
     check_consistent(splits)
-    self._conversions = epath.Path(dl_manager.download_dir) / CONVERSIONS / f"{self.name}-{config.name}-{_digest(config, splits)}"
-    return {split: self._generate_examples(split, videos, self._conversions / split) for split, videos in splits.items()}
+    self._conversions = (
+      epath.Path(dl_manager.download_dir)
+      / CONVERSIONS
+      / f"{self.name}-{config.name}-{_digest(config, splits)}"
+    )
+    return {
+      split: self._generate_examples(split, videos, self._conversions / split)
+      for split, videos in splits.items()
+    }
 
   def download_and_prepare(self, *args, **kwargs):
     """As TFDS's, then removes the conversions kept for a rerun: the build is complete."""
@@ -142,12 +184,27 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     workers = config.workers or os.cpu_count() or 1
     earlier = len(list(conversions.glob("*.pkl"))) if conversions.exists() else 0
     if earlier:
-      print(f"{split}: {earlier} of {len(videos)} videos were converted by an earlier build that did not finish "
-            f"(kept in {conversions}); converting the other {len(videos) - earlier}", flush=True)
+      print(
+        f"{split}: {earlier} of {len(videos)} videos were converted by an earlier build that did "
+        "not finish "
+        f"(kept in {conversions}); converting the other {len(videos) - earlier}",
+        flush=True,
+      )
     kept = {"ids": [], "labels": [], "num_frames": [], "first_frames": []}
     skipped = []
-    for key, (video, result) in enumerate(zip(videos, conversion.converted(
-        videos, config.frame_template, config.resize_hw, config.jpeg_quality, workers, kept_in=conversions))):
+    for key, (video, result) in enumerate(
+      zip(
+        videos,
+        conversion.converted(
+          videos,
+          config.frame_template,
+          config.resize_hw,
+          config.jpeg_quality,
+          workers,
+          kept_in=conversions,
+        ),
+      )
+    ):
       if isinstance(result, str):
         skipped.append({"id": video.video_id, "reason": result})
         continue
@@ -155,19 +212,32 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       kept["labels"].append(result.label)
       kept["num_frames"].append(len(result.frames))
       kept["first_frames"].append(result.first_frame)
-      yield key, {"video_id": result.video_id, "label": result.label, "frames": list(result.frames),
-                  "first_frame": result.first_frame, "num_frames": len(result.frames)}
+      yield (
+        key,
+        {
+          "video_id": result.video_id,
+          "label": result.label,
+          "frames": list(result.frames),
+          "first_frame": result.first_frame,
+          "num_frames": len(result.frames),
+        },
+      )
     if not kept["ids"]:
       reasons = "; ".join(s["reason"] for s in skipped[:3])
-      raise RuntimeError(f"no usable video in the {split} split of {self.name} ({len(skipped)} skipped: {reasons})")
+      raise RuntimeError(
+        f"no usable video in the {split} split of {self.name} ({len(skipped)} skipped: {reasons})"
+      )
     self.info.metadata[split] = dict(kept, skipped=skipped)
 
 
 def _digest(config: VideoConfig, splits: dict[str, list[Video]]) -> str:
-  """Names the conversions of these settings and these videos, so that a rerun reuses only its own."""
+  """Names the conversions of these settings and these videos, so that a rerun reuses only its
+  own."""
   settings = dataclasses.asdict(dataclasses.replace(config, workers=0))
-  videos = {split: [[v.video_id, v.label, str(v.path), v.start_frame, v.end_frame] for v in videos]
-            for split, videos in splits.items()}
+  videos = {
+    split: [[v.video_id, v.label, str(v.path), v.start_frame, v.end_frame] for v in videos]
+    for split, videos in splits.items()
+  }
   text = json.dumps([settings, videos], sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -183,8 +253,10 @@ def check_consistent(splits: dict[str, list[Video]]) -> None:
     for video in videos:
       if video.video_id in seen and seen[video.video_id][1] != video.label:
         first_split, first_label = seen[video.video_id]
-        raise LabelFileError(f"video {video.video_id} is labelled {first_label} in the {first_split} list and "
-                             f"{video.label} in the {split} list")
+        raise LabelFileError(
+          f"video {video.video_id} is labelled {first_label} in the {first_split} list and "
+          f"{video.label} in the {split} list"
+        )
       seen.setdefault(video.video_id, (split, video.label))
   both = set(v.video_id for v in splits["train"]) & set(v.video_id for v in splits["validation"])
   if both:
@@ -216,7 +288,9 @@ class Finegym(_VideoDataset):
   """FineGym element clips: <clip>.mp4 and the release's list files of Gym99 or Gym288."""
 
   LAYOUT = "finegym"
-  BUILDER_CONFIGS = [make_config(n, f"gym{n}_", train_list=t, eval_list=v) for n, (t, v) in FINEGYM_LISTS.items()]
+  BUILDER_CONFIGS = [
+    make_config(n, f"gym{n}_", train_list=t, eval_list=v) for n, (t, v) in FINEGYM_LISTS.items()
+  ]
 
 
 class VideoList(_VideoDataset):

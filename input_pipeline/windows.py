@@ -7,6 +7,7 @@ a window is one window. Video files are decoded once, front to back, keeping onl
 windows still to come will sample, so memory stays at a few windows' frames however long the
 video is.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,13 +27,15 @@ class Window:
 
 
 def parse_span(text: str, fps: float | None, name: str) -> int:
-  """"64" (frames) or "2.5s" (seconds, at `fps`) -> a positive number of frames."""
+  """ "64" (frames) or "2.5s" (seconds, at `fps`) -> a positive number of frames."""
   text = str(text).strip()
   try:
     if text.endswith("s"):
       if not fps:
-        raise ValueError(f"--{name}={text} is in seconds, but the video's frame rate is unknown (a frame "
-                         "folder): give --fps, or the span in frames")
+        raise ValueError(
+          f"--{name}={text} is in seconds, but the video's frame rate is unknown (a frame "
+          "folder): give --fps, or the span in frames"
+        )
       frames = round(float(text[:-1]) * fps)
     else:
       frames = int(text)
@@ -55,13 +58,17 @@ def spans(num_frames: int, length: int, stride: int) -> list[tuple[int, int]]:
   return [(s, s + length) for s in starts]
 
 
-def plan(num_frames: int, length: int | None, stride: int | None,
-         sample: Callable[[int], np.ndarray]) -> list[Window]:
+def plan(
+  num_frames: int, length: int | None, stride: int | None, sample: Callable[[int], np.ndarray]
+) -> list[Window]:
   """Windows over the video (one over all of it when `length` is None); `sample(n)` gives the
   0-based frames an evaluation samples from n frames."""
   if length is None:
     return [Window(0, num_frames, np.asarray(sample(num_frames)).reshape(-1))]
-  return [Window(s, e, s + np.asarray(sample(e - s)).reshape(-1)) for s, e in spans(num_frames, length, stride or length)]
+  return [
+    Window(s, e, s + np.asarray(sample(e - s)).reshape(-1))
+    for s, e in spans(num_frames, length, stride or length)
+  ]
 
 
 @dataclasses.dataclass
@@ -113,7 +120,9 @@ def _count_frames(path: pathlib.Path) -> tuple[int, float | None]:
   return count, float(rate) if rate else None
 
 
-def _decode_windows(path: pathlib.Path, windows: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
+def _decode_windows(
+  path: pathlib.Path, windows: list[Window]
+) -> Iterator[tuple[Window, np.ndarray]]:
   import av
 
   wanted = set(np.concatenate([w.indices for w in windows]).tolist())

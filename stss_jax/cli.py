@@ -9,6 +9,7 @@ Exit status: 0 done, 1 the input was wrong (a config value, a file, a checkpoint
 names it), 2 the command line was wrong (unknown flag or config key, missing flag, unloadable
 config file). Commands may map their own exception types to statuses.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -22,16 +23,27 @@ from stss_jax import runtime, storage
 
 USAGE_STATUS = 2
 # What a user's input can raise; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+USER_ERRORS = (
+  ValueError,
+  FileNotFoundError,
+  FileExistsError,
+  NotADirectoryError,
+  IsADirectoryError,
+  PermissionError,
+)
 
 
-def define_config(flag_values: flags.FlagValues, argv: Sequence[str], name: str = "config",
-                  help_string: str = "Experiment config file, e.g. configs/ssv1.py or configs/default.py:tiny.",
-                  required: bool = True) -> None:
+def define_config(
+  flag_values: flags.FlagValues,
+  argv: Sequence[str],
+  name: str = "config",
+  help_string: str = "Experiment config file, e.g. configs/ssv1.py or configs/default.py:tiny.",
+  required: bool = True,
+) -> None:
   """A config-file flag whose --NAME.key=value overrides are read from argv."""
-  config_flags.DEFINE_config_file(name, None, help_string, flag_values=flag_values, lock_config=True,
-                                  sys_argv=list(argv))
+  config_flags.DEFINE_config_file(
+    name, None, help_string, flag_values=flag_values, lock_config=True, sys_argv=list(argv)
+  )
   if required:
     flags.mark_flag_as_required(name, flag_values=flag_values)
 
@@ -60,9 +72,13 @@ def bundled_configs(argv: list[str], names: Sequence[str]) -> list[str]:
 MOVED_TO_FLAGS = ("stss_implementation", "extraction_implementation")
 
 
-def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], None],
-         run: Callable[[flags.FlagValues], int | None], argv: Sequence[str] | None = None,
-         errors: Mapping[type[BaseException], int] | None = None) -> int:
+def main(
+  doc: str,
+  define_flags: Callable[[flags.FlagValues, Sequence[str]], None],
+  run: Callable[[flags.FlagValues], int | None],
+  argv: Sequence[str] | None = None,
+  errors: Mapping[type[BaseException], int] | None = None,
+) -> int:
   """Parses argv (argv[0] is the program) and runs the command; returns the exit status.
 
   errors: exception types (besides USER_ERRORS, status 1) that end the command with one line
@@ -88,13 +104,23 @@ def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], Non
   except (flags.Error, OSError, TypeError) as e:
     print(f"error: {_one_line(e)}\n(--help lists the flags)", file=sys.stderr)
     return USAGE_STATUS
-  except (AttributeError, KeyError) as e:  # ml_collections' word for a --config.key it does not have
+  except (
+    AttributeError,
+    KeyError,
+  ) as e:  # ml_collections' word for a --config.key it does not have
     moved = next((key for key in MOVED_TO_FLAGS if key in str(e)), None)
     if moved:
-      print(f"error: config.model.selfy.{moved} is no longer a config key: how the model runs is not part of "
-            f"the experiment; use --{moved}=...", file=sys.stderr)
+      print(
+        f"error: config.model.selfy.{moved} is no longer a config key: how the model runs is not "
+        "part of "
+        f"the experiment; use --{moved}=...",
+        file=sys.stderr,
+      )
       return USAGE_STATUS
-    print(f"error: unknown config key {_one_line(e)}\n(configs/common.py documents every key)", file=sys.stderr)
+    print(
+      f"error: unknown config key {_one_line(e)}\n(configs/common.py documents every key)",
+      file=sys.stderr,
+    )
     return USAGE_STATUS
   if config_names:
     try:
@@ -105,15 +131,21 @@ def main(doc: str, define_flags: Callable[[flags.FlagValues, Sequence[str]], Non
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # absl.logging then needs no parsed global flags
   logging.set_verbosity(logging.WARNING)  # library chatter off; commands print what matters
-  statuses = {**(errors or {}), **{e: 1 for e in USER_ERRORS if e not in (errors or {})}}  # specific first
+  statuses = {
+    **(errors or {}),
+    **{e: 1 for e in USER_ERRORS if e not in (errors or {})},
+  }  # specific first
   try:
     return int(run(flag_values) or 0)
   except ModuleNotFoundError as e:
     if (e.name or "").split(".")[0] != "tensorflow":
       raise
     # The package leaves TensorFlow to the environment (pyproject.toml says why).
-    print("error: TensorFlow is not installed; install one build: pip install tensorflow-cpu "
-          "(or tensorflow, or the package's [tf-cpu] / [tf] extra)", file=sys.stderr)
+    print(
+      "error: TensorFlow is not installed; install one build: pip install tensorflow-cpu "
+      "(or tensorflow, or the package's [tf-cpu] / [tf] extra)",
+      file=sys.stderr,
+    )
     return 1
   except tuple(statuses) as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -128,11 +160,21 @@ def _is_config_file_flag(flag) -> bool:
 def _one_line(error: BaseException) -> str:
   """The message of an error on one line: multi-line texts folded, and the quoted repr that
   ml_collections puts in its KeyError and AttributeError messages unquoted."""
-  text = str(error.args[0]) if isinstance(error, (KeyError, AttributeError)) and error.args else str(error)
+  text = (
+    str(error.args[0])
+    if isinstance(error, (KeyError, AttributeError)) and error.args
+    else str(error)
+  )
   text = text.strip()
-  if "Traceback (most recent call last)" in text:  # a config file's get_config raised: its last line
+  if (
+    "Traceback (most recent call last)" in text
+  ):  # a config file's get_config raised: its last line
     head, _, trace = text.partition("Traceback (most recent call last)")
-    text = head.strip().rstrip(":") + ": " + [line for line in trace.splitlines() if line.strip()][-1].strip()
+    text = (
+      head.strip().rstrip(":")
+      + ": "
+      + [line for line in trace.splitlines() if line.strip()][-1].strip()
+    )
   if len(text) > 1 and text[0] == text[-1] == "'":
     text = text[1:-1].replace("\\n", "\n").replace("\\'", "'")
   return " ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -7,6 +7,7 @@ asked to run), not from a table of layers, so they stay right when the model cha
 positions count, as in the usual counters (thop, fvcore). The STSS similarity product is an
 elementwise multiply-and-sum in our code and is reported on its own from its shape.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,8 +93,11 @@ def run(flag_values: flags.FlagValues) -> int:
   config = flag_values.config
   result = measure(config)
   clip = f"{config.input.num_frames}x{config.input.image_size}x{config.input.image_size}"
-  print(f"model: {config.model.depth}-layer ResNet, SELFY after stages {tuple(config.model.selfy_stages)}, "
-        f"{config.dataset.num_classes} classes, one {clip} clip")
+  print(
+    f"model: {config.model.depth}-layer ResNet, SELFY after stages "
+    f"{tuple(config.model.selfy_stages)}, "
+    f"{config.dataset.num_classes} classes, one {clip} clip"
+  )
   print(f"parameters:             {result.params:,}")
   print(f"conv multiply-adds:     {result.conv_macs / 1e9:.2f} G")
   print(f"linear multiply-adds:   {result.matmul_macs / 1e9:.3f} G")

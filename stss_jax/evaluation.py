@@ -3,6 +3,7 @@
 Used by the trainer, predict and ensemble alike. With multi-view testing each video's
 probability is the softmax averaged over its views (clips x crops), as the paper reports.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -26,8 +27,9 @@ def view_probabilities(logits: np.ndarray, views: int) -> np.ndarray:
   return probabilities.reshape(-1, views, probabilities.shape[-1]).mean(1)
 
 
-def split_probabilities(batches: Iterable[dict], logits_of: Callable[[dict], np.ndarray]
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def split_probabilities(
+  batches: Iterable[dict], logits_of: Callable[[dict], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
   """Probabilities (videos, classes) and labels (videos,) of a whole evaluation split.
 
   batches: this host's batches, {'clips': (n, T, H, W, 3) or (n, views, T, H, W, 3), 'labels':
@@ -69,5 +71,11 @@ def classification_report(probabilities: np.ndarray, labels: np.ndarray, num_cla
   np.add.at(confusion, (labels, ranked[:, 0]), 1)
   counts = confusion.sum(1)
   per_class = np.where(counts > 0, np.diag(confusion) / np.maximum(counts, 1), np.nan)
-  return {"loss": loss, "top1": top1, "top5": top5, "mean_class_accuracy": np.nanmean(per_class),
-          "per_class_top1": per_class, "confusion": confusion}
+  return {
+    "loss": loss,
+    "top1": top1,
+    "top5": top5,
+    "mean_class_accuracy": np.nanmean(per_class),
+    "per_class_top1": per_class,
+    "confusion": confusion,
+  }

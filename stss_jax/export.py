@@ -1,6 +1,7 @@
 """A model directory as a TensorFlow SavedModel, for TF Serving or tf.saved_model.load without JAX.
 
-  python -m stss_jax.export --config=configs/ssv2.py --checkpoint=runs/ssv2/model --output=exported/ssv2
+  python -m stss_jax.export --config=configs/ssv2.py --checkpoint=runs/ssv2/model
+  --output=exported/ssv2
 
 The SavedModel's `serving_default` signature takes `clips`, normalised clips (N, T, S, S, 3)
 float32 (ImageNet mean and std, as `predict --clip` reads them; N is free) and returns `logits`
@@ -9,6 +10,7 @@ StableHLO for the CPU, CUDA and TPU platforms (whichever the serving machine has
 TF variables. OUTPUT/stss_export.json says what the input must be (frames, size, mean and std)
 and names the classes when they are known (the synthetic demo, or --class_names).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,12 +36,15 @@ DESCRIPTION_FILE = "stss_export.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
-def serving_module(model: nnx.Module, num_frames: int, image_size: int,
-                   platforms: tuple[str, ...] = PLATFORMS) -> tf.Module:
+def serving_module(
+  model: nnx.Module, num_frames: int, image_size: int, platforms: tuple[str, ...] = PLATFORMS
+) -> tf.Module:
   """A tf.Module whose `serve` is the eval-mode network, its weights held as tf.Variables."""
-  # Imported here: without TensorFlow, the command then ends in cli's one-line error, not a traceback.
+  # Imported here: without TensorFlow, the command then ends in cli's one-line error, not a
+  # traceback.
   import tensorflow as tf
   from jax.experimental import jax2tf
+
   model.eval()
   graph, variables = nnx.split(model)
   leaves, treedef = jax.tree.flatten(variables)
@@ -47,12 +52,18 @@ def serving_module(model: nnx.Module, num_frames: int, image_size: int,
   def logits(weights, clips):
     return nnx.merge(graph, jax.tree.unflatten(treedef, weights))(clips).astype(np.float32)
 
-  converted = jax2tf.convert(logits, polymorphic_shapes=[None, f"(n, {num_frames}, {image_size}, {image_size}, 3)"],
-                             native_serialization_platforms=platforms, with_gradient=False)
+  converted = jax2tf.convert(
+    logits,
+    polymorphic_shapes=[None, f"(n, {num_frames}, {image_size}, {image_size}, 3)"],
+    native_serialization_platforms=platforms,
+    with_gradient=False,
+  )
   module = tf.Module()
   # A list, which tf.Module tracks (it does not see into NNX state trees), in the tree's leaf order.
   module.weights = [tf.Variable(np.asarray(leaf), trainable=False) for leaf in leaves]
-  spec = tf.TensorSpec((None, num_frames, image_size, image_size, 3), tf.float32, name=SIGNATURE_INPUT)
+  spec = tf.TensorSpec(
+    (None, num_frames, image_size, image_size, 3), tf.float32, name=SIGNATURE_INPUT
+  )
 
   @tf.function(input_signature=[spec], autograph=False)
   def serve(clips):
@@ -62,10 +73,16 @@ def serving_module(model: nnx.Module, num_frames: int, image_size: int,
   return module
 
 
-def export(config, checkpoint: str, output: str, class_names: list[str] | None = None,
-           platforms: tuple[str, ...] = PLATFORMS) -> epath.Path:
+def export(
+  config,
+  checkpoint: str,
+  output: str,
+  class_names: list[str] | None = None,
+  platforms: tuple[str, ...] = PLATFORMS,
+) -> epath.Path:
   """Writes the SavedModel of a model directory to a new (or empty) `output`; returns it."""
   import tensorflow as tf
+
   output = epath.Path(output)
   if output.exists() and any(output.iterdir()):
     raise FileExistsError(f"--output {output} exists and is not empty; choose a new directory")
@@ -75,14 +92,25 @@ def export(config, checkpoint: str, output: str, class_names: list[str] | None =
   module = serving_module(model, frames, size, platforms)
   tf.saved_model.save(module, str(output), signatures={"serving_default": module.serve})
   description = {
-      "signature": "serving_default",
-      "input": {"name": SIGNATURE_INPUT, "shape": [None, frames, size, size, 3], "dtype": "float32",
-                "normalization": {"mean": normalization.MEAN.tolist(), "std": normalization.STD.tolist(),
-                                  "of": "RGB values in [0, 1]"}},
-      "output": {"name": SIGNATURE_OUTPUT, "shape": [None, config.dataset.num_classes], "dtype": "float32"},
-      "platforms": list(platforms),
-      "architecture": model_dir.architecture(config),
-      "class_names": class_names,
+    "signature": "serving_default",
+    "input": {
+      "name": SIGNATURE_INPUT,
+      "shape": [None, frames, size, size, 3],
+      "dtype": "float32",
+      "normalization": {
+        "mean": normalization.MEAN.tolist(),
+        "std": normalization.STD.tolist(),
+        "of": "RGB values in [0, 1]",
+      },
+    },
+    "output": {
+      "name": SIGNATURE_OUTPUT,
+      "shape": [None, config.dataset.num_classes],
+      "dtype": "float32",
+    },
+    "platforms": list(platforms),
+    "architecture": model_dir.architecture(config),
+    "class_names": class_names,
   }
   (output / DESCRIPTION_FILE).write_text(json.dumps(description, indent=1) + "\n")
   return output
@@ -90,12 +118,25 @@ def export(config, checkpoint: str, output: str, class_names: list[str] | None =
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_string("checkpoint", None, "Model directory (convert, or the trainer's WORKDIR/model).",
-                      flag_values=flag_values)
-  flags.DEFINE_string("output", None, "New directory for the SavedModel (local or gs://).", flag_values=flag_values)
-  flags.DEFINE_string("class_names", None, "File of class names, one a line, recorded in stss_export.json "
-                      "(the synthetic demo's are known).", flag_values=flag_values)
-  flags.DEFINE_list("platforms", list(PLATFORMS), "Platforms the SavedModel runs on.", flag_values=flag_values)
+  flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Model directory (convert, or the trainer's WORKDIR/model).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "output", None, "New directory for the SavedModel (local or gs://).", flag_values=flag_values
+  )
+  flags.DEFINE_string(
+    "class_names",
+    None,
+    "File of class names, one a line, recorded in stss_export.json "
+    "(the synthetic demo's are known).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_list(
+    "platforms", list(PLATFORMS), "Platforms the SavedModel runs on.", flag_values=flag_values
+  )
   flags.mark_flags_as_required(["checkpoint", "output"], flag_values=flag_values)
 
 
@@ -104,10 +145,16 @@ def run(flag_values: flags.FlagValues) -> int:
 
   config = flag_values.config
   names = class_names(config, flag_values.class_names)
-  output = export(config, flag_values.checkpoint, flag_values.output, names, tuple(flag_values.platforms))
-  print(f"wrote SavedModel to {output}: signature serving_default, {SIGNATURE_INPUT} "
-        f"(N, {config.input.num_frames}, {config.input.image_size}, {config.input.image_size}, 3) float32 -> "
-        f"{SIGNATURE_OUTPUT} (N, {config.dataset.num_classes}) float32; platforms {', '.join(flag_values.platforms)}")
+  output = export(
+    config, flag_values.checkpoint, flag_values.output, names, tuple(flag_values.platforms)
+  )
+  print(
+    f"wrote SavedModel to {output}: signature serving_default, {SIGNATURE_INPUT} "
+    f"(N, {config.input.num_frames}, {config.input.image_size}, {config.input.image_size}, 3) "
+    "float32 -> "
+    f"{SIGNATURE_OUTPUT} (N, {config.dataset.num_classes}) float32; platforms "
+    f"{', '.join(flag_values.platforms)}"
+  )
   return 0
 
 

@@ -1,4 +1,5 @@
 """Writing files so that a reader never sees half of one."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     epath.Path(path).write_text(text)
     return
   path = pathlib.Path(path)
-  with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                   delete=False) as f:
+  with tempfile.NamedTemporaryFile(
+    "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+  ) as f:
     f.write(text)
   os.replace(f.name, path)
 

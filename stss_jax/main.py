@@ -4,12 +4,15 @@
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --config.batch_size=32
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval \
-      --config.eval.corruption=occlusion --config.eval.severity=3     # robustness (python -m stss_jax.robustness sweeps)
+      --config.eval.corruption=occlusion --config.eval.severity=3     # robustness (python -m
+      stss_jax.robustness sweeps)
 
 Rerunning the same command resumes from the workdir's latest checkpoint. SIGTERM or Ctrl-C ends
-the step in flight, writes a checkpoint and exits 0 (a second Ctrl-C stops at once). On several hosts
+the step in flight, writes a checkpoint and exits 0 (a second Ctrl-C stops at once). On several
+hosts
 (TPU pod slices, GPU clusters) run the same command on every host with --multihost.
 """
+
 import pathlib
 import sys
 
@@ -22,16 +25,38 @@ from stss_jax.train import loop, preemption
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_string("workdir", None, "Directory (local or gs://) for checkpoints, metrics and reports; "
-                      "default runs/CONFIG (e.g. runs/ssv2, runs/default-tiny).", flag_values=flag_values)
-  flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and evaluate), or only evaluate.",
-                    flag_values=flag_values)
-  flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (TPU pods and clusters detect the rest).",
-                    flag_values=flag_values)
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0, when not detected.",
-                      flag_values=flag_values)
-  flags.DEFINE_integer("num_processes", None, "Processes in the job, when not detected.", flag_values=flag_values)
-  flags.DEFINE_integer("process_id", None, "This process's index, when not detected.", flag_values=flag_values)
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "Directory (local or gs://) for checkpoints, metrics and reports; "
+    "default runs/CONFIG (e.g. runs/ssv2, runs/default-tiny).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_enum(
+    "mode",
+    "train",
+    ["train", "eval"],
+    "Train (and evaluate), or only evaluate.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_bool(
+    "multihost",
+    False,
+    "Call jax.distributed.initialize() (TPU pods and clusters detect the rest).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "host:port of process 0, when not detected.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "num_processes", None, "Processes in the job, when not detected.", flag_values=flag_values
+  )
+  flags.DEFINE_integer(
+    "process_id", None, "This process's index, when not detected.", flag_values=flag_values
+  )
 
 
 def default_workdir(config_file: str) -> str:
@@ -43,10 +68,15 @@ def default_workdir(config_file: str) -> str:
 
 def run(flag_values: flags.FlagValues) -> int:
   if flag_values.multihost or flag_values.coordinator_address:
-    jax.distributed.initialize(flag_values.coordinator_address, flag_values.num_processes, flag_values.process_id)
+    jax.distributed.initialize(
+      flag_values.coordinator_address, flag_values.num_processes, flag_values.process_id
+    )
   if jax.process_index() == 0:
-    print(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s)",
-          file=sys.stderr)
+    print(
+      f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} "
+      "device(s)",
+      file=sys.stderr,
+    )
   workdir = flag_values.workdir or default_workdir(flag_values["config"].config_filename)
   if not flag_values.workdir and jax.process_index() == 0:
     print(f"workdir: {workdir} (--workdir chooses another)", file=sys.stderr)
@@ -59,10 +89,15 @@ def run(flag_values: flags.FlagValues) -> int:
     return 0
   if jax.process_index() == 0:
     corruption = loop.corruption_labels(flag_values.config)
-    under = f" under {corruption['corruption']} (severity {corruption['severity']})" if corruption else ""
-    print(f"validation{under}: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss {report['loss']:.4f}  "
-          f"mean class accuracy {report['mean_class_accuracy']:.2%}  "
-          f"(workdir {workdir})")
+    under = (
+      f" under {corruption['corruption']} (severity {corruption['severity']})" if corruption else ""
+    )
+    print(
+      f"validation{under}: top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  loss "
+      f"{report['loss']:.4f}  "
+      f"mean class accuracy {report['mean_class_accuracy']:.2%}  "
+      f"(workdir {workdir})"
+    )
   return 0
 
 

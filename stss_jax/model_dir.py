@@ -7,6 +7,7 @@ visualize, ensemble and the notebook):
 Orbax writes into a temporary directory and renames it when complete, and the JSON is written
 with an atomic replace last, so a killed save never leaves a directory that looks whole.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,14 @@ from stss_jax.files import write_json_atomically
 WEIGHTS = "model"
 CONFIG_FILE = "model_config.json"
 # Keys that change how the model computes or starts, not what its weights mean.
-NOT_ARCHITECTURE = ("dtype", "dropout", "zero_init_residual", "remat", "remat_saves", "remat_stages")
+NOT_ARCHITECTURE = (
+  "dtype",
+  "dropout",
+  "zero_init_residual",
+  "remat",
+  "remat_saves",
+  "remat_stages",
+)
 
 
 def architecture(config) -> dict:
@@ -86,10 +94,12 @@ def restore(directory: str | os.PathLike, model: nnx.Module, config) -> None:
   config_path = directory / CONFIG_FILE
   if not config_path.is_file() or not (directory / WEIGHTS).is_dir():
     if bucket := storage.missing_bucket(directory):
-      raise FileNotFoundError(f"{directory}: the bucket {bucket} does not exist (or these credentials cannot see it)")
+      raise FileNotFoundError(
+        f"{directory}: the bucket {bucket} does not exist (or these credentials cannot see it)"
+      )
     raise FileNotFoundError(
-        f"{directory} is not a model directory (no {CONFIG_FILE} and {WEIGHTS}/); "
-        "write one with python -m stss_jax.convert or the trainer"
+      f"{directory} is not a model directory (no {CONFIG_FILE} and {WEIGHTS}/); "
+      "write one with python -m stss_jax.convert or the trainer"
     )
   found = differences(json.loads(config_path.read_text()), architecture(config))
   if found:

@@ -15,6 +15,7 @@ is cut into windows of that length every --stride (frames, or seconds with an "s
 sampled as one evaluation video, and each window's classes with its time span are printed and,
 with --json, written with the average over the windows.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,13 +52,29 @@ def evaluation_source(config):
   from input_pipeline.video_source import FileSplit, VideoSource
 
   nothing = FileSplit([], config.dataset.frame_template)
-  return VideoSource(nothing, nothing, [], config.input.num_frames, config.input.image_size,
-                     tuple(config.input.resize_hw), dense=config.input.dense_sampling,
-                     eval_clips=config.input.eval_clips, eval_crops=config.input.eval_crops)
+  return VideoSource(
+    nothing,
+    nothing,
+    [],
+    config.input.num_frames,
+    config.input.image_size,
+    tuple(config.input.resize_hw),
+    dense=config.input.dense_sampling,
+    eval_clips=config.input.eval_clips,
+    eval_crops=config.input.eval_crops,
+  )
 
 
-def window_predictions(model, config, path: str, window: str | None = None, stride: str | None = None,
-                       fps: float | None = None, batch_windows: int = 8, progress: bool = True) -> dict:
+def window_predictions(
+  model,
+  config,
+  path: str,
+  window: str | None = None,
+  stride: str | None = None,
+  fps: float | None = None,
+  batch_windows: int = 8,
+  progress: bool = True,
+) -> dict:
   """Logits of every view of every window of a video, and its windows: {'video': LongVideo,
   'windows': [Window], 'logits': (windows * views, classes)}; one window over the whole video
   when `window` is None."""
@@ -71,10 +88,18 @@ def window_predictions(model, config, path: str, window: str | None = None, stri
   step = windows_lib.parse_span(stride, video.fps, "stride") if stride else None
   if step and not length:
     raise ValueError("--stride needs --window")
-  planned = windows_lib.plan(video.num_frames, length, step or (length and max(1, length // 2)), source.eval_indices)
+  planned = windows_lib.plan(
+    video.num_frames, length, step or (length and max(1, length // 2)), source.eval_indices
+  )
   logits, views = [], []
-  with tqdm(total=len(planned), unit="window", desc=video.path.name, disable=not progress or len(planned) == 1,
-            file=sys.stderr, dynamic_ncols=True) as bar:
+  with tqdm(
+    total=len(planned),
+    unit="window",
+    desc=video.path.name,
+    disable=not progress or len(planned) == 1,
+    file=sys.stderr,
+    dynamic_ncols=True,
+  ) as bar:
     for _, frames in video.read(planned):
       views.append(source.eval_views(tf.constant(frames), video.encoded).numpy())
       if len(views) == batch_windows:
@@ -88,8 +113,14 @@ def window_predictions(model, config, path: str, window: str | None = None, stri
 
 
 def top_classes(probabilities: np.ndarray, names: list[str] | None, k: int = TOP_K) -> list[dict]:
-  return [{"class": int(c), "name": names[c] if names and c < len(names) else f"class {c}",
-           "probability": float(probabilities[c])} for c in np.argsort(-probabilities)[:k]]
+  return [
+    {
+      "class": int(c),
+      "name": names[c] if names and c < len(names) else f"class {c}",
+      "probability": float(probabilities[c]),
+    }
+    for c in np.argsort(-probabilities)[:k]
+  ]
 
 
 def window_report(result: dict, views: int, names: list[str] | None) -> dict:
@@ -98,12 +129,20 @@ def window_report(result: dict, views: int, names: list[str] | None) -> dict:
   probabilities = evaluation.view_probabilities(result["logits"], views)
   seconds = (lambda frame: round(frame / video.fps, 3)) if video.fps else (lambda frame: None)
   return {
-      "video": str(video.path),
-      "frames": video.num_frames,
-      "fps": video.fps,
-      "windows": [{"start_frame": w.start, "end_frame": w.end, "start_s": seconds(w.start), "end_s": seconds(w.end),
-                   "top": top_classes(p, names)} for w, p in zip(planned, probabilities)],
-      "average": {"top": top_classes(probabilities.mean(0), names)},
+    "video": str(video.path),
+    "frames": video.num_frames,
+    "fps": video.fps,
+    "windows": [
+      {
+        "start_frame": w.start,
+        "end_frame": w.end,
+        "start_s": seconds(w.start),
+        "end_s": seconds(w.end),
+        "top": top_classes(p, names),
+      }
+      for w, p in zip(planned, probabilities)
+    ],
+    "average": {"top": top_classes(probabilities.mean(0), names)},
   }
 
 
@@ -111,33 +150,67 @@ def class_names(config, path: str | None) -> list[str] | None:
   """The class names in a file of one a line, the synthetic demo's own, or None."""
   if path:
     from input_pipeline.labels import read_text
+
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
   if config.dataset.name == "synthetic":  # the demo's classes need no file
     from input_pipeline.sources import build_source
+
     return list(build_source(config).class_names)
   return None
 
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_string("checkpoint", None, "Model directory (convert or trainer).", flag_values=flag_values)
+  flags.DEFINE_string(
+    "checkpoint", None, "Model directory (convert or trainer).", flag_values=flag_values
+  )
   flags.mark_flag_as_required("checkpoint", flag_values=flag_values)
-  flags.DEFINE_string("clip", None, ".npy file of clips (N, T, H, W, 3) float32.", flag_values=flag_values)
-  flags.DEFINE_string("video", None, "A video file or a folder of frames, instead of --clip.", flag_values=flag_values)
-  flags.DEFINE_string("class_names", None, "File of class names, one a line, for --video (the synthetic demo's "
-                      "are known).", flag_values=flag_values)
-  flags.DEFINE_string("output", None, ".npy file for the logits (N, classes); with --video one row per view "
-                      "(window after window).", flag_values=flag_values)
-  flags.DEFINE_string("window", None, "--video: window length, frames (64) or seconds (2.5s); the whole "
-                      "video when not given.", flag_values=flag_values)
-  flags.DEFINE_string("stride", None, "--video: distance between window starts, frames or seconds; half "
-                      "the window when not given.", flag_values=flag_values)
-  flags.DEFINE_float("fps", None, "--video: frame rate of a frame folder (files carry their own), for "
-                     "spans in seconds and the times in the report.", flag_values=flag_values)
-  flags.DEFINE_string("json", None, "--video: JSON file for each window's top classes and time span, "
-                      "and their average.", flag_values=flag_values)
-  flags.DEFINE_integer("batch_windows", 8, "--video: windows run through the model at once.",
-                       flag_values=flag_values)
+  flags.DEFINE_string(
+    "clip", None, ".npy file of clips (N, T, H, W, 3) float32.", flag_values=flag_values
+  )
+  flags.DEFINE_string(
+    "video", None, "A video file or a folder of frames, instead of --clip.", flag_values=flag_values
+  )
+  flags.DEFINE_string(
+    "class_names",
+    None,
+    "File of class names, one a line, for --video (the synthetic demo's are known).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "output",
+    None,
+    ".npy file for the logits (N, classes); with --video one row per view (window after window).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "window",
+    None,
+    "--video: window length, frames (64) or seconds (2.5s); the whole video when not given.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "stride",
+    None,
+    "--video: distance between window starts, frames or seconds; half the window when not given.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_float(
+    "fps",
+    None,
+    "--video: frame rate of a frame folder (files carry their own), for "
+    "spans in seconds and the times in the report.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "json",
+    None,
+    "--video: JSON file for each window's top classes and time span, and their average.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "batch_windows", 8, "--video: windows run through the model at once.", flag_values=flag_values
+  )
 
 
 def run(flag_values: flags.FlagValues) -> int:
@@ -159,16 +232,26 @@ def run(flag_values: flags.FlagValues) -> int:
     _save_logits(flag_values.output, logits)
     print(f"top-1 classes {logits.argmax(-1).tolist()}")
     return 0
-  result = window_predictions(model, config, flag_values.video, flag_values.window, flag_values.stride,
-                              flag_values.fps, flag_values.batch_windows)
+  result = window_predictions(
+    model,
+    config,
+    flag_values.video,
+    flag_values.window,
+    flag_values.stride,
+    flag_values.fps,
+    flag_values.batch_windows,
+  )
   if flag_values.output:
     _save_logits(flag_values.output, result["logits"])
   report = window_report(result, config.input.eval_clips * config.input.eval_crops, names)
   if len(report["windows"]) > 1:
     print(f"{len(report['windows'])} windows over {report['frames']} frames; top class of each:")
     for w in report["windows"]:
-      span = (f"{w['start_s']:8.2f}-{w['end_s']:8.2f} s" if w["start_s"] is not None else
-              f"frames {w['start_frame']}-{w['end_frame']}")
+      span = (
+        f"{w['start_s']:8.2f}-{w['end_s']:8.2f} s"
+        if w["start_s"] is not None
+        else f"frames {w['start_frame']}-{w['end_frame']}"
+      )
       best = w["top"][0]
       print(f"  {span}  {best['probability']:7.2%}  {best['name']}")
     print("averaged over the windows:")

@@ -10,12 +10,12 @@ OUTPUT/robustness.json after each evaluation, so a rerun with the same checkpoin
 goes on where it stopped, and OUTPUT/robustness.png: top-1 against severity, a line per
 corruption, the clean accuracy dashed.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 
-import numpy as np
 from absl import flags
 from etils import epath
 from tqdm import tqdm
@@ -36,13 +36,21 @@ def evaluate(model, config, source, corruption: str | None, severity: int) -> di
   batches = source.eval_batches(config.batch_size)
   if corruption:
     batches = corruptions.corrupt_batches(batches, corruption, severity, config.seed)
-  probabilities, labels = evaluation.split_probabilities(batches, lambda batch: predict(model, batch["clips"]))
+  probabilities, labels = evaluation.split_probabilities(
+    batches, lambda batch: predict(model, batch["clips"])
+  )
   report = evaluation.classification_report(probabilities, labels, config.dataset.num_classes)
   return {k: float(report[k]) for k in evaluation.SCALARS}
 
 
-def sweep(config, checkpoint: str, output: str, names: list[str], severities: list[int],
-          progress: bool = True) -> dict:
+def sweep(
+  config,
+  checkpoint: str,
+  output: str,
+  names: list[str],
+  severities: list[int],
+  progress: bool = True,
+) -> dict:
   """Runs (or finishes) the sweep; returns the results written to OUTPUT/robustness.json."""
   for name in names:
     for severity in severities:
@@ -50,8 +58,12 @@ def sweep(config, checkpoint: str, output: str, names: list[str], severities: li
   output = epath.Path(output)
   output.mkdir(parents=True, exist_ok=True)
   path = output / RESULTS_FILE
-  identity = {"checkpoint": str(checkpoint), "architecture": model_dir.architecture(config),
-              "seed": config.seed, "evaluation": config.input.to_dict()}
+  identity = {
+    "checkpoint": str(checkpoint),
+    "architecture": model_dir.architecture(config),
+    "seed": config.seed,
+    "evaluation": config.input.to_dict(),
+  }
   results = {**identity, "rows": []}
   if path.exists():
     previous = json.loads(path.read_text())
@@ -63,7 +75,9 @@ def sweep(config, checkpoint: str, output: str, names: list[str], severities: li
   model = build_model(config)
   model_dir.restore(checkpoint, model, config)
   source = build_source(config)
-  for name, severity in tqdm(todo, desc="robustness", unit="evaluation", disable=not progress, file=sys.stderr):
+  for name, severity in tqdm(
+    todo, desc="robustness", unit="evaluation", disable=not progress, file=sys.stderr
+  ):
     scalars = evaluate(model, config, source, None if name == CLEAN else name, severity)
     results["rows"].append({"corruption": name, "severity": severity, **scalars})
     path.write_text(json.dumps(results, indent=1) + "\n")
@@ -72,15 +86,21 @@ def sweep(config, checkpoint: str, output: str, names: list[str], severities: li
 
 
 def table(rows: list[dict]) -> str:
-  lines = ["| corruption | severity | top-1 | top-5 | mean class accuracy |", "|---|---|---|---|---|"]
+  lines = [
+    "| corruption | severity | top-1 | top-5 | mean class accuracy |",
+    "|---|---|---|---|---|",
+  ]
   for row in sorted(rows, key=lambda r: (r["corruption"] != CLEAN, r["corruption"], r["severity"])):
-    lines.append(f"| {row['corruption']} | {row['severity']} | {row['top1']:.2%} | {row['top5']:.2%} | "
-                 f"{row['mean_class_accuracy']:.2%} |")
+    lines.append(
+      f"| {row['corruption']} | {row['severity']} | {row['top1']:.2%} | {row['top5']:.2%} | "
+      f"{row['mean_class_accuracy']:.2%} |"
+    )
   return "\n".join(lines)
 
 
 def plot(rows: list[dict], path: epath.Path, title: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -90,8 +110,12 @@ def plot(rows: list[dict], path: epath.Path, title: str) -> None:
     points = sorted((row["severity"], row["top1"]) for row in rows if row["corruption"] == name)
     if points:
       severities, top1 = zip(*points)
-      axes.plot((0, *severities) if clean else severities, [100 * v for v in ((*clean, *top1) if clean else top1)],
-                marker="o", label=name.replace("_", " "))
+      axes.plot(
+        (0, *severities) if clean else severities,
+        [100 * v for v in ((*clean, *top1) if clean else top1)],
+        marker="o",
+        label=name.replace("_", " "),
+      )
   if clean:
     axes.axhline(100 * clean[0], color="grey", linestyle="--", label="clean")
   axes.set_xlabel("severity (0: clean)")
@@ -107,13 +131,27 @@ def plot(rows: list[dict], path: epath.Path, title: str) -> None:
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_string("checkpoint", None, "Model directory (convert, or the trainer's WORKDIR/model).",
-                      flag_values=flag_values)
-  flags.DEFINE_string("output", None, "Directory for robustness.json and robustness.png.", flag_values=flag_values)
-  flags.DEFINE_list("corruptions", list(corruptions.CORRUPTIONS), "Corruptions to apply.", flag_values=flag_values)
-  flags.DEFINE_list("severities", [str(s) for s in corruptions.SEVERITIES], "Severities, 1..5.",
-                    flag_values=flag_values)
-  flags.DEFINE_boolean("plot", True, "Draw robustness.png (needs matplotlib).", flag_values=flag_values)
+  flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Model directory (convert, or the trainer's WORKDIR/model).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "output", None, "Directory for robustness.json and robustness.png.", flag_values=flag_values
+  )
+  flags.DEFINE_list(
+    "corruptions", list(corruptions.CORRUPTIONS), "Corruptions to apply.", flag_values=flag_values
+  )
+  flags.DEFINE_list(
+    "severities",
+    [str(s) for s in corruptions.SEVERITIES],
+    "Severities, 1..5.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_boolean(
+    "plot", True, "Draw robustness.png (needs matplotlib).", flag_values=flag_values
+  )
   flags.mark_flags_as_required(["checkpoint", "output"], flag_values=flag_values)
 
 
@@ -121,11 +159,15 @@ def run(flag_values: flags.FlagValues) -> int:
   try:
     severities = [int(s) for s in flag_values.severities]
   except ValueError:
-    raise ValueError(f"--severities={','.join(flag_values.severities)}: give integers 1..5") from None
+    raise ValueError(
+      f"--severities={','.join(flag_values.severities)}: give integers 1..5"
+    ) from None
   names = list(flag_values.corruptions)
   for name in names:
     if name not in corruptions.CORRUPTIONS:
-      raise ValueError(f"--corruptions: {name!r} is unknown; use some of {','.join(corruptions.CORRUPTIONS)}")
+      raise ValueError(
+        f"--corruptions: {name!r} is unknown; use some of {','.join(corruptions.CORRUPTIONS)}"
+      )
   for severity in severities:
     if severity not in corruptions.SEVERITIES:
       raise ValueError(f"--severities: {severity} is not one of {corruptions.SEVERITIES}")
@@ -136,7 +178,9 @@ def run(flag_values: flags.FlagValues) -> int:
   if flag_values.plot:
     plot(results["rows"], output / PLOT_FILE, title)
   print(table(results["rows"]))
-  print(f"wrote {output / RESULTS_FILE}" + (f" and {output / PLOT_FILE}" if flag_values.plot else ""))
+  print(
+    f"wrote {output / RESULTS_FILE}" + (f" and {output / PLOT_FILE}" if flag_values.plot else "")
+  )
   return 0
 
 

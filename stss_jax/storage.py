@@ -11,6 +11,7 @@ TensorStore accepts for test endpoints, and ArrayRecord (the TFDS builds' files)
 its own client, pointed at an emulator by CLOUD_STORAGE_EMULATOR_ENDPOINT. Settings the user made
 are kept.
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,14 +30,17 @@ def configure() -> None:
     address = emulator if "://" in emulator else f"http://{emulator}"
     os.environ.setdefault("TENSORSTORE_GCS_HTTP_URL", address)
     os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "emulator")
-    os.environ.setdefault("CLOUD_STORAGE_EMULATOR_ENDPOINT", address)  # ArrayRecord's reader (TFDS builds)
+    os.environ.setdefault(
+      "CLOUD_STORAGE_EMULATOR_ENDPOINT", address
+    )  # ArrayRecord's reader (TFDS builds)
   # gcsfs asks each new bucket for its type and logs a warning whenever it cannot tell (no
   # credentials for that call); it then uses the plain bucket API, which is what we want.
   logging.getLogger("gcsfs").setLevel(logging.ERROR)
 
 
 def path(location: str | os.PathLike) -> epath.Path:
-  """A path of the project's files: local ones made absolute (orbax needs that), cloud ones as given."""
+  """A path of the project's files: local ones made absolute (orbax needs that), cloud ones as
+  given."""
   return epath.Path(os.path.abspath(location) if is_local(location) else location)
 
 

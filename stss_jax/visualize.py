@@ -5,9 +5,11 @@
 
 Top row: the clip's frames, the query point marked in the query frame. Below: for each l, the
 (u, v) map of cosine similarities between the query and its neighbourhood in frame t + offset
-(the centred window's offsets are -(L//2)..L//2; bright = similar), as the first SELFY block computes it. Without --clip a clip of the synthetic
+(the centred window's offsets are -(L//2)..L//2; bright = similar), as the first SELFY block
+computes it. Without --clip a clip of the synthetic
 dataset is drawn; without --checkpoint the model is freshly initialised.
 """
+
 from __future__ import annotations
 
 import sys
@@ -46,7 +48,9 @@ def stss_of(model, clip: np.ndarray) -> np.ndarray:
 def first_block_offsets(model) -> tuple[int, ...]:
   """The temporal offsets of the first SELFY block's STSS, in the order of its l axis."""
   backbone = model.base_model
-  return getattr(backbone, selfy_name(min(backbone.selfy_stages))).stss_transformation.temporal_offsets
+  return getattr(
+    backbone, selfy_name(min(backbone.selfy_stages))
+  ).stss_transformation.temporal_offsets
 
 
 def _centred(L: int) -> tuple[int, ...]:
@@ -68,8 +72,12 @@ def moving_query(stss: np.ndarray, offsets: tuple[int, ...] | None = None) -> tu
   return t0, int(y), int(x)
 
 
-def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int],
-         offsets: tuple[int, ...] | None = None) -> Image.Image:
+def draw(
+  clip: np.ndarray,
+  stss: np.ndarray,
+  query: tuple[int, int, int],
+  offsets: tuple[int, ...] | None = None,
+) -> Image.Image:
   t0, y0, x0 = query
   frames, h, w, L, U, V = stss.shape
   offsets = offsets or _centred(L)
@@ -90,12 +98,24 @@ def draw(clip: np.ndarray, stss: np.ndarray, query: tuple[int, int, int],
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_string("checkpoint", None, "Model directory (optional: a fresh model otherwise).",
-                      flag_values=flag_values)
-  flags.DEFINE_string("clip", None, ".npy of normalised clips (N, T, H, W, 3); the first is drawn.",
-                      flag_values=flag_values)
-  flags.DEFINE_string("query", None, "t,y,x of the query in the STSS grid (default: where it moves).",
-                      flag_values=flag_values)
+  flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "Model directory (optional: a fresh model otherwise).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "clip",
+    None,
+    ".npy of normalised clips (N, T, H, W, 3); the first is drawn.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "query",
+    None,
+    "t,y,x of the query in the STSS grid (default: where it moves).",
+    flag_values=flag_values,
+  )
   flags.DEFINE_string("output", "stss.png", "PNG file to write.", flag_values=flag_values)
 
 
@@ -104,8 +124,13 @@ def run(flag_values: flags.FlagValues) -> int:
   if flag_values.clip:
     clip = load_clips(flag_values.clip)[0]
   else:
-    motions = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size, config.seed,
-                                        config.dataset.motion_scale, tuple(config.dataset.classes))
+    motions = synthetic.SyntheticMotion(
+      config.input.num_frames,
+      config.input.image_size,
+      config.seed,
+      config.dataset.motion_scale,
+      tuple(config.dataset.classes),
+    )
     clip, _ = motions.clip("validation", 0)  # a validation clip of the config's own classes
   model = build_model(config)
   if flag_values.checkpoint:
@@ -120,7 +145,9 @@ def run(flag_values: flags.FlagValues) -> int:
     except ValueError:
       query = ()
     if len(query) != 3 or not all(0 <= q < n for q, n in zip(query, (frames, h, w))):
-      raise ValueError(f"--query={flag_values.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}")
+      raise ValueError(
+        f"--query={flag_values.query} must be t,y,x inside the STSS grid {frames}x{h}x{w}"
+      )
   with epath.Path(flag_values.output).open("wb") as f:  # a local or gs:// path
     draw(clip, stss, query, offsets).save(f, format="PNG")
   print(f"wrote {flag_values.output}: query (t, y, x) = {query} of a {frames}x{h}x{w} STSS grid")

@@ -1,12 +1,15 @@
 """Test session settings: eight CPU devices, one compilation cache, and where the fixtures live.
 
 Every test process sees eight host devices, so that sharded runs are tested in process
-(tests pick one device where they want one). XLA compiles without most optimisations, and compiled programs go to a cache that lives as long
+(tests pick one device where they want one). XLA compiles without most optimisations, and compiled
+programs go to a cache that lives as long
 as the session and that subprocesses share, so a program compiled once (the tiny config's train
-step, say) is not compiled again by the next test. The fixtures in tests/fixtures are numbers computed
+step, say) is not compiled again by the next test. The fixtures in tests/fixtures are numbers
+computed
 by the authors' code (../shared/fixtures/README.md) and the authors' SSv1 class list; they ship
 with the repository, so parity is checked in every clone.
 """
+
 import os
 import pathlib
 import shutil
@@ -16,7 +19,9 @@ import tempfile
 # removes it at the end; xdist workers and subprocesses inherit it through the environment.
 OWNS_COMPILATION_CACHE = "STSS_JAX_TEST_COMPILATION_CACHE" not in os.environ
 if OWNS_COMPILATION_CACHE:
-  os.environ["STSS_JAX_TEST_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="stss-jax-test-compilations-")
+  os.environ["STSS_JAX_TEST_COMPILATION_CACHE"] = tempfile.mkdtemp(
+    prefix="stss-jax-test-compilations-"
+  )
 COMPILATION_CACHE = os.environ["STSS_JAX_TEST_COMPILATION_CACHE"]
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = COMPILATION_CACHE

@@ -10,6 +10,7 @@ changes.
 
   python -m tests.gcs_emulator start --host=127.0.0.1 --port=PORT --in-memory --default-bucket=NAME
 """
+
 from __future__ import annotations
 
 import sys

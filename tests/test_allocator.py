@@ -1,4 +1,5 @@
 """glibc's heap tops kept for the input pipeline: the setting, and the page faults it saves."""
+
 import os
 import pathlib
 import subprocess
@@ -36,7 +37,8 @@ from configs import ssv1
 from input_pipeline import sources
 
 config = ssv1.get_config()
-config.dataset.data_dir, config.dataset.num_classes, config.dataset.no_flip_labels = sys.argv[1], 2, ()
+config.dataset.data_dir = sys.argv[1]
+config.dataset.num_classes, config.dataset.no_flip_labels = 2, ()
 config.input.resize_on_accelerator = True
 stream = sources.build_source(config).train_iterator(0, 8)
 for _ in range(8):
@@ -59,9 +61,20 @@ def test_clips_from_a_build_do_not_fault_their_memory_in_again(tmp_path):
   prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "built"), resize_hw=(240, 320))
   faults = {}
   for setting in ("", "0"):
-    env = {**os.environ, allocator.ENVIRONMENT: setting, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(FAULTS_PER_CLIP), str(tmp_path / "built")],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    env = {
+      **os.environ,
+      allocator.ENVIRONMENT: setting,
+      "TF_CPP_MIN_LOG_LEVEL": "2",
+      "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+      [sys.executable, "-c", textwrap.dedent(FAULTS_PER_CLIP), str(tmp_path / "built")],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=ROOT,
+      env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     faults[setting] = float(done.stdout.split()[-1])
   assert faults[""] < 150 and faults["0"] > 3 * faults[""], faults

@@ -1,4 +1,5 @@
 """Clip arrays: wrong files are refused with their name."""
+
 import numpy as np
 import pytest
 
@@ -21,10 +22,12 @@ def test_uint8_pixels_load_normalised(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "array,message",
-    [(np.zeros((4, 8, 8, 3), np.float32), r"shape \(4, 8, 8, 3\)"),
-     (np.zeros((1, 4, 8, 8, 1), np.float32), "expected clips"),
-     (np.zeros((1, 4, 8, 8, 3), np.int32), "holds int32")],
+  "array,message",
+  [
+    (np.zeros((4, 8, 8, 3), np.float32), r"shape \(4, 8, 8, 3\)"),
+    (np.zeros((1, 4, 8, 8, 1), np.float32), "expected clips"),
+    (np.zeros((1, 4, 8, 8, 3), np.int32), "holds int32"),
+  ],
 )
 def test_bad_clips_are_named(tmp_path, array, message):
   np.save(tmp_path / "bad.npy", array)

@@ -1,4 +1,5 @@
 """Every config file loads, documents its command line, and builds its model."""
+
 import importlib
 import pathlib
 
@@ -8,8 +9,11 @@ from flax import nnx
 from stss_jax.models import build_model
 from stss_jax.train import loop, optimizer
 
-CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py")
-                 if p.stem not in ("__init__", "common"))
+CONFIGS = sorted(
+  p.stem
+  for p in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py")
+  if p.stem not in ("__init__", "common")
+)
 
 
 def test_all_experiments_are_there():
@@ -31,6 +35,7 @@ def test_config_loads_and_builds_its_model(name):
 
 def test_official_recipe_numbers():
   from configs import ssv1
+
   config = ssv1.get_config()
   schedule = optimizer.learning_rate_schedule(config)
   assert config.optimizer.nesterov and config.optimizer.momentum == 0.9
@@ -49,6 +54,7 @@ def test_never_flipped_classes_are_the_ones_a_flip_turns_into_another(name):
   from tests.conftest import FIXTURES
 
   names = (FIXTURES / "something_category.txt").read_text().splitlines()
+
   def mirror(name):
     return name.replace("left", "\0").replace("right", "left").replace("\0", "right")
 

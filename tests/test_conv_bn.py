@@ -1,6 +1,7 @@
 """The one-pass BatchNorm (+ ReLU) and its hand-written gradient, against numpy BN in float64 and
 against autodiff of the textbook two-pass formula; the inference-mode convolution with BN folded
 into it, against a numpy loop."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,7 +34,9 @@ def make(features, seed):
   bn.scale[...] = jnp.asarray(rng.uniform(0.5, 2.0, features), jnp.float32)
   bn.bias[...] = jnp.asarray(rng.normal(0.0, 0.5, features), jnp.float32)
   # Large offsets per channel: a one-pass variance must still be accurate.
-  x = rng.normal(rng.uniform(-3, 3, features), rng.uniform(0.5, 3, features), (4, 3, 5, 7, features))
+  x = rng.normal(
+    rng.uniform(-3, 3, features), rng.uniform(0.5, 3, features), (4, 3, 5, 7, features)
+  )
   return bn, x.astype(np.float32)
 
 
@@ -75,13 +78,21 @@ def test_bfloat16_activations_keep_their_dtype_and_stay_close():
   bn16 = batch_norm(4, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   bn16.scale[...], bn16.bias[...] = bn.scale[...], bn.bias[...]
   x16 = jnp.asarray(x, jnp.bfloat16)
-  y, grad = nnx.value_and_grad(lambda bn, v: jnp.sum(batch_norm_relu(bn, v).astype(jnp.float32) ** 2),
-                               argnums=1)(bn16, x16)
+  y, grad = nnx.value_and_grad(
+    lambda bn, v: jnp.sum(batch_norm_relu(bn, v).astype(jnp.float32) ** 2), argnums=1
+  )(bn16, x16)
   assert grad.dtype == jnp.bfloat16
   x32 = np.asarray(x16.astype(jnp.float32))
-  expected = jax.grad(lambda v: jnp.sum(textbook_batch_norm(v, bn.scale[...], bn.bias[...], True) ** 2))(x32)
-  np.testing.assert_allclose(float(y), np.sum(numpy_batch_norm(x32, np.asarray(bn.scale[...]),
-                                                               np.asarray(bn.bias[...]), True)[0] ** 2), rtol=1e-2)
+  expected = jax.grad(
+    lambda v: jnp.sum(textbook_batch_norm(v, bn.scale[...], bn.bias[...], True) ** 2)
+  )(x32)
+  np.testing.assert_allclose(
+    float(y),
+    np.sum(
+      numpy_batch_norm(x32, np.asarray(bn.scale[...]), np.asarray(bn.bias[...]), True)[0] ** 2
+    ),
+    rtol=1e-2,
+  )
   err = np.linalg.norm(np.asarray(grad, np.float32) - expected) / np.linalg.norm(expected)
   assert err < 1e-2, err
 
@@ -99,11 +110,19 @@ def test_appended_zero_cells_change_nothing():
     bn.bias[...] = jnp.full((4,), 0.1)
 
     def loss(bn, values):
-      return jnp.sum(batch_norm_relu(bn, values, real_cells=real_cells)[:, :9] * weights)
+      return jnp.sum(batch_norm_relu(bn, values, real_cells=real_cells)[:, :9] * weights)  # noqa: B023
 
     bn_grads, x_grad = nnx.grad(loss, argnums=(0, 1))(bn, values)
-    results.append((batch_norm_relu(bn, values, real_cells=real_cells)[:, :9], bn.mean[...], bn.var[...],
-                    x_grad[:, :9], bn_grads["scale"][...], bn_grads["bias"][...]))
+    results.append(
+      (
+        batch_norm_relu(bn, values, real_cells=real_cells)[:, :9],
+        bn.mean[...],
+        bn.var[...],
+        x_grad[:, :9],
+        bn_grads["scale"][...],
+        bn_grads["bias"][...],
+      )
+    )
   for ours, reference in zip(*results, strict=True):
     np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-5, atol=1e-6)
 
@@ -116,7 +135,7 @@ def numpy_convolution(x, kernel, stride, padding):
   y = np.zeros((*x.shape[:-3], out_h, out_w, kernel.shape[-1]))
   for i in range(out_h):
     for j in range(out_w):
-      patch = x[..., i * stride:i * stride + kh, j * stride:j * stride + kw, :]
+      patch = x[..., i * stride : i * stride + kh, j * stride : j * stride + kw, :]
       y[..., i, j, :] = np.einsum("...abc,abcd->...d", patch, kernel)
   return y
 
@@ -137,8 +156,8 @@ def test_inference_folds_bn_into_the_convolution_exactly(relu, dtype, tolerance)
   out = layer(jnp.asarray(x))
   assert out.dtype == dtype and out.shape == (2, 3, 5, 4, 6)
   kernel = np.asarray(layer.conv.kernel[...], np.float64)
-  expected = ((numpy_convolution(x, kernel, 2, 1) - np.asarray(layer.bn.mean[...]))
-              / np.sqrt(np.asarray(layer.bn.var[...], np.float64) + EPS) * np.asarray(layer.bn.scale[...])
-              + np.asarray(layer.bn.bias[...]))
+  expected = (numpy_convolution(x, kernel, 2, 1) - np.asarray(layer.bn.mean[...])) / np.sqrt(
+    np.asarray(layer.bn.var[...], np.float64) + EPS
+  ) * np.asarray(layer.bn.scale[...]) + np.asarray(layer.bn.bias[...])
   expected = np.maximum(expected, 0) if relu else expected
   np.testing.assert_allclose(np.asarray(out, np.float64), expected, rtol=tolerance, atol=tolerance)

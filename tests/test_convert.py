@@ -1,4 +1,5 @@
 """Weight import: our network on imported weights against an independent PyTorch reference."""
+
 import sys
 
 import jax
@@ -7,8 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="weight import needs the optional torch extra")
 
-from configs import ssv1  # noqa: E402
 from flax import nnx  # noqa: E402
+
+from configs import ssv1  # noqa: E402
 from stss_jax import convert, predict  # noqa: E402
 from stss_jax.convert import __main__ as convert_command  # noqa: E402
 from stss_jax.models import build_model  # noqa: E402
@@ -44,7 +46,10 @@ def save_official(model, path):
 
 def assert_close(got, expected):
   scale = np.abs(expected).max()
-  assert np.abs(got - expected).max() <= 1e-4 * max(1.0, scale), (np.abs(got - expected).max(), scale)
+  assert np.abs(got - expected).max() <= 1e-4 * max(1.0, scale), (
+    np.abs(got - expected).max(),
+    scale,
+  )
 
 
 @pytest.mark.slow  # a full-size parity check
@@ -55,13 +60,29 @@ def test_official_checkpoint_through_convert_and_predict(tmp_path, capsys):
   np.save(tmp_path / "clip.npy", clips)
   overrides = [f"--config.dataset.num_classes={CLASSES}", f"--config.input.image_size={SIZE}"]
 
-  status = convert_command.main(["convert", "--from=official", f"--checkpoint={tmp_path / 'selfy.pth.tar'}",
-                                  "--config=configs/ssv1.py", *overrides, f"--output={tmp_path / 'converted'}"])
+  status = convert_command.main(
+    [
+      "convert",
+      "--from=official",
+      f"--checkpoint={tmp_path / 'selfy.pth.tar'}",
+      "--config=configs/ssv1.py",
+      *overrides,
+      f"--output={tmp_path / 'converted'}",
+    ]
+  )
   out, err = capsys.readouterr()
   assert status == 0, err
   assert "left at init 0" in out
-  status = predict.main(["predict", "--config=configs/ssv1.py", *overrides, f"--checkpoint={tmp_path / 'converted'}",
-                         f"--clip={tmp_path / 'clip.npy'}", f"--output={tmp_path / 'logits.npy'}"])
+  status = predict.main(
+    [
+      "predict",
+      "--config=configs/ssv1.py",
+      *overrides,
+      f"--checkpoint={tmp_path / 'converted'}",
+      f"--clip={tmp_path / 'clip.npy'}",
+      f"--output={tmp_path / 'logits.npy'}",
+    ]
+  )
   assert status == 0, capsys.readouterr().err
   logits = np.load(tmp_path / "logits.npy")
   assert logits.shape == (2, CLASSES) and logits.dtype == np.float32
@@ -73,7 +94,9 @@ def test_resnet18_without_shift_and_selfy_after_stage3():
   reference = ref.randomize(ref.TSN(CLASSES, FRAMES, depth=18, shift=False, selfy_after=3), seed=1)
   model = build_model(config(depth=18, shift=False, selfy_stages=(3,)))
   state = {k: v.numpy() for k, v in reference.state_dict().items()}
-  state = {k.replace("base_model.selfy.", "base_model.selfy_after_layer3."): v for k, v in state.items()}
+  state = {
+    k.replace("base_model.selfy.", "base_model.selfy_after_layer3."): v for k, v in state.items()
+  }
   convert.import_official(model, state)
   model.eval()
   clips = random_clips(1)
@@ -127,8 +150,15 @@ def test_missing_or_unreadable_files_are_named(tmp_path, capsys):
   (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
   with pytest.raises(ValueError, match="junk.pth"):
     convert.load_state_dict(tmp_path / "junk.pth")
-  status = convert_command.main(["convert", "--from=official", f"--checkpoint={tmp_path / 'junk.pth'}",
-                                 "--config=configs/default.py:tiny", f"--output={tmp_path / 'out'}"])
+  status = convert_command.main(
+    [
+      "convert",
+      "--from=official",
+      f"--checkpoint={tmp_path / 'junk.pth'}",
+      "--config=configs/default.py:tiny",
+      f"--output={tmp_path / 'out'}",
+    ]
+  )
   err = capsys.readouterr().err
   assert status == 1 and "junk.pth" in err and "Traceback" not in err
   assert not (tmp_path / "out").exists()

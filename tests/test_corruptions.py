@@ -1,5 +1,6 @@
 """Corruptions of evaluation clips: each one's pixels on constructed clips, determinism, and the
 evaluation and sweep commands that use them."""
+
 import json
 
 import numpy as np
@@ -23,7 +24,9 @@ def test_static_occlusion_covers_the_area_asked_for_in_the_same_place(severity):
   area = covered.mean(axis=(1, 2))
   side = round(np.sqrt(corruptions.SEVERITY_AREA[severity - 1] * 40 * 40))
   np.testing.assert_allclose(area, side * side / 1600)
-  assert abs(area[0] - corruptions.SEVERITY_AREA[severity - 1]) <= 2 * side / 1600 + 1e-9  # rounding of the side
+  assert (
+    abs(area[0] - corruptions.SEVERITY_AREA[severity - 1]) <= 2 * side / 1600 + 1e-9
+  )  # rounding of the side
   assert all(np.array_equal(covered[0], c) for c in covered)  # static
   ys, xs = np.nonzero(covered[0])
   assert ys.max() - ys.min() + 1 == side and xs.max() - xs.min() + 1 == side  # one square
@@ -72,7 +75,9 @@ def test_dropped_frames_repeat_the_frame_before(severity):
 
 @pytest.mark.parametrize("severity", [1, 5])
 def test_gaussian_noise_has_the_standard_deviation_asked_for(severity):
-  out = corruptions.corrupt_pixels(constant_clip(size=64, value=0.5), "gaussian_noise", severity, rng())
+  out = corruptions.corrupt_pixels(
+    constant_clip(size=64, value=0.5), "gaussian_noise", severity, rng()
+  )
   sigma = corruptions.SEVERITY_SIGMA[severity - 1]
   noise = out - 0.5
   assert abs(noise.mean()) < 0.01
@@ -92,7 +97,9 @@ def test_the_same_video_is_corrupted_the_same_way_and_views_alike():
   np.testing.assert_allclose(noise[0], noise[2], atol=1e-5)  # same id: same noise, in each view
   np.testing.assert_allclose(noise[0, 0], noise[0, 1], atol=1e-5)  # views alike
   assert not np.allclose(noise[0], noise[1], atol=1e-3)  # another id: another draw
-  assert not np.allclose(corruptions.corrupt_clips(clips, ids, "gaussian_noise", 3, seed=8), once, atol=1e-3)
+  assert not np.allclose(
+    corruptions.corrupt_clips(clips, ids, "gaussian_noise", 3, seed=8), once, atol=1e-3
+  )
 
 
 def test_unknown_corruptions_and_severities_name_the_key():
@@ -108,36 +115,76 @@ def test_eval_mode_under_a_corruption_adds_its_own_row(tmp_path, capsys):
 
   tiny = ["main.py", "--config=configs/default.py:tiny", f"--workdir={tmp_path / 'run'}"]
   assert main.main([*tiny, "--config.total_steps=2", "--config.eval_every_steps=2"]) == 0
-  assert main.main([*tiny, "--mode=eval", "--config.eval.corruption=occlusion", "--config.eval.severity=5"]) == 0
+  assert (
+    main.main(
+      [*tiny, "--mode=eval", "--config.eval.corruption=occlusion", "--config.eval.severity=5"]
+    )
+    == 0
+  )
   out = capsys.readouterr().out
   assert "validation under occlusion (severity 5): top-1" in out
-  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  rows = [
+    json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  ]
   validation = [r for r in rows if r["split"] == "validation"]
   assert len(validation) == 2 and "corruption" not in validation[0]
   assert validation[1]["corruption"] == "occlusion" and validation[1]["severity"] == 5
   assert (tmp_path / "run" / "eval_validation_occlusion_5_step2.json").is_file()
   # The same evaluation again replaces its row; training refuses a corruption.
-  assert main.main([*tiny, "--mode=eval", "--config.eval.corruption=occlusion", "--config.eval.severity=5"]) == 0
-  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert (
+    main.main(
+      [*tiny, "--mode=eval", "--config.eval.corruption=occlusion", "--config.eval.severity=5"]
+    )
+    == 0
+  )
+  rows = [
+    json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  ]
   assert len([r for r in rows if r["split"] == "validation"]) == 2
   assert main.main([*tiny, "--config.eval.corruption=occlusion"]) == 1
   assert "is for --mode=eval" in capsys.readouterr().err
 
   from stss_jax import robustness
-  assert robustness.main(["robustness", "--config=configs/default.py:tiny", f"--checkpoint={tmp_path / 'run' / 'model'}",
-                          f"--output={tmp_path / 'sweep'}", "--corruptions=occlusion,gaussian_noise",
-                          "--severities=1,5"]) == 0
+
+  assert (
+    robustness.main(
+      [
+        "robustness",
+        "--config=configs/default.py:tiny",
+        f"--checkpoint={tmp_path / 'run' / 'model'}",
+        f"--output={tmp_path / 'sweep'}",
+        "--corruptions=occlusion,gaussian_noise",
+        "--severities=1,5",
+      ]
+    )
+    == 0
+  )
   out = capsys.readouterr().out
   results = json.loads((tmp_path / "sweep" / robustness.RESULTS_FILE).read_text())
   assert len(results["rows"]) == 5 and "| occlusion | 5 |" in out
   swept = next(r for r in results["rows"] if (r["corruption"], r["severity"]) == ("occlusion", 5))
-  assert swept["top1"] == pytest.approx(validation[1]["top1"])  # the same corrupted clips as --mode=eval
+  assert swept["top1"] == pytest.approx(
+    validation[1]["top1"]
+  )  # the same corrupted clips as --mode=eval
   assert (tmp_path / "sweep" / robustness.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # A rerun finds every point done.
-  assert robustness.main(["robustness", "--config=configs/default.py:tiny",
-                          f"--checkpoint={tmp_path / 'run' / 'model'}", f"--output={tmp_path / 'sweep'}",
-                          "--corruptions=occlusion,gaussian_noise", "--severities=1,5"]) == 0
-  assert json.loads((tmp_path / "sweep" / robustness.RESULTS_FILE).read_text())["rows"] == results["rows"]
+  assert (
+    robustness.main(
+      [
+        "robustness",
+        "--config=configs/default.py:tiny",
+        f"--checkpoint={tmp_path / 'run' / 'model'}",
+        f"--output={tmp_path / 'sweep'}",
+        "--corruptions=occlusion,gaussian_noise",
+        "--severities=1,5",
+      ]
+    )
+    == 0
+  )
+  assert (
+    json.loads((tmp_path / "sweep" / robustness.RESULTS_FILE).read_text())["rows"]
+    == results["rows"]
+  )
 
 
 def test_uint8_pixel_clips_are_corrupted_as_pixels():

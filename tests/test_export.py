@@ -1,5 +1,6 @@
 """The exported SavedModel, run by TensorFlow in a process where JAX cannot be imported, gives
 the JAX model's logits."""
+
 import json
 import subprocess
 import sys
@@ -53,8 +54,14 @@ def a_model_directory(path, config):
 def test_savedmodel_without_jax_gives_the_jax_logits_for_two_batch_sizes(tmp_path, capsys):
   config = default.get_config("tiny")
   checkpoint, model = a_model_directory(tmp_path / "model", config)
-  status = export.main(["export", "--config=configs/default.py:tiny", f"--checkpoint={checkpoint}",
-                        f"--output={tmp_path / 'exported'}"])
+  status = export.main(
+    [
+      "export",
+      "--config=configs/default.py:tiny",
+      f"--checkpoint={checkpoint}",
+      f"--output={tmp_path / 'exported'}",
+    ]
+  )
   out = capsys.readouterr().out
   assert status == 0
   assert "(N, 4, 32, 32, 3) float32 -> logits (N, 6) float32" in out
@@ -71,8 +78,11 @@ def test_savedmodel_without_jax_gives_the_jax_logits_for_two_batch_sizes(tmp_pat
     expected.append(predict.predict(model, clips))
   loader = tmp_path / "load.py"
   loader.write_text(LOAD_WITHOUT_JAX)
-  result = subprocess.run([sys.executable, str(loader), str(tmp_path / "exported"), *map(str, inputs)],
-                          capture_output=True, text=True)
+  result = subprocess.run(
+    [sys.executable, str(loader), str(tmp_path / "exported"), *map(str, inputs)],
+    capture_output=True,
+    text=True,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   for path, logits in zip(inputs, expected):
     served = np.load(f"{path}.logits.npy")
@@ -85,12 +95,31 @@ def test_export_refuses_a_used_output_and_another_models_checkpoint(tmp_path, ca
   checkpoint, _ = a_model_directory(tmp_path / "model", config)
   (tmp_path / "used").mkdir()
   (tmp_path / "used" / "keep.txt").write_text("mine")
-  assert export.main(["export", "--config=configs/default.py:tiny", f"--checkpoint={checkpoint}",
-                      f"--output={tmp_path / 'used'}"]) == 1
+  assert (
+    export.main(
+      [
+        "export",
+        "--config=configs/default.py:tiny",
+        f"--checkpoint={checkpoint}",
+        f"--output={tmp_path / 'used'}",
+      ]
+    )
+    == 1
+  )
   assert "exists and is not empty" in capsys.readouterr().err
   assert (tmp_path / "used" / "keep.txt").read_text() == "mine"
-  assert export.main(["export", "--config=configs/default.py:tiny", "--config.model.width=16",
-                      f"--checkpoint={checkpoint}", f"--output={tmp_path / 'other'}"]) == 1
+  assert (
+    export.main(
+      [
+        "export",
+        "--config=configs/default.py:tiny",
+        "--config.model.width=16",
+        f"--checkpoint={checkpoint}",
+        f"--output={tmp_path / 'other'}",
+      ]
+    )
+    == 1
+  )
   err = capsys.readouterr().err
   assert "model.width is 8 in the checkpoint, 16 in the config" in err
   assert not (tmp_path / "other").exists()
@@ -98,6 +127,11 @@ def test_export_refuses_a_used_output_and_another_models_checkpoint(tmp_path, ca
 
 @pytest.mark.parametrize("flag", ["--checkpoint", "--output"])
 def test_export_needs_checkpoint_and_output(tmp_path, capsys, flag):
-  argv = ["export", "--config=configs/default.py:tiny", f"--checkpoint={tmp_path}", f"--output={tmp_path / 'o'}"]
+  argv = [
+    "export",
+    "--config=configs/default.py:tiny",
+    f"--checkpoint={tmp_path}",
+    f"--output={tmp_path / 'o'}",
+  ]
   assert export.main([a for a in argv if not a.startswith(flag)]) == 2
   assert flag[2:] in capsys.readouterr().err

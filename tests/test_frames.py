@@ -1,5 +1,7 @@
 """Frame reading from videos the tests encode with PyAV and from JPEG folders they write."""
+
 import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,7 +14,7 @@ av = pytest.importorskip("av")
 def moving_square(num_frames=12, size=64):
   clip = np.full((num_frames, size, size, 3), 40, np.uint8)
   for t in range(num_frames):
-    clip[t, 20:36, 4 * t:4 * t + 16] = (230, 200, 30)
+    clip[t, 20:36, 4 * t : 4 * t + 16] = (230, 200, 30)
   return clip
 
 
@@ -26,7 +28,9 @@ def encode(path, clip, codec, fps=12):
   return path
 
 
-@pytest.mark.parametrize("codec,suffix", [("libx264", "mp4"), ("libvpx-vp9", "webm"), ("mpeg4", "mp4")])
+@pytest.mark.parametrize(
+  "codec,suffix", [("libx264", "mp4"), ("libvpx-vp9", "webm"), ("mpeg4", "mp4")]
+)
 def test_decoded_video_has_every_frame_and_the_motion(tmp_path, codec, suffix):
   if codec not in av.codecs_available:
     pytest.skip(f"this PyAV build has no {codec} encoder")
@@ -74,7 +78,7 @@ def test_damaged_stream_keeps_the_frames_before_the_damage(tmp_path):
   InvalidDataError after ten frames): the frames decoded before the damage are kept."""
   data = bytearray(encode(tmp_path / "v.mkv", moving_square(24), "mpeg4").read_bytes())
   middle = len(data) * 7 // 10
-  data[middle:middle + 200] = bytes(200)
+  data[middle : middle + 200] = bytes(200)
   (tmp_path / "damaged.mkv").write_bytes(bytes(data))
   decoded = frames.decode_video(tmp_path / "damaged.mkv")
   assert 0 < len(decoded) < 24

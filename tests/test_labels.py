@@ -1,4 +1,5 @@
 """Label-file readers on the authors' real lists and on small layouts written here."""
+
 import gzip
 import json
 import pathlib
@@ -9,8 +10,13 @@ from input_pipeline import labels
 from tests.conftest import FIXTURES
 
 
-@pytest.mark.parametrize("name,count", [pytest.param("something_train.txt", 86017, marks=pytest.mark.slow),
-                                        ("something_val.txt", 11522)])
+@pytest.mark.parametrize(
+  "name,count",
+  [
+    pytest.param("something_train.txt", 86017, marks=pytest.mark.slow),
+    ("something_val.txt", 11522),
+  ],
+)
 def test_real_ssv1_lists_and_class_names(tmp_path, name, count):
   names = labels.read_class_names(FIXTURES / "something_category.txt")
   assert len(names) == 174
@@ -35,13 +41,13 @@ def write(path: pathlib.Path, text: str) -> pathlib.Path:
 
 
 @pytest.mark.parametrize(
-    "line,message",
-    [
-        ("a/1 30 5", "label 5 is outside the 3 classes"),
-        ("a/1 thirty 1", "must be integers"),
-        ("a/1 30", "expected 'path num_frames label'"),
-        ("../outside 30 1", "leaves the data directory"),
-    ],
+  "line,message",
+  [
+    ("a/1 30 5", "label 5 is outside the 3 classes"),
+    ("a/1 thirty 1", "must be integers"),
+    ("a/1 30", "expected 'path num_frames label'"),
+    ("../outside 30 1", "leaves the data directory"),
+  ],
 )
 def test_list_file_errors_name_file_and_line(tmp_path, line, message):
   path = write(tmp_path / "list.txt", "a/0 12 0\n" + line + "\n")
@@ -56,7 +62,10 @@ def test_empty_split_is_refused(tmp_path):
 
 def test_ssv1_layout(tmp_path):
   write(tmp_path / "something-something-v1-labels.csv", "Holding something\nPushing something\n")
-  write(tmp_path / "something-something-v1-validation.csv", "12;Pushing something\n7;Holding something\n")
+  write(
+    tmp_path / "something-something-v1-validation.csv",
+    "12;Pushing something\n7;Holding something\n",
+  )
   videos, names = labels.read_ssv1(tmp_path, "validation")
   assert names == ["Holding something", "Pushing something"]
   assert [(v.video_id, v.label) for v in videos] == [("12", 1), ("7", 0)]
@@ -67,19 +76,33 @@ def test_ssv1_layout(tmp_path):
 
 
 def test_ssv2_layout_takes_the_class_from_the_template(tmp_path):
-  write(tmp_path / "something-something-v2-labels.json",
-        json.dumps({"Putting something on a surface": "1", "Moving something up": "0"}))
-  write(tmp_path / "something-something-v2-validation.json", json.dumps([
-      {"id": "74225", "label": "putting a cup on a table", "template": "Putting [something] on a surface",
-       "placeholders": ["a cup"]}]))
+  write(
+    tmp_path / "something-something-v2-labels.json",
+    json.dumps({"Putting something on a surface": "1", "Moving something up": "0"}),
+  )
+  write(
+    tmp_path / "something-something-v2-validation.json",
+    json.dumps(
+      [
+        {
+          "id": "74225",
+          "label": "putting a cup on a table",
+          "template": "Putting [something] on a surface",
+          "placeholders": ["a cup"],
+        }
+      ]
+    ),
+  )
   videos, names = labels.read_ssv2(tmp_path, "validation")
   assert names == ["Moving something up", "Putting something on a surface"]
   assert videos[0].label == 1 and videos[0].path.name == "74225.webm"
 
 
 def test_diving48_and_finegym_layouts(tmp_path):
-  write(tmp_path / "Diving48_V2_test.json", json.dumps([
-      {"vid_name": "_8Vy3dlHg2w_00000", "label": 12, "start_frame": 0, "end_frame": 52}]))
+  write(
+    tmp_path / "Diving48_V2_test.json",
+    json.dumps([{"vid_name": "_8Vy3dlHg2w_00000", "label": 12, "start_frame": 0, "end_frame": 52}]),
+  )
   (video,) = labels.read_diving48(tmp_path, "test")
   assert video.label == 12 and video.end_frame == 52 and video.path.name == "_8Vy3dlHg2w_00000.mp4"
   write(tmp_path / "gym99_val.txt", "0LtLS9wROrk_E_002407_002435_A_0003_0005 72\n")
@@ -94,18 +117,34 @@ SSV2_LABELS = json.dumps({"Moving something up": "0", "Putting something on a su
 SSV2_ENTRY = '{"id": "74225", "template": "Putting [something] on a surface"}'
 
 
-@pytest.mark.parametrize("file,content,message", [
-    ("validation", b'[' + SSV2_ENTRY.encode() + b',\n  {"id": "7", "template": }]',
-     r"v2-validation.json:2:\d+: not valid JSON \(Expecting value\)"),
-    ("validation", b'[{"template": "Moving [something] up"}]',
-     r"v2-validation.json entry 1: needs an id and a template"),
+@pytest.mark.parametrize(
+  "file,content,message",
+  [
+    (
+      "validation",
+      b"[" + SSV2_ENTRY.encode() + b',\n  {"id": "7", "template": }]',
+      r"v2-validation.json:2:\d+: not valid JSON \(Expecting value\)",
+    ),
+    (
+      "validation",
+      b'[{"template": "Moving [something] up"}]',
+      r"v2-validation.json entry 1: needs an id and a template",
+    ),
     ("validation", b'["74225"]', r"v2-validation.json entry 1: needs an id and a template"),
     ("validation", b'{"id": "74225"}', r"v2-validation.json: expected a JSON array, got a dict"),
-    ("validation", b'[' + SSV2_ENTRY.encode() + b',\n {"id": "caf\xe9", "template": "x"}]',
-     r"v2-validation.json:2: byte 0xe9 at offset \d+ is not UTF-8"),
-    ("labels", b'{"Moving something up": "zero"}', r"v2-labels.json: class 'Moving something up' has id 'zero'"),
-    ("labels", b'\xff{}', r"v2-labels.json:1: byte 0xff at offset 0 is not UTF-8"),
-])
+    (
+      "validation",
+      b"[" + SSV2_ENTRY.encode() + b',\n {"id": "caf\xe9", "template": "x"}]',
+      r"v2-validation.json:2: byte 0xe9 at offset \d+ is not UTF-8",
+    ),
+    (
+      "labels",
+      b'{"Moving something up": "zero"}',
+      r"v2-labels.json: class 'Moving something up' has id 'zero'",
+    ),
+    ("labels", b"\xff{}", r"v2-labels.json:1: byte 0xff at offset 0 is not UTF-8"),
+  ],
+)
 def test_ssv2_label_file_errors_name_the_file_and_the_entry(tmp_path, file, content, message):
   write(tmp_path / "something-something-v2-labels.json", SSV2_LABELS)
   write(tmp_path / "something-something-v2-validation.json", f"[{SSV2_ENTRY}]")
@@ -116,14 +155,19 @@ def test_ssv2_label_file_errors_name_the_file_and_the_entry(tmp_path, file, cont
 
 def test_other_layouts_name_undecodable_bytes_and_bad_fields(tmp_path):
   (tmp_path / "gym99_val.txt").write_bytes(b"clip_a 72\nclip_\xff 3\n")
-  with pytest.raises(labels.LabelFileError, match=r"gym99_val.txt:2: byte 0xff at offset 15 is not UTF-8"):
+  with pytest.raises(
+    labels.LabelFileError, match=r"gym99_val.txt:2: byte 0xff at offset 15 is not UTF-8"
+  ):
     labels.read_finegym(tmp_path / "gym99_val.txt", tmp_path, 99)
   (tmp_path / "list.txt").write_bytes(b"\x80a 10 1\n")
   with pytest.raises(labels.LabelFileError, match=r"list.txt:1: byte 0x80"):
     labels.read_list_file(tmp_path / "list.txt", tmp_path)
-  write(tmp_path / "Diving48_V2_test.json", json.dumps([{"vid_name": "a", "label": 1, "start_frame": "x"}]))
+  write(
+    tmp_path / "Diving48_V2_test.json",
+    json.dumps([{"vid_name": "a", "label": 1, "start_frame": "x"}]),
+  )
   with pytest.raises(labels.LabelFileError, match=r"Diving48_V2_test.json entry 1: needs vid_name"):
     labels.read_diving48(tmp_path, "test")
-  write(tmp_path / "Diving48_V2_test.json", "[{\"vid_name\": \"a\",\n \"label\": 1,,}]")
+  write(tmp_path / "Diving48_V2_test.json", '[{"vid_name": "a",\n "label": 1,,}]')
   with pytest.raises(labels.LabelFileError, match=r"Diving48_V2_test.json:2:\d+: not valid JSON"):
     labels.read_diving48(tmp_path, "test")

@@ -1,4 +1,5 @@
 """SELFYNet: size against the official figures, initialisation, shapes, config errors."""
+
 import collections
 
 import jax
@@ -102,13 +103,13 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 
 
 @pytest.mark.parametrize(
-    "key,value,message",
-    [
-        ("depth", 42, "config.model.depth = 42"),
-        ("dtype", "float16", "config.model.dtype"),
-        ("selfy_stages", (5,), "config.model.selfy_stages"),
-        ("dropout", 1.5, "config.model.dropout"),
-    ],
+  "key,value,message",
+  [
+    ("depth", 42, "config.model.depth = 42"),
+    ("dtype", "float16", "config.model.dtype"),
+    ("selfy_stages", (5,), "config.model.selfy_stages"),
+    ("dropout", 1.5, "config.model.dropout"),
+  ],
 )
 def test_bad_model_config_names_the_key(key, value, message):
   config = tiny_config()
@@ -141,7 +142,9 @@ def test_model_directories_record_temporal_offsets_only_when_chosen(tmp_path):
   saved = json.loads((tmp_path / "forward" / model_dir.CONFIG_FILE).read_text())
   assert saved["model"]["selfy"]["temporal_offsets"] == [1]
   model_dir.restore(tmp_path / "forward", build_model(forward), forward)
-  with pytest.raises(ValueError, match=r"temporal_offsets is \[1\] in the checkpoint, None in the config"):
+  with pytest.raises(
+    ValueError, match=r"temporal_offsets is \[1\] in the checkpoint, None in the config"
+  ):
     model_dir.restore(tmp_path / "forward", build_model(centred), centred)
 
 
@@ -155,8 +158,11 @@ def test_zero_init_residual_starts_every_block_as_the_identity(zero_init):
   model.eval()
   clips = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)), jnp.float32)
   change = float(jnp.abs(model(clips) - model(clips[:, ::-1])).max())
-  scales = [bn.scale.value for path, bn in nnx.iter_graph(model) if path and path[-1] in ("bn2", "bn3")
-            and isinstance(bn, nnx.BatchNorm)]
+  scales = [
+    bn.scale.value
+    for path, bn in nnx.iter_graph(model)
+    if path and path[-1] in ("bn2", "bn3") and isinstance(bn, nnx.BatchNorm)
+  ]
   assert scales and all(bool(jnp.all(s == (0.0 if zero_init else 1.0))) for s in scales)
   assert (change < 1e-5) if zero_init else (change > 1e-3)
 
@@ -203,15 +209,19 @@ def test_remat_recomputes_the_blocks_and_changes_no_loss_gradient_or_statistic()
     graph, state = nnx.split(model)
 
     def step(state_):
-      model_ = nnx.merge(graph, state_)
+      model_ = nnx.merge(graph, state_)  # noqa: B023
       loss, grads = nnx.value_and_grad(loss_fn)(model_)
       return loss, grads, nnx.state(model_, nnx.BatchStat)
 
     programs = primitive_names(jax.make_jaxpr(step)(state).jaxpr)
     lowered = jax.jit(step).lower(state)
     loss, grads, statistics = lowered.compile()(state)
-    results[remat, saves] = (programs, float(loss), jax.tree.leaves(grads) + jax.tree.leaves(statistics),
-                             _count_ops(lowered.as_text()))
+    results[remat, saves] = (
+      programs,
+      float(loss),
+      jax.tree.leaves(grads) + jax.tree.leaves(statistics),
+      _count_ops(lowered.as_text()),
+    )
   without = results[False, "nothing"]
   for saves in ("nothing", "bn_inputs"):
     with_remat = results[True, saves]
@@ -233,23 +243,27 @@ def test_remat_stages_rematerialise_the_blocks_of_those_stages_only(stages, bloc
   model = build_model(tiny_config(remat=True, remat_stages=stages, selfy_stages=()))
   model.eval()
   graph, state = nnx.split(model)
-  jaxpr = jax.make_jaxpr(lambda state_: nnx.merge(graph, state_)(jnp.zeros((1, 4, 32, 32, 3))))(state).jaxpr
+  jaxpr = jax.make_jaxpr(lambda state_: nnx.merge(graph, state_)(jnp.zeros((1, 4, 32, 32, 3))))(
+    state
+  ).jaxpr
   assert primitive_counts(jaxpr)["remat2"] == blocks
 
 
 @pytest.mark.parametrize("stages", [(), (0,), (5,), (1, 1)])
 def test_bad_remat_stages_name_the_key(stages):
-  with pytest.raises(ValueError, match=r"config\.model\.remat_stages = .*distinct stages among 1, 2, 3, 4"):
+  with pytest.raises(
+    ValueError, match=r"config\.model\.remat_stages = .*distinct stages among 1, 2, 3, 4"
+  ):
     build_model(tiny_config(remat=True, remat_stages=stages))
 
 
 def test_remat_stages_without_remat_is_refused_not_ignored():
-  with pytest.raises(ValueError, match=r"remat_stages = \(1,\) takes effect only with config\.model\.remat = True"):
+  with pytest.raises(
+    ValueError, match=r"remat_stages = \(1,\) takes effect only with config\.model\.remat = True"
+  ):
     build_model(tiny_config(remat_stages=(1,)))
 
 
 def test_an_unknown_remat_saves_names_the_key_and_the_choices():
   with pytest.raises(ValueError, match=r"config\.model\.remat_saves = 'convs'.*bn_inputs.*nothing"):
     build_model(tiny_config(remat=True, remat_saves="convs"))
-
-

@@ -1,4 +1,5 @@
 """STSS and temporal shift against naive numpy loops written from CONVENTIONS.md."""
+
 import itertools
 
 import jax
@@ -19,7 +20,7 @@ def naive_stss(x, window):
   L, U, V = window
   B, T, H, W, C = x.shape
   x = x.astype(np.float64)
-  xn = x / np.sqrt((x ** 2).sum(-1, keepdims=True) + 1e-6)
+  xn = x / np.sqrt((x**2).sum(-1, keepdims=True) + 1e-6)
   out = np.zeros((B, T, H, W, L, U, V))
   for b, t, h, w in itertools.product(range(B), range(T), range(H), range(W)):
     for l, u, v in itertools.product(range(L), range(U), range(V)):
@@ -30,14 +31,14 @@ def naive_stss(x, window):
 
 
 @pytest.mark.parametrize(
-    "shape,window",
-    [
-        ((2, 4, 5, 6, 8), (3, 3, 3)),
-        ((1, 3, 4, 4, 5), (5, 9, 9)),  # window larger than the clip and the frame
-        ((1, 5, 3, 7, 4), (1, 5, 3)),
-        ((2, 2, 6, 3, 3), (3, 1, 7)),
-        ((1, 1, 1, 1, 2), (1, 1, 1)),
-    ],
+  "shape,window",
+  [
+    ((2, 4, 5, 6, 8), (3, 3, 3)),
+    ((1, 3, 4, 4, 5), (5, 9, 9)),  # window larger than the clip and the frame
+    ((1, 5, 3, 7, 4), (1, 5, 3)),
+    ((2, 2, 6, 3, 3), (3, 1, 7)),
+    ((1, 1, 1, 1, 2), (1, 1, 1)),
+  ],
 )
 @pytest.mark.parametrize("implementation", FORMS)
 def test_stss_matches_naive_loop(shape, window, implementation):
@@ -63,7 +64,9 @@ def test_stss_bf16_accumulates_in_float32(implementation):
 def test_stss_gradients_match_finite_differences(implementation):
   with jax.enable_x64(True):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 3, 3, 4, 3)), jnp.float64)
-    check_grads(lambda f: ops.stss(f, (3, 3, 3), implementation), (x,), order=1, modes=("rev",), eps=1e-4)
+    check_grads(
+      lambda f: ops.stss(f, (3, 3, 3), implementation), (x,), order=1, modes=("rev",), eps=1e-4
+    )
 
 
 @pytest.mark.parametrize("implementation", FORMS)
@@ -90,7 +93,7 @@ def naive_stss_offsets(x, offsets, U, V):
   """The same loop over a set of temporal offsets: entry i compares frame t with t + offsets[i]."""
   B, T, H, W, C = x.shape
   x = x.astype(np.float64)
-  xn = x / np.sqrt((x ** 2).sum(-1, keepdims=True) + 1e-6)
+  xn = x / np.sqrt((x**2).sum(-1, keepdims=True) + 1e-6)
   out = np.zeros((B, T, H, W, len(offsets), U, V))
   for b, t, h, w in itertools.product(range(B), range(T), range(H), range(W)):
     for i, u, v in itertools.product(range(len(offsets)), range(U), range(V)):
@@ -100,13 +103,16 @@ def naive_stss_offsets(x, offsets, U, V):
   return out
 
 
-@pytest.mark.parametrize("offsets,shape,plane", [
+@pytest.mark.parametrize(
+  "offsets,shape,plane",
+  [
     ((1,), (2, 4, 5, 6, 8), (3, 3)),  # forward only
     ((-1, 1), (1, 5, 4, 4, 5), (5, 5)),  # both directions, no self-similarity
     ((-2, -1, 0, 1, 2), (1, 3, 3, 5, 4), (3, 5)),  # the centred window of 5, longer than the clip
     ((1, 2, 3), (2, 4, 3, 3, 3), (1, 3)),
     ((3, -2, 0), (1, 6, 4, 3, 4), (3, 1)),  # any order: the output keeps it
-])
+  ],
+)
 @pytest.mark.parametrize("implementation", FORMS)
 def test_stss_with_temporal_offsets_matches_naive_loop(offsets, shape, plane, implementation):
   x = np.random.default_rng(sum(shape) + len(offsets)).normal(size=shape).astype(np.float32)
@@ -125,20 +131,29 @@ def test_stss_offsets_bf16_and_gradients(implementation):
   np.testing.assert_allclose(np.asarray(got, np.float32), reference, atol=8e-3)
   with jax.enable_x64(True):
     x64 = jnp.asarray(np.random.default_rng(4).normal(size=(1, 4, 3, 3, 3)), jnp.float64)
-    check_grads(lambda f: ops.stss(f, (1, 3, 3), implementation, temporal_offsets=(-2, 1)), (x64,), order=1,
-                modes=("rev",), eps=1e-4)
+    check_grads(
+      lambda f: ops.stss(f, (1, 3, 3), implementation, temporal_offsets=(-2, 1)),
+      (x64,),
+      order=1,
+      modes=("rev",),
+      eps=1e-4,
+    )
 
 
 def test_centred_offsets_are_the_centred_window():
   x = np.random.default_rng(5).normal(size=(1, 4, 4, 4, 6)).astype(np.float32)
-  np.testing.assert_array_equal(np.asarray(ops.stss(x, (5, 3, 3), "shift", temporal_offsets=(-2, -1, 0, 1, 2))),
-                                np.asarray(ops.stss(x, (5, 3, 3), "shift")))
+  np.testing.assert_array_equal(
+    np.asarray(ops.stss(x, (5, 3, 3), "shift", temporal_offsets=(-2, -1, 0, 1, 2))),
+    np.asarray(ops.stss(x, (5, 3, 3), "shift")),
+  )
 
 
 @pytest.mark.parametrize("offsets", [(1, 1), (), (0.5,), "ab"])
 def test_stss_rejects_bad_offsets(offsets):
   if offsets == ():
-    assert ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), temporal_offsets=offsets).shape[4] == 3  # () = centred
+    assert (
+      ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), temporal_offsets=offsets).shape[4] == 3
+    )  # () = centred
     return
   with pytest.raises(ValueError, match="temporal_offsets"):
     ops.stss(jnp.zeros((1, 2, 3, 3, 4)), (3, 3, 3), temporal_offsets=offsets)
@@ -189,7 +204,9 @@ def naive_shift(x, shift_div):
 @pytest.mark.parametrize("channels,shift_div", [(16, 8), (12, 8), (9, 4)])
 def test_temporal_shift_matches_naive_loop(channels, shift_div):
   x = np.random.default_rng(channels).normal(size=(2, 4, 3, 2, channels)).astype(np.float32)
-  np.testing.assert_array_equal(np.asarray(ops.temporal_shift(x, shift_div)), naive_shift(x, shift_div))
+  np.testing.assert_array_equal(
+    np.asarray(ops.temporal_shift(x, shift_div)), naive_shift(x, shift_div)
+  )
 
 
 def test_temporal_shift_rejects_wrong_rank():
@@ -204,7 +221,7 @@ def naive_stss_gradient(x, window, cotangent):
   L, U, V = window
   B, T, H, W, C = x.shape
   x = x.astype(np.float64)
-  norm = np.sqrt((x ** 2).sum(-1, keepdims=True) + 1e-6)
+  norm = np.sqrt((x**2).sum(-1, keepdims=True) + 1e-6)
   xn = x / norm
   d_xn = np.zeros_like(x)
   for b, t, h, w in itertools.product(range(B), range(T), range(H), range(W)):
@@ -217,11 +234,15 @@ def naive_stss_gradient(x, window, cotangent):
   return (d_xn - xn * (xn * d_xn).sum(-1, keepdims=True)) / norm
 
 
-@pytest.mark.parametrize("tiling", [
+@pytest.mark.parametrize(
+  "tiling",
+  [
     stss_pallas.Tiling(),  # one row per program for these maps, the backward in two parts
     stss_pallas.Tiling(rows=2, backward_parts=1),
     stss_pallas.Tiling(rows=3, backward_parts=2),  # a last band that runs past the frame
-], ids=["default", "rows2-one-part", "rows3-two-parts"])
+  ],
+  ids=["default", "rows2-one-part", "rows3-two-parts"],
+)
 @pytest.mark.parametrize("l_major", [False, True])
 def test_pallas_tilings_and_orders_match_naive_loops(tiling, l_major):
   """Every way of splitting the kernels' work and either order of the output compute the same
@@ -238,7 +259,9 @@ def test_pallas_tilings_and_orders_match_naive_loops(tiling, l_major):
   order = (lambda a: np.moveaxis(a, 4, 2)) if l_major else (lambda a: a)
   np.testing.assert_allclose(np.asarray(similarities), order(naive_stss(x, window)), atol=2e-6)
   gradient = pullback(jnp.asarray(order(cotangent)))[0]
-  np.testing.assert_allclose(np.asarray(gradient), naive_stss_gradient(x, window, cotangent), atol=2e-5)
+  np.testing.assert_allclose(
+    np.asarray(gradient), naive_stss_gradient(x, window, cotangent), atol=2e-5
+  )
 
 
 @pytest.mark.parametrize("implementation", FORMS)
@@ -253,23 +276,33 @@ def test_pallas_tiling_refuses_other_backward_parts():
     stss_pallas.Tiling(backward_parts=3)
 
 
-@pytest.mark.parametrize("tiling", [
+@pytest.mark.parametrize(
+  "tiling",
+  [
     stss_pallas.Tiling(),
     stss_pallas.Tiling(rows=2, backward_parts=1),
-], ids=["default", "rows2-one-part"])
+  ],
+  ids=["default", "rows2-one-part"],
+)
 def test_pallas_kernels_lower_to_triton_for_gpus(tiling, monkeypatch):
   """The compiled kernels (not the interpreted ones the other tests run) lower to Triton for a GPU,
   on this CPU: a Pallas construct that Triton lowering does not take fails here, not on the first
   GPU run."""
   from jax import export
+
   monkeypatch.setattr(stss_pallas, "_interpret", lambda: False)
   features = jax.ShapeDtypeStruct((2, 4, 14, 14, 128), jnp.bfloat16)
 
   def forward_and_gradient(f):
-    windows, pullback = jax.vjp(lambda a: stss_pallas.stss_windows(a, (-2, -1, 0, 1, 2), (9, 9), True, tiling), f)
+    windows, pullback = jax.vjp(
+      lambda a: stss_pallas.stss_windows(a, (-2, -1, 0, 1, 2), (9, 9), True, tiling), f
+    )
     return windows, pullback(windows)[0]
 
-  exported = export.export(jax.jit(forward_and_gradient), platforms=["cuda"],
-                           disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(features)
+  exported = export.export(
+    jax.jit(forward_and_gradient),
+    platforms=["cuda"],
+    disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+  )(features)
   module = exported.mlir_module()
   assert module.count("@__gpu$xla.gpu.triton") == 2  # the forward and the backward kernel

@@ -1,4 +1,5 @@
 """The optimisers against PyTorch's SGD configured as the official trainer does, and AdamW."""
+
 import numpy as np
 import optax
 import pytest
@@ -12,13 +13,18 @@ from stss_jax.train import optimizer  # noqa: E402
 def make_problem():
   rng = np.random.default_rng(0)
   params = {
-      "conv": {"kernel": rng.normal(size=(3, 3, 4, 8))},
-      "bn": {"scale": rng.normal(size=8), "bias": rng.normal(size=8)},
-      "new_fc": {"kernel": rng.normal(size=(8, 5)), "bias": rng.normal(size=5)},
+    "conv": {"kernel": rng.normal(size=(3, 3, 4, 8))},
+    "bn": {"scale": rng.normal(size=8), "bias": rng.normal(size=8)},
+    "new_fc": {"kernel": rng.normal(size=(8, 5)), "bias": rng.normal(size=5)},
   }
   params = {k: {n: v.astype(np.float32) for n, v in d.items()} for k, d in params.items()}
-  grads = [{k: {n: rng.normal(size=v.shape).astype(np.float32) * scale for n, v in d.items()}
-            for k, d in params.items()} for scale in (1, 30, 1, 1, 1, 1, 50, 1)]  # two steps clip
+  grads = [
+    {
+      k: {n: rng.normal(size=v.shape).astype(np.float32) * scale for n, v in d.items()}
+      for k, d in params.items()
+    }
+    for scale in (1, 30, 1, 1, 1, 1, 50, 1)
+  ]  # two steps clip
   return params, grads
 
 
@@ -32,12 +38,14 @@ def run_ours(config, params, grads):
 
 
 def torch_groups(params):
-  tensors = {(k, n): torch.tensor(v, requires_grad=True) for k, d in params.items() for n, v in d.items()}
+  tensors = {
+    (k, n): torch.tensor(v, requires_grad=True) for k, d in params.items() for n, v in d.items()
+  }
   groups = [
-      {"params": [tensors["conv", "kernel"]], "lr_mult": 1, "decay_mult": 1},
-      {"params": [tensors["bn", "scale"], tensors["bn", "bias"]], "lr_mult": 1, "decay_mult": 0},
-      {"params": [tensors["new_fc", "kernel"]], "lr_mult": 1, "decay_mult": 1},
-      {"params": [tensors["new_fc", "bias"]], "lr_mult": 2, "decay_mult": 0},
+    {"params": [tensors["conv", "kernel"]], "lr_mult": 1, "decay_mult": 1},
+    {"params": [tensors["bn", "scale"], tensors["bn", "bias"]], "lr_mult": 1, "decay_mult": 0},
+    {"params": [tensors["new_fc", "kernel"]], "lr_mult": 1, "decay_mult": 1},
+    {"params": [tensors["new_fc", "bias"]], "lr_mult": 2, "decay_mult": 0},
   ]
   return tensors, groups
 
@@ -64,7 +72,9 @@ def test_matches_torch_sgd_with_the_official_parameter_groups():
   sgd = torch.optim.SGD(groups, lr=0.005, momentum=0.9, nesterov=True, weight_decay=5e-4)
   run_torch(sgd, tensors, grads, lambda step: 0.005 * (0.1 if step >= 5 else 1.0), 5e-4)
   for (k, n), t in tensors.items():
-    np.testing.assert_allclose(np.asarray(ours[k][n]), t.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{k}.{n}")
+    np.testing.assert_allclose(
+      np.asarray(ours[k][n]), t.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{k}.{n}"
+    )
 
 
 def test_adamw_matches_torch_adamw_with_the_same_parameter_groups():
@@ -81,7 +91,11 @@ def test_adamw_matches_torch_adamw_with_the_same_parameter_groups():
   tensors, groups = torch_groups(params)
   adamw = torch.optim.AdamW(groups, lr=1e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)
   cosine = optimizer.learning_rate_schedule(config)
-  assert abs(float(cosine(5)) - 1e-3 * 0.5 * (1 + np.cos(np.pi * 5 / 10))) < 1e-9  # the schedule itself, by hand
+  assert (
+    abs(float(cosine(5)) - 1e-3 * 0.5 * (1 + np.cos(np.pi * 5 / 10))) < 1e-9
+  )  # the schedule itself, by hand
   run_torch(adamw, tensors, grads, lambda step: float(cosine(step)), 0.05)
   for (k, n), t in tensors.items():
-    np.testing.assert_allclose(np.asarray(ours[k][n]), t.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{k}.{n}")
+    np.testing.assert_allclose(
+      np.asarray(ours[k][n]), t.detach().numpy(), rtol=1e-5, atol=1e-6, err_msg=f"{k}.{n}"
+    )

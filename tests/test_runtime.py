@@ -1,4 +1,6 @@
-"""The runtime policy: how the model's ops run, read when a model is traced, never in a checkpoint."""
+"""The runtime policy: how the model's ops run, read when a model is traced, never in a
+checkpoint."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,7 +27,7 @@ def _default_policy_after():
   runtime.set_policy(runtime.Policy())
 
 
-def test_one_block_runs_under_every_policy_and_each_matches_the_official_output(official):
+def test_one_block_runs_under_every_policy_and_each_matches_the_official_output(official):  # noqa: F811
   """Built once with no form of its own; each policy changes the traced program, not the result."""
   block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0))
   params = {k.removeprefix("param/"): v for k, v in official.items() if k.startswith("param/")}
@@ -33,14 +35,25 @@ def test_one_block_runs_under_every_policy_and_each_matches_the_official_output(
   block.eval()
   clips = jnp.asarray(to_clips(official["input"]))
   programs = {}
-  for stss, extraction in (("shift", "conv"), ("matmul", "dense"), ("gather", "dense"), ("pallas", "dense")):
+  for stss, extraction in (
+    ("shift", "conv"),
+    ("matmul", "dense"),
+    ("gather", "dense"),
+    ("pallas", "dense"),
+  ):
     with runtime.use(runtime.Policy(stss=stss, extraction=extraction)):
       output = jax.jit(lambda m, x: m(x))(block, clips)  # a fresh jit: traced under this policy
       programs[stss] = primitive_names(jax.make_jaxpr(lambda x: block(x))(clips).jaxpr)
-    assert np.max(np.abs(np.asarray(output) - to_clips(official["output"]))) < 1e-4, (stss, extraction)
+    assert np.max(np.abs(np.asarray(output) - to_clips(official["output"]))) < 1e-4, (
+      stss,
+      extraction,
+    )
   assert "gather" in programs["gather"] and "gather" not in programs["shift"]
   assert "pallas_call" in programs["pallas"] and "pallas_call" not in programs["gather"]
-  assert "conv_general_dilated" in programs["shift"] and len({frozenset(p) for p in programs.values()}) == 4
+  assert (
+    "conv_general_dilated" in programs["shift"]
+    and len({frozenset(p) for p in programs.values()}) == 4
+  )
   assert runtime.current() == runtime.Policy()  # use() restores the policy it found
 
 
@@ -52,27 +65,51 @@ def test_row_alignment_pads_to_the_policy_multiple():
     assert aligned_cells(81, 4) * 4 % 64 == 0 and aligned_cells(81, 4) == 96
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
     ({"stss": "fast"}, "--stss_implementation='fast': use one of"),
     ({"extraction": "sparse"}, "--extraction_implementation='sparse': use one of"),
     ({"row_alignment": 0}, "--row_alignment=0: use a positive number"),
-])
+  ],
+)
 def test_bad_policy_values_are_refused(kwargs, message):
   with pytest.raises(ValueError, match=message):
     runtime.Policy(**kwargs)
 
 
 def test_commands_take_the_policy_as_flags_and_no_model_directory_records_it(tmp_path, capsys):
-  assert complexity.main(["complexity", TINY, "--stss_implementation=matmul", "--extraction_implementation=conv"]) == 0
-  assert runtime.current() == runtime.Policy(stss="matmul", extraction="conv")  # in force for the command's work
+  assert (
+    complexity.main(
+      ["complexity", TINY, "--stss_implementation=matmul", "--extraction_implementation=conv"]
+    )
+    == 0
+  )
+  assert runtime.current() == runtime.Policy(
+    stss="matmul", extraction="conv"
+  )  # in force for the command's work
   config = default.get_config("tiny")
-  recorded = (model_dir.save(tmp_path / "model", build_model(config), config) / model_dir.CONFIG_FILE).read_text()
+  recorded = (
+    model_dir.save(tmp_path / "model", build_model(config), config) / model_dir.CONFIG_FILE
+  ).read_text()
   assert "implementation" not in recorded and "row_alignment" not in recorded, recorded
   capsys.readouterr()
-  assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'x'}", "--config.model.selfy.stss_implementation=shift"]) == 2
-  assert capsys.readouterr().err.strip() == ("error: config.model.selfy.stss_implementation is no longer a config key: "
-                                             "how the model runs is not part of the experiment; use "
-                                             "--stss_implementation=...")
+  assert (
+    main.main(
+      [
+        "main.py",
+        TINY,
+        f"--workdir={tmp_path / 'x'}",
+        "--config.model.selfy.stss_implementation=shift",
+      ]
+    )
+    == 2
+  )
+  assert capsys.readouterr().err.strip() == (
+    "error: config.model.selfy.stss_implementation is no longer a config key: "
+    "how the model runs is not part of the experiment; use "
+    "--stss_implementation=..."
+  )
   assert main.main(["main.py", TINY, f"--workdir={tmp_path / 'x'}", "--row_alignment=0"]) == 2
   assert "--row_alignment=0: use a positive number" in capsys.readouterr().err
   assert not (tmp_path / "x").exists()  # refused before any work
@@ -94,12 +131,21 @@ def test_selfy_remat_recomputes_the_similarities_and_changes_no_output_gradient_
 
     with runtime.use(runtime.Policy(stss="gather", extraction="dense", selfy_remat=remat)):
       graph, state = nnx.split(block)
-      program = primitive_names(jax.make_jaxpr(
-          lambda s, x: nnx.grad(loss, argnums=(0, 1))(nnx.merge(graph, s), x))(state, clips).jaxpr)
+      program = primitive_names(
+        jax.make_jaxpr(lambda s, x: nnx.grad(loss, argnums=(0, 1))(nnx.merge(graph, s), x))(  # noqa: B023
+          state, clips
+        ).jaxpr
+      )
       value, (grads, clip_grads) = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1)))(block, clips)
-    results[remat] = (program, float(value), [clip_grads, *jax.tree.leaves(nnx.state(grads))],
-                      jax.tree.leaves(nnx.state(block, nnx.BatchStat)))
+    results[remat] = (
+      program,
+      float(value),
+      [clip_grads, *jax.tree.leaves(nnx.state(grads))],
+      jax.tree.leaves(nnx.state(block, nnx.BatchStat)),
+    )
   assert "remat2" in results[True][0] and "remat2" not in results[False][0]
   assert results[True][1] == pytest.approx(results[False][1], rel=1e-6)
-  for a, b in zip(results[True][2] + results[True][3], results[False][2] + results[False][3], strict=True):
+  for a, b in zip(
+    results[True][2] + results[True][3], results[False][2] + results[False][3], strict=True
+  ):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -1,4 +1,6 @@
-"""Frame sampling against the official TSN formulas, restated here from the authors' dataset code."""
+"""Frame sampling against the official TSN formulas, restated here from the authors' dataset
+code."""
+
 import numpy as np
 import pytest
 
@@ -40,11 +42,14 @@ def test_train_and_eval_follow_the_official_formulas(num_frames, T):
   np.testing.assert_array_equal(got, official_train(num_frames, T, recorder.draws))
   assert np.all(np.diff(got) > 0) and got.max() < num_frames
   if num_frames > T:  # the official eval formula needs n > T (it gives frame 1 everywhere at n = T)
-    np.testing.assert_array_equal(sampling.eval_indices(num_frames, T)[0], official_val(num_frames, T))
+    np.testing.assert_array_equal(
+      sampling.eval_indices(num_frames, T)[0], official_val(num_frames, T)
+    )
 
 
 def test_real_ssv1_lengths_follow_the_official_eval_formula():
   from tests.conftest import FIXTURES
+
   lines = (FIXTURES / "something_val.txt").read_text().split("\n")
   lengths = [int(line.split()[1]) for line in lines if line.strip()]
   for n in lengths[:2000]:
@@ -54,7 +59,10 @@ def test_real_ssv1_lengths_follow_the_official_eval_formula():
 
 @pytest.mark.parametrize("num_frames", [1, 3, 7])
 def test_short_videos_keep_every_frame_in_order(num_frames):
-  for indices in (sampling.train_indices(num_frames, 8, np.random.default_rng(0)), sampling.eval_indices(num_frames, 8)[0]):
+  for indices in (
+    sampling.train_indices(num_frames, 8, np.random.default_rng(0)),
+    sampling.eval_indices(num_frames, 8)[0],
+  ):
     assert len(indices) == 8
     assert np.all(np.diff(indices) >= 0)
     assert set(indices.tolist()) == set(range(num_frames))

@@ -1,4 +1,5 @@
 """The SELFY block against outputs of the authors' PyTorch code (../shared/fixtures)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,12 +17,23 @@ def official():
   return {k: data[k] for k in data.files}
 
 
-@pytest.fixture(scope="module", params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense"), ("pallas", "dense")],
-                ids=["shift-conv", "matmul-dense", "gather-dense", "pallas-dense"])
+@pytest.fixture(
+  scope="module",
+  params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense"), ("pallas", "dense")],
+  ids=["shift-conv", "matmul-dense", "gather-dense", "pallas-dense"],
+)
 def block(official, request):
   stss_implementation, extraction_implementation = request.param
-  block = SELFYBlock(64, 32, (5, 9, 9), (4, 16, 64, 64), (64, 64, 64, 64), rngs=nnx.Rngs(0),
-                     stss_implementation=stss_implementation, extraction_implementation=extraction_implementation)
+  block = SELFYBlock(
+    64,
+    32,
+    (5, 9, 9),
+    (4, 16, 64, 64),
+    (64, 64, 64, 64),
+    rngs=nnx.Rngs(0),
+    stss_implementation=stss_implementation,
+    extraction_implementation=extraction_implementation,
+  )
   params = {k.removeprefix("param/"): v for k, v in official.items() if k.startswith("param/")}
   report = load_weights(block, params)
   assert not report.left_at_init and len(report.used) == len(params)
@@ -79,8 +91,16 @@ def numpy_soft_argmax(planes, temperature):
 
 @pytest.mark.parametrize("window", [(3, 5, 5), (1, 3, 7)])
 def test_soft_argmax_extractor_against_numpy(window):
-  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), extractor="soft_argmax", temperature=0.05,
-                     rngs=nnx.Rngs(0))
+  block = SELFYBlock(
+    16,
+    8,
+    window,
+    (4, 8, 16, 16),
+    (16, 16, 16, 16),
+    extractor="soft_argmax",
+    temperature=0.05,
+    rngs=nnx.Rngs(0),
+  )
   extraction = block.stss_extraction
   randomize_batch_norms(extraction, 1)
   extraction.eval()
@@ -91,12 +111,16 @@ def test_soft_argmax_extractor_against_numpy(window):
   # A sharp peak: the displacement is the peak's own offset.
   peak = np.zeros(window[1:], np.float32)
   peak[0, -1] = 1.0
-  np.testing.assert_allclose(numpy_soft_argmax(peak, 0.01), [-(window[1] // 2), window[2] // 2], atol=1e-6)
+  np.testing.assert_allclose(
+    numpy_soft_argmax(peak, 0.01), [-(window[1] // 2), window[2] // 2], atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("window", [(3, 5, 5), (1, 3, 7)])
 def test_mlp_extractor_against_numpy(window):
-  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), extractor="mlp", rngs=nnx.Rngs(0))
+  block = SELFYBlock(
+    16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), extractor="mlp", rngs=nnx.Rngs(0)
+  )
   extraction = block.stss_extraction
   randomize_batch_norms(extraction, 3)
   extraction.eval()
@@ -108,7 +132,8 @@ def test_mlp_extractor_against_numpy(window):
 
 
 def numpy_gradient(function, x, cotangent, points, eps=1e-6):
-  """d(sum(function(x) * cotangent))/dx at a few flat positions, by central differences in float64."""
+  """d(sum(function(x) * cotangent))/dx at a few flat positions, by central differences in
+  float64."""
   gradient = []
   for index in points:
     step = np.zeros(x.size)
@@ -123,19 +148,30 @@ def test_extractor_gradients_against_numpy(extractor):
   """The gradient of the extractor's output with respect to the similarity planes, against
   central differences of the numpy reference above."""
   window = (3, 5, 5)
-  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), extractor=extractor, temperature=0.2,
-                     rngs=nnx.Rngs(0))
+  block = SELFYBlock(
+    16,
+    8,
+    window,
+    (4, 8, 16, 16),
+    (16, 16, 16, 16),
+    extractor=extractor,
+    temperature=0.2,
+    rngs=nnx.Rngs(0),
+  )
   extraction = block.stss_extraction
   randomize_batch_norms(extraction, 5)
   extraction.eval()
   planes = np.random.default_rng(6).uniform(-1, 1, (2, 3, 2, 2) + window[1:])
   if extractor == "soft_argmax":
+
     def reference(x):
       return numpy_conv_bn_relu(numpy_soft_argmax(x, 0.2), extraction.embed)
   else:
+
     def reference(x):
       flat = x.reshape(*x.shape[:-2], -1)
       return numpy_conv_bn_relu(numpy_conv_bn_relu(flat, extraction.fc0), extraction.fc1)
+
   cotangent = np.random.default_rng(7).normal(size=reference(planes).shape)
   with jax.enable_x64(True):
     graph, state = nnx.split(extraction)
@@ -146,7 +182,9 @@ def test_extractor_gradients_against_numpy(extractor):
 
     got = np.asarray(jax.grad(loss)(jnp.asarray(planes, jnp.float64))).reshape(-1)
   points = np.random.default_rng(8).choice(planes.size, 24, replace=False)
-  np.testing.assert_allclose(got[points], numpy_gradient(reference, planes, cotangent, points), rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    got[points], numpy_gradient(reference, planes, cotangent, points), rtol=1e-4, atol=1e-7
+  )
 
 
 @pytest.mark.parametrize("offsets", [(1,), (-1, 1), (1, 2, 3)])
@@ -155,7 +193,9 @@ def test_block_with_temporal_offsets(offsets):
   fuse conv takes one group of channels per offset."""
   from tests.test_ops import naive_stss_offsets
 
-  block = SELFYBlock(8, 8, (5, 3, 3), (4, 8, 16, 16), (16, 16, 16, 16), temporal_offsets=offsets, rngs=nnx.Rngs(0))
+  block = SELFYBlock(
+    8, 8, (5, 3, 3), (4, 8, 16, 16), (16, 16, 16, 16), temporal_offsets=offsets, rngs=nnx.Rngs(0)
+  )
   block.eval()
   clips = jax.random.normal(jax.random.key(3), (2, 4, 8, 8, 8))
   stss = np.asarray(block.stss_transformation(clips))
@@ -171,7 +211,9 @@ def test_block_learns_through_every_extractor(extractor):
   weights move: the gradient reaches them through the integration."""
   import optax
 
-  block = SELFYBlock(8, 8, (3, 3, 3), (4, 8, 16, 16), (16, 16, 16, 16), extractor=extractor, rngs=nnx.Rngs(0))
+  block = SELFYBlock(
+    8, 8, (3, 3, 3), (4, 8, 16, 16), (16, 16, 16, 16), extractor=extractor, rngs=nnx.Rngs(0)
+  )
   clips = jax.random.normal(jax.random.key(1), (4, 4, 8, 8, 8))
   target = jax.nn.relu(jax.random.normal(jax.random.key(2), clips.shape))
   graph, params, rest = nnx.split(block, nnx.Param, ...)
@@ -182,6 +224,7 @@ def test_block_learns_through_every_extractor(extractor):
     def loss(params):
       model = nnx.merge(graph, params, rest, copy=True)
       return jnp.mean((model(clips) - target) ** 2), nnx.state(model, nnx.Not(nnx.Param))
+
     (value, rest), grads = jax.value_and_grad(loss, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state)
     return optax.apply_updates(params, updates), rest, opt_state, value
@@ -193,17 +236,33 @@ def test_block_learns_through_every_extractor(extractor):
     params, rest, opt_state, value = step(params, rest, opt_state)
     losses.append(float(value))
   assert losses[-1] < 0.7 * losses[0], losses[::10]
-  moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), params["stss_extraction"], initial)
+  moved = jax.tree.map(
+    lambda a, b: float(np.abs(np.asarray(a) - b).max()), params["stss_extraction"], initial
+  )
   assert min(jax.tree.leaves(moved)) > 1e-3, moved
 
 
 @pytest.mark.parametrize("implementation", ["conv", "dense"])
 @pytest.mark.parametrize("window", [(5, 9, 9), (5, 3, 3), (1, 1, 1), (3, 7, 5)])
 def test_conv_extractor_reduces_any_odd_window(window, implementation):
-  block = SELFYBlock(16, 8, window, (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0),
-                     extraction_implementation=implementation)
+  block = SELFYBlock(
+    16,
+    8,
+    window,
+    (4, 8, 16, 16),
+    (16, 16, 16, 16),
+    rngs=nnx.Rngs(0),
+    extraction_implementation=implementation,
+  )
   stss = jax.random.uniform(jax.random.key(0), (1, 2, 3, 3) + window)
-  assert nnx.jit(lambda m, x: m(x))(block.stss_extraction, stss).shape == (1, 2, 3, 3, window[0], 16)
+  assert nnx.jit(lambda m, x: m(x))(block.stss_extraction, stss).shape == (
+    1,
+    2,
+    3,
+    3,
+    window[0],
+    16,
+  )
 
 
 def test_block_rejects_bad_settings():
@@ -215,8 +274,18 @@ def test_block_rejects_bad_settings():
 
 def test_dense_extraction_gradients_match_convolutions():
   clips = jax.random.normal(jax.random.key(2), (2, 4, 8, 8, 16))
-  blocks = [SELFYBlock(16, 8, (3, 9, 9), (4, 8, 16, 16), (16, 16, 16, 16), rngs=nnx.Rngs(0),
-                       extraction_implementation=impl) for impl in ("conv", "dense")]
+  blocks = [
+    SELFYBlock(
+      16,
+      8,
+      (3, 9, 9),
+      (4, 8, 16, 16),
+      (16, 16, 16, 16),
+      rngs=nnx.Rngs(0),
+      extraction_implementation=impl,
+    )
+    for impl in ("conv", "dense")
+  ]
   for block in blocks:  # a non-zero last BN scale, so that gradients reach every layer
     block.stss_integration.upsample_bn.scale[...] = jnp.full((16,), 0.5)
 
@@ -227,7 +296,9 @@ def test_dense_extraction_gradients_match_convolutions():
   for a, b in zip(conv_grads, dense_grads, strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=1e-6)
   # The dense form pads its activations to aligned rows: the BN statistics must not see that.
-  conv_stats, dense_stats = (jax.tree.leaves(nnx.state(b.stss_extraction, nnx.BatchStat)) for b in blocks)
+  conv_stats, dense_stats = (
+    jax.tree.leaves(nnx.state(b.stss_extraction, nnx.BatchStat)) for b in blocks
+  )
   for a, b in zip(conv_stats, dense_stats, strict=True):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
 
@@ -255,4 +326,6 @@ def test_interleaved_batch_norm_is_batch_norm_of_the_zero_interleaved_map(out_si
   bn.eval()
   running_mean, running_var = np.asarray(bn.mean[...]), np.asarray(bn.var[...])
   out = interleaved_batch_norm(bn, jnp.asarray(x), out_size)
-  np.testing.assert_allclose(out, (full - running_mean) / np.sqrt(running_var + 1e-5) * scale + bias, atol=1e-4)
+  np.testing.assert_allclose(
+    out, (full - running_mean) / np.sqrt(running_var + 1e-5) * scale + bias, atol=1e-4
+  )

@@ -1,4 +1,5 @@
 """The train step with gradient accumulation, against a reference written with plain NNX calls."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,8 +26,13 @@ def tiny_config():
 
 def a_batch(size, config, seed=0):
   rng = np.random.default_rng(seed)
-  clips = rng.normal(size=(size, config.input.num_frames, config.input.image_size, config.input.image_size, 3))
-  return {"clips": clips.astype(np.float32), "labels": rng.integers(0, config.dataset.num_classes, size).astype(np.int32)}
+  clips = rng.normal(
+    size=(size, config.input.num_frames, config.input.image_size, config.input.image_size, 3)
+  )
+  return {
+    "clips": clips.astype(np.float32),
+    "labels": rng.integers(0, config.dataset.num_classes, size).astype(np.int32),
+  }
 
 
 def reference_update(config, batch, micro_batches):
@@ -37,7 +43,9 @@ def reference_update(config, batch, micro_batches):
 
   def loss(model, clips, labels):
     logits = model(clips)
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels
+    ).mean()
 
   params = nnx.state(model, nnx.Param)
   gradient_sum, losses = None, []
@@ -47,7 +55,9 @@ def reference_update(config, batch, micro_batches):
     # the same parameters whatever the running statistics hold.
     value, gradient = nnx.jit(nnx.value_and_grad(loss))(model, clips, labels)
     losses.append(float(value))
-    gradient_sum = gradient if gradient_sum is None else jax.tree.map(jnp.add, gradient_sum, gradient)
+    gradient_sum = (
+      gradient if gradient_sum is None else jax.tree.map(jnp.add, gradient_sum, gradient)
+    )
   expected = jax.tree.map(lambda p, g: p - LEARNING_RATE * g / micro_batches, params, gradient_sum)
   return expected, nnx.state(model, nnx.BatchStat), float(np.mean(losses))
 
@@ -56,8 +66,15 @@ def project_update(config, batch, micro_batches, mesh=None, window_hw=None):
   model = build_model(config)
   tx = optax.sgd(LEARNING_RATE)
   state, graphs = create_train_state(model, tx)
-  step = steps.make_train_step(graphs, tx, lambda _: LEARNING_RATE, 0.0, grad_accum_steps=micro_batches,
-                               image_size=config.input.image_size, window_hw=window_hw)
+  step = steps.make_train_step(
+    graphs,
+    tx,
+    lambda _: LEARNING_RATE,
+    0.0,
+    grad_accum_steps=micro_batches,
+    image_size=config.input.image_size,
+    window_hw=window_hw,
+  )
   if mesh is not None:
     sharding.check_batch_size(len(batch["labels"]), mesh, micro_batches)
     state = jax.device_put(state, sharding.replicated(mesh))
@@ -67,11 +84,18 @@ def project_update(config, batch, micro_batches, mesh=None, window_hw=None):
 
 
 def assert_trees_close(actual, expected, rtol, atol):
-  for (path, a), b in zip(jax.tree.leaves_with_path(actual), jax.tree.leaves(expected), strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+  for (path, a), b in zip(
+    jax.tree.leaves_with_path(actual), jax.tree.leaves(expected), strict=True
+  ):
+    np.testing.assert_allclose(
+      np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path)
+    )
 
 
-@pytest.mark.parametrize("micro_batches,devices", [pytest.param(1, 1, marks=pytest.mark.slow), pytest.param(4, 1, marks=pytest.mark.slow), (2, 8)])
+@pytest.mark.parametrize(
+  "micro_batches,devices",
+  [pytest.param(1, 1, marks=pytest.mark.slow), pytest.param(4, 1, marks=pytest.mark.slow), (2, 8)],
+)
 def test_accumulated_update_is_the_mean_gradient_of_the_micro_batches(micro_batches, devices):
   config = tiny_config()
   batch = a_batch(16, config)
@@ -92,8 +116,11 @@ def test_micro_batches_are_strided_so_each_device_holds_a_share_of_each():
 def test_batch_size_must_split_over_devices_and_micro_batches():
   mesh = sharding.make_mesh(jax.devices()[:4])
   assert sharding.check_batch_size(16, mesh, 4) == 16
-  with pytest.raises(ValueError, match=r"batch_size = 8 .* 4 data-parallel devices x config.grad_accum_steps = "
-                                       r"4; use a multiple of 16"):
+  with pytest.raises(
+    ValueError,
+    match=r"batch_size = 8 .* 4 data-parallel devices x config.grad_accum_steps = "
+    r"4; use a multiple of 16",
+  ):
     sharding.check_batch_size(8, mesh, 4)
 
 
@@ -102,12 +129,15 @@ def test_uint8_pixel_clips_are_normalised_in_the_step():
   the clips normalised here, with ImageNet statistics as CONVENTIONS.md states them."""
   config = tiny_config()
   rng = np.random.default_rng(1)
-  pixels = rng.integers(0, 256, (4, config.input.num_frames, config.input.image_size, config.input.image_size, 3))
+  pixels = rng.integers(
+    0, 256, (4, config.input.num_frames, config.input.image_size, config.input.image_size, 3)
+  )
   labels = rng.integers(0, config.dataset.num_classes, 4).astype(np.int32)
   normalised = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
   state, metrics = project_update(config, {"clips": pixels.astype(np.uint8), "labels": labels}, 1)
   expected_params, _, expected_loss = reference_update(
-      config, {"clips": normalised.astype(np.float32), "labels": labels}, 1)
+    config, {"clips": normalised.astype(np.float32), "labels": labels}, 1
+  )
   assert_trees_close(state.params, expected_params, rtol=2e-4, atol=2e-6)
   np.testing.assert_allclose(float(metrics["loss"]), expected_loss, rtol=1e-5)
 
@@ -126,13 +156,16 @@ def test_padded_crops_are_resized_in_the_step():
   size, frames = config.input.image_size, config.input.num_frames
   rng = np.random.default_rng(2)
   half = size // 2
-  boxes = np.array([[0, half, size, half], [0, 0, size, size], [half, 0, half, size], [half // 2, 3, half, half]],
-                   np.int32)
+  boxes = np.array(
+    [[0, half, size, half], [0, 0, size, size], [half, 0, half, size], [half // 2, 3, half, half]],
+    np.int32,
+  )
   flips = np.array([True, False, False, True])
   windows = (16 * rng.integers(0, 16, (4, frames, size, size, 3))).astype(np.uint8)
   labels = rng.integers(0, config.dataset.num_classes, 4).astype(np.int32)
   state, metrics = project_update(
-      config, {"clips": windows, "crop_boxes": boxes, "flips": flips, "labels": labels}, 2)
+    config, {"clips": windows, "crop_boxes": boxes, "flips": flips, "labels": labels}, 2
+  )
   resized = resize_crops(windows, boxes, size, flips)
   expected_state, expected_metrics = project_update(config, {"clips": resized, "labels": labels}, 2)
   assert_trees_close(state.params, expected_state.params, rtol=2e-4, atol=2e-6)
@@ -154,7 +187,13 @@ def test_frame_regions_are_resized_to_windows_in_the_step():
   boxes = np.tile(np.array([[0, 0, size, size]], np.int32), (4, 1))
   flips = np.array([False, True, True, False])
   labels = rng.integers(0, config.dataset.num_classes, 4).astype(np.int32)
-  batch = {"clips": regions, "first_resize": first_resize, "crop_boxes": boxes, "flips": flips, "labels": labels}
+  batch = {
+    "clips": regions,
+    "first_resize": first_resize,
+    "crop_boxes": boxes,
+    "flips": flips,
+    "labels": labels,
+  }
   state, metrics = project_update(config, batch, 2, window_hw=(size, size))
   clips = resize_crops(resize_regions(regions, first_resize, (size, size)), boxes, size, flips)
   expected_state, expected_metrics = project_update(config, {"clips": clips, "labels": labels}, 2)

@@ -6,6 +6,7 @@ STORAGE_EMULATOR_HOST).
 Not tested here: TensorBoard summaries in a bucket. TensorFlow writes them with its own GCS client,
 which always calls the real GCS, so under an emulator the trainer writes metrics.jsonl only, and
 says so."""
+
 import json
 import os
 import pathlib
@@ -41,9 +42,21 @@ def emulator(tmp_path):
   """The emulator's address, with one empty bucket; stopped when the test ends."""
   port = _free_port()
   log = (tmp_path / "emulator.log").open("w")
-  process = subprocess.Popen([sys.executable, "-m", "tests.gcs_emulator", "start", "--host=127.0.0.1",
-                              f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}"],
-                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+  process = subprocess.Popen(
+    [
+      sys.executable,
+      "-m",
+      "tests.gcs_emulator",
+      "start",
+      "--host=127.0.0.1",
+      f"--port={port}",
+      "--in-memory",
+      f"--default-bucket={BUCKET}",
+    ],
+    cwd=ROOT,
+    stdout=log,
+    stderr=subprocess.STDOUT,
+  )
   try:
     deadline = time.monotonic() + 60
     while True:
@@ -52,7 +65,9 @@ def emulator(tmp_path):
         break
       except OSError:
         if process.poll() is not None or time.monotonic() > deadline:
-          raise RuntimeError(f"the storage emulator did not start: {(tmp_path / 'emulator.log').read_text()}")
+          raise RuntimeError(
+            f"the storage emulator did not start: {(tmp_path / 'emulator.log').read_text()}"
+          ) from None
         time.sleep(0.2)
     yield f"http://127.0.0.1:{port}"
   finally:
@@ -63,12 +78,15 @@ def emulator(tmp_path):
 
 def _client(address: str):
   from google.auth.credentials import AnonymousCredentials
-  return storage_client.Client(project="test", credentials=AnonymousCredentials(),
-                               client_options={"api_endpoint": address})
+
+  return storage_client.Client(
+    project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": address}
+  )
 
 
 def _upload(address: str, folder: pathlib.Path, prefix: str, only: str = "*") -> None:
-  """Copies a local folder's files into the bucket with google-cloud-storage, not with project code."""
+  """Copies a local folder's files into the bucket with google-cloud-storage, not with project
+  code."""
   bucket = _client(address).bucket(BUCKET)
   for path in folder.rglob(only):
     if path.is_file():
@@ -77,14 +95,22 @@ def _upload(address: str, folder: pathlib.Path, prefix: str, only: str = "*") ->
 
 def _env(address: str) -> dict:
   """This process's environment with the emulator's address as the only storage setting."""
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("TENSORSTORE_", "EPATH_", "GOOGLE_"))}
+  env = {
+    k: v for k, v in os.environ.items() if not k.startswith(("TENSORSTORE_", "EPATH_", "GOOGLE_"))
+  }
   env.update(STORAGE_EMULATOR_HOST=address, JAX_PLATFORMS="cpu")
   return env
 
 
 def _command(address: str, *args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=_env(address), capture_output=True, text=True,
-                        timeout=600)
+  return subprocess.run(
+    [sys.executable, "-m", *args],
+    cwd=ROOT,
+    env=_env(address),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def test_is_local():
@@ -93,10 +119,17 @@ def test_is_local():
 
 
 def _main(address: str, workdir, *args: str, config: str = TINY) -> subprocess.Popen:
-  # One device, as the trainer's own process tests use: their compiled programs are in the session's cache.
+  # One device, as the trainer's own process tests use: their compiled programs are in the
+  # session's cache.
   env = dict(_env(address), XLA_FLAGS=conftest.xla_flags(1))
-  return subprocess.Popen([sys.executable, "main.py", config, f"--workdir={workdir}", *args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, "main.py", config, f"--workdir={workdir}", *args],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _finished(process: subprocess.Popen) -> tuple[str, str]:
@@ -112,20 +145,33 @@ def _summary(output: tuple[str, str]) -> str:
 
 
 @pytest.mark.slow  # a build, an emulator process, and seven commands in processes of their own
-def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_predicts_the_same(tmp_path, emulator):
+def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_predicts_the_same(
+  tmp_path, emulator
+):
   """A TFDS build and the workdir in the bucket, against the same run with both on disk."""
   from input_pipeline import prepare
   from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
 
   write_ssv1(tmp_path / "raw", train=10, validation=5)
-  prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1)
+  prepare.prepare(
+    "ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1
+  )
   _upload(emulator, tmp_path / "tfds" / "something_something_v1", "tfds/something_something_v1")
   model = [*TINY_INPUT, *TINY_MODEL]
-  steps = ["--config.total_steps=4", "--config.eval_every_steps=4", "--config.checkpoint_every_steps=2", *model,
-           "--config.batch_size=4", "--config.log_every_steps=1", "--config.dataset.no_flip_labels=(0,1)"]
+  steps = [
+    "--config.total_steps=4",
+    "--config.eval_every_steps=4",
+    "--config.checkpoint_every_steps=2",
+    *model,
+    "--config.batch_size=4",
+    "--config.log_every_steps=1",
+    "--config.dataset.no_flip_labels=(0,1)",
+  ]
 
   def run(workdir, data_dir, *more):
-    return _main(emulator, workdir, *steps, f"--config.dataset.data_dir={data_dir}", *more, config=SSV1)
+    return _main(
+      emulator, workdir, *steps, f"--config.dataset.data_dir={data_dir}", *more, config=SSV1
+    )
 
   on_disk = _finished(run(tmp_path / "run", tmp_path / "tfds"))
   bucket = _client(emulator).bucket(BUCKET)
@@ -142,57 +188,115 @@ def test_a_run_in_a_bucket_killed_and_resumed_ends_as_on_disk_and_its_model_pred
   resumed = _finished(run(*in_bucket))
   assert f"resumed from step 2 of gs://{BUCKET}/run/checkpoints" in resumed[1]
   served = (tmp_path / "emulator.log").read_text()  # the records came from the bucket
-  assert re.search(r"GET \S*tfds%2Fsomething_something_v1%2F\S*array_record", served), served[-2000:]
+  assert re.search(r"GET \S*tfds%2Fsomething_something_v1%2F\S*array_record", served), served[
+    -2000:
+  ]
   assert _summary(resumed) == _summary(on_disk)
   # Read back with google-cloud-storage, not project code: the same reports and metrics rows.
   report = json.loads(bucket.blob("run/eval_validation_step4.json").download_as_text())
   assert report == json.loads((tmp_path / "run" / "eval_validation_step4.json").read_text())
-  rows = [json.loads(line) for line in bucket.blob("run/metrics.jsonl").download_as_text().splitlines()]
-  local_rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  rows = [
+    json.loads(line) for line in bucket.blob("run/metrics.jsonl").download_as_text().splitlines()
+  ]
+  local_rows = [
+    json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  ]
   assert [(r["step"], r["split"]) for r in rows] == [(r["step"], r["split"]) for r in local_rows]
-  assert [r["loss"] for r in rows] == [r["loss"] for r in local_rows]  # the same batches, read from the bucket
+  assert [r["loss"] for r in rows] == [
+    r["loss"] for r in local_rows
+  ]  # the same batches, read from the bucket
   assert not bucket.blob("run/lock.json").exists()
 
-  # predict and visualize: the trained model directory, a clip array, the logits and the picture in the bucket.
+  # predict and visualize: the trained model directory, a clip array, the logits and the picture in
+  # the bucket.
   rng = np.random.default_rng(0)
   np.save(tmp_path / "clips.npy", rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32))
   _upload(emulator, tmp_path, "inputs", only="clips.npy")
 
   from stss_jax import predict, visualize
 
-  # From disk in this process (its compiled programs are the session's), from the bucket in processes of their own.
+  # From disk in this process (its compiled programs are the session's), from the bucket in
+  # processes of their own.
   local = tmp_path / "run" / "model"
-  assert predict.main(["predict", SSV1, *model, f"--checkpoint={local}", f"--clip={tmp_path / 'clips.npy'}",
-                       f"--output={tmp_path / 'logits.npy'}"]) == 0
-  assert visualize.main(["visualize", SSV1, *model, f"--checkpoint={local}", f"--output={tmp_path / 'stss.png'}"]) == 0
+  assert (
+    predict.main(
+      [
+        "predict",
+        SSV1,
+        *model,
+        f"--checkpoint={local}",
+        f"--clip={tmp_path / 'clips.npy'}",
+        f"--output={tmp_path / 'logits.npy'}",
+      ]
+    )
+    == 0
+  )
+  assert (
+    visualize.main(
+      ["visualize", SSV1, *model, f"--checkpoint={local}", f"--output={tmp_path / 'stss.png'}"]
+    )
+    == 0
+  )
   checkpoint = f"--checkpoint=gs://{BUCKET}/run/model"
-  for args in (("stss_jax.predict", f"--clip=gs://{BUCKET}/inputs/clips.npy",
-                f"--output=gs://{BUCKET}/outputs/logits.npy"),
-               ("stss_jax.visualize", f"--output=gs://{BUCKET}/outputs/stss.png")):
+  for args in (
+    (
+      "stss_jax.predict",
+      f"--clip=gs://{BUCKET}/inputs/clips.npy",
+      f"--output=gs://{BUCKET}/outputs/logits.npy",
+    ),
+    ("stss_jax.visualize", f"--output=gs://{BUCKET}/outputs/stss.png"),
+  ):
     done = _command(emulator, args[0], SSV1, *model, checkpoint, *args[1:])
     assert done.returncode == 0, done.stderr[-3000:]
-  (tmp_path / "logits_from_bucket.npy").write_bytes(bucket.blob("outputs/logits.npy").download_as_bytes())
-  np.testing.assert_array_equal(np.load(tmp_path / "logits_from_bucket.npy"), np.load(tmp_path / "logits.npy"))
+  (tmp_path / "logits_from_bucket.npy").write_bytes(
+    bucket.blob("outputs/logits.npy").download_as_bytes()
+  )
+  np.testing.assert_array_equal(
+    np.load(tmp_path / "logits_from_bucket.npy"), np.load(tmp_path / "logits.npy")
+  )
   assert bucket.blob("outputs/stss.png").download_as_bytes() == (tmp_path / "stss.png").read_bytes()
 
 
 @pytest.mark.slow  # an emulator process, and commands in processes of their own
-def test_a_missing_bucket_is_named_in_one_line_by_the_trainer_the_pipeline_and_predict(tmp_path, emulator):
+def test_a_missing_bucket_is_named_in_one_line_by_the_trainer_the_pipeline_and_predict(
+  tmp_path, emulator
+):
   trainer = _main(emulator, "gs://no-such-bucket/run")
   _, err = trainer.communicate(timeout=600)
   assert trainer.returncode == 1
-  assert err.strip().splitlines()[-1] == ("error: --workdir gs://no-such-bucket/run: the bucket no-such-bucket does "
-                                          "not exist (or these credentials cannot see it)")
-  batches = _command(emulator, "input_pipeline.inspect", SSV1, "--config.dataset.data_dir=gs://no-such-bucket/tfds",
-                     "--split=train", "--num_batches=1", f"--output={tmp_path / 'x.npz'}")
+  assert err.strip().splitlines()[-1] == (
+    "error: --workdir gs://no-such-bucket/run: the bucket no-such-bucket does "
+    "not exist (or these credentials cannot see it)"
+  )
+  batches = _command(
+    emulator,
+    "input_pipeline.inspect",
+    SSV1,
+    "--config.dataset.data_dir=gs://no-such-bucket/tfds",
+    "--split=train",
+    "--num_batches=1",
+    f"--output={tmp_path / 'x.npz'}",
+  )
   assert batches.returncode != 0
   assert batches.stderr.strip().splitlines()[-1] == (
-      "error: config.dataset.data_dir = 'gs://no-such-bucket/tfds': the bucket no-such-bucket does not exist or "
-      "cannot be seen with these credentials")
-  missing = _command(emulator, "stss_jax.predict", TINY, "--checkpoint=gs://no-such-bucket/model",
-                     f"--clip={tmp_path / 'clips.npy'}", f"--output={tmp_path / 'x.npy'}")
+    "error: config.dataset.data_dir = 'gs://no-such-bucket/tfds': the bucket no-such-bucket does "
+    "not exist or "
+    "cannot be seen with these credentials"
+  )
+  missing = _command(
+    emulator,
+    "stss_jax.predict",
+    TINY,
+    "--checkpoint=gs://no-such-bucket/model",
+    f"--clip={tmp_path / 'clips.npy'}",
+    f"--output={tmp_path / 'x.npy'}",
+  )
   assert missing.returncode == 1
-  assert missing.stderr.strip().splitlines()[-1].startswith("error: gs://no-such-bucket/model: the bucket no-such-bucket does not exist")
+  assert (
+    missing.stderr.strip()
+    .splitlines()[-1]
+    .startswith("error: gs://no-such-bucket/model: the bucket no-such-bucket does not exist")
+  )
 
 
 @pytest.mark.slow  # an emulator process, and commands in processes of their own
@@ -205,44 +309,93 @@ def test_the_official_layout_in_a_bucket_gives_the_batches_read_from_disk(tmp_pa
   _upload(emulator, tmp_path / "raw", "raw")
 
   def batches(data_dir, output):
-    done = _command(emulator, "input_pipeline.inspect", SSV1, f"--config.dataset.data_dir={data_dir}", *TINY_INPUT,
-                    "--config.dataset.no_flip_labels=()", "--config.batch_size=2", "--split=train", "--num_batches=2",
-                    f"--output={output}")
+    done = _command(
+      emulator,
+      "input_pipeline.inspect",
+      SSV1,
+      f"--config.dataset.data_dir={data_dir}",
+      *TINY_INPUT,
+      "--config.dataset.no_flip_labels=()",
+      "--config.batch_size=2",
+      "--split=train",
+      "--num_batches=2",
+      f"--output={output}",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return np.load(output)
 
-  disk, bucket = batches(tmp_path / "raw", tmp_path / "disk.npz"), batches(f"gs://{BUCKET}/raw", tmp_path / "bucket.npz")
+  disk, bucket = (
+    batches(tmp_path / "raw", tmp_path / "disk.npz"),
+    batches(f"gs://{BUCKET}/raw", tmp_path / "bucket.npz"),
+  )
   assert sorted(disk.files) == sorted(bucket.files) and len(disk["ids"]) == 4
   for key in disk.files:
     np.testing.assert_array_equal(bucket[key], disk[key], err_msg=key)
-  built = _command(emulator, "input_pipeline.prepare", "--dataset=ssv1", f"--data_dir=gs://{BUCKET}/raw",
-                   f"--output_dir={tmp_path / 'tfds'}", "--resize_hw=40,48", "--workers=1")
+  built = _command(
+    emulator,
+    "input_pipeline.prepare",
+    "--dataset=ssv1",
+    f"--data_dir=gs://{BUCKET}/raw",
+    f"--output_dir={tmp_path / 'tfds'}",
+    "--resize_hw=40,48",
+    "--workers=1",
+  )
   assert built.returncode == 0, built.stderr[-3000:]
   assert "train: 4 videos written, 0 skipped" in built.stdout
   (tmp_path / "video").mkdir()
   encode(tmp_path / "video" / "v.mp4", moving_square(6), "mpeg4")
   _upload(emulator, tmp_path / "video", "videos")
   decoded = subprocess.run(
-      [sys.executable, "-c", "import sys, numpy as np; from stss_jax import storage; storage.configure(); "
-       "from input_pipeline import frames; np.save(sys.argv[2], frames.decode_video(sys.argv[1]))",
-       f"gs://{BUCKET}/videos/v.mp4", str(tmp_path / "from_bucket.npy")],
-      cwd=ROOT, env=_env(emulator), capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-c",
+      "import sys, numpy as np; from stss_jax import storage; storage.configure(); "
+      "from input_pipeline import frames; np.save(sys.argv[2], frames.decode_video(sys.argv[1]))",
+      f"gs://{BUCKET}/videos/v.mp4",
+      str(tmp_path / "from_bucket.npy"),
+    ],
+    cwd=ROOT,
+    env=_env(emulator),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert decoded.returncode == 0, decoded.stderr[-3000:]
   from input_pipeline import frames
-  np.testing.assert_array_equal(np.load(tmp_path / "from_bucket.npy"), frames.decode_video(tmp_path / "video" / "v.mp4"))
+
+  np.testing.assert_array_equal(
+    np.load(tmp_path / "from_bucket.npy"), frames.decode_video(tmp_path / "video" / "v.mp4")
+  )
 
 
 @pytest.mark.slow  # an emulator process
 def test_moving_a_folder_in_a_bucket_moves_every_object_under_it(emulator):
-  """What the trainer does to a damaged checkpoint in a bucket workdir (checkpoints/damaged/STEP)."""
+  """What the trainer does to a damaged checkpoint in a bucket workdir
+  (checkpoints/damaged/STEP)."""
   bucket = _client(emulator).bucket(BUCKET)
-  objects = {"ck/4/_CHECKPOINT_METADATA": b"a", "ck/4/default/manifest.ocdbt": b"bc", "ck/4/default/d/x": b"d"}
+  objects = {
+    "ck/4/_CHECKPOINT_METADATA": b"a",
+    "ck/4/default/manifest.ocdbt": b"bc",
+    "ck/4/default/d/x": b"d",
+  }
   for name, content in {**objects, "ck/40/kept": b"e"}.items():
     bucket.blob(name).upload_from_string(content)
   done = subprocess.run(
-      [sys.executable, "-c", "from stss_jax import storage; storage.configure(); "
-       f"storage.move(storage.path('gs://{BUCKET}/ck/4'), storage.path('gs://{BUCKET}/ck/damaged/4'))"],
-      cwd=ROOT, env=_env(emulator), capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-c",
+      "from stss_jax import storage; storage.configure(); "
+      f"storage.move(storage.path('gs://{BUCKET}/ck/4'), storage.path('gs://{BUCKET}/ck/damaged/4'))",
+    ],
+    cwd=ROOT,
+    env=_env(emulator),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   moved = {b.name: b.download_as_bytes() for b in bucket.list_blobs()}
-  assert moved == {**{n.replace("ck/4/", "ck/damaged/4/"): c for n, c in objects.items()}, "ck/40/kept": b"e"}
+  assert moved == {
+    **{n.replace("ck/4/", "ck/damaged/4/"): c for n, c in objects.items()},
+    "ck/40/kept": b"e",
+  }

@@ -1,4 +1,5 @@
 """The synthetic motion dataset: classes differ in motion only, and reversed pairs are reversals."""
+
 import numpy as np
 import pytest
 
@@ -24,18 +25,29 @@ def test_each_class_moves_as_its_name_says():
     paths = {label: data.path(label, np.random.default_rng(seed)) for label in range(12)}
     steps = {label: wrapped(np.diff(centres, axis=0)) for label, (centres, _, _) in paths.items()}
     for label, (axis, sign) in {0: (1, 1), 1: (1, -1), 2: (0, 1), 3: (0, -1)}.items():
-      assert (sign * steps[label][:, axis] > 0.04).all() and np.allclose(steps[label][:, 1 - axis], 0)
+      assert (sign * steps[label][:, axis] > 0.04).all() and np.allclose(
+        steps[label][:, 1 - axis], 0
+      )
     assert (steps[10][:, 1] > 2 * steps[0][:, 1]).all()  # fast: same jitter, 2.5x the step
     out_and_back = steps[8][:, 1]
-    assert (out_and_back[:3] > 0).all() and (out_and_back[4:] < 0).all() and abs(out_and_back.sum()) < 1e-9
-    assert (np.diff(paths[4][2]) > 0).all() and (np.diff(paths[5][2]) < 0).all()  # size grows / shrinks
+    assert (
+      (out_and_back[:3] > 0).all()
+      and (out_and_back[4:] < 0).all()
+      and abs(out_and_back.sum()) < 1e-9
+    )
+    assert (np.diff(paths[4][2]) > 0).all() and (
+      np.diff(paths[5][2]) < 0
+    ).all()  # size grows / shrinks
     assert (np.diff(paths[6][1]) < 0).all() and (np.diff(paths[7][1]) > 0).all()  # angle turns
     for label in (4, 5, 6, 7):
       assert np.allclose(steps[label], 0)  # these stay in place
 
 
 def test_fast_variant_scales_every_speed_and_refuses_aliasing():
-  normal, fast = synthetic.SyntheticMotion(motion_scale=1.0), synthetic.SyntheticMotion(motion_scale=3.0)
+  normal, fast = (
+    synthetic.SyntheticMotion(motion_scale=1.0),
+    synthetic.SyntheticMotion(motion_scale=3.0),
+  )
   rng = lambda: np.random.default_rng(0)  # noqa: E731
   step = lambda centres: (np.diff(centres[:, 1]) + 0.5) % 1.0 - 0.5  # noqa: E731
   np.testing.assert_allclose(step(fast.path(0, rng())[0]), 3 * step(normal.path(0, rng())[0]))
@@ -68,11 +80,15 @@ def test_each_host_gets_its_contiguous_slice_of_every_global_batch():
     whole, parts = next(one), [next(h) for h in hosts]
     assert all(len(p["ids"]) == 4 for p in parts)
     for key in ("clips", "labels", "ids", "frame_indices"):
-      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key], err_msg=key)
+      np.testing.assert_array_equal(
+        np.concatenate([p[key] for p in parts]), whole[key], err_msg=key
+      )
   whole = list(source.eval_batches(8))
   parts = [list(source.eval_batches(8, process_index=i, process_count=2)) for i in range(2)]
   assert len(whole) == len(parts[0]) == len(parts[1]) == 2
   for batch, first, second in zip(whole, *parts):
     for key in ("clips", "labels", "ids", "mask"):
-      np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), batch[key], err_msg=key)
+      np.testing.assert_array_equal(
+        np.concatenate([first[key], second[key]]), batch[key], err_msg=key
+      )
   assert whole[-1]["mask"].tolist() == [1, 1] + [0] * 6

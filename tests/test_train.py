@@ -3,6 +3,7 @@
 main runs in process (conftest gives every test process eight CPU devices); only the tests whose
 subject is the process boundary (SIGKILL, two processes) start subprocesses.
 """
+
 import json
 import os
 import pathlib
@@ -42,8 +43,15 @@ def run_main(capsys, workdir, *overrides) -> tuple[int, str, str]:
 def main_process(workdir, *overrides, devices=1, config=TINY, **popen):
   """main.py as its own process, for the tests of what crosses a process boundary."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=conftest.xla_flags(devices))
-  return subprocess.Popen([sys.executable, "main.py", config, f"--workdir={workdir}", *map(str, overrides)], cwd=ROOT,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+  return subprocess.Popen(
+    [sys.executable, "main.py", config, f"--workdir={workdir}", *map(str, overrides)],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    **popen,
+  )
 
 
 def records(workdir, split):
@@ -52,15 +60,22 @@ def records(workdir, split):
 
 
 def rows(workdir):
-  return [(r["step"], r["split"]) for r in map(json.loads, (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines())]
+  return [
+    (r["step"], r["split"])
+    for r in map(json.loads, (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines())
+  ]
 
 
 def kept_steps(workdir):
-  return sorted(int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").iterdir() if p.name.isdigit())
+  return sorted(
+    int(p.name) for p in (pathlib.Path(workdir) / "checkpoints").iterdir() if p.name.isdigit()
+  )
 
 
 def final_params(workdir, step):
-  restored = ocp.StandardCheckpointer().restore(pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "default")
+  restored = ocp.StandardCheckpointer().restore(
+    pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "default"
+  )
   return jax.tree.leaves(restored["params"])
 
 
@@ -80,8 +95,13 @@ def wait_for(condition, process, seconds=600):
 
 def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
   # One checkpoint and one evaluation, at the last step: the losses are what is compared.
-  status, out, err = run_main(capsys, tmp_path / "eight", "--config.total_steps=3", "--config.eval_every_steps=3",
-                              "--config.checkpoint_every_steps=3")
+  status, out, err = run_main(
+    capsys,
+    tmp_path / "eight",
+    "--config.total_steps=3",
+    "--config.eval_every_steps=3",
+    "--config.checkpoint_every_steps=3",
+  )
   assert status == 0, err[-3000:]
   assert "8 cpu device(s)" in err and "validation: top-1" in out
   # The same three steps on one device: the step function alone, no evaluation or checkpoint.
@@ -91,28 +111,35 @@ def test_eight_devices_give_the_loss_of_one(tmp_path, capsys):
     batches, loss_one = one.source.train_iterator(0, config.batch_size), []
     for _ in range(3):
       batch = {k: v for k, v in next(batches).items() if k in loop.MODEL_INPUTS}
-      one.state, metrics = one.train_step(one.state, sharding.global_batch(batch, one.mesh), one.rng)
+      one.state, metrics = one.train_step(
+        one.state, sharding.global_batch(batch, one.mesh), one.rng
+      )
       loss_one.append(float(metrics["loss"]))
   loss_eight = [r["loss"] for r in records(tmp_path / "eight", "train")]
   assert len(loss_one) == 3
   np.testing.assert_allclose(loss_eight, loss_one, rtol=1e-4)
   evals = records(tmp_path / "eight", "validation")
   assert {"step", "split", "loss", "top1", "top5", "mean_class_accuracy"} <= set(evals[-1])
-  assert (tmp_path / "eight" / "model" / model_dir.CONFIG_FILE).is_file()  # the export predict reads
+  assert (
+    tmp_path / "eight" / "model" / model_dir.CONFIG_FILE
+  ).is_file()  # the export predict reads
 
 
 @pytest.mark.slow  # main.py's resume path; the SIGKILL test below checks it across processes too
 def test_rerun_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, capsys):
-  by_clock = ["--config.checkpoint_every_steps=100", "--config.checkpoint_every_minutes=1e-9"]  # due at every log
+  by_clock = [
+    "--config.checkpoint_every_steps=100",
+    "--config.checkpoint_every_minutes=1e-9",
+  ]  # due at every log
   assert run_main(capsys, tmp_path / "whole", "--config.total_steps=4", *by_clock)[0] == 0
   assert run_main(capsys, tmp_path / "parts", "--config.total_steps=2", *by_clock)[0] == 0
   status, _, err = run_main(capsys, tmp_path / "parts", "--config.total_steps=4", *by_clock)
   assert status == 0 and "resumed from step 2" in err
   assert_same_end(tmp_path / "parts", tmp_path / "whole", 4)
   assert kept_steps(tmp_path / "parts") == kept_steps(tmp_path / "whole")
-  assert 3 in kept_steps(tmp_path / "whole")  # neither an evaluation nor a checkpoint_every_steps step: the clock's
-
-
+  assert 3 in kept_steps(
+    tmp_path / "whole"
+  )  # neither an evaluation nor a checkpoint_every_steps step: the clock's
 
 
 @pytest.mark.slow  # two short trainings on video files
@@ -120,44 +147,86 @@ def test_a_bad_evaluation_video_keeps_the_checkpoint_and_the_rerun_evaluates_it(
   write_ssv1(tmp_path / "data")
   frames = tmp_path / "data" / "20bn-something-something-v1" / "validation1"
   frames.rename(tmp_path / "aside")
-  args = ["main.py", "--config=configs/ssv1.py", f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={tmp_path / 'data'}",
-          *TINY_INPUT, *TINY_MODEL, "--config.dataset.no_flip_labels=(0,)", "--config.batch_size=8",
-          "--config.total_steps=4", "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2"]
+  args = [
+    "main.py",
+    "--config=configs/ssv1.py",
+    f"--workdir={tmp_path / 'run'}",
+    f"--config.dataset.data_dir={tmp_path / 'data'}",
+    *TINY_INPUT,
+    *TINY_MODEL,
+    "--config.dataset.no_flip_labels=(0,)",
+    "--config.batch_size=8",
+    "--config.total_steps=4",
+    "--config.eval_every_steps=2",
+    "--config.checkpoint_every_steps=2",
+  ]
   capsys.readouterr()
   assert main.main(args) == 1
   line = capsys.readouterr().err.strip().splitlines()[-1]
-  assert line == (f"error: evaluation at step 2 failed: evaluation video {frames}: no such frame folder. Checkpoint 2 "
-                  f"is complete in {tmp_path / 'run' / 'checkpoints'}; fix the evaluation data and rerun the same "
-                  "command: it evaluates that checkpoint and goes on")
-  assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if not p.name.endswith(".json")) == ["2"]
+  assert line == (
+    f"error: evaluation at step 2 failed: evaluation video {frames}: no such frame folder. "
+    "Checkpoint 2 "
+    f"is complete in {tmp_path / 'run' / 'checkpoints'}; fix the evaluation data and rerun the "
+    "same "
+    "command: it evaluates that checkpoint and goes on"
+  )
+  assert sorted(
+    p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if not p.name.endswith(".json")
+  ) == ["2"]
   (tmp_path / "aside").rename(frames)
   assert main.main(args) == 0
   err = capsys.readouterr().err
-  assert "resumed from step 2" in err and "step 2: validation" in err and "step 4: validation" in err
-  assert rows(tmp_path / "run") == [(2, "train"), (2, "validation"), (4, "train"), (4, "validation")]
+  assert (
+    "resumed from step 2" in err and "step 2: validation" in err and "step 4: validation" in err
+  )
+  assert rows(tmp_path / "run") == [
+    (2, "train"),
+    (2, "validation"),
+    (4, "train"),
+    (4, "validation"),
+  ]
 
 
 @pytest.mark.slow  # two processes into one workdir
 def test_a_second_run_into_a_busy_workdir_stops_and_the_first_finishes(tmp_path):
-  steps = ["--config.total_steps=4", "--config.checkpoint_every_steps=2", "--config.eval_every_steps=2"]
+  steps = [
+    "--config.total_steps=4",
+    "--config.checkpoint_every_steps=2",
+    "--config.eval_every_steps=2",
+  ]
   first = main_process(tmp_path / "shared", *steps)
   wait_for((tmp_path / "shared" / workdir.LOCK_FILE).exists, first, seconds=300)
   second = main_process(tmp_path / "shared", *steps)
   _, err = second.communicate(timeout=300)
   assert second.returncode == 1
-  assert err.strip().splitlines()[-1].startswith(
-      f"error: --workdir {tmp_path / 'shared'} is in use by the run of pid {first.pid} on host ")
+  assert (
+    err.strip()
+    .splitlines()[-1]
+    .startswith(
+      f"error: --workdir {tmp_path / 'shared'} is in use by the run of pid {first.pid} on host "
+    )
+  )
   assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
   alone = main_process(tmp_path / "alone", *steps)
   assert alone.wait(timeout=900) == 0
   assert_same_end(tmp_path / "shared", tmp_path / "alone", 4)
   assert rows(tmp_path / "shared") == [
-      (1, "train"), (2, "train"), (2, "validation"), (3, "train"), (4, "train"), (4, "validation")]
+    (1, "train"),
+    (2, "train"),
+    (2, "validation"),
+    (3, "train"),
+    (4, "train"),
+    (4, "validation"),
+  ]
 
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
-  steps = ["--config.total_steps=8", "--config.eval_every_steps=4", "--config.checkpoint_every_steps=2"]
+  steps = [
+    "--config.total_steps=8",
+    "--config.eval_every_steps=4",
+    "--config.checkpoint_every_steps=2",
+  ]
   whole = main_process(tmp_path / "whole", *steps)
   assert whole.wait(timeout=900) == 0, whole.stderr.read()[-3000:]
   killed = main_process(tmp_path / "killed", *steps)
@@ -174,7 +243,9 @@ def test_sigkill_then_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
 
 
 @pytest.mark.slow  # three short trainings
-def test_a_damaged_latest_checkpoint_falls_back_and_ends_where_an_uninterrupted_run_ends(tmp_path, capsys):
+def test_a_damaged_latest_checkpoint_falls_back_and_ends_where_an_uninterrupted_run_ends(
+  tmp_path, capsys
+):
   assert run_main(capsys, tmp_path / "whole", "--config.total_steps=6")[0] == 0
   assert run_main(capsys, tmp_path / "damaged", "--config.total_steps=4")[0] == 0
   flip_bytes(tmp_path / "damaged" / "checkpoints" / "4")
@@ -185,8 +256,14 @@ def test_a_damaged_latest_checkpoint_falls_back_and_ends_where_an_uninterrupted_
 
 
 @pytest.mark.slow  # signals across a process boundary
-def test_sigterm_at_a_random_moment_saves_and_the_rerun_ends_where_an_uninterrupted_run_ends(tmp_path):
-  steps = ["--config.total_steps=30", "--config.eval_every_steps=30", "--config.checkpoint_every_steps=30"]
+def test_sigterm_at_a_random_moment_saves_and_the_rerun_ends_where_an_uninterrupted_run_ends(
+  tmp_path,
+):
+  steps = [
+    "--config.total_steps=30",
+    "--config.eval_every_steps=30",
+    "--config.checkpoint_every_steps=30",
+  ]
   whole = main_process(tmp_path / "whole", *steps)
   assert whole.wait(timeout=900) == 0, whole.stderr.read()[-3000:]
   stopped = main_process(tmp_path / "stopped", *steps)
@@ -208,16 +285,25 @@ def test_sigterm_at_a_random_moment_saves_and_the_rerun_ends_where_an_uninterrup
 
 
 @pytest.mark.parametrize(
-    "overrides,message",
-    [
-        (["--config.batch_size=12"], "error: config.batch_size = 12 is not divisible by the 8"),
-        (["--config.grad_accum_steps=2"], "8 data-parallel devices x config.grad_accum_steps = 2; use a multiple of 16"),
-        (["--config.grad_accum_steps=0"], "error: config.grad_accum_steps = 0 must be a positive integer"),
-        (["--config.dataset.name=kinetics"], "error: config.dataset.name = 'kinetics' is unknown"),
-        (["--config.total_steps=0"], "error: config.total_steps = 0 must be a positive integer"),
-        (["--config.optimizer.schedule=linear"], "error: config.optimizer.schedule = 'linear'"),
-        (["--config.model.depth=19"], "error: config.model.depth = 19 is not allowed: use one of [18, 34, 50, 101]"),
-    ],
+  "overrides,message",
+  [
+    (["--config.batch_size=12"], "error: config.batch_size = 12 is not divisible by the 8"),
+    (
+      ["--config.grad_accum_steps=2"],
+      "8 data-parallel devices x config.grad_accum_steps = 2; use a multiple of 16",
+    ),
+    (
+      ["--config.grad_accum_steps=0"],
+      "error: config.grad_accum_steps = 0 must be a positive integer",
+    ),
+    (["--config.dataset.name=kinetics"], "error: config.dataset.name = 'kinetics' is unknown"),
+    (["--config.total_steps=0"], "error: config.total_steps = 0 must be a positive integer"),
+    (["--config.optimizer.schedule=linear"], "error: config.optimizer.schedule = 'linear'"),
+    (
+      ["--config.model.depth=19"],
+      "error: config.model.depth = 19 is not allowed: use one of [18, 34, 50, 101]",
+    ),
+  ],
 )
 def test_bad_config_value_is_one_line_naming_the_key(tmp_path, capsys, overrides, message):
   status, _, err = run_main(capsys, tmp_path / "run", *overrides)
@@ -227,14 +313,17 @@ def test_bad_config_value_is_one_line_naming_the_key(tmp_path, capsys, overrides
 
 
 @pytest.mark.parametrize(
-    "argv,message",
-    [
-        (["--config.bacth_size=8"], 'error: unknown config key \'bacth_size\' Did you mean "batch_size"'),
-        (["--config.batch_size=eight"], "error: flag --config.batch_size=eight"),
-        (["--bogus=1"], "error: Unknown command line flag 'bogus'"),
-        (["--config=configs/nowhere.py"], "configs/nowhere.py"),
-        (["--config=configs/default.py:huge"], "configs/default.py:huge: use one of"),
-    ],
+  "argv,message",
+  [
+    (
+      ["--config.bacth_size=8"],
+      "error: unknown config key 'bacth_size' Did you mean \"batch_size\"",
+    ),
+    (["--config.batch_size=eight"], "error: flag --config.batch_size=eight"),
+    (["--bogus=1"], "error: Unknown command line flag 'bogus'"),
+    (["--config=configs/nowhere.py"], "configs/nowhere.py"),
+    (["--config=configs/default.py:huge"], "configs/default.py:huge: use one of"),
+  ],
 )
 def test_bad_command_line_is_one_line_and_does_no_work(tmp_path, capsys, argv, message):
   capsys.readouterr()
@@ -252,10 +341,20 @@ def test_unwritable_workdir_and_other_models_checkpoints_are_refused(tmp_path, c
   assert status == 1 and "is not writable" in err
   # What the trainer records beside its first checkpoint: the tiny config's architecture.
   checkpoints.TrainCheckpoints(tmp_path / "run", default.get_config("tiny"), keep=1).close()
-  assert json.loads((tmp_path / "run" / "checkpoints" / model_dir.CONFIG_FILE).read_text())["model"]["depth"] == 18
-  status, _, err = run_main(capsys, tmp_path / "run", "--config.total_steps=1", "--config.model.depth=34")
+  assert (
+    json.loads((tmp_path / "run" / "checkpoints" / model_dir.CONFIG_FILE).read_text())["model"][
+      "depth"
+    ]
+    == 18
+  )
+  status, _, err = run_main(
+    capsys, tmp_path / "run", "--config.total_steps=1", "--config.model.depth=34"
+  )
   assert status == 1
-  assert "holds checkpoints of another model (model.depth is 18 in the checkpoint, 34 in the config)" in err
+  assert (
+    "holds checkpoints of another model (model.depth is 18 in the checkpoint, 34 in the config)"
+    in err
+  )
 
 
 @pytest.mark.slow
@@ -266,33 +365,66 @@ def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
   from tests.test_video_source import TINY_INPUT, TINY_MODEL, write_ssv1
 
   write_ssv1(tmp_path / "raw", train=10, validation=5)
-  prepare.prepare("ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1)
+  prepare.prepare(
+    "ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1
+  )
   config = "--config=configs/ssv1.py"
-  steps = ["--config.total_steps=3", "--config.eval_every_steps=3", "--config.checkpoint_every_steps=3",
-           f"--config.dataset.data_dir={tmp_path / 'tfds'}", *TINY_INPUT, *TINY_MODEL, "--config.batch_size=4",
-           "--config.log_every_steps=1", "--config.dataset.no_flip_labels=(0,1)"]
+  steps = [
+    "--config.total_steps=3",
+    "--config.eval_every_steps=3",
+    "--config.checkpoint_every_steps=3",
+    f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+    *TINY_INPUT,
+    *TINY_MODEL,
+    "--config.batch_size=4",
+    "--config.log_every_steps=1",
+    "--config.dataset.no_flip_labels=(0,1)",
+  ]
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  hosts = [main_process(tmp_path / "two", *steps, f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                        f"--process_id={i}", config=config) for i in range(2)]
+  hosts = [
+    main_process(
+      tmp_path / "two",
+      *steps,
+      f"--coordinator_address=localhost:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+      config=config,
+    )
+    for i in range(2)
+  ]
   outputs = [h.communicate(timeout=900)[1] for h in hosts]
   assert [h.returncode for h in hosts] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
   single = main_process(tmp_path / "one", *steps, devices=2, config=config)
   assert single.wait(timeout=900) == 0, single.stderr.read()[-3000:]
-  np.testing.assert_allclose([r["loss"] for r in records(tmp_path / "two", "train")],
-                             [r["loss"] for r in records(tmp_path / "one", "train")], rtol=1e-4)
-  assert records(tmp_path / "two", "validation")[-1]["top1"] == records(tmp_path / "one", "validation")[-1]["top1"]
+  np.testing.assert_allclose(
+    [r["loss"] for r in records(tmp_path / "two", "train")],
+    [r["loss"] for r in records(tmp_path / "one", "train")],
+    rtol=1e-4,
+  )
+  assert (
+    records(tmp_path / "two", "validation")[-1]["top1"]
+    == records(tmp_path / "one", "validation")[-1]["top1"]
+  )
 
 
 @pytest.mark.slow  # a training run through main, checkpointing every step until it overflows
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
-  status, _, err = run_main(capsys, tmp_path / "run", "--config.total_steps=30", "--config.checkpoint_every_steps=1",
-                            "--config.eval_every_steps=100", "--config.optimizer.warmup_steps=1",
-                            "--config.optimizer.learning_rate=1e32")
+  status, _, err = run_main(
+    capsys,
+    tmp_path / "run",
+    "--config.total_steps=30",
+    "--config.checkpoint_every_steps=1",
+    "--config.eval_every_steps=100",
+    "--config.optimizer.warmup_steps=1",
+    "--config.optimizer.learning_rate=1e32",
+  )
   assert status == 1
   assert "error: parameters overflowed at step 2" in err or "error: loss is nan" in err
-  latest = max(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+  latest = max(
+    int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()
+  )
   for leaf in final_params(tmp_path / "run", latest):
     assert np.all(np.isfinite(leaf))
 
@@ -300,21 +432,30 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
 def test_eval_mode_reads_a_converted_model_directory(tmp_path, capsys):
   config = default.get_config("tiny")
   model_dir.save(tmp_path / "model", build_model(config), config)
-  status, out, err = run_main(capsys, tmp_path / "run", "--mode=eval", f"--config.init_from={tmp_path / 'model'}")
+  status, out, err = run_main(
+    capsys, tmp_path / "run", "--mode=eval", f"--config.init_from={tmp_path / 'model'}"
+  )
   assert status == 0, err[-3000:]
   assert "validation: top-1" in out
   assert records(tmp_path / "run", "validation")[-1]["step"] == 0
 
 
-def test_the_design_card_command_names_its_workdir_and_how_to_get_the_data(tmp_path, capsys, monkeypatch):
+def test_the_design_card_command_names_its_workdir_and_how_to_get_the_data(
+  tmp_path, capsys, monkeypatch
+):
   monkeypatch.chdir(tmp_path)  # configs/ssv2.py is then found in the configs package
-  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # the default TFDS data dir, without SSv2
+  monkeypatch.setenv(
+    "TFDS_DATA_DIR", str(tmp_path / "tfds")
+  )  # the default TFDS data dir, without SSv2
   capsys.readouterr()
   assert main.main(["main.py", "--config=configs/ssv2.py"]) == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert "workdir: runs/ssv2 (--workdir chooses another)" in err
-  assert err[-1] == (f"error: something_something_v2 is not built in the default TFDS data dir {tmp_path / 'tfds'}: "
-                     "build it with `python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW (RAW: the official "
-                     "download)`, or point --config.dataset.data_dir at a TFDS data dir that holds it, or at the "
-                     "dataset in its official layout (README: Datasets)")
+  assert err[-1] == (
+    f"error: something_something_v2 is not built in the default TFDS data dir {tmp_path / 'tfds'}: "
+    "build it with `python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW (RAW: the "
+    "official "
+    "download)`, or point --config.dataset.data_dir at a TFDS data dir that holds it, or at the "
+    "dataset in its official layout (README: Datasets)"
+  )
   assert stss_main.default_workdir("configs/default.py:tiny") == "runs/default-tiny"

@@ -1,4 +1,5 @@
 """Video datasets read from their official layout: SSv1 frame folders written by the test."""
+
 import pathlib
 
 import jax
@@ -14,6 +15,7 @@ from input_pipeline import inspect, sources, synthetic  # noqa: E402
 from stss_jax import ensemble, model_dir, predict  # noqa: E402
 from stss_jax.models import build_model  # noqa: E402
 from tests.test_frames import encode, moving_square  # noqa: E402
+
 CLASSES = ["Pushing something from left to right", "Pushing something from right to left"]
 
 
@@ -31,7 +33,7 @@ def write_ssv1(root: pathlib.Path, train=6, validation=3, frames=10):
       for t in range(frames):
         image = np.full((64, 80, 3), rng.integers(0, 100), np.uint8)
         x = 5 * t if label == 0 else 60 - 5 * t
-        image[20:40, x:x + 16] = 220
+        image[20:40, x : x + 16] = 220
         Image.fromarray(image).save(folder / f"{t + 1:05d}.jpg")
       rows.append(f"{video_id};{CLASSES[label]}")
     (root / f"something-something-v1-{split}.csv").write_text("\n".join(rows) + "\n")
@@ -80,12 +82,22 @@ def test_resize_on_accelerator_ends_training_clips_at_the_frame_region(tmp_path)
   deferred = [next(stream) for _ in range(3)]
   regions, first_resize = deferred[0]["clips"], deferred[0]["first_resize"]
   # Region bound per axis: ceil(40 x scale + 2 x scale + 3), scales 64 / 40 and 80 / 48.
-  assert regions.shape == (6, 4, 71, 73, 3) and regions.dtype == np.uint8 and first_resize.shape == (6, 2, 3)
-  np.testing.assert_allclose(first_resize[:, :, 0], np.broadcast_to([64 / 40, 80 / 48], (6, 2)), rtol=1e-6)
-  assert (first_resize[:, :, 2] <= [71, 73]).all() and (first_resize[:, :, 2] < [64, 80]).any()  # not whole frames
+  assert (
+    regions.shape == (6, 4, 71, 73, 3)
+    and regions.dtype == np.uint8
+    and first_resize.shape == (6, 2, 3)
+  )
+  np.testing.assert_allclose(
+    first_resize[:, :, 0], np.broadcast_to([64 / 40, 80 / 48], (6, 2)), rtol=1e-6
+  )
+  assert (first_resize[:, :, 2] <= [71, 73]).all() and (
+    first_resize[:, :, 2] < [64, 80]
+  ).any()  # not whole frames
   clips = resize_regions(regions, first_resize, (40, 40))
   boxes, flips = deferred[0]["crop_boxes"], deferred[0]["flips"]
-  assert boxes.shape == (6, 4) and flips.shape == (6,) and flips.dtype == bool and 0 < flips.sum() < 6
+  assert (
+    boxes.shape == (6, 4) and flips.shape == (6,) and flips.dtype == bool and 0 < flips.sum() < 6
+  )
   sides = {int(40 * s) for s in (1.0, 0.875, 0.75, 0.66)}
   assert set(boxes[:, 2:].ravel().tolist()) <= sides and len(set(map(tuple, boxes.tolist()))) > 1
   assert (boxes[:, :2] >= 0).all() and (boxes[:, :2] + boxes[:, 2:] <= 40).all()
@@ -96,11 +108,15 @@ def test_resize_on_accelerator_ends_training_clips_at_the_frame_region(tmp_path)
   from input_pipeline import inspect  # draws the batch as the step resizes it
 
   config.batch_size = 6
-  np.testing.assert_array_equal(inspect.collect(config, "train", 1)["clips"], resize_crops(clips, boxes, 32, flips))
+  np.testing.assert_array_equal(
+    inspect.collect(config, "train", 1)["clips"], resize_crops(clips, boxes, 32, flips)
+  )
   for key in ("clips", "crop_boxes", "flips", "first_resize"):
     np.testing.assert_array_equal(resumed[key], deferred[2][key])
   config.input.randaugment_ops = 2
-  with pytest.raises(ValueError, match="resize_on_accelerator = True needs config.input.randaugment_ops = 0"):
+  with pytest.raises(
+    ValueError, match="resize_on_accelerator = True needs config.input.randaugment_ops = 0"
+  ):
     sources.build_source(config)
 
 
@@ -123,9 +139,15 @@ def test_frame_regions_are_sized_by_the_largest_of_several_videos(tmp_path):
   assert source.first_resize_region() == (71, 108)
   batch = next(source.train_iterator(0, 6))
   wide = list(batch["ids"]).index("train3")
-  np.testing.assert_allclose(batch["first_resize"][wide, :, 0], [64 / 40, 120 / 48], rtol=1e-6)  # not the copy
-  clips = resize_crops(resize_regions(batch["clips"], batch["first_resize"], (40, 40)), batch["crop_boxes"], 32,
-                       batch["flips"])
+  np.testing.assert_allclose(
+    batch["first_resize"][wide, :, 0], [64 / 40, 120 / 48], rtol=1e-6
+  )  # not the copy
+  clips = resize_crops(
+    resize_regions(batch["clips"], batch["first_resize"], (40, 40)),
+    batch["crop_boxes"],
+    32,
+    batch["flips"],
+  )
   difference = np.abs(clips.astype(int) - cpu["clips"].astype(int))
   assert difference.max() <= 1 and difference.mean() < 0.1
 
@@ -151,10 +173,18 @@ def test_broken_training_video_is_skipped_and_missing_data_dir_named(tmp_path):
     sources.build_source(config)
 
 
-TINY_MODEL = ["--config.model.depth=18", "--config.model.width=8", "--config.model.selfy.hidden=8",
-              "--config.model.selfy.window=(3,3,3)"]
-TINY_INPUT = ["--config.dataset.num_classes=2", "--config.input.num_frames=4", "--config.input.image_size=32",
-              "--config.input.resize_hw=(40,48)"]
+TINY_MODEL = [
+  "--config.model.depth=18",
+  "--config.model.width=8",
+  "--config.model.selfy.hidden=8",
+  "--config.model.selfy.window=(3,3,3)",
+]
+TINY_INPUT = [
+  "--config.dataset.num_classes=2",
+  "--config.input.num_frames=4",
+  "--config.input.image_size=32",
+  "--config.input.resize_hw=(40,48)",
+]
 
 
 def tiny_model_config(data_dir, frames=4, seed=0):
@@ -170,11 +200,23 @@ def tiny_model_config(data_dir, frames=4, seed=0):
 @pytest.mark.parametrize("resize_on_accelerator", [False, True])
 def test_main_trains_on_ssv1_frame_folders(tmp_path, capsys, resize_on_accelerator):
   write_ssv1(tmp_path / "data")
-  status = main.main(["main.py", "--config=configs/ssv1.py", f"--workdir={tmp_path / 'run'}",
-                      f"--config.dataset.data_dir={tmp_path / 'data'}", *TINY_INPUT, *TINY_MODEL,
-                      f"--config.input.resize_on_accelerator={resize_on_accelerator}",
-                      "--config.dataset.no_flip_labels=(0,)", "--config.batch_size=8", "--config.total_steps=2",
-                      "--config.eval_every_steps=2", "--config.checkpoint_every_steps=2", "--config.log_every_steps=1"])
+  status = main.main(
+    [
+      "main.py",
+      "--config=configs/ssv1.py",
+      f"--workdir={tmp_path / 'run'}",
+      f"--config.dataset.data_dir={tmp_path / 'data'}",
+      *TINY_INPUT,
+      *TINY_MODEL,
+      f"--config.input.resize_on_accelerator={resize_on_accelerator}",
+      "--config.dataset.no_flip_labels=(0,)",
+      "--config.batch_size=8",
+      "--config.total_steps=2",
+      "--config.eval_every_steps=2",
+      "--config.checkpoint_every_steps=2",
+      "--config.log_every_steps=1",
+    ]
+  )
   out, err = capsys.readouterr()
   assert status == 0, err[-3000:]
   assert "validation: top-1" in out
@@ -186,8 +228,16 @@ def test_predict_prints_the_top5_classes_of_a_video(tmp_path, capsys):
   model_dir.save(tmp_path / "model", build_model(config), config)
   (tmp_path / "names.txt").write_text("\n".join(CLASSES) + "\n")
   video = tmp_path / "data" / "20bn-something-something-v1" / "validation0"
-  command = ["predict", "--config=configs/ssv1.py", *TINY_INPUT, *TINY_MODEL, f"--checkpoint={tmp_path / 'model'}"]
-  assert predict.main([*command, f"--video={video}", f"--class_names={tmp_path / 'names.txt'}"]) == 0
+  command = [
+    "predict",
+    "--config=configs/ssv1.py",
+    *TINY_INPUT,
+    *TINY_MODEL,
+    f"--checkpoint={tmp_path / 'model'}",
+  ]
+  assert (
+    predict.main([*command, f"--video={video}", f"--class_names={tmp_path / 'names.txt'}"]) == 0
+  )
   lines = [line for line in capsys.readouterr().out.splitlines() if "%" in line]
   assert len(lines) == 2 and all(any(c in line for c in CLASSES) for line in lines)
   assert predict.main([*command, f"--video={tmp_path / 'missing.webm'}"]) == 1
@@ -240,25 +290,45 @@ def test_multi_view_evaluation_and_an_ensemble_of_two_frame_counts(tmp_path):
     model = build_model(config)
     model_dir.restore(directory, model, config)
     model.eval()
-    videos = [clips for b in sources.build_source(config).eval_batches(2)
-              for clips, keep in zip(b["clips"], b["mask"]) if keep]
+    videos = [
+      clips
+      for b in sources.build_source(config).eval_batches(2)
+      for clips, keep in zip(b["clips"], b["mask"])
+      if keep
+    ]
     # uint8 views, normalised here with ImageNet statistics as CONVENTIONS.md states them
     clips = (np.concatenate(videos) / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
-    logits = jax.jit(lambda m, x: m(x))(model, clips.astype(np.float32))  # (videos * 6 views, classes)
+    logits = jax.jit(lambda m, x: m(x))(
+      model, clips.astype(np.float32)
+    )  # (videos * 6 views, classes)
     per_model.append(softmax(np.asarray(logits, np.float64)).reshape(len(videos), 6, -1).mean(1))
   for report, probabilities in zip(list(reports.values())[:2], per_model):
-    np.testing.assert_allclose(report["loss"], -np.log(probabilities[np.arange(3), labels]).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+      report["loss"], -np.log(probabilities[np.arange(3), labels]).mean(), rtol=1e-5
+    )
   mean = (per_model[0] + per_model[1]) / 2
-  np.testing.assert_allclose(reports["ensemble"]["loss"], -np.log(mean[np.arange(3), labels]).mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+    reports["ensemble"]["loss"], -np.log(mean[np.arange(3), labels]).mean(), rtol=1e-5
+  )
   assert reports["ensemble"]["top1"] == np.mean(mean.argmax(-1) == labels)
 
 
 def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path, capsys):
   write_ssv1(tmp_path / "data")
-  status = inspect.main(["inspect", "--config=configs/ssv1.py", f"--config.dataset.data_dir={tmp_path / 'data'}",
-                         *TINY_INPUT, "--config.dataset.no_flip_labels=()", "--config.batch_size=2",
-                         "--split=validation", "--num_batches=2", f"--output={tmp_path / 'b.npz'}",
-                         f"--png={tmp_path / 'sheet.png'}"])
+  status = inspect.main(
+    [
+      "inspect",
+      "--config=configs/ssv1.py",
+      f"--config.dataset.data_dir={tmp_path / 'data'}",
+      *TINY_INPUT,
+      "--config.dataset.no_flip_labels=()",
+      "--config.batch_size=2",
+      "--split=validation",
+      "--num_batches=2",
+      f"--output={tmp_path / 'b.npz'}",
+      f"--png={tmp_path / 'sheet.png'}",
+    ]
+  )
   assert status == 0, capsys.readouterr().err[-3000:]
   batch = np.load(tmp_path / "b.npz")
   assert batch["clips"].shape == (3, 4, 32, 32, 3) and batch["clips"].dtype == np.uint8
@@ -268,10 +338,20 @@ def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path,
   assert batch["frame_indices"].tolist() == [[1, 3, 6, 8]] * 3
   assert (tmp_path / "sheet.png").stat().st_size > 0
   # Training crops that the step resizes are resized here too, as the model will see them.
-  status = inspect.main(["inspect", "--config=configs/ssv1.py", f"--config.dataset.data_dir={tmp_path / 'data'}",
-                         *TINY_INPUT, "--config.dataset.no_flip_labels=()", "--config.batch_size=2",
-                         "--config.input.resize_on_accelerator=True", "--split=train", "--num_batches=1",
-                         f"--output={tmp_path / 'train.npz'}"])
+  status = inspect.main(
+    [
+      "inspect",
+      "--config=configs/ssv1.py",
+      f"--config.dataset.data_dir={tmp_path / 'data'}",
+      *TINY_INPUT,
+      "--config.dataset.no_flip_labels=()",
+      "--config.batch_size=2",
+      "--config.input.resize_on_accelerator=True",
+      "--split=train",
+      "--num_batches=1",
+      f"--output={tmp_path / 'train.npz'}",
+    ]
+  )
   assert status == 0, capsys.readouterr().err[-3000:]
   assert np.load(tmp_path / "train.npz")["clips"].shape == (2, 4, 32, 32, 3)
 
@@ -283,4 +363,6 @@ def test_predict_normalises_uint8_pixel_clips_as_the_official_statistics_say():
   model = build_model(config)
   pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype(np.uint8)
   normalised = ((pixels / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).astype(np.float32)
-  np.testing.assert_allclose(predict.predict(model, pixels), predict.predict(model, normalised), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    predict.predict(model, pixels), predict.predict(model, normalised), rtol=1e-4, atol=1e-5
+  )

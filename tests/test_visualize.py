@@ -1,5 +1,6 @@
 """The STSS picture: the similarities of a model's first SELFY block against a numpy loop over
 its features, the picture's panels against those similarities, and the command."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -29,7 +30,9 @@ def tiny():
   config = default.get_config("tiny")
   model = build_model(config)
   model.eval()
-  clip, _ = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size).clip("validation", 3)
+  clip, _ = synthetic.SyntheticMotion(config.input.num_frames, config.input.image_size).clip(
+    "validation", 3
+  )
   return config, model, clip
 
 
@@ -39,7 +42,9 @@ def test_stss_of_the_first_block_is_the_cosine_of_each_query_with_its_window(tin
   assert stss.shape == (4, 4, 4, 3, 5, 5)  # 32x32 clips: stage 1 at 8x8, the block's STSS at 4x4
   block = model.base_model.selfy_after_layer1
   features = block.stss_transformation.downsample(model.base_model.features_after(clip[None], 1))[0]
-  np.testing.assert_allclose(stss, naive_stss(np.asarray(features), config.model.selfy.window), atol=2e-5)
+  np.testing.assert_allclose(
+    stss, naive_stss(np.asarray(features), config.model.selfy.window), atol=2e-5
+  )
 
 
 def test_each_panel_draws_the_map_of_its_frame_offset(tiny):
@@ -55,7 +60,9 @@ def test_each_panel_draws_the_map_of_its_frame_offset(tiny):
     assert abs(canvas[y, x] - (stss[query][l, u, v] + 1) / 2 * 255) <= 1.5, (l, u, v)
 
 
-def test_command_writes_the_picture_of_a_model_directory_and_names_a_bad_query(tmp_path, capsys, tiny):
+def test_command_writes_the_picture_of_a_model_directory_and_names_a_bad_query(
+  tmp_path, capsys, tiny
+):
   config, model, _ = tiny
   model_dir.save(tmp_path / "model", model, config)
   base = ["visualize", "--config=configs/default.py:tiny", f"--checkpoint={tmp_path / 'model'}"]
@@ -66,4 +73,3 @@ def test_command_writes_the_picture_of_a_model_directory_and_names_a_bad_query(t
   assert visualize.main([*base, "--query=9,0,0", f"--output={tmp_path / 'x.png'}"]) == 1
   assert "--query=9,0,0 must be t,y,x inside the STSS grid 4x4x4" in capsys.readouterr().err
   assert not (tmp_path / "x.png").exists()
-

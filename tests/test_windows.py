@@ -1,4 +1,5 @@
 """Sliding windows over long videos: where they lie, the frames they read, and predict's report."""
+
 import json
 import shutil
 
@@ -24,13 +25,16 @@ def numbered_clip(num_frames, size=32):
   return clip
 
 
-@pytest.mark.parametrize("num_frames,length,stride,expected", [
+@pytest.mark.parametrize(
+  "num_frames,length,stride,expected",
+  [
     (10, 4, 3, [(0, 4), (3, 7), (6, 10)]),  # the stride lands on the end
     (11, 4, 3, [(0, 4), (3, 7), (6, 10), (7, 11)]),  # one more window ends at the last frame
     (3, 4, 2, [(0, 3)]),  # shorter than a window
     (8, 8, 1, [(0, 8)]),
     (9, 4, 8, [(0, 4), (5, 9)]),  # a stride longer than the window skips frames
-])
+  ],
+)
 def test_window_spans(num_frames, length, stride, expected):
   assert windows.spans(num_frames, length, stride) == expected
 
@@ -52,8 +56,17 @@ def test_windows_of_a_video_file_are_the_frames_they_sample(tmp_path):
   video = windows.LongVideo(path)
   assert (video.num_frames, video.fps) == (50, 10.0)
   planned = windows.plan(video.num_frames, 12, 5, lambda n: np.arange(0, n, 3))
-  assert [(w.start, w.end) for w in planned] == [(0, 12), (5, 17), (10, 22), (15, 27), (20, 32), (25, 37),
-                                                  (30, 42), (35, 47), (38, 50)]
+  assert [(w.start, w.end) for w in planned] == [
+    (0, 12),
+    (5, 17),
+    (10, 22),
+    (15, 27),
+    (20, 32),
+    (25, 37),
+    (30, 42),
+    (35, 47),
+    (38, 50),
+  ]
   read = list(video.read(planned))
   assert [w for w, _ in read] == planned
   for window, sampled in read:
@@ -109,15 +122,27 @@ def test_predict_windows_each_equal_the_window_cut_out_as_its_own_video(tmp_path
   clip = numbered_clip(30)
   long_video = write_folder(tmp_path / "long", clip)
   command = ["predict", "--config=configs/default.py:tiny", f"--checkpoint={tmp_path / 'model'}"]
-  assert predict.main([*command, f"--video={long_video}", "--window=1s", "--stride=0.5s", "--fps=12",
-                       f"--json={tmp_path / 'report.json'}", "--batch_windows=3", f"--output={tmp_path / 'logits.npy'}"]) == 0
+  assert (
+    predict.main(
+      [
+        *command,
+        f"--video={long_video}",
+        "--window=1s",
+        "--stride=0.5s",
+        "--fps=12",
+        f"--json={tmp_path / 'report.json'}",
+        "--batch_windows=3",
+        f"--output={tmp_path / 'logits.npy'}",
+      ]
+    )
+    == 0
+  )
   out = capsys.readouterr().out
   report = json.loads((tmp_path / "report.json").read_text())
   spans = [(w["start_frame"], w["end_frame"]) for w in report["windows"]]
   assert spans == [(0, 12), (6, 18), (12, 24), (18, 30)]
   assert [w["start_s"] for w in report["windows"]] == [0.0, 0.5, 1.0, 1.5]
   assert "4 windows over 30 frames" in out and "1.50-    2.50 s" in out
-  window_probabilities = []
   for (start, end), window in zip(spans, report["windows"]):
     cut = tmp_path / f"cut{start}"
     cut.mkdir()
@@ -126,16 +151,18 @@ def test_predict_windows_each_equal_the_window_cut_out_as_its_own_video(tmp_path
     assert predict.main([*command, f"--video={cut}", f"--json={cut}.json"]) == 0
     (alone,) = json.loads((tmp_path / f"{cut.name}.json").read_text())["windows"]
     assert [c["class"] for c in window["top"]] == [c["class"] for c in alone["top"]]
-    np.testing.assert_allclose([c["probability"] for c in window["top"]],
-                               [c["probability"] for c in alone["top"]], rtol=1e-5)
+    np.testing.assert_allclose(
+      [c["probability"] for c in window["top"]], [c["probability"] for c in alone["top"]], rtol=1e-5
+    )
   # The average: each window's softmax (one view each in this config), averaged over the windows.
   logits = np.load(tmp_path / "logits.npy")
   assert logits.shape == (4, 6)
   probabilities = np.exp(logits - logits.max(-1, keepdims=True))
   average = (probabilities / probabilities.sum(-1, keepdims=True)).mean(0)
   assert [c["class"] for c in report["average"]["top"]] == list(np.argsort(-average)[:5])
-  np.testing.assert_allclose([c["probability"] for c in report["average"]["top"]], np.sort(average)[::-1][:5],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    [c["probability"] for c in report["average"]["top"]], np.sort(average)[::-1][:5], rtol=1e-5
+  )
   assert report["average"]["top"][0]["name"] == synthetic.CLASSES[int(np.argmax(average))]
 
 
@@ -143,8 +170,16 @@ def test_predict_window_errors_are_one_line(tmp_path, capsys):
   config = default.get_config("tiny")
   model_dir.save(tmp_path / "model", build_model(config), config)
   folder = write_folder(tmp_path / "long", numbered_clip(20))
-  command = ["predict", "--config=configs/default.py:tiny", f"--checkpoint={tmp_path / 'model'}", f"--video={folder}"]
-  for flags_, message in ((["--window=2s"], "give --fps"), (["--stride=4"], "--stride needs --window")):
+  command = [
+    "predict",
+    "--config=configs/default.py:tiny",
+    f"--checkpoint={tmp_path / 'model'}",
+    f"--video={folder}",
+  ]
+  for flags_, message in (
+    (["--window=2s"], "give --fps"),
+    (["--stride=4"], "--stride needs --window"),
+  ):
     assert predict.main([*command, *flags_]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert message in line
@@ -154,12 +189,18 @@ def test_a_demo_clip_saved_as_frames_reaches_the_model_as_the_source_drew_it(tmp
   """predict --video on the demo config: frames the synthetic source drew, saved and read back,
   are the pixels the model sees (no resize or crop that the training clips never had)."""
   import tensorflow as tf
+
   config = default.get_config("tiny")
-  data = synthetic.SyntheticMotion(num_frames=config.input.num_frames, image_size=config.input.image_size,
-                                   classes=tuple(config.dataset.classes))
+  data = synthetic.SyntheticMotion(
+    num_frames=config.input.num_frames,
+    image_size=config.input.image_size,
+    classes=tuple(config.dataset.classes),
+  )
   clip, _ = data.clip("validation", 0)
   folder = write_folder(tmp_path / "clip", normalization.to_uint8(clip))
-  read_back = np.stack([np.asarray(Image.open(path), np.float32) / 255 for path in sorted(folder.iterdir())])
+  read_back = np.stack(
+    [np.asarray(Image.open(path), np.float32) / 255 for path in sorted(folder.iterdir())]
+  )
   source = predict.evaluation_source(config)
   video = windows.LongVideo(str(folder), config.dataset.frame_template, 12)
   ((_, frames_read),) = video.read(windows.plan(video.num_frames, None, None, source.eval_indices))

@@ -1,4 +1,6 @@
-"""What keeps a run's work: the workdir lock, keep-best across restarts, one metrics row per (step, split)."""
+"""What keeps a run's work: the workdir lock, keep-best across restarts, one metrics row per (step,
+split)."""
+
 import json
 import os
 import shutil
@@ -22,8 +24,14 @@ TINY = "--config=configs/default.py:tiny"
 
 def lock_record(alive_ago: float = 0.0, **fields):
   """A lock file's record, timed from now (not from when the tests were collected)."""
-  return {"token": "other", "host": socket.gethostname(), "pid": os.getpid(), "started": time.time() - 60,
-          "alive": time.time() - alive_ago, **fields}
+  return {
+    "token": "other",
+    "host": socket.gethostname(),
+    "pid": os.getpid(),
+    "started": time.time() - 60,
+    "alive": time.time() - alive_ago,
+    **fields,
+  }
 
 
 def dead_pid() -> int:
@@ -37,20 +45,25 @@ def test_a_busy_workdir_stops_a_second_run_at_once_naming_the_first(tmp_path, ca
     status = main.main(["main.py", TINY, f"--workdir={tmp_path / 'run'}"])
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert status == 1
-    assert line.startswith(f"error: --workdir {tmp_path / 'run'} is in use by the run of pid {os.getpid()} on host "
-                           f"{socket.gethostname()}, started ")
+    assert line.startswith(
+      f"error: --workdir {tmp_path / 'run'} is in use by the run of pid {os.getpid()} on host "
+      f"{socket.gethostname()}, started "
+    )
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before anything was written
     assert json.loads(held.path.read_text())["token"] == held.token
   assert not held.path.exists()  # given up at the end of the block
 
 
-@pytest.mark.parametrize("fields,stale", [
+@pytest.mark.parametrize(
+  "fields,stale",
+  [
     ({}, False),  # this very process: alive
     ({"pid": None}, True),  # a run of this host whose process is gone (pid filled in below)
     ({"host": "elsewhere", "alive_ago": 3600}, True),  # another host, silent for an hour
     ({"host": "elsewhere", "alive_ago": 10}, False),  # another host, alive recently
     (None, True),  # a torn file
-])
+  ],
+)
 def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, fields, stale):
   if fields is None:
     record = {"half": "written"}
@@ -61,7 +74,9 @@ def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, fields, stal
   (tmp_path / workdir.LOCK_FILE).write_text(json.dumps(record))
   lock = workdir.WorkdirLock(tmp_path)
   if not stale:
-    with pytest.raises(workdir.WorkdirBusyError, match=f"in use by the run of pid {record['pid']} on host"):
+    with pytest.raises(
+      workdir.WorkdirBusyError, match=f"in use by the run of pid {record['pid']} on host"
+    ):
       lock.acquire()
     assert json.loads((tmp_path / workdir.LOCK_FILE).read_text()) == record
     return
@@ -78,7 +93,9 @@ def test_the_lock_is_refreshed_and_a_takeover_is_noticed(tmp_path):
     lock.check()
     lock.path.write_text(json.dumps(lock_record(token="thief", host="elsewhere")))
     time.sleep(0.3)
-    with pytest.raises(workdir.WorkdirBusyError, match="was taken over by another run .pid .* on host elsewhere"):
+    with pytest.raises(
+      workdir.WorkdirBusyError, match="was taken over by another run .pid .* on host elsewhere"
+    ):
       lock.check()
   assert json.loads(lock.path.read_text())["token"] == "thief"  # not removed: it is not ours
 
@@ -113,11 +130,14 @@ def test_keep_best_survives_a_restart(tmp_path):
   third.close()
 
 
-@pytest.mark.parametrize("steps,evaluated,keep,best", [
+@pytest.mark.parametrize(
+  "steps,evaluated,keep,best",
+  [
     ([2, 4, 6, 8], {2: 0.5, 4: 0.7, 6: 0.7, 8: 0.1}, 1, 4),  # equal top-1s: the earlier
     ([2, 4, 6, 8], {}, 2, None),
     ([2, 4, 6, 8], {8: 0.3, 6: 0.2}, 3, 8),
-])
+  ],
+)
 def test_latest_and_best_policy_against_the_rule(steps, evaluated, keep, best):
   infos = [type("Info", (), {"step": s})() for s in steps]
   preserved = checkpoints.LatestAndBest(keep, evaluated.get).should_preserve(infos, context=None)
@@ -140,7 +160,10 @@ def test_an_unwritable_checkpoint_folder_is_one_line(tmp_path, capsys):
   (tmp_path / "run" / "checkpoints").write_text("a file where the folder goes")
   status = main.main(["main.py", TINY, f"--workdir={tmp_path / 'run'}"])
   err = capsys.readouterr().err.strip().splitlines()
-  assert status == 1 and err[-1] == f"error: {tmp_path / 'run' / 'checkpoints'} is not writable: File exists"
+  assert (
+    status == 1
+    and err[-1] == f"error: {tmp_path / 'run' / 'checkpoints'} is not writable: File exists"
+  )
   assert not (tmp_path / "run" / workdir.LOCK_FILE).exists()  # a refused run leaves no lock behind
 
 
@@ -150,15 +173,23 @@ def test_a_signal_is_recorded_once_and_the_handlers_are_restored():
     assert not stop.requested(1)
     os.kill(os.getpid(), signal.SIGTERM)
     assert stop.requested(2) and stop.signal_name == "SIGTERM"
-    assert signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]  # a second SIGTERM is not caught
+    assert (
+      signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]
+    )  # a second SIGTERM is not caught
     assert signal.getsignal(signal.SIGINT) != before[signal.SIGINT]
   assert {number: signal.getsignal(number) for number in preemption.SIGNALS} == before
 
 
 def test_a_negative_checkpoint_interval_is_refused(tmp_path, capsys):
-  status = main.main(["main.py", TINY, f"--workdir={tmp_path}", "--config.checkpoint_every_minutes=-1"])
+  status = main.main(
+    ["main.py", TINY, f"--workdir={tmp_path}", "--config.checkpoint_every_minutes=-1"]
+  )
   assert status == 1
-  assert capsys.readouterr().err.strip().endswith("config.checkpoint_every_minutes = -1.0 must be >= 0 (0: off)")
+  assert (
+    capsys.readouterr()
+    .err.strip()
+    .endswith("config.checkpoint_every_minutes = -1.0 must be >= 0 (0: off)")
+  )
 
 
 def largest_file(folder):
@@ -192,19 +223,26 @@ def swap_in_other_arrays(folder):
   shutil.copytree(folder.parent / "2" / "default", folder / "default")
 
 
-@pytest.mark.parametrize("damage", [flip_bytes, truncate, lose_a_file, garble_metadata, swap_in_other_arrays])
+@pytest.mark.parametrize(
+  "damage", [flip_bytes, truncate, lose_a_file, garble_metadata, swap_in_other_arrays]
+)
 def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(tmp_path, damage):
   config = default.get_config("tiny")
-  state = {"w": jnp.arange(3000.0), "b": {"count": jnp.int32(0), "scale": jnp.ones((40, 40), jnp.bfloat16)}}
+  state = {
+    "w": jnp.arange(3000.0),
+    "b": {"count": jnp.int32(0), "scale": jnp.ones((40, 40), jnp.bfloat16)},
+  }
   saved = checkpoints.TrainCheckpoints(tmp_path, config, keep=2)
   for step in (2, 4):
-    saved.save(step, jax.tree.map(lambda x: x + step, state), wait=True)
+    saved.save(step, jax.tree.map(lambda x: x + step, state), wait=True)  # noqa: B023
   saved.close()
   damage(tmp_path / "checkpoints" / "4")
   again = checkpoints.TrainCheckpoints(tmp_path, config, keep=2)
   step, restored, damaged = again.restore_latest(state)
   assert step == 2 and len(damaged) == 1 and damaged[0].startswith("step 4: ")
-  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(jax.tree.map(lambda x: x + 2, state)), strict=True):
+  for a, b in zip(
+    jax.tree.leaves(restored), jax.tree.leaves(jax.tree.map(lambda x: x + 2, state)), strict=True
+  ):
     np.testing.assert_array_equal(a, b)
   assert (tmp_path / "checkpoints" / "damaged" / "4").is_dir() and again.steps() == [2]
   again.save(4, jax.tree.map(lambda x: x + 4, state), wait=True)  # the step can be written again
@@ -220,7 +258,10 @@ def test_no_good_checkpoint_left_is_one_line_naming_each(tmp_path):
   saved.close()
   garble_metadata(tmp_path / "checkpoints" / "4")
   garble_metadata(tmp_path / "checkpoints" / "2")
-  with pytest.raises(checkpoints.NoGoodCheckpointError, match=r"no usable checkpoint in .*checkpoints \(step 4: .*; "
-                                                               r"step 2: .*\); the damaged ones are in .*damaged") as e:
+  with pytest.raises(
+    checkpoints.NoGoodCheckpointError,
+    match=r"no usable checkpoint in .*checkpoints \(step 4: .*; "
+    r"step 2: .*\); the damaged ones are in .*damaged",
+  ) as e:
     checkpoints.TrainCheckpoints(tmp_path, config, keep=2).restore_latest(state)
   assert "\n" not in str(e.value)

@@ -5,6 +5,7 @@ here uses the authors' fallback formulation (a full HW x HW correlation per fram
 gathering the window), not our shifted windows, so the two implementations share nothing.
 Tensors are NCHW with frames folded into the batch clip-major, as in the official code.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,8 +17,8 @@ def temporal_shift(x, frames, div=8):
   fold = c // div
   out = torch.zeros_like(x)
   out[:, :-1, :fold] = x[:, 1:, :fold]
-  out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]
-  out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+  out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
+  out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
   return out.view(nt, c, h, w)
 
 
@@ -34,7 +35,9 @@ class Bottleneck(nn.Module):
     self.bn3 = nn.BatchNorm2d(planes * 4)
     self.downsample = None
     if stride != 1 or inplanes != planes * 4:
-      self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4))
+      self.downsample = nn.Sequential(
+        nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+      )
     self.frames, self.shift = frames, shift
 
   def forward(self, x):
@@ -57,7 +60,9 @@ class BasicBlock(nn.Module):
     self.bn2 = nn.BatchNorm2d(planes)
     self.downsample = None
     if stride != 1 or inplanes != planes:
-      self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+      self.downsample = nn.Sequential(
+        nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+      )
     self.frames, self.shift = frames, shift
 
   def forward(self, x):
@@ -70,20 +75,22 @@ class BasicBlock(nn.Module):
 
 def conv_bn_relu3d(cin, cout, stride, padding):
   return nn.Sequential(
-      nn.Conv3d(cin, cout, (1, 3, 3), stride, padding, bias=False), nn.BatchNorm3d(cout), nn.ReLU()
+    nn.Conv3d(cin, cout, (1, 3, 3), stride, padding, bias=False), nn.BatchNorm3d(cout), nn.ReLU()
   )
 
 
 class STSSTransformation(nn.Module):
   def __init__(self, d_in, d_hid, frames, window):
     super().__init__()
-    self.downsample = nn.Sequential(nn.Conv2d(d_in, d_hid, 3, 2, 1, bias=False), nn.BatchNorm2d(d_hid), nn.ReLU())
+    self.downsample = nn.Sequential(
+      nn.Conv2d(d_in, d_hid, 3, 2, 1, bias=False), nn.BatchNorm2d(d_hid), nn.ReLU()
+    )
     self.frames, self.window = frames, window
 
   def forward(self, x):
     x = self.downsample(x)
     nt, c, h, w = x.shape
-    x = x / torch.sqrt((x ** 2).sum(1, keepdim=True) + 1e-6)
+    x = x / torch.sqrt((x**2).sum(1, keepdim=True) + 1e-6)
     x = x.view(nt // self.frames, self.frames, c, h * w)
     L, U, V = self.window
     out = x.new_zeros(nt // self.frames, self.frames, h, w, L, U, V)
@@ -127,9 +134,12 @@ class STSSIntegration(nn.Module):
     self.conv0 = conv_bn_relu3d(d_in, chnls[0], 1, (0, 1, 1))
     self.conv1 = conv_bn_relu3d(chnls[0], chnls[1], 1, (0, 1, 1))
     self.conv2 = conv_bn_relu3d(chnls[1], chnls[2], 1, (0, 1, 1))
-    self.conv3_fuse = nn.Sequential(nn.Identity(), *conv_bn_relu3d(chnls[2] * self.L, chnls[3], 1, (0, 1, 1)))
+    self.conv3_fuse = nn.Sequential(
+      nn.Identity(), *conv_bn_relu3d(chnls[2] * self.L, chnls[3], 1, (0, 1, 1))
+    )
     self.upsample = nn.Sequential(
-        nn.ConvTranspose3d(chnls[3], d_out, 1, (1, 2, 2), output_padding=(0, 1, 1), bias=False), nn.BatchNorm3d(d_out)
+      nn.ConvTranspose3d(chnls[3], d_out, 1, (1, 2, 2), output_padding=(0, 1, 1), bias=False),
+      nn.BatchNorm3d(d_out),
     )
 
   def forward(self, x):
@@ -142,7 +152,9 @@ class STSSIntegration(nn.Module):
 
 
 class SELFYBlock(nn.Module):
-  def __init__(self, d_in, d_hid, frames, window=(5, 9, 9), ext=(4, 16, 64, 64), integ=(64, 64, 64, 64)):
+  def __init__(
+    self, d_in, d_hid, frames, window=(5, 9, 9), ext=(4, 16, 64, 64), integ=(64, 64, 64, 64)
+  ):
     super().__init__()
     self.stss_transformation = STSSTransformation(d_in, d_hid, frames, window)
     self.stss_extraction = STSSExtraction(ext)
@@ -213,7 +225,7 @@ def randomize(module, seed=0):
         uniform(m.running_var, 0.5, 1.5)
       elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose3d)):
         fan_in = m.weight[0].numel() if not isinstance(m, nn.ConvTranspose3d) else m.weight.shape[0]
-        m.weight.copy_(torch.randn(m.weight.shape, generator=generator) / fan_in ** 0.5)
+        m.weight.copy_(torch.randn(m.weight.shape, generator=generator) / fan_in**0.5)
         if m.bias is not None:
           uniform(m.bias, -0.2, 0.2)
   return module.eval()

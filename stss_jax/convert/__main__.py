@@ -8,6 +8,7 @@
 `official` needs every key to match both ways; `torchvision` fills the backbone and leaves the
 SELFY blocks and the head at their initialisation. A mismatch is refused with the keys listed.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,7 +16,12 @@ import sys
 from absl import flags
 
 from stss_jax import cli, model_dir
-from stss_jax.convert import CheckpointMismatchError, import_official, import_torchvision, load_state_dict
+from stss_jax.convert import (
+  CheckpointMismatchError,
+  import_official,
+  import_torchvision,
+  load_state_dict,
+)
 from stss_jax.models import build_model
 
 IMPORTERS = {"official": import_official, "torchvision": import_torchvision}
@@ -23,10 +29,19 @@ IMPORTERS = {"official": import_official, "torchvision": import_torchvision}
 
 def define_flags(flag_values: flags.FlagValues, argv) -> None:
   cli.define_config(flag_values, argv)
-  flags.DEFINE_enum("from", None, list(IMPORTERS), "Checkpoint format: the authors' trainer or torchvision.",
-                    flag_values=flag_values)
-  flags.DEFINE_string("checkpoint", None, "PyTorch .pth/.pth.tar file to read.", flag_values=flag_values)
-  flags.DEFINE_string("output", None, "New directory to write the model directory to.", flag_values=flag_values)
+  flags.DEFINE_enum(
+    "from",
+    None,
+    list(IMPORTERS),
+    "Checkpoint format: the authors' trainer or torchvision.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "checkpoint", None, "PyTorch .pth/.pth.tar file to read.", flag_values=flag_values
+  )
+  flags.DEFINE_string(
+    "output", None, "New directory to write the model directory to.", flag_values=flag_values
+  )
   flags.mark_flags_as_required(["from", "checkpoint", "output"], flag_values=flag_values)
 
 
@@ -42,7 +57,9 @@ def run(flag_values: flags.FlagValues) -> int:
 
 
 def main(argv=None) -> int:
-  return cli.main(__doc__, define_flags, run, argv, errors={CheckpointMismatchError: 1, ImportError: 1})
+  return cli.main(
+    __doc__, define_flags, run, argv, errors={CheckpointMismatchError: 1, ImportError: 1}
+  )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Our module paths mirror the official names, so one rule set translates a path su
 ('base_model', 'selfy', 'stss_extraction', 'conv1', 'bn', 'var') into
 'base_model.selfy.stss_extraction.conv1.1.running_var'.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,8 +14,15 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from flax import nnx
 
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
-# Positions inside the official nn.Sequential of each ConvBN unit; conv3_fuse starts with a Rearrange.
+LEAF_NAMES = {
+  "kernel": "weight",
+  "scale": "weight",
+  "bias": "bias",
+  "mean": "running_mean",
+  "var": "running_var",
+}
+# Positions inside the official nn.Sequential of each ConvBN unit; conv3_fuse starts with a
+# Rearrange.
 CONV_BN_INDEX = {"conv": "0", "bn": "1"}
 FUSE_INDEX = {"conv": "1", "bn": "2"}
 SELFY_RENAMES = {"upsample": "upsample.0", "upsample_bn": "upsample.1"}
@@ -34,7 +42,10 @@ class ImportReport:
   left_at_init: list[str]  # model keys with no counterpart in the file, left as initialised
 
   def summary(self) -> str:
-    lines = [f"used {len(self.used)} keys, skipped {len(self.skipped)}, left at init {len(self.left_at_init)}"]
+    lines = [
+      f"used {len(self.used)} keys, skipped {len(self.skipped)}, left at init "
+      f"{len(self.left_at_init)}"
+    ]
     if self.skipped:
       lines.append("skipped: " + ", ".join(self.skipped))
     if self.left_at_init:
@@ -82,7 +93,7 @@ def load_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     import torch
   except ImportError as e:
     raise ImportError(
-        "reading PyTorch checkpoints needs torch: pip install -r requirements-torch.txt"
+      "reading PyTorch checkpoints needs torch: pip install -r requirements-torch.txt"
     ) from e
   path = pathlib.Path(path)
   if not path.is_file():
@@ -99,12 +110,12 @@ def load_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def load_weights(
-    model: nnx.Module,
-    state_dict: Mapping[str, np.ndarray],
-    *,
-    key_of: Callable[[tuple], str] = torch_key,
-    may_stay_at_init: Callable[[str], bool] = lambda key: False,
-    may_skip: Callable[[str], bool] = lambda key: False,
+  model: nnx.Module,
+  state_dict: Mapping[str, np.ndarray],
+  *,
+  key_of: Callable[[tuple], str] = torch_key,
+  may_stay_at_init: Callable[[str], bool] = lambda key: False,
+  may_skip: Callable[[str], bool] = lambda key: False,
 ) -> ImportReport:
   """Copies `state_dict` into `model` or raises CheckpointMismatchError without touching it.
 
@@ -140,10 +151,12 @@ def load_weights(
   if mismatched:
     problems.append(f"{len(mismatched)} keys with other shapes: " + "; ".join(mismatched))
   if unexpected:
-    problems.append(f"{len(unexpected)} file keys the model does not have: " + ", ".join(unexpected))
+    problems.append(
+      f"{len(unexpected)} file keys the model does not have: " + ", ".join(unexpected)
+    )
   if problems:
     raise CheckpointMismatchError(
-        "checkpoint does not match the model (nothing was loaded):\n" + "\n".join(problems)
+      "checkpoint does not match the model (nothing was loaded):\n" + "\n".join(problems)
     )
   nnx.update(model, nnx.from_flat_state(loaded))
   return ImportReport(used=used, skipped=skipped, left_at_init=left_at_init)
@@ -155,15 +168,17 @@ def import_official(model: nnx.Module, state_dict: Mapping[str, np.ndarray]) -> 
 
 
 def import_torchvision(model: nnx.Module, state_dict: Mapping[str, np.ndarray]) -> ImportReport:
-  """ImageNet init from a torchvision ResNet: backbone must match; SELFY blocks and head stay fresh."""
+  """ImageNet init from a torchvision ResNet: backbone must match; SELFY blocks and head stay
+  fresh."""
+
   def key_of(path):
     key = torch_key(path)
     return key.removeprefix("base_model.") if key.startswith("base_model.") else key
 
   return load_weights(
-      model,
-      state_dict,
-      key_of=key_of,
-      may_stay_at_init=lambda key: key.startswith(("selfy", "new_fc.")),
-      may_skip=lambda key: key.startswith("fc."),
+    model,
+    state_dict,
+    key_of=key_of,
+    may_stay_at_init=lambda key: key.startswith(("selfy", "new_fc.")),
+    may_skip=lambda key: key.startswith("fc."),
   )

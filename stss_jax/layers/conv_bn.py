@@ -1,4 +1,5 @@
 """Convolution + BatchNorm (+ ReLU), the unit every part of the network is built from."""
+
 from __future__ import annotations
 
 import functools
@@ -28,12 +29,12 @@ BN_EPSILON = 1e-5
 def batch_norm(features: int, *, zero_scale: bool = False, dtype, rngs: nnx.Rngs) -> nnx.BatchNorm:
   """BatchNorm over every axis but the last, with PyTorch's defaults; statistics in float32."""
   return nnx.BatchNorm(
-      features,
-      momentum=BN_MOMENTUM,
-      epsilon=BN_EPSILON,
-      dtype=dtype,
-      scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
-      rngs=rngs,
+    features,
+    momentum=BN_MOMENTUM,
+    epsilon=BN_EPSILON,
+    dtype=dtype,
+    scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
+    rngs=rngs,
   )
 
 
@@ -45,30 +46,30 @@ class ConvBN(nnx.Module):
   """
 
   def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      kernel_size: int | Sequence[int],
-      *,
-      strides: int | Sequence[int] = 1,
-      padding: int | Sequence[int] = 0,
-      relu: bool = True,
-      zero_scale: bool = False,
-      dtype=jnp.float32,
-      rngs: nnx.Rngs,
+    self,
+    in_features: int,
+    out_features: int,
+    kernel_size: int | Sequence[int],
+    *,
+    strides: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    relu: bool = True,
+    zero_scale: bool = False,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
   ):
     kernel_size = _pair(kernel_size)
     self.strides, self.padding = _pair(strides), _pair(padding)
     self.conv = nnx.Conv(
-        in_features,
-        out_features,
-        kernel_size,
-        strides=self.strides,
-        padding=[(p, p) for p in self.padding],
-        use_bias=False,
-        kernel_init=kaiming_fan_out,
-        dtype=dtype,
-        rngs=rngs,
+      in_features,
+      out_features,
+      kernel_size,
+      strides=self.strides,
+      padding=[(p, p) for p in self.padding],
+      use_bias=False,
+      kernel_init=kaiming_fan_out,
+      dtype=dtype,
+      rngs=rngs,
     )
     self.bn = batch_norm(out_features, zero_scale=zero_scale, dtype=dtype, rngs=rngs)
     self.relu = relu
@@ -81,11 +82,14 @@ class ConvBN(nnx.Module):
 
     planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries; entries
     after them (alignment padding) are ignored. Returns the (H', W', Cout) outputs flattened the
-    same way and padded to a multiple of the runtime policy's row alignment, and (H', W'). For the tiny planes of the
+    same way and padded to a multiple of the runtime policy's row alignment, and (H', W'). For the
+    tiny planes of the
     STSS this beats a convolution kernel.
     """
     kernel = self.conv.kernel[...].astype(self.conv.dtype or planes.dtype)
-    matrix, out_plane, out_cells = dense_matrix(kernel, plane, planes.shape[-1], self.strides, self.padding)
+    matrix, out_plane, out_cells = dense_matrix(
+      kernel, plane, planes.shape[-1], self.strides, self.padding
+    )
     y = planes.astype(kernel.dtype) @ matrix
     *batch, _ = y.shape
     cells = y.reshape(*batch, out_cells, kernel.shape[-1])
@@ -102,8 +106,13 @@ def aligned_cells(cells: int, channels: int) -> int:
   return cells
 
 
-def dense_matrix(kernel: jax.Array, plane: tuple[int, int], in_entries: int, strides: tuple[int, int],
-                 padding: tuple[int, int]) -> tuple[jax.Array, tuple[int, int], int]:
+def dense_matrix(
+  kernel: jax.Array,
+  plane: tuple[int, int],
+  in_entries: int,
+  strides: tuple[int, int],
+  padding: tuple[int, int],
+) -> tuple[jax.Array, tuple[int, int], int]:
   """The (in_entries, out_cells * Cout) matrix of a 2-D convolution of flattened planes.
 
   The kernel (kh, kw, Cin, Cout) is spread over every (input cell, output cell) pair it links
@@ -116,13 +125,17 @@ def dense_matrix(kernel: jax.Array, plane: tuple[int, int], in_entries: int, str
   height, width = plane
   kh, kw, in_features, out_features = kernel.shape
   taps, out_plane = _conv_taps(height, width, kh, kw, strides, padding)
-  matrix = jnp.einsum("iot,tab->iaob", taps.astype(kernel.dtype), kernel.reshape(kh * kw, in_features, out_features))
+  matrix = jnp.einsum(
+    "iot,tab->iaob", taps.astype(kernel.dtype), kernel.reshape(kh * kw, in_features, out_features)
+  )
   cells = out_plane[0] * out_plane[1]
   out_cells = aligned_cells(cells, out_features)
   matrix = matrix.reshape(height * width * in_features, cells * out_features)
   if in_entries < height * width * in_features:
     raise ValueError(f"{in_entries} entries cannot hold a {height}x{width}x{in_features} plane")
-  matrix = jnp.pad(matrix, ((0, in_entries - matrix.shape[0]), (0, (out_cells - cells) * out_features)))
+  matrix = jnp.pad(
+    matrix, ((0, in_entries - matrix.shape[0]), (0, (out_cells - cells) * out_features))
+  )
   return matrix, out_plane, out_cells
 
 
@@ -144,12 +157,20 @@ def _convolve(conv: nnx.Conv, x: jax.Array, kernel: jax.Array) -> jax.Array:
   padding, no dilation or groups, every axis before the last three a batch axis."""
   dtype = conv.dtype or x.dtype
   flat = x.reshape(-1, *x.shape[-3:]).astype(dtype)
-  y = jax.lax.conv_general_dilated(flat, kernel.astype(dtype), conv.strides, conv.padding,
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=conv.precision)
+  y = jax.lax.conv_general_dilated(
+    flat,
+    kernel.astype(dtype),
+    conv.strides,
+    conv.padding,
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    precision=conv.precision,
+  )
   return y.reshape(*x.shape[:-3], *y.shape[1:])
 
 
-def batch_norm_relu(bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cells: int | None = None) -> jax.Array:
+def batch_norm_relu(
+  bn: nnx.BatchNorm, x: jax.Array, relu: bool = True, real_cells: int | None = None
+) -> jax.Array:
   """bn(x), then ReLU if asked: every BN of the network but the upsample's goes through here in
   training; in inference, those that conv_bn_relu does not fold (the dense extraction's).
 
@@ -192,8 +213,9 @@ def update_running_statistics(bn: nnx.BatchNorm, mean: jax.Array, var: jax.Array
 def _sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per-channel sums of a and b over every axis but the last, in one reduction (one pass)."""
   zero = jnp.zeros((), jnp.float32)
-  return jax.lax.reduce((a, b), (zero, zero), lambda p, q: (p[0] + q[0], p[1] + q[1]),
-                        tuple(range(a.ndim - 1)))
+  return jax.lax.reduce(
+    (a, b), (zero, zero), lambda p, q: (p[0] + q[0], p[1] + q[1]), tuple(range(a.ndim - 1))
+  )
 
 
 def _moments(x: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:

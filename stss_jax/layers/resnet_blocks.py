@@ -5,6 +5,7 @@ checkpoints map one to one. Inputs are clips (N, T, H, W, C); convolutions treat
 which is the TSN "frames folded into the batch" form. With `zero_init` (the official model's
 init) the branch's last BN starts at zero scale, so that every block starts as the identity.
 """
+
 from __future__ import annotations
 
 import jax
@@ -15,18 +16,20 @@ from stss_jax import ops
 from stss_jax.layers.conv_bn import batch_norm, conv_bn_relu, kaiming_fan_out
 
 
-def conv(in_features: int, out_features: int, kernel: int, stride: int = 1, *, dtype, rngs) -> nnx.Conv:
+def conv(
+  in_features: int, out_features: int, kernel: int, stride: int = 1, *, dtype, rngs
+) -> nnx.Conv:
   """A bias-free square convolution with PyTorch's padding (kernel // 2) and init."""
   return nnx.Conv(
-      in_features,
-      out_features,
-      (kernel, kernel),
-      strides=(stride, stride),
-      padding=[(kernel // 2, kernel // 2)] * 2,
-      use_bias=False,
-      kernel_init=kaiming_fan_out,
-      dtype=dtype,
-      rngs=rngs,
+    in_features,
+    out_features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=[(kernel // 2, kernel // 2)] * 2,
+    use_bias=False,
+    kernel_init=kaiming_fan_out,
+    dtype=dtype,
+    rngs=rngs,
   )
 
 
@@ -40,10 +43,12 @@ class _ResidualBlock(nnx.Module):
     self.shift = shift
     self.shift_div = shift_div
     if stride != 1 or in_features != out_features:
-      self.downsample = nnx.List([
+      self.downsample = nnx.List(
+        [
           conv(in_features, out_features, 1, stride, dtype=dtype, rngs=rngs),
           batch_norm(out_features, dtype=dtype, rngs=rngs),
-      ])
+        ]
+      )
     else:
       self.downsample = None
 
@@ -61,8 +66,18 @@ class BasicBlock(_ResidualBlock):
 
   expansion = 1
 
-  def __init__(self, in_features, features, stride=1, *, shift=True, shift_div=8, zero_init=True, dtype=jnp.float32,
-               rngs):
+  def __init__(
+    self,
+    in_features,
+    features,
+    stride=1,
+    *,
+    shift=True,
+    shift_div=8,
+    zero_init=True,
+    dtype=jnp.float32,
+    rngs,
+  ):
     self.conv1 = conv(in_features, features, 3, stride, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(features, dtype=dtype, rngs=rngs)
     self.conv2 = conv(features, features, 3, dtype=dtype, rngs=rngs)
@@ -79,8 +94,18 @@ class Bottleneck(_ResidualBlock):
 
   expansion = 4
 
-  def __init__(self, in_features, features, stride=1, *, shift=True, shift_div=8, zero_init=True, dtype=jnp.float32,
-               rngs):
+  def __init__(
+    self,
+    in_features,
+    features,
+    stride=1,
+    *,
+    shift=True,
+    shift_div=8,
+    zero_init=True,
+    dtype=jnp.float32,
+    rngs,
+  ):
     self.conv1 = conv(in_features, features, 1, dtype=dtype, rngs=rngs)
     self.bn1 = batch_norm(features, dtype=dtype, rngs=rngs)
     self.conv2 = conv(features, features, 3, stride, dtype=dtype, rngs=rngs)

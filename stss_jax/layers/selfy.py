@@ -5,6 +5,7 @@ stss_extraction.conv0..3, stss_integration.conv0..2, conv3_fuse, upsample) so th
 weights map one to one. Shapes use N clips, T frames, (H, W) the block's input resolution,
 (h, w) the STSS resolution (half of it) and (L, U, V) the window.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,8 +15,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from stss_jax import ops, runtime
-from stss_jax.ops.stss import check_window, resolve_temporal_offsets
 from stss_jax.layers.conv_bn import ConvBN, aligned_cells, batch_norm, update_running_statistics
+from stss_jax.ops.stss import check_window, resolve_temporal_offsets
 
 EXTRACTORS = ("conv", "soft_argmax", "mlp")
 # "dense": the extraction's convolutions as matrix products over each flattened (u, v) plane
@@ -26,8 +27,17 @@ EXTRACTION_IMPLEMENTATIONS = runtime.EXTRACTION_FORMS
 class STSSTransformation(nnx.Module):
   """Stride-2 3x3 conv to `hidden` channels, then the STSS of the result."""
 
-  def __init__(self, in_features: int, hidden: int, window: Sequence[int], implementation: str | None = None,
-               temporal_offsets: Sequence[int] = (), *, dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    hidden: int,
+    window: Sequence[int],
+    implementation: str | None = None,
+    temporal_offsets: Sequence[int] = (),
+    *,
+    dtype,
+    rngs: nnx.Rngs,
+  ):
     self.window = check_window(window)
     self.temporal_offsets = resolve_temporal_offsets(window, temporal_offsets)
     self.implementation = implementation  # None: the runtime policy's, when traced
@@ -56,8 +66,15 @@ class ConvExtraction(nnx.Module):
   whatever extent remains is averaged, so every odd window works.
   """
 
-  def __init__(self, window: Sequence[int], channels: Sequence[int], dense: bool | None = None, *, dtype,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    window: Sequence[int],
+    channels: Sequence[int],
+    dense: bool | None = None,
+    *,
+    dtype,
+    rngs: nnx.Rngs,
+  ):
     _, U, V = window
     self.dense = dense  # None: the runtime policy's extraction form, when traced
     c0, c1, c2, c3 = channels
@@ -85,7 +102,7 @@ class ConvExtraction(nnx.Module):
     for conv in convs:
       x, plane = conv.dense(x, plane)
     cells = plane[0] * plane[1]
-    return jnp.mean(x[..., :cells * self.out_features].reshape(*batch, cells, -1), axis=-2)
+    return jnp.mean(x[..., : cells * self.out_features].reshape(*batch, cells, -1), axis=-2)
 
 
 class SoftArgmaxExtraction(nnx.Module):
@@ -95,7 +112,9 @@ class SoftArgmaxExtraction(nnx.Module):
   offset (du, dv) of the best match; a 1x1 conv + BN + ReLU embeds the L displacement vectors.
   """
 
-  def __init__(self, window: Sequence[int], out_features: int, temperature: float, *, dtype, rngs: nnx.Rngs):
+  def __init__(
+    self, window: Sequence[int], out_features: int, temperature: float, *, dtype, rngs: nnx.Rngs
+  ):
     if temperature <= 0:
       raise ValueError(f"selfy.temperature must be > 0, got {temperature}")
     self.temperature = temperature
@@ -106,7 +125,7 @@ class SoftArgmaxExtraction(nnx.Module):
     """(..., U, V) similarity planes -> (..., D), any leading axes."""
     U, V = stss.shape[-2:]
     offsets = jnp.stack(
-        jnp.meshgrid(jnp.arange(U) - U // 2, jnp.arange(V) - V // 2, indexing="ij"), axis=-1
+      jnp.meshgrid(jnp.arange(U) - U // 2, jnp.arange(V) - V // 2, indexing="ij"), axis=-1
     ).reshape(U * V, 2)
     logits = stss.reshape(*stss.shape[:-2], -1).astype(jnp.float32) / self.temperature
     displacement = jax.nn.softmax(logits, axis=-1) @ offsets.astype(jnp.float32)
@@ -133,14 +152,14 @@ class STSSIntegration(nnx.Module):
   """Per-l 3x3 convs over (h, w), an l-major fuse, and the stride-2 1x1 transposed conv back."""
 
   def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      num_offsets: int,
-      channels: Sequence[int],
-      *,
-      dtype,
-      rngs: nnx.Rngs,
+    self,
+    in_features: int,
+    out_features: int,
+    num_offsets: int,
+    channels: Sequence[int],
+    *,
+    dtype,
+    rngs: nnx.Rngs,
   ):
     L = num_offsets
     c0, c1, c2, c3 = channels
@@ -150,7 +169,13 @@ class STSSIntegration(nnx.Module):
     self.conv3_fuse = ConvBN(L * c2, c3, 3, padding=1, dtype=dtype, rngs=rngs)
     # A 1x1 transposed conv of stride 2 is a 1x1 projection written at even positions.
     self.upsample = nnx.Conv(
-        c3, out_features, (1, 1), use_bias=False, kernel_init=_transposed_kaiming, dtype=dtype, rngs=rngs
+      c3,
+      out_features,
+      (1, 1),
+      use_bias=False,
+      kernel_init=_transposed_kaiming,
+      dtype=dtype,
+      rngs=rngs,
     )
     self.upsample_bn = batch_norm(out_features, zero_scale=True, dtype=dtype, rngs=rngs)
 
@@ -181,7 +206,9 @@ def interleaved_batch_norm(bn: nnx.BatchNorm, x: jax.Array, out_size: tuple[int,
     mean, var = bn.mean[...], bn.var[...]
   else:
     mean = jnp.mean(values, axis=(0, 1, 2, 3)) * share
-    var = jnp.maximum(jnp.mean(jnp.square(values), axis=(0, 1, 2, 3)) * share - jnp.square(mean), 0.0)
+    var = jnp.maximum(
+      jnp.mean(jnp.square(values), axis=(0, 1, 2, 3)) * share - jnp.square(mean), 0.0
+    )
     update_running_statistics(bn, mean, var)
   multiplier = bn.scale[...] * jax.lax.rsqrt(var + bn.epsilon)
   at_zero = bn.bias[...] - mean * multiplier  # what every zero of the map becomes
@@ -203,51 +230,65 @@ class SELFYBlock(nnx.Module):
   """Adds the motion features learned from the STSS to its input: ReLU(x + integration(...))."""
 
   def __init__(
-      self,
-      in_features: int,
-      hidden: int = 128,
-      window: Sequence[int] = (5, 9, 9),
-      ext_channels: Sequence[int] = (4, 16, 64, 64),
-      int_channels: Sequence[int] = (64, 64, 64, 64),
-      extractor: str = "conv",
-      temperature: float = 0.01,
-      stss_implementation: str | None = None,  # None: the runtime policy's (stss_jax.runtime)
-      extraction_implementation: str | None = None,
-      temporal_offsets: Sequence[int] = (),
-      *,
-      dtype=jnp.float32,
-      rngs: nnx.Rngs,
+    self,
+    in_features: int,
+    hidden: int = 128,
+    window: Sequence[int] = (5, 9, 9),
+    ext_channels: Sequence[int] = (4, 16, 64, 64),
+    int_channels: Sequence[int] = (64, 64, 64, 64),
+    extractor: str = "conv",
+    temperature: float = 0.01,
+    stss_implementation: str | None = None,  # None: the runtime policy's (stss_jax.runtime)
+    extraction_implementation: str | None = None,
+    temporal_offsets: Sequence[int] = (),
+    *,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
   ):
     window = check_window(window)
     if len(ext_channels) != 4 or len(int_channels) != 4:
       raise ValueError(
-          f"ext_channels and int_channels need 4 entries each, got {ext_channels} and {int_channels}"
+        f"ext_channels and int_channels need 4 entries each, got {ext_channels} and {int_channels}"
       )
     if stss_implementation is not None and stss_implementation not in ops.stss_implementations:
       raise ValueError(
-          f"stss_implementation must be one of {ops.stss_implementations}, got {stss_implementation!r}"
+        f"stss_implementation must be one of {ops.stss_implementations}, got "
+        f"{stss_implementation!r}"
       )
     self.stss_transformation = STSSTransformation(
-        in_features, hidden, window, stss_implementation, temporal_offsets, dtype=dtype, rngs=rngs
+      in_features, hidden, window, stss_implementation, temporal_offsets, dtype=dtype, rngs=rngs
     )
-    if extraction_implementation is not None and extraction_implementation not in EXTRACTION_IMPLEMENTATIONS:
-      raise ValueError(f"extraction_implementation must be one of {EXTRACTION_IMPLEMENTATIONS}, "
-                       f"got {extraction_implementation!r}")
+    if (
+      extraction_implementation is not None
+      and extraction_implementation not in EXTRACTION_IMPLEMENTATIONS
+    ):
+      raise ValueError(
+        f"extraction_implementation must be one of {EXTRACTION_IMPLEMENTATIONS}, "
+        f"got {extraction_implementation!r}"
+      )
     if extractor == "conv":
       self.stss_extraction = ConvExtraction(
-          window, ext_channels, None if extraction_implementation is None else extraction_implementation == "dense",
-          dtype=dtype, rngs=rngs)
+        window,
+        ext_channels,
+        None if extraction_implementation is None else extraction_implementation == "dense",
+        dtype=dtype,
+        rngs=rngs,
+      )
     elif extractor == "soft_argmax":
       self.stss_extraction = SoftArgmaxExtraction(
-          window, ext_channels[-1], temperature, dtype=dtype, rngs=rngs
+        window, ext_channels[-1], temperature, dtype=dtype, rngs=rngs
       )
     elif extractor == "mlp":
       self.stss_extraction = MLPExtraction(window, ext_channels[-1], dtype=dtype, rngs=rngs)
     else:
       raise ValueError(f"selfy.extractor must be one of {EXTRACTORS}, got {extractor!r}")
     self.stss_integration = STSSIntegration(
-        self.stss_extraction.out_features, in_features, len(self.stss_transformation.temporal_offsets),
-        int_channels, dtype=dtype, rngs=rngs
+      self.stss_extraction.out_features,
+      in_features,
+      len(self.stss_transformation.temporal_offsets),
+      int_channels,
+      dtype=dtype,
+      rngs=rngs,
     )
 
   def __call__(self, clips: jax.Array) -> jax.Array:

@@ -4,6 +4,7 @@ Attribute names mirror the official model (base_model.layer2.0.conv1, base_model
 so checkpoint paths are readable and import maps one to one. The official model is
 depth 50, temporal shift on, one SELFY block after stage 2.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,10 +19,10 @@ from stss_jax.layers.conv_bn import BN_INPUT, BN_STATISTICS, batch_norm, conv_bn
 from stss_jax.layers.resnet_blocks import conv
 
 DEPTHS = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
+  18: (BasicBlock, (2, 2, 2, 2)),
+  34: (BasicBlock, (3, 4, 6, 3)),
+  50: (Bottleneck, (3, 4, 6, 3)),
+  101: (Bottleneck, (3, 4, 23, 3)),
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 STAGES = (1, 2, 3, 4)  # the ResNet stages that selfy_stages and remat_stages name
@@ -36,20 +37,20 @@ class ResNet(nnx.Module):
   """A ResNet over clips (N, T, H, W, 3) -> per-frame features (N, T, h, w, F)."""
 
   def __init__(
-      self,
-      depth: int = 50,
-      width: int = 64,
-      temporal_shift: bool = True,
-      shift_div: int = 8,
-      selfy_stages: Sequence[int] = (2,),
-      selfy: dict | None = None,
-      zero_init_residual: bool = True,
-      remat: bool = False,
-      remat_saves: str = "nothing",
-      remat_stages: Sequence[int] = STAGES,
-      *,
-      dtype=jnp.float32,
-      rngs: nnx.Rngs,
+    self,
+    depth: int = 50,
+    width: int = 64,
+    temporal_shift: bool = True,
+    shift_div: int = 8,
+    selfy_stages: Sequence[int] = (2,),
+    selfy: dict | None = None,
+    zero_init_residual: bool = True,
+    remat: bool = False,
+    remat_saves: str = "nothing",
+    remat_stages: Sequence[int] = STAGES,
+    *,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
   ):
     block, counts = DEPTHS[depth]
     self.remat_saves = remat_saves
@@ -64,13 +65,23 @@ class ResNet(nnx.Module):
       for index in range(count):
         stride = 2 if stage > 1 and index == 0 else 1
         blocks.append(
-            block(in_features, features, stride, shift=temporal_shift, shift_div=shift_div,
-                  zero_init=zero_init_residual, dtype=dtype, rngs=rngs)
+          block(
+            in_features,
+            features,
+            stride,
+            shift=temporal_shift,
+            shift_div=shift_div,
+            zero_init=zero_init_residual,
+            dtype=dtype,
+            rngs=rngs,
+          )
         )
         in_features = features * block.expansion
       setattr(self, f"layer{stage}", nnx.List(blocks))
       if stage in self.selfy_stages:
-        setattr(self, selfy_name(stage), SELFYBlock(in_features, **(selfy or {}), dtype=dtype, rngs=rngs))
+        setattr(
+          self, selfy_name(stage), SELFYBlock(in_features, **(selfy or {}), dtype=dtype, rngs=rngs)
+        )
     self.out_features = in_features
 
   def __call__(self, clips: jax.Array) -> jax.Array:
@@ -81,8 +92,12 @@ class ResNet(nnx.Module):
     """Features leaving stage `last_stage` (1-4), before the SELFY block that may follow it."""
     x = conv_bn_relu(self.conv1, self.bn1, clips)
     x = jax.lax.reduce_window(
-        x, -jnp.inf, jax.lax.max, (1, 1, 3, 3, 1), (1, 1, 2, 2, 1),
-        ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)),
+      x,
+      -jnp.inf,
+      jax.lax.max,
+      (1, 1, 3, 3, 1),
+      (1, 1, 2, 2, 1),
+      ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)),
     )
     for stage in range(1, last_stage + 1):
       for block in getattr(self, f"layer{stage}"):
@@ -101,8 +116,10 @@ def _call(block: nnx.Module, x: jax.Array) -> jax.Array:
 # convolution's output; BN_STATISTICS), so that only the BNs' and ReLUs' elementwise passes, the
 # temporal shifts and the additions are recomputed: no convolution and no reduction.
 REMAT_CALLS = {
-    "nothing": nnx.remat(_call),
-    "bn_inputs": nnx.remat(_call, policy=jax.checkpoint_policies.save_only_these_names(BN_INPUT, BN_STATISTICS)),
+  "nothing": nnx.remat(_call),
+  "bn_inputs": nnx.remat(
+    _call, policy=jax.checkpoint_policies.save_only_these_names(BN_INPUT, BN_STATISTICS)
+  ),
 }
 
 
@@ -110,35 +127,45 @@ class SELFYNet(nnx.Module):
   """TSN: backbone per frame, average pool, dropout, linear head, logits averaged over frames."""
 
   def __init__(
-      self,
-      num_classes: int,
-      depth: int = 50,
-      width: int = 64,
-      temporal_shift: bool = True,
-      shift_div: int = 8,
-      selfy_stages: Sequence[int] = (2,),
-      selfy: dict | None = None,
-      dropout: float = 0.5,
-      zero_init_residual: bool = True,
-      remat: bool = False,
-      remat_saves: str = "nothing",
-      remat_stages: Sequence[int] = STAGES,
-      *,
-      dtype=jnp.float32,
-      rngs: nnx.Rngs,
+    self,
+    num_classes: int,
+    depth: int = 50,
+    width: int = 64,
+    temporal_shift: bool = True,
+    shift_div: int = 8,
+    selfy_stages: Sequence[int] = (2,),
+    selfy: dict | None = None,
+    dropout: float = 0.5,
+    zero_init_residual: bool = True,
+    remat: bool = False,
+    remat_saves: str = "nothing",
+    remat_stages: Sequence[int] = STAGES,
+    *,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
   ):
     self.dtype = dtype
     self.base_model = ResNet(
-        depth, width, temporal_shift, shift_div, selfy_stages, selfy, zero_init_residual, remat, remat_saves,
-        remat_stages, dtype=dtype, rngs=rngs
+      depth,
+      width,
+      temporal_shift,
+      shift_div,
+      selfy_stages,
+      selfy,
+      zero_init_residual,
+      remat,
+      remat_saves,
+      remat_stages,
+      dtype=dtype,
+      rngs=rngs,
     )
     self.dropout = nnx.Dropout(dropout)
     self.new_fc = nnx.Linear(
-        self.base_model.out_features,
-        num_classes,
-        kernel_init=nnx.initializers.xavier_uniform(),
-        dtype=dtype,
-        rngs=rngs,
+      self.base_model.out_features,
+      num_classes,
+      kernel_init=nnx.initializers.xavier_uniform(),
+      dtype=dtype,
+      rngs=rngs,
     )
 
   def __call__(self, clips: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -161,39 +188,59 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
   _check(model.dtype in DTYPES, "model.dtype", model.dtype, f"one of {sorted(DTYPES)}")
   _check(model.width >= 8 and model.width % 8 == 0, "model.width", model.width, "a multiple of 8")
   stages = tuple(model.selfy_stages)
-  _check(_distinct_stages(stages), "model.selfy_stages", stages,
-         "distinct stages among 1, 2, 3, 4 (empty for no SELFY)")
+  _check(
+    _distinct_stages(stages),
+    "model.selfy_stages",
+    stages,
+    "distinct stages among 1, 2, 3, 4 (empty for no SELFY)",
+  )
   _check(0.0 <= model.dropout < 1.0, "model.dropout", model.dropout, "a rate in [0, 1)")
   _check(model.shift_div >= 2, "model.shift_div", model.shift_div, "an integer >= 2")
-  _check(model.remat_saves in REMAT_CALLS, "model.remat_saves", model.remat_saves, f"one of {sorted(REMAT_CALLS)}")
+  _check(
+    model.remat_saves in REMAT_CALLS,
+    "model.remat_saves",
+    model.remat_saves,
+    f"one of {sorted(REMAT_CALLS)}",
+  )
   remat_stages = tuple(model.remat_stages)
-  _check(bool(remat_stages) and _distinct_stages(remat_stages), "model.remat_stages", remat_stages,
-         "distinct stages among 1, 2, 3, 4")
+  _check(
+    bool(remat_stages) and _distinct_stages(remat_stages),
+    "model.remat_stages",
+    remat_stages,
+    "distinct stages among 1, 2, 3, 4",
+  )
   if not model.remat and set(remat_stages) != set(STAGES):
-    raise ValueError(f"config.model.remat_stages = {remat_stages} takes effect only with config.model.remat = True")
+    raise ValueError(
+      f"config.model.remat_stages = {remat_stages} takes effect only with config.model.remat = True"
+    )
   _check(config.dataset.num_classes >= 1, "dataset.num_classes", config.dataset.num_classes, ">= 1")
   selfy = model.selfy.to_dict()
-  _check(selfy["extractor"] in EXTRACTORS, "model.selfy.extractor", selfy["extractor"], f"one of {EXTRACTORS}")
+  _check(
+    selfy["extractor"] in EXTRACTORS,
+    "model.selfy.extractor",
+    selfy["extractor"],
+    f"one of {EXTRACTORS}",
+  )
   selfy["window"] = tuple(selfy["window"])
   selfy["temporal_offsets"] = tuple(selfy["temporal_offsets"])
   selfy["ext_channels"] = tuple(selfy["ext_channels"])
   selfy["int_channels"] = tuple(selfy["int_channels"])
   try:
     return SELFYNet(
-        config.dataset.num_classes,
-        depth=model.depth,
-        width=model.width,
-        temporal_shift=model.temporal_shift,
-        shift_div=model.shift_div,
-        selfy_stages=stages,
-        selfy=selfy,
-        dropout=model.dropout,
-        zero_init_residual=model.zero_init_residual,
-        remat=model.remat,
-        remat_saves=model.remat_saves,
-        remat_stages=remat_stages,
-        dtype=DTYPES[model.dtype],
-        rngs=rngs if rngs is not None else nnx.Rngs(config.seed),
+      config.dataset.num_classes,
+      depth=model.depth,
+      width=model.width,
+      temporal_shift=model.temporal_shift,
+      shift_div=model.shift_div,
+      selfy_stages=stages,
+      selfy=selfy,
+      dropout=model.dropout,
+      zero_init_residual=model.zero_init_residual,
+      remat=model.remat,
+      remat_saves=model.remat_saves,
+      remat_stages=remat_stages,
+      dtype=DTYPES[model.dtype],
+      rngs=rngs if rngs is not None else nnx.Rngs(config.seed),
     )
   except ValueError as e:
     raise ValueError(f"config.model: {e}") from e

@@ -18,6 +18,7 @@ float32 partial gradient, and one elementwise pass adds them.
 On GPUs the kernels are compiled by Pallas' Triton backend; elsewhere they run in Pallas'
 interpret mode, which is exact and slow: for tests, not for training.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,6 +53,7 @@ class Tiling:
   programs, each half as long, which an H200 runs in less time (benchmarks/results/gpu.md, session
   18). A forward program always computes one compared frame, for the same reason.
   """
+
   rows: int | None = None
   forward_warps: int = 8
   backward_warps: int = 8
@@ -65,6 +67,7 @@ class Tiling:
 @dataclasses.dataclass(frozen=True)
 class _Geometry:
   """Static sizes of one call: frames (batch x time), the frame and window, the band, the layout."""
+
   frames: int
   time: int
   height: int
@@ -102,7 +105,9 @@ class _Geometry:
 
   @property
   def windows_size(self) -> int:
-    return self.frames * len(self.offsets) * self.height * self.width * self.plane[0] * self.plane[1]
+    return (
+      self.frames * len(self.offsets) * self.height * self.width * self.plane[0] * self.plane[1]
+    )
 
   @property
   def features_size(self) -> int:
@@ -116,13 +121,21 @@ def default_rows(height: int, width: int, plane: tuple[int, int]) -> int:
   def padded_products_per_query(rows):
     return _tile(rows * width) * _tile((rows + plane[0] - 1) * width) / (rows * width)
 
-  fitting = [rows for rows in range(1, height + 1)
-             if _tile(rows * width) <= QUERY_TILE and _tile((rows + plane[0] - 1) * width) <= NEIGHBOUR_TILE]
+  fitting = [
+    rows
+    for rows in range(1, height + 1)
+    if _tile(rows * width) <= QUERY_TILE and _tile((rows + plane[0] - 1) * width) <= NEIGHBOUR_TILE
+  ]
   return min(fitting or [1], key=lambda rows: (padded_products_per_query(rows), rows))
 
 
-def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool = True,
-                 tiling: Tiling = Tiling()) -> jax.Array:
+def stss_windows(
+  normalised: jax.Array,
+  offsets: tuple[int, ...],
+  plane: tuple[int, int],
+  l_major: bool = True,
+  tiling: Tiling = Tiling(),
+) -> jax.Array:
   """(B, T, H, W, C) unit feature vectors -> window similarities, (B, T, L, H, W, U, V) if
   `l_major`, else (B, T, H, W, L, U, V).
 
@@ -133,12 +146,16 @@ def stss_windows(normalised: jax.Array, offsets: tuple[int, ...], plane: tuple[i
     _warn_interpreted(jax.default_backend())
   batch, time, height, width, channels = normalised.shape
   tiling = dataclasses.replace(tiling, rows=tiling.rows or default_rows(height, width, plane))
-  geometry = _Geometry(batch * time, time, height, width, channels, tuple(offsets), tuple(plane), l_major, tiling)
+  geometry = _Geometry(
+    batch * time, time, height, width, channels, tuple(offsets), tuple(plane), l_major, tiling
+  )
   if max(geometry.windows_size, 2 * geometry.features_size) >= 2**31:
     # The kernels index in int32.
-    raise ValueError(f"the 'pallas' STSS indexes at most 2**31 - 1 entries; features {normalised.shape} with "
-                     f"{len(offsets)} offsets and a {plane} plane give {geometry.windows_size} similarities: "
-                     "use fewer clips per device, or the 'shift' form ('gather' for maps of up to 1024 positions)")
+    raise ValueError(
+      f"the 'pallas' STSS indexes at most 2**31 - 1 entries; features {normalised.shape} with "
+      f"{len(offsets)} offsets and a {plane} plane give {geometry.windows_size} similarities: "
+      "use fewer clips per device, or the 'shift' form ('gather' for maps of up to 1024 positions)"
+    )
   flat = _windows(normalised.reshape(-1), geometry)
   if l_major:
     return flat.reshape(batch, time, len(offsets), height, width, *plane)
@@ -151,8 +168,11 @@ def _interpret() -> bool:
 
 @functools.cache
 def _warn_interpreted(backend: str) -> None:
-  logging.warning("The 'pallas' STSS runs in Pallas' interpret mode on %s: exact, but slow; "
-                  "its kernels compile on GPUs only.", backend)
+  logging.warning(
+    "The 'pallas' STSS runs in Pallas' interpret mode on %s: exact, but slow; "
+    "its kernels compile on GPUs only.",
+    backend,
+  )
 
 
 def _accumulator(dtype) -> jnp.dtype:
@@ -173,8 +193,13 @@ def _precision(dtype):
 
 def _matmul(a: jax.Array, b: jax.Array, transpose_b: bool, dtype) -> jax.Array:
   contract = 1 if transpose_b else 0
-  return jax.lax.dot_general(a, b, (((1,), (contract,)), ((), ())), precision=_precision(dtype),
-                             preferred_element_type=_accumulator(dtype))
+  return jax.lax.dot_general(
+    a,
+    b,
+    (((1,), (contract,)), ((), ())),
+    precision=_precision(dtype),
+    preferred_element_type=_accumulator(dtype),
+  )
 
 
 def _offset_at(offsets: tuple[int, ...], l: jax.Array) -> jax.Array:
@@ -202,7 +227,9 @@ class _Band:
     self.near_row = k // g.width  # neighbourhood row of each neighbour slot
     self.near_col = k % g.width
     self.near_h = self.top - g.plane[0] // 2 + self.near_row
-    self.near_ok = (self.near_row < g.neighbour_rows) & (self.near_h >= 0) & (self.near_h < g.height)
+    self.near_ok = (
+      (self.near_row < g.neighbour_rows) & (self.near_h >= 0) & (self.near_h < g.height)
+    )
     self.c = jnp.arange(g.channel_tile)
 
   def load_band(self, ref, frame) -> jax.Array:
@@ -225,7 +252,9 @@ class _Band:
     ok = ok[:, None] & (self.c < g.channels)[None, :]
     return plt.load(ref.at[position[:, None] * g.channels + self.c[None, :]], mask=ok, other=0)
 
-  def window_index(self, frame, l, query_h, query_w, near_h, near_w, ok) -> tuple[jax.Array, jax.Array]:
+  def window_index(
+    self, frame, l, query_h, query_w, near_h, near_w, ok
+  ) -> tuple[jax.Array, jax.Array]:
     """Flat index of the window cell that pairs each query (row query_h, column query_w of
     `frame`) with each neighbour (near_h, near_w) in the windows of offset l, and whether there is
     one."""
@@ -244,14 +273,28 @@ class _Band:
   def pairs(self, frame, l, ok) -> tuple[jax.Array, jax.Array]:
     """window_index with the band's positions as queries (rows) and its neighbourhood as
     neighbours (columns)."""
-    return self.window_index(frame, l, self.h[:, None], self.col[:, None], self.near_h[None, :],
-                             self.near_col[None, :], self.query_ok[:, None] & self.near_ok[None, :] & ok)
+    return self.window_index(
+      frame,
+      l,
+      self.h[:, None],
+      self.col[:, None],
+      self.near_h[None, :],
+      self.near_col[None, :],
+      self.query_ok[:, None] & self.near_ok[None, :] & ok,
+    )
 
   def transposed_pairs(self, frame, l, ok) -> tuple[jax.Array, jax.Array]:
     """window_index with the neighbourhood's positions as queries (columns) of `frame` and the
     band's own positions as their neighbours (rows)."""
-    return self.window_index(frame, l, self.near_h[None, :], self.near_col[None, :], self.h[:, None],
-                             self.col[:, None], self.query_ok[:, None] & self.near_ok[None, :] & ok)
+    return self.window_index(
+      frame,
+      l,
+      self.near_h[None, :],
+      self.near_col[None, :],
+      self.h[:, None],
+      self.col[:, None],
+      self.query_ok[:, None] & self.near_ok[None, :] & ok,
+    )
 
 
 def _store_index(index: jax.Array, ok: jax.Array, size: int) -> jax.Array:
@@ -277,7 +320,9 @@ def _forward_kernel(q_ref, _, out_ref, *, g: _Geometry):
   neighbours = band.load_neighbourhood(q_ref, band.frame + offset, frame_ok)
   correlation = _matmul(queries, neighbours, True, q_ref.dtype)
   index, ok = band.pairs(band.frame, l, frame_ok)
-  plt.store(out_ref.at[_store_index(index, ok, g.windows_size)], correlation.astype(out_ref.dtype), mask=ok)
+  plt.store(
+    out_ref.at[_store_index(index, ok, g.windows_size)], correlation.astype(out_ref.dtype), mask=ok
+  )
 
 
 def _gradient_part(band: _Band, q_ref, cotangent_ref, as_neighbour: bool) -> jax.Array:
@@ -303,16 +348,25 @@ def _gradient_part(band: _Band, q_ref, cotangent_ref, as_neighbour: bool) -> jax
 def _backward_kernel(q_ref, cotangent_ref, grad_ref, *, g: _Geometry):
   band = _Band(g)
   ok = band.query_ok[:, None] & (band.c < g.channels)[None, :]
-  position = (band.frame * g.height + band.top) * g.width + jnp.arange(g.query_tile)  # contiguous rows
+  position = (band.frame * g.height + band.top) * g.width + jnp.arange(
+    g.query_tile
+  )  # contiguous rows
   index = position[:, None] * g.channels + band.c[None, :]
   size = g.tiling.backward_parts * g.features_size
 
   def store(grad, part):
-    plt.store(grad_ref.at[_store_index(index + part * g.features_size, ok, size)], grad.astype(grad_ref.dtype),
-              mask=ok)
+    plt.store(
+      grad_ref.at[_store_index(index + part * g.features_size, ok, size)],
+      grad.astype(grad_ref.dtype),
+      mask=ok,
+    )
 
   if g.tiling.backward_parts == 1:
-    store(_gradient_part(band, q_ref, cotangent_ref, False) + _gradient_part(band, q_ref, cotangent_ref, True), 0)
+    store(
+      _gradient_part(band, q_ref, cotangent_ref, False)
+      + _gradient_part(band, q_ref, cotangent_ref, True),
+      0,
+    )
     return
   for part in (0, 1):  # 0: as queries, 1: as neighbours
 
@@ -330,10 +384,15 @@ def _windows(flat: jax.Array, g: _Geometry) -> jax.Array:
   size = g.windows_size + _trash(g.query_tile * g.neighbour_tile)
   zeros = jnp.zeros((size,), flat.dtype)
   windows = pl.pallas_call(
-      functools.partial(_forward_kernel, g=g), out_shape=jax.ShapeDtypeStruct((size,), flat.dtype),
-      grid=(g.frames, g.bands, len(g.offsets)), input_output_aliases={1: 0}, interpret=_interpret(),
-      compiler_params=_compiler_params(g.tiling.forward_warps), name="stss_windows")(flat, zeros)
-  return windows[:g.windows_size] if size > g.windows_size else windows
+    functools.partial(_forward_kernel, g=g),
+    out_shape=jax.ShapeDtypeStruct((size,), flat.dtype),
+    grid=(g.frames, g.bands, len(g.offsets)),
+    input_output_aliases={1: 0},
+    interpret=_interpret(),
+    compiler_params=_compiler_params(g.tiling.forward_warps),
+    name="stss_windows",
+  )(flat, zeros)
+  return windows[: g.windows_size] if size > g.windows_size else windows
 
 
 def _windows_fwd(flat, g):
@@ -346,11 +405,13 @@ def _windows_bwd(g, flat, cotangent):
   # Two parts are added after the kernel: each is kept in float32 so that the sum rounds once.
   dtype = flat.dtype if parts == 1 else _accumulator(flat.dtype)
   grad = pl.pallas_call(
-      functools.partial(_backward_kernel, g=g),
-      out_shape=jax.ShapeDtypeStruct((size + _trash(g.query_tile * g.channel_tile),), dtype),
-      grid=(g.frames, g.bands, parts), interpret=_interpret(),
-      compiler_params=_compiler_params(g.tiling.backward_warps), name="stss_windows_grad")(
-          flat, cotangent.astype(flat.dtype))
+    functools.partial(_backward_kernel, g=g),
+    out_shape=jax.ShapeDtypeStruct((size + _trash(g.query_tile * g.channel_tile),), dtype),
+    grid=(g.frames, g.bands, parts),
+    interpret=_interpret(),
+    compiler_params=_compiler_params(g.tiling.backward_warps),
+    name="stss_windows_grad",
+  )(flat, cotangent.astype(flat.dtype))
   grad = grad[:size].reshape(parts, g.features_size)
   return (grad.sum(axis=0).astype(flat.dtype) if parts > 1 else grad[0],)
 

@@ -1,5 +1,6 @@
 """A workdir's train states: asynchronous, atomic orbax checkpoints, the last few and the best,
 each checked against a digest of its arrays when it is restored."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ from stss_jax import model_dir, storage
 from stss_jax.files import write_json_atomically
 from stss_jax.train import workdir as workdir_lib
 
-
 STEPS_FILE = "steps.json"  # per step: the digest of its arrays and, once evaluated, its evaluation
 
 
@@ -27,6 +27,7 @@ class NoGoodCheckpointError(ValueError):
 def state_digest(state) -> jax.Array:
   """(leaves, 2) uint32: per leaf, the sum of its words and their sum weighted by position (mod
   2**32). A changed, lost or moved byte changes it; it is computed where the state lives."""
+
   def words(leaf):
     leaf = jnp.asarray(leaf)
     if leaf.dtype == jnp.bool_:
@@ -57,7 +58,7 @@ class LatestAndBest:
   def should_preserve(self, checkpoints, *, context) -> list[bool]:
     del context
     steps = [info.step for info in checkpoints]
-    keep = set(sorted(steps)[-self.keep:])
+    keep = set(sorted(steps)[-self.keep :])
     scored = [(self.top1_of(step), step) for step in steps if self.top1_of(step) is not None]
     if scored:
       keep.add(max(scored, key=lambda item: (item[0], -item[1]))[1])  # the earliest of equal top-1s
@@ -87,8 +88,8 @@ class TrainCheckpoints:
       differences = model_dir.differences(json.loads(recorded.read_text()), wanted)
       if differences:
         raise ValueError(
-            f"{self.directory} holds checkpoints of another model ({'; '.join(differences)}); "
-            "use a new --workdir"
+          f"{self.directory} holds checkpoints of another model ({'; '.join(differences)}); "
+          "use a new --workdir"
         )
     elif writer:
       write_json_atomically(recorded, wanted)
@@ -100,14 +101,18 @@ class TrainCheckpoints:
     try:
       return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
     except (ValueError, AttributeError) as e:
-      logging.warning("%s is unreadable (%s): digests and evaluations of earlier steps are lost", path, e)
+      logging.warning(
+        "%s is unreadable (%s): digests and evaluations of earlier steps are lost", path, e
+      )
       return {}
 
   def _open_manager(self) -> ocp.CheckpointManager:
     policy = LatestAndBest(self.keep, lambda step: (self.evaluation(step) or {}).get("top1"))
     return ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True),
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        preservation_policy=policy, enable_async_checkpointing=True
+      ),
     )
 
   @property
@@ -125,7 +130,9 @@ class TrainCheckpoints:
 
   def _write_records(self) -> None:
     if self.writer:
-      write_json_atomically(self.directory / STEPS_FILE, {str(k): v for k, v in sorted(self.records.items())})
+      write_json_atomically(
+        self.directory / STEPS_FILE, {str(k): v for k, v in sorted(self.records.items())}
+      )
 
   def save(self, step: int, state, wait: bool = False) -> None:
     """Starts writing `state` as `step`; with `wait`, returns once it is complete on disk."""
@@ -146,7 +153,9 @@ class TrainCheckpoints:
     restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
     digest = self.records.get(step, {}).get("digest")
     if digest is None:
-      logging.warning("checkpoint %d has no recorded digest (written by an older version): not checked", step)
+      logging.warning(
+        "checkpoint %d has no recorded digest (written by an older version): not checked", step
+      )
     elif _hex(state_digest(restored)) != digest:
       raise ValueError("its arrays differ from what was saved (damaged on disk)")
     return restored
@@ -170,8 +179,10 @@ class TrainCheckpoints:
         self.manager = self._open_manager()
       return step, restored, damaged
     if damaged:
-      raise NoGoodCheckpointError(f"no usable checkpoint in {self.directory} ({'; '.join(damaged)}); the damaged "
-                                  f"ones are in {self.directory / 'damaged'}: use a new --workdir or fix them")
+      raise NoGoodCheckpointError(
+        f"no usable checkpoint in {self.directory} ({'; '.join(damaged)}); the damaged "
+        f"ones are in {self.directory / 'damaged'}: use a new --workdir or fix them"
+      )
     return None, state, damaged
 
   def _set_aside(self, step: int) -> None:

@@ -1,4 +1,5 @@
 """The training and evaluation loop: one program for one CPU, many GPUs and TPU pods."""
+
 from __future__ import annotations
 
 import math
@@ -18,11 +19,21 @@ from input_pipeline.crop_sizes import crop_bounds
 from stss_jax import evaluation, model_dir
 from stss_jax.files import write_json_atomically
 from stss_jax.models import build_model
-from stss_jax.train import checkpoints, optimizer, preemption, reporting, sharding, steps, workdir as workdir_lib
+from stss_jax.train import (
+  checkpoints,
+  optimizer,
+  preemption,
+  reporting,
+  sharding,
+  steps,
+)
+from stss_jax.train import (
+  workdir as workdir_lib,
+)
 from stss_jax.train.state import create_train_state
 
-
-# What goes to the devices (crop_boxes, flips and first_resize only with resize_on_accelerator); ids and frame
+# What goes to the devices (crop_boxes, flips and first_resize only with resize_on_accelerator);
+# ids and frame
 # indices stay on the host.
 MODEL_INPUTS = ("clips", "labels", "crop_boxes", "flips", "first_resize")
 
@@ -37,13 +48,25 @@ class EvaluationError(ValueError):
 
 def validate_config(config) -> None:
   """Checks the loop's own keys before any work, naming the key and what is allowed."""
-  for key in ("batch_size", "total_steps", "eval_every_steps", "checkpoint_every_steps", "log_every_steps",
-              "keep_checkpoints", "grad_accum_steps"):
+  for key in (
+    "batch_size",
+    "total_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "log_every_steps",
+    "keep_checkpoints",
+    "grad_accum_steps",
+  ):
     value = config[key]
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"config.{key} = {value!r} must be a positive integer")
-  if not isinstance(config.checkpoint_every_minutes, (int, float)) or config.checkpoint_every_minutes < 0:
-    raise ValueError(f"config.checkpoint_every_minutes = {config.checkpoint_every_minutes!r} must be >= 0 (0: off)")
+  if (
+    not isinstance(config.checkpoint_every_minutes, (int, float))
+    or config.checkpoint_every_minutes < 0
+  ):
+    raise ValueError(
+      f"config.checkpoint_every_minutes = {config.checkpoint_every_minutes!r} must be >= 0 (0: off)"
+    )
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ValueError(f"config.label_smoothing = {config.label_smoothing!r} must be in [0, 1)")
   if config.eval.corruption:
@@ -52,7 +75,11 @@ def validate_config(config) -> None:
 
 def corruption_labels(config) -> dict:
   """{'corruption': name, 'severity': s} of corrupted evaluations, {} for clean ones."""
-  return {"corruption": config.eval.corruption, "severity": config.eval.severity} if config.eval.corruption else {}
+  return (
+    {"corruption": config.eval.corruption, "severity": config.eval.severity}
+    if config.eval.corruption
+    else {}
+  )
 
 
 class Trainer:
@@ -73,8 +100,14 @@ class Trainer:
         self.lock.acquire()
       except workdir_lib.WorkdirBusyError as e:
         busy = e
-    if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(busy is not None)) and not busy:
-      raise workdir_lib.WorkdirBusyError(f"process 0 found --workdir {self.workdir} in use by another run")
+    if (
+      jax.process_count() > 1
+      and multihost_utils.broadcast_one_to_all(np.int32(busy is not None))
+      and not busy
+    ):
+      raise workdir_lib.WorkdirBusyError(
+        f"process 0 found --workdir {self.workdir} in use by another run"
+      )
     if busy:
       raise busy
     try:
@@ -86,7 +119,9 @@ class Trainer:
   def _build(self, devices) -> None:
     config = self.config
     self.mesh = sharding.make_mesh(devices)
-    self.local_batch = sharding.check_batch_size(config.batch_size, self.mesh, config.grad_accum_steps)
+    self.local_batch = sharding.check_batch_size(
+      config.batch_size, self.mesh, config.grad_accum_steps
+    )
     self.source = input_pipeline.sources.build_source(config)
     self.tx = optimizer.build_optimizer(config)
     self.schedule = optimizer.learning_rate_schedule(config)
@@ -100,17 +135,28 @@ class Trainer:
     self.rng = jax.random.key(config.seed)
     batch = sharding.batch_sharding(self.mesh)
     self.train_step = jax.jit(
-        steps.make_train_step(self.graphs, self.tx, self.schedule, config.label_smoothing, config.grad_accum_steps,
-                              config.input.image_size, crop_bounds(config.input.train_crop, config.input.resize_hw)),
-        in_shardings=(self.replicated, batch, self.replicated),
-        out_shardings=(self.replicated, self.replicated),
-        donate_argnums=0,
+      steps.make_train_step(
+        self.graphs,
+        self.tx,
+        self.schedule,
+        config.label_smoothing,
+        config.grad_accum_steps,
+        config.input.image_size,
+        crop_bounds(config.input.train_crop, config.input.resize_hw),
+      ),
+      in_shardings=(self.replicated, batch, self.replicated),
+      out_shardings=(self.replicated, self.replicated),
+      donate_argnums=0,
     )
     self.eval_step = jax.jit(
-        steps.make_eval_step(self.graphs), in_shardings=(self.replicated, batch), out_shardings=self.replicated
+      steps.make_eval_step(self.graphs),
+      in_shardings=(self.replicated, batch),
+      out_shardings=self.replicated,
     )
     writes = jax.process_index() == 0
-    self.checkpoints = checkpoints.TrainCheckpoints(self.workdir, config, config.keep_checkpoints, writer=writes)
+    self.checkpoints = checkpoints.TrainCheckpoints(
+      self.workdir, config, config.keep_checkpoints, writer=writes
+    )
     self.writer = reporting.MetricsWriter(self.workdir, enabled=writes)
 
   def __enter__(self) -> Trainer:
@@ -131,7 +177,10 @@ class Trainer:
     """Restores the latest good checkpoint (damaged ones are set aside, with a warning)."""
     step, self.state, damaged = self.checkpoints.restore_latest(self.state)
     for reason in damaged:
-      _say(f"skipped the damaged checkpoint of {reason}; moved to {self.checkpoints.directory / 'damaged'}")
+      _say(
+        f"skipped the damaged checkpoint of {reason}; moved to "
+        f"{self.checkpoints.directory / 'damaged'}"
+      )
     if step is not None:
       _say(f"resumed from step {step} of {self.checkpoints.directory}")
     return int(self.state.step)
@@ -139,22 +188,33 @@ class Trainer:
   def evaluate(self, split: str = "validation") -> dict:
     """Evaluates the current state on the evaluation split; writes the per-class report
     WORKDIR/eval_{split}_step{N}.json and returns the classification report."""
-    batches = self.source.eval_batches(self.config.batch_size, jax.process_index(), jax.process_count())
+    batches = self.source.eval_batches(
+      self.config.batch_size, jax.process_index(), jax.process_count()
+    )
     corruption = corruption_labels(self.config)
     if corruption:
-      batches = corruptions.corrupt_batches(batches, corruption["corruption"], corruption["severity"], self.config.seed)
+      batches = corruptions.corrupt_batches(
+        batches, corruption["corruption"], corruption["severity"], self.config.seed
+      )
     probabilities, labels = evaluation.split_probabilities(batches, self.logits)
-    report = evaluation.classification_report(probabilities, labels, self.config.dataset.num_classes)
+    report = evaluation.classification_report(
+      probabilities, labels, self.config.dataset.num_classes
+    )
     step = int(self.state.step)
     if jax.process_index() == 0:
       name = "_".join([split, *map(str, corruption.values())])
-      write_json_atomically(self.workdir / f"eval_{name}_step{step}.json", {
+      write_json_atomically(
+        self.workdir / f"eval_{name}_step{step}.json",
+        {
           "step": step,
           **corruption,
           "class_names": list(getattr(self.source, "class_names", [])),
-          "per_class_top1": [None if math.isnan(v) else v for v in report["per_class_top1"].tolist()],
+          "per_class_top1": [
+            None if math.isnan(v) else v for v in report["per_class_top1"].tolist()
+          ],
           "confusion": report["confusion"].tolist(),
-      })
+        },
+      )
     return report
 
   def _evaluate_checkpoint(self, step: int) -> dict:
@@ -163,13 +223,18 @@ class Trainer:
       report = self.evaluate()
     except (ValueError, OSError) as e:
       raise EvaluationError(
-          f"evaluation at step {step} failed: {e}. Checkpoint {step} is complete in {self.checkpoints.directory}; "
-          "fix the evaluation data and rerun the same command: it evaluates that checkpoint and goes on") from e
+        f"evaluation at step {step} failed: {e}. Checkpoint {step} is complete in "
+        f"{self.checkpoints.directory}; "
+        "fix the evaluation data and rerun the same command: it evaluates that checkpoint and goes "
+        "on"
+      ) from e
     scalars = {k: float(report[k]) for k in evaluation.SCALARS}
     self.checkpoints.record_evaluation(step, scalars)
     self.writer.write(step, "validation", scalars)
-    _say(f"step {step}: validation loss {scalars['loss']:.4f} top-1 {scalars['top1']:.2%} "
-         f"top-5 {scalars['top5']:.2%} mean class accuracy {scalars['mean_class_accuracy']:.2%}")
+    _say(
+      f"step {step}: validation loss {scalars['loss']:.4f} top-1 {scalars['top1']:.2%} "
+      f"top-5 {scalars['top5']:.2%} mean class accuracy {scalars['mean_class_accuracy']:.2%}"
+    )
     return scalars
 
   @staticmethod
@@ -198,39 +263,67 @@ class Trainer:
     recorded = self.checkpoints.evaluations
     # metrics.jsonl holds one row per (step, split): rows past the restored step, and an
     # evaluation of it that did not finish, belong to the lost part of an earlier run.
-    self.writer.keep_rows(lambda row: row["step"] < start or (
-        row["step"] == start and (row["split"] == "train" or start in recorded)))
+    self.writer.keep_rows(
+      lambda row: (
+        row["step"] < start
+        or (row["step"] == start and (row["split"] == "train" or start in recorded))
+      )
+    )
     last_eval = recorded.get(start)
     if start > 0 and self._evaluates(start) and last_eval is None:
       last_eval = self._evaluate_checkpoint(start)
     if start >= config.total_steps:
       _say(f"already trained for {start} steps (config.total_steps = {config.total_steps})")
-    with tqdm(total=config.total_steps, initial=start, unit="step", dynamic_ncols=True,
-              disable=jax.process_index() != 0) as bar, preemption.StopRequests() as stop:
+    with (
+      tqdm(
+        total=config.total_steps,
+        initial=start,
+        unit="step",
+        dynamic_ncols=True,
+        disable=jax.process_index() != 0,
+      ) as bar,
+      preemption.StopRequests() as stop,
+    ):
       tick, tick_step, saved_at = time.perf_counter(), start, time.monotonic()
-      batches = self.source.train_iterator(start, config.batch_size, jax.process_index(), jax.process_count())
+      batches = self.source.train_iterator(
+        start, config.batch_size, jax.process_index(), jax.process_count()
+      )
       for step in range(start, config.total_steps):
         local = {k: v for k, v in next(batches).items() if k in MODEL_INPUTS}
-        self.state, metrics = self.train_step(self.state, sharding.global_batch(local, self.mesh), self.rng)
+        self.state, metrics = self.train_step(
+          self.state, sharding.global_batch(local, self.mesh), self.rng
+        )
         done = step + 1
         bar.update(1)
         stops = stop.requested(done)
-        evaluates = self._evaluates(done) and not stops  # a stopped run's rerun evaluates this checkpoint
+        evaluates = (
+          self._evaluates(done) and not stops
+        )  # a stopped run's rerun evaluates this checkpoint
         logs = done % config.log_every_steps == 0
-        saves = (stops or evaluates or done % config.checkpoint_every_steps == 0
-                 or (logs and self._minutes_since(saved_at) >= config.checkpoint_every_minutes > 0))
+        saves = (
+          stops
+          or evaluates
+          or done % config.checkpoint_every_steps == 0
+          or (logs and self._minutes_since(saved_at) >= config.checkpoint_every_minutes > 0)
+        )
         if logs or saves:
           metrics = jax.device_get(metrics)
           if not (np.isfinite(metrics["loss"]) and metrics["params_finite"]):
-            what = f"loss is {metrics['loss']}" if not np.isfinite(metrics["loss"]) else "parameters overflowed"
+            what = (
+              f"loss is {metrics['loss']}"
+              if not np.isfinite(metrics["loss"])
+              else "parameters overflowed"
+            )
             raise NonFiniteLossError(
-                f"{what} at step {done}; stopping. The last checkpoint in "
-                f"{self.checkpoints.directory} (step {self.checkpoints.latest_step()}) is intact"
+              f"{what} at step {done}; stopping. The last checkpoint in "
+              f"{self.checkpoints.directory} (step {self.checkpoints.latest_step()}) is intact"
             )
           now = time.perf_counter()
           clips_per_s = (done - tick_step) * config.batch_size / max(now - tick, 1e-9)
           tick, tick_step = now, done
-          bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}", clips_s=f"{clips_per_s:.1f}")
+          bar.set_postfix(
+            loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}", clips_s=f"{clips_per_s:.1f}"
+          )
           self.writer.write(done, "train", {**metrics, "clips_per_second": clips_per_s})
         if saves:
           self.lock.check()
@@ -261,8 +354,10 @@ def _say(message: str) -> None:
 
 def train_and_evaluate(config, workdir: str, devices: Sequence[jax.Device] | None = None) -> dict:
   if config.eval.corruption:
-    raise ValueError(f"config.eval.corruption = {config.eval.corruption!r} is for --mode=eval: training's "
-                     "evaluations pick the best checkpoint on clean clips")
+    raise ValueError(
+      f"config.eval.corruption = {config.eval.corruption!r} is for --mode=eval: training's "
+      "evaluations pick the best checkpoint on clean clips"
+    )
   with Trainer(config, workdir, devices) as trainer:
     return trainer.train()
 
@@ -271,14 +366,20 @@ def evaluate_only(config, workdir: str, devices: Sequence[jax.Device] | None = N
   """Evaluates the workdir's latest checkpoint, or config.init_from when the workdir has none."""
   with Trainer(config, workdir, devices) as trainer:
     if trainer.checkpoints.latest_step() is None and not config.init_from:
-      raise ValueError(f"nothing to evaluate: {trainer.checkpoints.directory} is empty and config.init_from is unset")
+      raise ValueError(
+        f"nothing to evaluate: {trainer.checkpoints.directory} is empty and config.init_from is "
+        "unset"
+      )
     step = trainer.resume()
     report = trainer.evaluate()
     labels = corruption_labels(config)
 
     def same_evaluation(row):
-      return (row["step"], row["split"]) == (step, "validation") and all(row.get(k) == v for k, v in labels.items()) \
-          and (labels or "corruption" not in row)
+      return (
+        (row["step"], row["split"]) == (step, "validation")
+        and all(row.get(k) == v for k, v in labels.items())
+        and (labels or "corruption" not in row)
+      )
 
     trainer.writer.keep_rows(lambda row: not same_evaluation(row))
     trainer.writer.write(step, "validation", {k: report[k] for k in evaluation.SCALARS}, labels)

@@ -6,6 +6,7 @@ multiple of the learning rate; global-norm clipping; step, cosine or constant sc
 optional linear warmup. The base learning rate is given per `base_batch_size` clips and scaled
 linearly to the configured batch size.
 """
+
 from __future__ import annotations
 
 import jax
@@ -20,7 +21,9 @@ def learning_rate_schedule(config) -> optax.Schedule:
   total, warmup = config.total_steps, opt.warmup_steps
   if opt.schedule == "step":
     boundaries = {int(f * total): opt.decay_factor for f in opt.decay_at}
-    main = optax.piecewise_constant_schedule(peak, {b - warmup: s for b, s in boundaries.items() if b > warmup})
+    main = optax.piecewise_constant_schedule(
+      peak, {b - warmup: s for b, s in boundaries.items() if b > warmup}
+    )
   elif opt.schedule == "cosine":
     main = optax.cosine_decay_schedule(peak, max(1, total - warmup))
   elif opt.schedule == "constant":
@@ -43,7 +46,7 @@ def decay_mask(params):
 
 def head_bias_mask(params):
   return jax.tree_util.tree_map_with_path(
-      lambda p, _: _path_names(p)[-2:] == ["new_fc", "bias"], params
+    lambda p, _: _path_names(p)[-2:] == ["new_fc", "bias"], params
   )
 
 
@@ -54,7 +57,9 @@ def build_optimizer(config) -> optax.GradientTransformation:
   """The update rule; its learning rate at step s is learning_rate_schedule(config)(s)."""
   opt = config.optimizer
   if opt.name not in OPTIMIZERS:
-    raise ValueError(f"config.optimizer.name = {opt.name!r}: use one of {OPTIMIZERS} (sgd is the official recipe)")
+    raise ValueError(
+      f"config.optimizer.name = {opt.name!r}: use one of {OPTIMIZERS} (sgd is the official recipe)"
+    )
   for key in ("learning_rate", "base_batch_size", "grad_clip_norm"):
     if not opt[key] > 0:
       raise ValueError(f"config.optimizer.{key} = {opt[key]!r} must be > 0")
@@ -62,18 +67,24 @@ def build_optimizer(config) -> optax.GradientTransformation:
     raise ValueError(f"config.optimizer.weight_decay = {opt.weight_decay!r} must be >= 0")
   if opt.name == "sgd":
     # L2 weight decay added to the gradient before momentum, as torch.optim.SGD
-    direction = [optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
-                 optax.trace(decay=opt.momentum, nesterov=opt.nesterov)]
+    direction = [
+      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+      optax.trace(decay=opt.momentum, nesterov=opt.nesterov),
+    ]
   else:
     if not (0 <= opt.momentum < 1 and 0 <= opt.beta2 < 1 and opt.eps > 0):
-      raise ValueError(f"config.optimizer: adamw needs 0 <= momentum (beta1) < 1, 0 <= beta2 < 1 and eps > 0; got "
-                       f"{opt.momentum}, {opt.beta2}, {opt.eps}")
+      raise ValueError(
+        f"config.optimizer: adamw needs 0 <= momentum (beta1) < 1, 0 <= beta2 < 1 and eps > 0; got "
+        f"{opt.momentum}, {opt.beta2}, {opt.eps}"
+      )
     # decoupled weight decay, scaled by the learning rate, as torch.optim.AdamW
-    direction = [optax.scale_by_adam(b1=opt.momentum, b2=opt.beta2, eps=opt.eps),
-                 optax.add_decayed_weights(opt.weight_decay, mask=decay_mask)]
+    direction = [
+      optax.scale_by_adam(b1=opt.momentum, b2=opt.beta2, eps=opt.eps),
+      optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+    ]
   return optax.chain(
-      optax.clip_by_global_norm(opt.grad_clip_norm),
-      *direction,
-      optax.scale_by_learning_rate(learning_rate_schedule(config)),
-      optax.masked(optax.scale(opt.head_bias_lr_mult), head_bias_mask),
+    optax.clip_by_global_norm(opt.grad_clip_norm),
+    *direction,
+    optax.scale_by_learning_rate(learning_rate_schedule(config)),
+    optax.masked(optax.scale(opt.head_bias_lr_mult), head_bias_mask),
   )

@@ -5,6 +5,7 @@ In one process, Python handlers record the signal; a second Ctrl-C stops at once
 processes, JAX's distributed runtime receives SIGTERM, and `reached_preemption_sync_point` makes
 every host stop after the same step.
 """
+
 from __future__ import annotations
 
 import signal
@@ -20,8 +21,10 @@ class Preempted(Exception):
   """The run stopped on a signal after saving the checkpoint of `step`."""
 
   def __init__(self, step: int, signal_name: str, directory):
-    super().__init__(f"stopped by {signal_name} after step {step}; its checkpoint is in {directory}. "
-                     "Rerun the same command to resume")
+    super().__init__(
+      f"stopped by {signal_name} after step {step}; its checkpoint is in {directory}. "
+      "Rerun the same command to resume"
+    )
     self.step = step
 
 
@@ -48,8 +51,11 @@ class StopRequests:
     self.signal_name = signal.Signals(number).name
     # A second signal is not caught: Ctrl-C twice stops at once.
     signal.signal(number, self._previous.get(number, signal.SIG_DFL))
-    print(f"\n{self.signal_name}: finishing this step and saving a checkpoint "
-          "(send it again to stop at once)", flush=True)
+    print(
+      f"\n{self.signal_name}: finishing this step and saving a checkpoint "
+      "(send it again to stop at once)",
+      flush=True,
+    )
 
   def requested(self, step: int) -> bool:
     """Whether to stop after `step`: the same answer on every host."""

@@ -1,4 +1,5 @@
 """Where metrics go: DIR/metrics.jsonl (one JSON object per line) and TensorBoard."""
+
 from __future__ import annotations
 
 import json
@@ -57,7 +58,12 @@ class MetricsWriter:
     say what was measured and also name the TensorBoard group, split_label1_label2."""
     if not self.enabled:
       return
-    record = {"step": int(step), "split": split, **(labels or {}), **{k: _plain(v) for k, v in metrics.items()}}
+    record = {
+      "step": int(step),
+      "split": split,
+      **(labels or {}),
+      **{k: _plain(v) for k, v in metrics.items()},
+    }
     line = json.dumps(record) + "\n"
     if self.local:
       with self.path.open("a") as f:
@@ -90,11 +96,16 @@ class MetricsWriter:
 
 
 def _summary_writer(directory: epath.Path):
-  """A TensorBoard writer for `directory`, or None (with the reason logged) where there can be none."""
+  """A TensorBoard writer for `directory`, or None (with the reason logged) where there can be
+  none."""
   if not storage.is_local(directory) and os.environ.get(storage.EMULATOR):
     # TensorFlow's own GCS client writes the event files; it always calls the real GCS.
-    logging.warning("no TensorBoard summaries: TensorFlow's GCS client cannot reach the emulator at %s=%s "
-                    "(metrics.jsonl has every row)", storage.EMULATOR, os.environ[storage.EMULATOR])
+    logging.warning(
+      "no TensorBoard summaries: TensorFlow's GCS client cannot reach the emulator at %s=%s "
+      "(metrics.jsonl has every row)",
+      storage.EMULATOR,
+      os.environ[storage.EMULATOR],
+    )
     return None
   try:
     import tensorflow as tf  # the CPU build is enough; absent on some accelerator images

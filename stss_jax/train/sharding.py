@@ -3,6 +3,7 @@
 The mesh has one axis, 'data', over the devices. Batches are split along it; the train state is
 replicated. Each host feeds only its own slice of the global batch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,8 +37,8 @@ def check_batch_size(global_batch: int, mesh: Mesh, grad_accum_steps: int = 1) -
   if global_batch % multiple:
     accum = f" x config.grad_accum_steps = {grad_accum_steps}" if grad_accum_steps > 1 else ""
     raise ValueError(
-        f"config.batch_size = {global_batch} is not divisible by the {data_devices} data-parallel "
-        f"devices{accum}; use a multiple of {multiple}"
+      f"config.batch_size = {global_batch} is not divisible by the {data_devices} data-parallel "
+      f"devices{accum}; use a multiple of {multiple}"
     )
   return global_batch // jax.process_count()
 

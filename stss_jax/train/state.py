@@ -1,4 +1,5 @@
 """The train state: everything a resumed run needs, as one replicated pytree."""
+
 from __future__ import annotations
 
 import flax.struct
@@ -24,7 +25,9 @@ class ModelGraphs:
   eval: nnx.GraphDef = flax.struct.field(pytree_node=False)
 
 
-def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[TrainState, ModelGraphs]:
+def create_train_state(
+  model: nnx.Module, tx: optax.GradientTransformation
+) -> tuple[TrainState, ModelGraphs]:
   model.eval()
   eval_graph, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
   model.train()
@@ -34,4 +37,6 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> t
 
 
 def model_of(graphs: ModelGraphs, state: TrainState, train: bool = False) -> nnx.Module:
-  return nnx.merge(graphs.train if train else graphs.eval, state.params, state.batch_stats, copy=True)
+  return nnx.merge(
+    graphs.train if train else graphs.eval, state.params, state.batch_stats, copy=True
+  )

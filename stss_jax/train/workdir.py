@@ -10,6 +10,7 @@ A workdir in a bucket (gs://) holds the same lock, written with the path library
 exclusive create, so a run reads its lock back after writing it, and the heartbeat stops a run
 whose lock another run overwrote before that run writes over the other's work.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -36,7 +37,9 @@ def writable_directory(path: epath.Path, name: str) -> epath.Path:
   """`path`, created and probed with a write, or an error naming it (`name`) and the reason."""
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / f".write_probe.{socket.gethostname()}.{os.getpid()}"  # one per process: hosts may share it
+    probe = (
+      path / f".write_probe.{socket.gethostname()}.{os.getpid()}"
+    )  # one per process: hosts may share it
     probe.write_text("")
     probe.unlink()
   except OSError as e:
@@ -50,7 +53,10 @@ def prepare(workdir: str | os.PathLike) -> epath.Path:
   """The workdir (a local or mounted directory, made absolute, or a gs:// folder), created, or an
   error saying why it cannot be written."""
   if bucket := storage.missing_bucket(workdir):
-    raise ValueError(f"--workdir {workdir}: the bucket {bucket} does not exist (or these credentials cannot see it)")
+    raise ValueError(
+      f"--workdir {workdir}: the bucket {bucket} does not exist (or these credentials cannot see "
+      "it)"
+    )
   path = storage.path(workdir)
   return writable_directory(path, f"--workdir {path}")
 
@@ -60,7 +66,9 @@ def _now() -> float:
 
 
 def _utc(timestamp: float) -> str:
-  return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+  return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime(
+    "%Y-%m-%d %H:%M:%S UTC"
+  )
 
 
 def _process_exists(pid: int) -> bool:
@@ -76,13 +84,20 @@ def _process_exists(pid: int) -> bool:
 class WorkdirLock:
   """The lock of one workdir; `with WorkdirLock(path):` owns it for the block."""
 
-  def __init__(self, workdir: str | os.PathLike, heartbeat_s: float = 30.0, stale_after_s: float = 300.0):
+  def __init__(
+    self, workdir: str | os.PathLike, heartbeat_s: float = 30.0, stale_after_s: float = 300.0
+  ):
     self.path = storage.path(workdir) / LOCK_FILE
     self.local = storage.is_local(self.path)
     self.heartbeat_s = heartbeat_s
     self.stale_after_s = stale_after_s
     self.token = uuid.uuid4().hex
-    self.record = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "started": _now()}
+    self.record = {
+      "token": self.token,
+      "host": socket.gethostname(),
+      "pid": os.getpid(),
+      "started": _now(),
+    }
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
     self.lost = False  # set when another run took the lock over (this one hung past stale_after_s)
@@ -98,15 +113,21 @@ class WorkdirLock:
     """The lock's record, or None when there is no lock; a torn or foreign file counts as stale."""
     try:
       record = json.loads(self.path.read_text())
-      return record if isinstance(record, dict) and {"host", "pid", "started", "alive"} <= record.keys() else {}
+      return (
+        record
+        if isinstance(record, dict) and {"host", "pid", "started", "alive"} <= record.keys()
+        else {}
+      )
     except FileNotFoundError:
       return None
     except (OSError, ValueError):
       return {}
 
   def describe(self, record: dict) -> str:
-    return (f"pid {record['pid']} on host {record['host']}, started {_utc(record['started'])}, "
-            f"last alive {max(0, _now() - record['alive']):.0f} s ago")
+    return (
+      f"pid {record['pid']} on host {record['host']}, started {_utc(record['started'])}, "
+      f"last alive {max(0, _now() - record['alive']):.0f} s ago"
+    )
 
   def is_stale(self, record: dict) -> bool:
     if not record:
@@ -121,17 +142,25 @@ class WorkdirLock:
       if record is not None:
         if not self.is_stale(record):
           raise WorkdirBusyError(
-              f"--workdir {self.path.parent} is in use by the run of {self.describe(record)}; wait for it to "
-              f"end or use another --workdir (a lock not refreshed for {self.stale_after_s:.0f} s is taken over)")
+            f"--workdir {self.path.parent} is in use by the run of {self.describe(record)}; wait "
+            "for it to "
+            f"end or use another --workdir (a lock not refreshed for {self.stale_after_s:.0f} s is "
+            "taken over)"
+          )
         if not self._remove_stale():
           continue
-        logging.warning("took over the stale lock of %s", self.describe(record) if record else "an unreadable lock")
+        logging.warning(
+          "took over the stale lock of %s",
+          self.describe(record) if record else "an unreadable lock",
+        )
       if not self._create():
         continue
       self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
       self._thread.start()
       return
-    raise WorkdirBusyError(f"--workdir {self.path.parent}: other runs keep taking its lock; use another --workdir")
+    raise WorkdirBusyError(
+      f"--workdir {self.path.parent}: other runs keep taking its lock; use another --workdir"
+    )
 
   def _text(self) -> str:
     return json.dumps({**self.record, "alive": _now()})
@@ -189,7 +218,9 @@ class WorkdirLock:
       self.lost = True
       record = self.holder()
       other = self.describe(record) if record else "its lock is gone"
-      raise WorkdirBusyError(f"--workdir {self.path.parent} was taken over by another run ({other}); stopping")
+      raise WorkdirBusyError(
+        f"--workdir {self.path.parent} was taken over by another run ({other}); stopping"
+      )
 
   def release(self) -> None:
     if self._thread is None:
