@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from stss_jax import model_dir, storage
+from stss_jax import evaluation, model_dir, storage
 from stss_jax.files import write_json_atomically
 from stss_jax.train import workdir as workdir_lib
 
@@ -44,16 +44,18 @@ def state_digest(state) -> jax.Array:
 
 
 class LatestAndBest:
-  """Orbax preservation policy: the last `keep` checkpoints and the one of the best top-1.
+  """Orbax preservation policy: the last `keep` checkpoints, the one of the best top-1, and every
+  one whose evaluation is unknown (`unknown(step)`: its record was lost), which might be the best.
 
   The top-1 of each step comes from `top1_of(step)` (None while a step is not evaluated), a record
   kept beside the checkpoints (STEPS_FILE) rather than in orbax's metrics, so that a checkpoint is
   written before its evaluation and the best one is still known after a restart.
   """
 
-  def __init__(self, keep: int, top1_of):
+  def __init__(self, keep: int, top1_of, unknown=lambda step: False):
     self.keep = keep
     self.top1_of = top1_of
+    self.unknown = unknown
 
   def should_preserve(self, checkpoints, *, context) -> list[bool]:
     del context
@@ -62,7 +64,7 @@ class LatestAndBest:
     scored = [(self.top1_of(step), step) for step in steps if self.top1_of(step) is not None]
     if scored:
       keep.add(max(scored, key=lambda item: (item[0], -item[1]))[1])  # the earliest of equal top-1s
-    return [step in keep for step in steps]
+    return [step in keep or self.unknown(step) for step in steps]
 
 
 def _hex(digest: jax.Array) -> str:
@@ -77,7 +79,17 @@ class TrainCheckpoints:
   `restore_latest` checks, and its evaluation, which picks the best.
   """
 
-  def __init__(self, workdir: str | os.PathLike, config, keep: int, writer: bool = True):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    config,
+    keep: int,
+    writer: bool = True,
+    evaluation_rows=lambda: [],
+  ):
+    """evaluation_rows: a function that returns metrics.jsonl's rows, read only when records of
+    checkpoints on disk are missing (STEPS_FILE lost or damaged): their evaluations are rebuilt
+    from its validation rows."""
     self.directory = storage.path(workdir) / "checkpoints"
     self.writer = writer  # process 0 writes the records; every process reads them
     self.keep = keep
@@ -93,21 +105,59 @@ class TrainCheckpoints:
         )
     elif writer:
       write_json_atomically(recorded, wanted)
-    self.records = self._read_records()
+    self.records, problem = self._read_records()
+    # Steps on disk without a record: their evaluation is unknown until rebuilt, and they are
+    # kept until then.
+    self.unknown: set[int] = set()
     self.manager = self._open_manager()
+    missing = sorted(set(self.steps()) - set(self.records))
+    if missing:
+      self._rebuild_evaluations(missing, problem, evaluation_rows())
 
-  def _read_records(self) -> dict[int, dict]:
+  def _read_records(self) -> tuple[dict[int, dict], str]:
+    """(records, what is wrong with STEPS_FILE: '' when nothing)."""
     path = self.directory / STEPS_FILE
+    if not path.is_file():
+      return {}, f"{path} is missing"
     try:
-      return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
-    except (ValueError, AttributeError) as e:
-      logging.warning(
-        "%s is unreadable (%s): digests and evaluations of earlier steps are lost", path, e
-      )
-      return {}
+      records = {int(k): dict(v) for k, v in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError, AttributeError) as e:
+      return {}, f"{path} is unreadable ({' '.join(str(e).split())})"
+    return records, ""
+
+  def _rebuild_evaluations(self, missing: list[int], problem: str, rows: list[dict]) -> None:
+    """Records the evaluations of the `missing` steps from metrics.jsonl's clean validation rows;
+    the steps with none stay `unknown` (kept, never deleted by the retention policy)."""
+    found = {
+      row["step"]: {k: row[k] for k in evaluation.SCALARS}
+      for row in rows
+      if row.get("split") == "validation"
+      and "corruption" not in row
+      and row.get("step") in missing
+      and all(k in row for k in evaluation.SCALARS)
+    }
+    for step in missing:
+      self.records[step] = {"evaluation": found[step]} if step in found else {}
+    self.unknown = {step for step in missing if step not in found}
+    self._write_records()
+    cause = problem or f"{self.directory / STEPS_FILE} has no record of them"
+    logging.warning(
+      "%s: checkpoints %s have no recorded digest, so they are restored unchecked; their "
+      "evaluations were rebuilt from metrics.jsonl for %s%s",
+      cause,
+      missing,
+      sorted(found) or "none",
+      f", and {sorted(self.unknown)}, whose evaluation is unknown, are kept until deleted by hand"
+      if self.unknown
+      else "",
+    )
 
   def _open_manager(self) -> ocp.CheckpointManager:
-    policy = LatestAndBest(self.keep, lambda step: (self.evaluation(step) or {}).get("top1"))
+    policy = LatestAndBest(
+      self.keep,
+      lambda step: (self.evaluation(step) or {}).get("top1"),
+      lambda step: step in self.unknown,
+    )
     return ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
@@ -145,6 +195,7 @@ class TrainCheckpoints:
   def record_evaluation(self, step: int, report: dict) -> None:
     """Records the evaluation of checkpoint `step` (evaluation.SCALARS, plain floats)."""
     self.records.setdefault(step, {})["evaluation"] = report
+    self.unknown.discard(step)
     self._write_records()
 
   def restore(self, state, step: int):
@@ -152,11 +203,8 @@ class TrainCheckpoints:
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     restored = self.manager.restore(step, args=ocp.args.StandardRestore(target))
     digest = self.records.get(step, {}).get("digest")
-    if digest is None:
-      logging.warning(
-        "checkpoint %d has no recorded digest (written by an older version): not checked", step
-      )
-    elif _hex(state_digest(restored)) != digest:
+    # A step without a digest lost its record (_rebuild_evaluations said so): restored unchecked.
+    if digest is not None and _hex(state_digest(restored)) != digest:
       raise ValueError("its arrays differ from what was saved (damaged on disk)")
     return restored
 
@@ -197,6 +245,7 @@ class TrainCheckpoints:
       target = aside / f"{step}.{suffix}"
     storage.move(self.directory / str(step), target)
     self.records.pop(step, None)
+    self.unknown.discard(step)
     self._write_records()
 
   def close(self) -> None:

@@ -154,10 +154,10 @@ class Trainer:
       out_shardings=self.replicated,
     )
     writes = jax.process_index() == 0
-    self.checkpoints = checkpoints.TrainCheckpoints(
-      self.workdir, config, config.keep_checkpoints, writer=writes
-    )
     self.writer = reporting.MetricsWriter(self.workdir, enabled=writes)
+    self.checkpoints = checkpoints.TrainCheckpoints(
+      self.workdir, config, config.keep_checkpoints, writer=writes, evaluation_rows=self.writer.rows
+    )
 
   def __enter__(self) -> Trainer:
     return self
@@ -269,6 +269,10 @@ class Trainer:
         or (row["step"] == start and (row["split"] == "train" or start in recorded))
       )
     )
+    if start in recorded and self.writer.enabled:
+      # Its row may have been cut off while being appended, after the evaluation was recorded.
+      if not any(r["step"] == start and r["split"] == "validation" for r in self.writer.rows()):
+        self.writer.write(start, "validation", recorded[start])
     last_eval = recorded.get(start)
     if start > 0 and self._evaluates(start) and last_eval is None:
       last_eval = self._evaluate_checkpoint(start)

@@ -29,6 +29,7 @@ class MetricsWriter:
     self.upload_every_s = upload_every_s
     self._lines = None  # in a bucket: the file's lines as they should be, once read
     self._uploaded = 0.0  # time.monotonic() of the last upload
+    self._torn = False  # whether the file's last row, as last read, was cut off mid-write
     self.summary_writer = None
     if enabled:
       self.summary_writer = _summary_writer(workdir / "tensorboard")
@@ -38,18 +39,33 @@ class MetricsWriter:
       self._lines = self.path.read_text().splitlines(keepends=True) if self.path.is_file() else []
     return self._lines
 
-  def keep_rows(self, keep) -> None:
-    """Rewrites metrics.jsonl (atomically) with only the rows for which keep(row) is true."""
-    if not self.enabled:
-      return
+  def rows(self) -> list[dict]:
+    """The rows of metrics.jsonl (see `parse_rows`); [] when it does not exist yet."""
     if self.local:
       lines = self.path.read_text().splitlines(keepends=True) if self.path.is_file() else []
     else:
       lines = self._bucket_lines()
-    rows = [json.loads(line) for line in lines if line.strip()]
+    rows, torn_line = parse_rows(lines, self.path)
+    if torn_line and not self._torn:
+      logging.warning(
+        "%s: line %d was cut off mid-write (the run was stopped while appending it); it is "
+        "dropped, and the step it belonged to is logged again",
+        self.path,
+        torn_line,
+      )
+    self._torn = bool(torn_line)
+    return rows
+
+  def keep_rows(self, keep) -> None:
+    """Rewrites metrics.jsonl (atomically) with only the rows for which keep(row) is true; a
+    torn last row (see `parse_rows`) goes too."""
+    if not self.enabled:
+      return
+    rows = self.rows()
     kept = [json.dumps(row) + "\n" for row in rows if keep(row)]
-    if len(kept) != len(rows):
+    if len(kept) != len(rows) or self._torn:
       write_text_atomically(self.path, "".join(kept))
+      self._torn = False
       if not self.local:
         self._lines, self._uploaded = kept, time.monotonic()
 
@@ -93,6 +109,27 @@ class MetricsWriter:
     if self.summary_writer is not None:
       self.summary_writer.close()
       self.summary_writer = None
+
+
+def parse_rows(lines: list[str], path) -> tuple[list[dict], int | None]:
+  """(rows, torn_line) of metrics.jsonl's `lines`. A run killed while appending leaves its last
+  row cut off: that row is left out, and torn_line is its line number (else None). Any other row
+  that is not a JSON object with a step and a split is an error naming the file and the line."""
+  numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+  rows = []
+  for index, (number, line) in enumerate(numbered):
+    try:
+      row = json.loads(line)
+      if not (isinstance(row, dict) and isinstance(row.get("step"), int) and "split" in row):
+        raise ValueError("not a row of {step, split, metrics...}")
+    except ValueError as e:
+      if index == len(numbered) - 1:
+        return rows, number
+      raise ValueError(
+        f"{path}, line {number}, is unreadable ({e}); remove or repair that line and rerun"
+      ) from None
+    rows.append(row)
+  return rows, None
 
 
 def _summary_writer(directory: epath.Path):

@@ -1,0 +1,113 @@
+"""Faults at unlucky moments: a metrics row cut off mid-write, a lost checkpoint record, a broken
+config file, a signal outside the training loop, odd lock files. Each loses no work, and a
+command that cannot go on ends with one line that names the culprit."""
+
+import json
+import logging
+import pathlib
+
+import jax.numpy as jnp
+import pytest
+
+from configs import default
+from stss_jax.train import checkpoints, reporting, workdir
+from tests.test_train import rows, run_main
+
+SCALARS = {"loss": 1.0, "top5": 1.0, "mean_class_accuracy": 0.5}
+
+
+def cut_last_row(path: pathlib.Path) -> str:
+  """Cuts metrics.jsonl's last row in the middle, as a kill during its append leaves it."""
+  lines = path.read_text().splitlines(keepends=True)
+  last = lines[-1]
+  path.write_text("".join(lines[:-1]) + last[: len(last) // 2])
+  return last
+
+
+@pytest.mark.parametrize("total_steps", [4, 6], ids=["same command", "longer run"])
+def test_a_row_cut_off_mid_write_is_dropped_with_a_warning_and_logged_again(
+  tmp_path, capsys, caplog, total_steps
+):
+  run = tmp_path / "run"
+  assert run_main(capsys, run, "--config.total_steps=4")[0] == 0
+  whole = tmp_path / "whole"
+  assert run_main(capsys, whole, f"--config.total_steps={total_steps}")[0] == 0
+  metrics = run / "metrics.jsonl"
+  cut_last_row(metrics)  # the validation row of step 4, whose evaluation steps.json holds
+  line = len(metrics.read_text().splitlines())
+  with caplog.at_level(logging.WARNING):
+    status, _, err = run_main(capsys, run, f"--config.total_steps={total_steps}")
+  assert status == 0, err[-3000:]
+  assert caplog.text.count(f"{metrics}: line {line} was cut off mid-write") == 1
+  assert rows(run) == rows(whole)  # one row per (step, split), the cut one written again
+  cut = json.loads(metrics.read_text().splitlines()[-1])
+  assert cut == json.loads((whole / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_an_unreadable_row_before_the_last_stops_the_run_naming_the_file_and_line(tmp_path, capsys):
+  run = tmp_path / "run"
+  assert run_main(capsys, run, "--config.total_steps=2")[0] == 0
+  metrics = run / "metrics.jsonl"
+  lines = metrics.read_text().splitlines(keepends=True)
+  metrics.write_text(lines[0] + '{"step": 1, "spl\n' + "".join(lines[1:]))
+  status, _, err = run_main(capsys, run, "--config.total_steps=4")
+  assert status == 1
+  assert err.strip().splitlines()[-1].startswith(f"error: {metrics}, line 2, is unreadable (")
+  assert "Traceback" not in err
+  assert not (run / workdir.LOCK_FILE).exists()
+
+
+def test_rows_of_a_metrics_file_against_the_rule(tmp_path):
+  good = [json.dumps({"step": s, "split": "train", "loss": 0.5}) + "\n" for s in (1, 2)]
+  assert reporting.parse_rows(good, "m") == ([json.loads(x) for x in good], None)
+  assert reporting.parse_rows([*good, '{"step": 3, "sp'], "m")[1] == 3
+  assert reporting.parse_rows([*good, "\n", "[1, 2]\n"], "m")[1] == 4  # line numbers count blanks
+  with pytest.raises(ValueError, match=r"^m, line 1, is unreadable"):
+    reporting.parse_rows(['{"split": "train"}\n', *good], "m")
+
+
+def save_evaluated(directory, evaluated: dict, keep: int = 1) -> None:
+  saved = checkpoints.TrainCheckpoints(directory, default.get_config("tiny"), keep=keep)
+  writer = reporting.MetricsWriter(directory, enabled=True)
+  for step, top1 in evaluated.items():
+    saved.save(step, {"w": jnp.arange(4.0) + step}, wait=True)
+    saved.record_evaluation(step, {**SCALARS, "top1": top1})
+    writer.write(step, "validation", {**SCALARS, "top1": top1})
+  saved.close()
+  writer.close()
+
+
+@pytest.mark.parametrize("loss", ["missing", "unreadable"])
+def test_the_best_checkpoint_survives_a_lost_steps_file(tmp_path, caplog, loss):
+  save_evaluated(tmp_path, {2: 0.9, 4: 0.5, 6: 0.4})  # keep=1: the best (2) and the latest (6)
+  steps_file = tmp_path / "checkpoints" / checkpoints.STEPS_FILE
+  if loss == "missing":
+    steps_file.unlink()
+  else:
+    steps_file.write_text('{"2": {"digest": "ab')
+  writer = reporting.MetricsWriter(tmp_path, enabled=True)
+  with caplog.at_level(logging.WARNING):
+    again = checkpoints.TrainCheckpoints(
+      tmp_path, default.get_config("tiny"), keep=1, evaluation_rows=writer.rows
+    )
+  warning = caplog.text
+  assert f"{steps_file} is {loss}" in warning and "written by an older version" not in warning
+  assert "rebuilt from metrics.jsonl for [2, 6]" in warning
+  assert again.evaluations[2]["top1"] == 0.9
+  again.save(8, {"w": jnp.arange(4.0) + 8}, wait=True)
+  assert again.steps() == [2, 8]  # the best kept, the older latest let go
+  again.close()
+  assert json.loads(steps_file.read_text())["2"]["evaluation"]["top1"] == 0.9  # written again
+
+
+def test_checkpoints_whose_evaluation_is_unknown_are_kept(tmp_path, caplog):
+  save_evaluated(tmp_path, {2: 0.9, 4: 0.5, 6: 0.4})
+  (tmp_path / "checkpoints" / checkpoints.STEPS_FILE).unlink()
+  (tmp_path / "metrics.jsonl").unlink()  # nothing to rebuild the evaluations from
+  with caplog.at_level(logging.WARNING):
+    again = checkpoints.TrainCheckpoints(tmp_path, default.get_config("tiny"), keep=1)
+  assert "[2, 6], whose evaluation is unknown, are kept" in caplog.text
+  for step in (8, 10):
+    again.save(step, {"w": jnp.arange(4.0) + step}, wait=True)
+  assert again.steps() == [2, 6, 10]
+  again.close()
