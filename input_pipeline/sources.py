@@ -66,8 +66,38 @@ class SyntheticSource:
       yield batch
 
 
+def check_input(config) -> None:
+  """Checks config.input's sizes and counts, naming the key and what is allowed: each is a size
+  or a divisor somewhere in the pipeline."""
+  clip = config.input
+  positive = {
+    "input.num_frames": clip.num_frames,
+    "input.image_size": clip.image_size,
+    "input.eval_clips": clip.eval_clips,
+  }
+  for key, value in positive.items():
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"config.{key} = {value!r} must be a positive integer")
+  resize = tuple(clip.resize_hw)
+  if len(resize) != 2 or not all(isinstance(v, int) and v >= 1 for v in resize):
+    raise ValueError(
+      f"config.input.resize_hw = {resize!r} must be two positive integers (height, width)"
+    )
+  if clip.eval_crops not in (1, 3):
+    raise ValueError(f"config.input.eval_crops = {clip.eval_crops!r}: use 1 or 3")
+  if not isinstance(clip.randaugment_ops, int) or clip.randaugment_ops < 0:
+    raise ValueError(
+      f"config.input.randaugment_ops = {clip.randaugment_ops!r} must be an integer >= 0"
+    )
+  if not 0 <= clip.randaugment_magnitude <= 10:
+    raise ValueError(
+      f"config.input.randaugment_magnitude = {clip.randaugment_magnitude!r} must be in [0, 10]"
+    )
+
+
 def build_source(config):
   """The data source of config.dataset, or an error naming the key and the allowed values."""
+  check_input(config)
   name = config.dataset.name
   if name == "synthetic":
     motions = synthetic.SyntheticMotion(

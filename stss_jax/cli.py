@@ -12,8 +12,10 @@ config file). Commands may map their own exception types to statuses.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 
 from absl import flags, logging
@@ -92,6 +94,11 @@ def main(
   if config_names:  # commands that build a model: how its ops run, beside what it is
     runtime.define_flags(flag_values)
   argv = bundled_configs(argv, config_names)
+  for name in config_names:
+    # ml_collections loads a config file into the module sys.modules[NAME_config], reusing one
+    # left there by an earlier command in this process (tests, notebooks): a file without
+    # get_config would run the earlier file's.
+    sys.modules.pop(f"{name}_config", None)
   if any(a in ("-h", "--help", "-help", "--helpfull") for a in argv[1:]):
     print((doc or "").strip() + "\n\nflags:\n" + flag_values.get_help())
     return 0
@@ -101,26 +108,8 @@ def main(
       raise flags.Error(f"unexpected arguments {rest[1:]}: every input is a --flag")
     for name in config_names:  # a config loads when first read: a bad file or key fails here
       flag_values[name].value.keys()
-  except (flags.Error, OSError, TypeError) as e:
-    print(f"error: {_one_line(e)}\n(--help lists the flags)", file=sys.stderr)
-    return USAGE_STATUS
-  except (
-    AttributeError,
-    KeyError,
-  ) as e:  # ml_collections' word for a --config.key it does not have
-    moved = next((key for key in MOVED_TO_FLAGS if key in str(e)), None)
-    if moved:
-      print(
-        f"error: config.model.selfy.{moved} is no longer a config key: how the model runs is not "
-        "part of "
-        f"the experiment; use --{moved}=...",
-        file=sys.stderr,
-      )
-      return USAGE_STATUS
-    print(
-      f"error: unknown config key {_one_line(e)}\n(configs/common.py documents every key)",
-      file=sys.stderr,
-    )
+  except Exception as e:  # noqa: BLE001  a config file may raise anything; each kind is named
+    print(f"error: {_usage_error(e, _config_files(argv, config_names))}", file=sys.stderr)
     return USAGE_STATUS
   if config_names:
     try:
@@ -150,6 +139,57 @@ def main(
   except tuple(statuses) as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return next(status for kind, status in statuses.items() if isinstance(e, kind))
+
+
+def _config_files(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+  """The config files that argv names for the config flags `names` (without their :variant)."""
+  files = []
+  for arg in argv[1:]:
+    flag, equals, value = arg.partition("=")
+    if equals and flag.lstrip("-") in names:
+      files.append(os.path.realpath(value.partition(":")[0]))
+  return files
+
+
+def _usage_error(error: Exception, config_files: Sequence[str]) -> str:
+  """The one line of an error raised while flags were parsed or a config file was loaded."""
+  in_file = _config_file_error(error, config_files)
+  if in_file:
+    return in_file
+  if isinstance(error, (flags.Error, OSError, TypeError)):
+    return f"{_one_line(error)}\n(--help lists the flags)"
+  if isinstance(error, (AttributeError, KeyError)):  # ml_collections': a --config.key it lacks
+    moved = next((key for key in MOVED_TO_FLAGS if key in str(error)), None)
+    if moved:
+      return (
+        f"config.model.selfy.{moved} is no longer a config key: how the model runs is not part "
+        f"of the experiment; use --{moved}=..."
+      )
+    return f"unknown config key {_one_line(error)}\n(configs/common.py documents every key)"
+  raise error
+
+
+def _config_file_error(error: BaseException, config_files: Sequence[str]) -> str | None:
+  """'FILE, line N: Kind: message' when `error` (or what it wraps: absl folds a parser's error
+  into its own) was raised by the code of a config file, or the file has no get_config."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if "has no attribute 'get_config'" in str(error) and config_files:
+      return f"{config_files[0]} defines no get_config(arg=None) function"
+    if isinstance(error, SyntaxError) and error.filename:
+      if os.path.realpath(error.filename) in config_files:
+        return f"{error.filename}, line {error.lineno}: SyntaxError: {error.msg}"
+    frames = [
+      frame
+      for frame in traceback.extract_tb(error.__traceback__)
+      if os.path.realpath(frame.filename) in config_files
+    ]
+    if frames:
+      message = " ".join(str(error).split())
+      return f"{frames[-1].filename}, line {frames[-1].lineno}: {type(error).__name__}: {message}"
+    error = error.__cause__ or error.__context__
+  return None
 
 
 def _is_config_file_flag(flag) -> bool:

@@ -9,6 +9,7 @@ import pathlib
 import jax.numpy as jnp
 import pytest
 
+import main
 from configs import default
 from stss_jax.train import checkpoints, reporting, workdir
 from tests.test_train import rows, run_main
@@ -111,3 +112,75 @@ def test_checkpoints_whose_evaluation_is_unknown_are_kept(tmp_path, caplog):
     again.save(step, {"w": jnp.arange(4.0) + step}, wait=True)
   assert again.steps() == [2, 6, 10]
   again.close()
+
+
+CONFIG_FILES = {
+  "syntax": ("def get_config(:\n  pass\n", 1, "SyntaxError: invalid syntax"),
+  "import": (
+    "import no_such_module\n\ndef get_config():\n  pass\n",
+    1,
+    "ModuleNotFoundError: No module named 'no_such_module'",
+  ),
+  "name": (
+    "from configs import default\n\ndef get_config(arg=None):\n"
+    "  config = default.get_config('tiny')\n"
+    "  config.batch_size = undefined\n  return config\n",
+    5,
+    "NameError: name 'undefined' is not defined",
+  ),
+  "raises": (
+    "def get_config(arg=None):\n  return {}[arg]\n",
+    2,
+    "KeyError: 'x'",
+  ),
+}
+
+
+@pytest.mark.parametrize("kind", CONFIG_FILES)
+def test_a_config_file_that_fails_to_load_is_one_line_naming_its_line(tmp_path, capsys, kind):
+  text, line, error = CONFIG_FILES[kind]
+  path = tmp_path / f"{kind}.py"
+  path.write_text(text)
+  capsys.readouterr()
+  status = main.main(["main.py", f"--config={path}:x", f"--workdir={tmp_path / 'run'}"])
+  err = capsys.readouterr().err
+  assert status == 2
+  assert err.strip().splitlines() == [f"error: {path}, line {line}: {error}"]
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_without_get_config_is_named(tmp_path, capsys):
+  path = tmp_path / "empty.py"
+  path.write_text("settings = {}\n")
+  capsys.readouterr()
+  assert main.main(["main.py", f"--config={path}", f"--workdir={tmp_path / 'run'}"]) == 2
+  assert capsys.readouterr().err.strip() == (
+    f"error: {path} defines no get_config(arg=None) function"
+  )
+
+
+@pytest.mark.parametrize(
+  "override",
+  [
+    "input.num_frames=0",
+    "input.image_size=0",
+    "input.eval_clips=0",
+    "input.resize_hw=(0,32)",
+    "input.eval_crops=2",
+    "input.randaugment_ops=-1",
+    "optimizer.base_batch_size=0",
+    "optimizer.warmup_steps=-1",
+    "optimizer.learning_rate=0.0",
+    "dataset.num_eval=0",
+    "model.width=0",
+    "model.shift_div=0",
+    "model.selfy.hidden=0",
+  ],
+)
+def test_a_size_or_divisor_out_of_range_is_one_line_naming_the_key(tmp_path, capsys, override):
+  status, _, err = run_main(capsys, tmp_path / "run", f"--config.{override}")
+  key = override.split("=")[0]
+  assert status == 1, err[-2000:]
+  (line,) = [x for x in err.strip().splitlines() if x.startswith("error:")]
+  assert line.startswith(f"error: config.{key} = "), err[-2000:]
+  assert "Traceback" not in err and err.strip().splitlines()[-1] == line

@@ -221,6 +221,15 @@ def build_model(config, rngs: nnx.Rngs | None = None) -> SELFYNet:
     selfy["extractor"],
     f"one of {EXTRACTORS}",
   )
+  _check(selfy["hidden"] >= 1, "model.selfy.hidden", selfy["hidden"], "an integer >= 1")
+  for key in ("ext_channels", "int_channels"):
+    channels = tuple(selfy[key])
+    _check(
+      bool(channels) and all(c >= 1 for c in channels),
+      f"model.selfy.{key}",
+      channels,
+      "positive channel counts",
+    )
   selfy["window"] = tuple(selfy["window"])
   selfy["temporal_offsets"] = tuple(selfy["temporal_offsets"])
   selfy["ext_channels"] = tuple(selfy["ext_channels"])

@@ -67,8 +67,20 @@ def validate_config(config) -> None:
     raise ValueError(
       f"config.checkpoint_every_minutes = {config.checkpoint_every_minutes!r} must be >= 0 (0: off)"
     )
+  optimizer = config.optimizer
+  if not isinstance(optimizer.base_batch_size, int) or optimizer.base_batch_size < 1:
+    raise ValueError(
+      f"config.optimizer.base_batch_size = {optimizer.base_batch_size!r} must be a positive integer"
+    )
+  if not isinstance(optimizer.warmup_steps, int) or optimizer.warmup_steps < 0:
+    raise ValueError(
+      f"config.optimizer.warmup_steps = {optimizer.warmup_steps!r} must be an integer >= 0"
+    )
+  if not optimizer.learning_rate > 0:
+    raise ValueError(f"config.optimizer.learning_rate = {optimizer.learning_rate!r} must be > 0")
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ValueError(f"config.label_smoothing = {config.label_smoothing!r} must be in [0, 1)")
+  input_pipeline.sources.check_input(config)
   if config.eval.corruption:
     corruptions.check(config.eval.corruption, config.eval.severity)
 
