@@ -61,22 +61,32 @@ def test_a_busy_workdir_stops_a_second_run_at_once_naming_the_first(tmp_path, ca
     ({"pid": None}, True),  # a run of this host whose process is gone (pid filled in below)
     ({"host": "elsewhere", "alive_ago": 3600}, True),  # another host, silent for an hour
     ({"host": "elsewhere", "alive_ago": 10}, False),  # another host, alive recently
-    (None, True),  # a torn file
+    ({"host": "elsewhere", "alive": None}, False),  # another host, no alive: written just now
+    ({"host": "elsewhere", "alive": None, "written_ago": 3600}, True),  # ... written an hour ago
+    ({"host": "elsewhere", "alive_ago": -3600}, False),  # alive in the future: as of its writing
+    ({"host": "elsewhere", "alive_ago": -3600, "written_ago": 3600}, True),
+    ({"torn": True, "written_ago": 3600}, True),  # a torn file, left by a crash long ago
+    ({"torn": True}, False),  # a torn file just written: perhaps its owner is writing it
   ],
 )
 def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path, fields, stale):
-  if fields is None:
+  fields = dict(fields)
+  written_ago = fields.pop("written_ago", 0)
+  if fields.pop("torn", False):
     record = {"half": "written"}
   else:
     record = lock_record(**fields)
     if record["pid"] is None:
       record["pid"] = dead_pid()
-  (tmp_path / workdir.LOCK_FILE).write_text(json.dumps(record))
+    if record["alive"] is None:
+      del record["alive"]
+  path = tmp_path / workdir.LOCK_FILE
+  path.write_text(json.dumps(record))
+  os.utime(path, (time.time() - written_ago,) * 2)
   lock = workdir.WorkdirLock(tmp_path)
   if not stale:
-    with pytest.raises(
-      workdir.WorkdirBusyError, match=f"in use by the run of pid {record['pid']} on host"
-    ):
+    owner = f"pid {record['pid']} on host" if "pid" in record else "a lock file being written"
+    with pytest.raises(workdir.WorkdirBusyError, match=f"in use by the run of {owner}"):
       lock.acquire()
     assert json.loads((tmp_path / workdir.LOCK_FILE).read_text()) == record
     return

@@ -27,6 +27,9 @@ from etils import epath
 from stss_jax import storage
 
 LOCK_FILE = "lock.json"
+# An unreadable lock younger than this may be one that its owner is writing (a bucket, or a file
+# system without hard links); older ones are stale.
+TORN_LOCK_GRACE_S = 10.0
 
 
 class WorkdirBusyError(FileExistsError):
@@ -110,28 +113,46 @@ class WorkdirLock:
     self.release()
 
   def holder(self) -> dict | None:
-    """The lock's record, or None when there is no lock; a torn or foreign file counts as stale."""
+    """The lock's record, or None when there is no lock. Its `alive` is when its owner was last
+    known alive: the file's modification time when the record has none, or one in the future
+    (another host's clock). A torn or foreign file is {"written": its modification time}."""
     try:
-      record = json.loads(self.path.read_text())
-      return (
-        record
-        if isinstance(record, dict) and {"host", "pid", "started", "alive"} <= record.keys()
-        else {}
-      )
+      text = self.path.read_text()
     except FileNotFoundError:
       return None
-    except (OSError, ValueError):
-      return {}
+    except OSError:
+      text = ""
+    written = self._written()
+    try:
+      record = json.loads(text)
+    except ValueError:
+      record = None
+    if not (isinstance(record, dict) and {"host", "pid", "started"} <= record.keys()):
+      return {"written": written}
+    alive = record.get("alive")
+    if not isinstance(alive, (int, float)) or alive > _now():
+      record["alive"] = written
+    return record
+
+  def _written(self) -> float:
+    """When the lock file was last written, by the file system's clock (now if unknown)."""
+    try:
+      return float(self.path.stat().mtime)
+    except Exception:  # noqa: BLE001  cloud clients raise their own kinds; now is the safe answer
+      return _now()
 
   def describe(self, record: dict) -> str:
+    if "host" not in record:
+      age = max(0, _now() - record["written"])
+      return f"a lock file being written {age:.0f} s ago (unreadable)"
     return (
       f"pid {record['pid']} on host {record['host']}, started {_utc(record['started'])}, "
       f"last alive {max(0, _now() - record['alive']):.0f} s ago"
     )
 
   def is_stale(self, record: dict) -> bool:
-    if not record:
-      return True
+    if "host" not in record:  # torn or foreign: stale once it is not a lock being written now
+      return _now() - record["written"] > TORN_LOCK_GRACE_S
     if record["host"] == socket.gethostname() and not _process_exists(int(record["pid"])):
       return True
     return _now() - record["alive"] > self.stale_after_s
@@ -143,16 +164,12 @@ class WorkdirLock:
         if not self.is_stale(record):
           raise WorkdirBusyError(
             f"--workdir {self.path.parent} is in use by the run of {self.describe(record)}; wait "
-            "for it to "
-            f"end or use another --workdir (a lock not refreshed for {self.stale_after_s:.0f} s is "
-            "taken over)"
+            f"for it to end or use another --workdir (a lock not refreshed for "
+            f"{self.stale_after_s:.0f} s is taken over)"
           )
         if not self._remove_stale():
           continue
-        logging.warning(
-          "took over the stale lock of %s",
-          self.describe(record) if record else "an unreadable lock",
-        )
+        logging.warning("took over the stale lock of %s", self.describe(record))
       if not self._create():
         continue
       self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
@@ -168,12 +185,16 @@ class WorkdirLock:
   def _create(self) -> bool:
     """Writes this run's lock where there is none; False when another run's lock is there."""
     if self.local:
+      # Written whole under a name of its own, then linked into place: the link fails if a lock
+      # exists, and no reader ever sees the lock empty or half written.
+      temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.new")
+      temporary.write_text(self._text())
       try:
-        descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.link(temporary, self.path)
       except FileExistsError:
         return False
-      with os.fdopen(descriptor, "w") as f:
-        f.write(self._text())
+      finally:
+        temporary.unlink()
       return True
     # A bucket has no exclusive create: write, then read back. Of runs writing at once the last
     # upload stands; the others read a foreign token, retry and find the lock held.
