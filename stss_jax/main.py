@@ -3,14 +3,14 @@
   python main.py --config=configs/default.py --workdir=runs/default
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --config.batch_size=32
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval
+  # robustness (python -m stss_jax.robustness sweeps every corruption):
   python main.py --config=configs/ssv1.py --workdir=runs/ssv1 --mode=eval \
-      --config.eval.corruption=occlusion --config.eval.severity=3     # robustness (python -m
-      stss_jax.robustness sweeps)
+      --config.eval.corruption=occlusion --config.eval.severity=3
 
-Rerunning the same command resumes from the workdir's latest checkpoint. SIGTERM or Ctrl-C ends
-the step in flight, writes a checkpoint and exits 0 (a second Ctrl-C stops at once). On several
-hosts
-(TPU pod slices, GPU clusters) run the same command on every host with --multihost.
+Rerunning the same command resumes from the workdir's latest checkpoint. SIGTERM or Ctrl-C at
+any moment exits 0 and keeps every checkpoint: during a training step, the step ends and is
+saved first (a second Ctrl-C stops at once). On several hosts (TPU pod slices, GPU clusters) run
+the same command on every host with --multihost.
 """
 
 import pathlib
@@ -102,7 +102,15 @@ def run(flag_values: flags.FlagValues) -> int:
 
 
 def main(argv=None) -> int:
-  return cli.main(__doc__, define_flags, run, argv, errors={loop.NonFiniteLossError: 1})
+  # The handlers come first, so that a preemption during flag parsing, tracing or compiling
+  # stops as cleanly as one during training. When this call is the whole process (argv from
+  # sys.argv), a signal after the command's end is ignored: the process only exits.
+  with preemption.handlers(keep_ignoring=argv is None):
+    try:
+      return cli.main(__doc__, define_flags, run, argv, errors={loop.NonFiniteLossError: 1})
+    except preemption.Stopped as stopped:
+      print(stopped, file=sys.stderr)
+      return 0
 
 
 if __name__ == "__main__":

@@ -4,15 +4,19 @@ command that cannot go on ends with one line that names the culprit."""
 
 import json
 import logging
+import os
 import pathlib
+import signal
 
 import jax.numpy as jnp
 import pytest
 
 import main
 from configs import default
-from stss_jax.train import checkpoints, reporting, workdir
-from tests.test_train import rows, run_main
+from input_pipeline import sources
+from stss_jax import cli, model_dir
+from stss_jax.train import checkpoints, loop, reporting, steps, workdir
+from tests.test_train import TINY, assert_same_end, rows, run_main
 
 SCALARS = {"loss": 1.0, "top5": 1.0, "mean_class_accuracy": 0.5}
 
@@ -184,3 +188,74 @@ def test_a_size_or_divisor_out_of_range_is_one_line_naming_the_key(tmp_path, cap
   (line,) = [x for x in err.strip().splitlines() if x.startswith("error:")]
   assert line.startswith(f"error: config.{key} = "), err[-2000:]
   assert "Traceback" not in err and err.strip().splitlines()[-1] == line
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+  """The tiny config's four steps, uninterrupted: what every interrupted run must end with."""
+  workdir_path = tmp_path_factory.mktemp("whole") / "run"
+  assert main.main(["main.py", TINY, f"--workdir={workdir_path}"]) == 0
+  return workdir_path
+
+
+def signal_self_in(monkeypatch, owner, name: str, calls: int = 1, number=signal.SIGTERM):
+  """Makes the `calls`-th call of owner.name send this process `number` before it does its work."""
+  original = getattr(owner, name)
+  seen = []
+
+  def sends_then_runs(*args, **kwargs):
+    seen.append(1)
+    if len(seen) == calls:
+      os.kill(os.getpid(), number)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(owner, name, sends_then_runs)
+
+
+MOMENTS = {
+  # moment: (what to patch, which call, the moment the message names)
+  "flag parsing": (lambda: (cli, "bundled_configs"), 1, "start-up"),
+  "building the data source": (lambda: (sources, "build_source"), 1, "start-up"),
+  "tracing the train step": (lambda: (steps, "make_train_step"), 1, "start-up"),
+  "the first evaluation": (lambda: (loop.Trainer, "evaluate"), 1, "the evaluation of step 2"),
+  "the last evaluation": (lambda: (loop.Trainer, "evaluate"), 2, "the evaluation of step 4"),
+  "the export": (lambda: (model_dir, "replace"), 1, "the export of "),
+}
+
+
+@pytest.mark.parametrize(
+  "moment,number",
+  [(moment, signal.SIGTERM) for moment in MOMENTS]
+  + [("building the data source", signal.SIGINT), ("the first evaluation", signal.SIGINT)],
+)
+def test_a_signal_outside_a_training_step_exits_0_and_the_rerun_finishes_the_job(
+  tmp_path, capsys, monkeypatch, whole_run, moment, number
+):
+  target, calls, named = MOMENTS[moment]
+  run = tmp_path / "run"
+  with monkeypatch.context() as patch:
+    signal_self_in(patch, *target(), calls=calls, number=number)
+    status, _, err = run_main(capsys, run)
+  assert status == 0, err[-3000:]
+  name = signal.Signals(number).name
+  assert err.strip().splitlines()[-1].startswith(f"stopped by {name} during {named}"), err[-2000:]
+  assert not (run / workdir.LOCK_FILE).exists()
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # in-process callers get theirs back
+  status, out, err = run_main(capsys, run)
+  assert status == 0 and "validation: top-1" in out, err[-3000:]
+  assert_same_end(run, whole_run, 4)
+  assert (run / "model" / model_dir.CONFIG_FILE).is_file()
+
+
+def test_a_signal_while_a_checkpoint_is_restored_does_not_mark_it_damaged(
+  tmp_path, capsys, monkeypatch, whole_run
+):
+  run = tmp_path / "run"
+  assert run_main(capsys, run, "--config.total_steps=2")[0] == 0
+  with monkeypatch.context() as patch:
+    signal_self_in(patch, checkpoints.TrainCheckpoints, "restore")
+    status, _, err = run_main(capsys, run)
+  assert status == 0 and "stopped by SIGTERM during start-up" in err, err[-3000:]
+  assert not (run / "checkpoints" / "damaged").exists()
+  assert run_main(capsys, run)[0] == 0
+  assert_same_end(run, whole_run, 4)

@@ -109,20 +109,21 @@ class Trainer:
     busy = None
     if jax.process_index() == 0:
       try:
-        self.lock.acquire()
+        with preemption.deferred():  # a lock is either not taken or taken and released
+          self.lock.acquire()
       except workdir_lib.WorkdirBusyError as e:
         busy = e
-    if (
-      jax.process_count() > 1
-      and multihost_utils.broadcast_one_to_all(np.int32(busy is not None))
-      and not busy
-    ):
-      raise workdir_lib.WorkdirBusyError(
-        f"process 0 found --workdir {self.workdir} in use by another run"
-      )
-    if busy:
-      raise busy
     try:
+      if (
+        jax.process_count() > 1
+        and multihost_utils.broadcast_one_to_all(np.int32(busy is not None))
+        and not busy
+      ):
+        raise workdir_lib.WorkdirBusyError(
+          f"process 0 found --workdir {self.workdir} in use by another run"
+        )
+      if busy:
+        raise busy
       self._build(devices)
     except BaseException:
       self.lock.release()
@@ -178,12 +179,13 @@ class Trainer:
     self.close()
 
   def close(self) -> None:
-    """Finishes the checkpoints in flight and gives the workdir up."""
-    try:
-      self.checkpoints.close()
-      self.writer.close()
-    finally:
-      self.lock.release()
+    """Finishes the checkpoints in flight and gives the workdir up (a signal meanwhile waits)."""
+    with preemption.deferred():
+      try:
+        self.checkpoints.close()
+        self.writer.close()
+      finally:
+        self.lock.release()
 
   def resume(self) -> int:
     """Restores the latest good checkpoint (damaged ones are set aside, with a warning)."""
@@ -231,6 +233,7 @@ class Trainer:
 
   def _evaluate_checkpoint(self, step: int) -> dict:
     """Evaluates the saved state of `step`, records it for keep-best and in metrics.jsonl."""
+    preemption.set_moment(f"the evaluation of step {step}")
     try:
       report = self.evaluate()
     except (ValueError, OSError) as e:
@@ -347,14 +350,19 @@ class Trainer:
           self.writer.flush()
           saved_at = time.monotonic()
         if evaluates:
-          last_eval = self._evaluate_checkpoint(done)
+          with preemption.interruptible():  # its checkpoint is complete: a rerun evaluates it
+            last_eval = self._evaluate_checkpoint(done)
         if stops:
           raise preemption.Preempted(done, stop.signal_name, self.checkpoints.directory)
     self.export_model()
-    return last_eval if last_eval is not None else self.evaluate()
+    if last_eval is None:
+      preemption.set_moment("the final evaluation")
+      last_eval = self.evaluate()
+    return last_eval
 
   def export_model(self) -> None:
     """Writes the final model to WORKDIR/model, the directory predict and visualize read."""
+    preemption.set_moment(f"the export of {self.workdir / 'model'} (a rerun writes it again)")
     if jax.process_count() > 1:
       _say("multi-host run: no WORKDIR/model export; evaluate with --mode=eval")
       return
@@ -387,6 +395,7 @@ def evaluate_only(config, workdir: str, devices: Sequence[jax.Device] | None = N
         "unset"
       )
     step = trainer.resume()
+    preemption.set_moment(f"the evaluation of step {step}")
     report = trainer.evaluate()
     labels = corruption_labels(config)
 
