@@ -12,6 +12,7 @@ config file). Commands may map their own exception types to statuses.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import pathlib
 import sys
@@ -87,6 +88,7 @@ def main(
   `error: ...` and the given status.
   """
   storage.configure()
+  quiet_background_noise()
   argv = list(sys.argv if argv is None else argv)
   flag_values = flags.FlagValues()
   define_flags(flag_values, argv)
@@ -139,6 +141,49 @@ def main(
   except tuple(statuses) as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return next(status for kind, status in statuses.items() if isinstance(e, kind))
+
+
+def quiet_background_noise() -> None:
+  """Keeps the asynchronous echoes of one failure from burying its line (idempotent).
+
+  When an orbax restore or save fails, TensorStore's threads go on completing the other reads or
+  writes of it, into an event loop orbax has closed: each raises 'Event loop is closed', and each
+  orbax coroutine's own copy of the error is reported as unraisable, hundreds of tracebacks in
+  all, some after the command's own line. The failure itself reaches the command, which says it
+  in one line; these copies are dropped. Orbax's log records of it keep their first line only.
+  """
+  if getattr(sys.unraisablehook, "_stss_jax_quiet", False):
+    return
+  report = sys.unraisablehook
+
+  def unraisable(event) -> None:
+    code = getattr(event.object, "cr_code", None)
+    closed_loop = isinstance(event.exc_value, RuntimeError) and "Event loop is closed" in str(
+      event.exc_value
+    )
+    if closed_loop or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename):
+      return
+    report(event)
+
+  unraisable._stss_jax_quiet = True
+  sys.unraisablehook = unraisable
+  std_logging.getLogger("absl").addFilter(_first_line_of_orbax_errors)
+  std_logging.getLogger("asyncio").addFilter(_no_orbax_tasks_never_retrieved)
+
+
+def _first_line_of_orbax_errors(record: std_logging.LogRecord) -> bool:
+  if f"{os.sep}orbax{os.sep}" in record.pathname and record.exc_info:
+    record.msg, record.args = " ".join(record.getMessage().split())[:200], None
+    record.exc_info = record.exc_text = None
+  return True
+
+
+def _no_orbax_tasks_never_retrieved(record: std_logging.LogRecord) -> bool:
+  """asyncio's report of an orbax task whose error was also raised to its caller."""
+  message = record.getMessage()
+  return not (
+    message.startswith("Task exception was never retrieved") and f"{os.sep}orbax{os.sep}" in message
+  )
 
 
 def _config_files(argv: Sequence[str], names: Sequence[str]) -> list[str]:

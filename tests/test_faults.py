@@ -6,9 +6,16 @@ import json
 import logging
 import os
 import pathlib
+import re
+import resource
 import signal
+import subprocess
+import sys
+import threading
+import time
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import main
@@ -16,7 +23,9 @@ from configs import default
 from input_pipeline import sources
 from stss_jax import cli, model_dir
 from stss_jax.train import checkpoints, loop, reporting, steps, workdir
-from tests.test_train import TINY, assert_same_end, rows, run_main
+from tests import conftest
+from tests.test_train import ROOT, TINY, assert_same_end, kept_steps, main_process, rows, run_main
+from tests.test_workdir import truncate
 
 SCALARS = {"loss": 1.0, "top5": 1.0, "mean_class_accuracy": 0.5}
 
@@ -259,3 +268,159 @@ def test_a_signal_while_a_checkpoint_is_restored_does_not_mark_it_damaged(
   assert not (run / "checkpoints" / "damaged").exists()
   assert run_main(capsys, run)[0] == 0
   assert_same_end(run, whole_run, 4)
+
+
+def output_lines(text: str) -> int:
+  """Lines as a terminal shows them at the end (a progress bar redrawn with \\r is one)."""
+  return len(text.rstrip("\n").split("\n"))
+
+
+@pytest.mark.slow  # processes whose own output is what is tested
+def test_when_every_checkpoint_is_damaged_the_error_is_the_last_of_few_lines(tmp_path):
+  run = tmp_path / "run"
+  assert main_process(run).wait(timeout=900) == 0
+  for step in ("2", "4"):
+    truncate(run / "checkpoints" / step)
+  again = main_process(run)
+  _, err = again.communicate(timeout=900)
+  assert again.returncode == 1
+  assert err.strip().split("\n")[-1].startswith(f"error: no usable checkpoint in {run}")
+  assert output_lines(err) <= 20 and "Event loop is closed" not in err, err[-3000:]
+
+
+@pytest.mark.slow  # a file-size limit on a process of its own
+def test_a_full_disk_is_one_last_line_and_the_rerun_finishes(tmp_path):
+  run, whole = tmp_path / "run", tmp_path / "whole"
+  assert main_process(whole).wait(timeout=900) == 0  # one device, as the processes below
+
+  def small_files():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+  full = main_process(run, preexec_fn=small_files)
+  _, err = full.communicate(timeout=900)
+  assert full.returncode == 1
+  last = err.strip().split("\n")[-1]
+  assert last.startswith("error: ") and "File too large" in last, err[-3000:]
+  assert output_lines(err) <= 20 and "Event loop is closed" not in err, err[-3000:]
+  assert not (run / workdir.LOCK_FILE).exists()
+  rerun = main_process(run)
+  assert rerun.wait(timeout=900) == 0, rerun.stderr.read()[-3000:]
+  assert_same_end(run, whole, 4)
+
+
+class Timeline:
+  """What a process prints on stdout (stderr joined to it), with the time each piece arrived."""
+
+  def __init__(self, process):
+    self.start = time.monotonic()
+    self.events: list[tuple[float, str]] = []
+    self.thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+    self.thread.start()
+
+  def _read(self, stream) -> None:
+    for chunk in iter(lambda: os.read(stream.fileno(), 4096), b""):
+      self.events.append((time.monotonic() - self.start, chunk.decode(errors="replace")))
+
+  def text(self) -> str:
+    self.thread.join(timeout=60)
+    return "".join(chunk for _, chunk in self.events)
+
+  def first(self, marker: str) -> float | None:
+    """Seconds from the start until `marker` was printed, or None if it was not (yet)."""
+    seen = ""
+    for at, chunk in list(self.events):
+      seen += chunk
+      if marker in seen:
+        return at
+    return None
+
+  def wait_for(self, marker: str, process) -> float:
+    """Waits until `marker` is printed (or the process ends); returns the time it was printed."""
+    while self.first(marker) is None and process.poll() is None:
+      time.sleep(0.01)
+    return self.first(marker) or time.monotonic() - self.start
+
+
+def combined_process(workdir, *overrides):
+  """main.py in a process of its own, one device, stdout and stderr in one stream."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=conftest.xla_flags(1))
+  return subprocess.Popen(
+    [sys.executable, "main.py", TINY, f"--workdir={workdir}", *overrides],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+  )
+
+
+SOAK_STEPS = ["--config.total_steps=6"]
+FAULTS = ("kill -9", "SIGTERM", "torn metrics row")
+
+
+def moment_hit(text: str) -> str:
+  """Where an interrupted run was, by what it printed last."""
+  if "stopped by" in text:
+    return text.split("stopped by ")[1].split(". Rerun")[0]
+  if "validation: top-1" in text:
+    return "after its end"
+  evaluated = re.findall(r"step (\d+): validation", text)
+  stepped = re.findall(r"(\d+)/6 \[", text)
+  if not stepped:
+    return "start-up"
+  where = f"training, at step {max(map(int, stepped))} of 6"
+  return where + (f", step {evaluated[-1]} evaluated" if evaluated else "")
+
+
+@pytest.mark.slow  # processes killed at random moments, each rerun to completion
+@pytest.mark.parametrize("part", range(4))
+def test_fault_soak_every_fault_at_any_moment_ends_as_an_uninterrupted_run(tmp_path, part):
+  """Five trials per part (twenty in all): a fault of a random kind at a random moment of a run,
+  then a rerun to completion, which must end as the uninterrupted run did. STSS_JAX_SOAK_SEED
+  replays one seed; the seed and each trial's moment are printed."""
+  seed = int(os.environ.get("STSS_JAX_SOAK_SEED", time.time_ns() % 2**31)) + part
+  rng = np.random.default_rng(seed)
+  whole = tmp_path / "whole"
+  reference = combined_process(whole, *SOAK_STEPS)
+  timeline = Timeline(reference)
+  assert reference.wait(timeout=900) == 0, timeline.text()[-3000:]
+  timeline.text()
+  marks = ["process(es)", "1/6 [", "step 6: validation"]
+  times = [timeline.first(mark) for mark in marks] + [timeline.events[-1][0]]
+  # Each phase starts at a line the run prints; a trial waits for it, then for a random part
+  # of the phase's length in the uninterrupted run.
+  phases = {
+    name: (mark, later - earlier)
+    for name, mark, earlier, later in zip(
+      ("start-up", "training", "the end"), marks, times[:-1], times[1:], strict=True
+    )
+  }
+  print(f"fault soak part {part}: seed {seed} (STSS_JAX_SOAK_SEED={seed - part} replays)")
+  for trial in range(5):
+    fault = FAULTS[rng.integers(len(FAULTS))]
+    phase = list(phases)[rng.integers(len(phases))]
+    mark, length = phases[phase]
+    after = float(rng.uniform(0, length))
+    run = tmp_path / f"trial{trial}"
+    interrupted = combined_process(run, *SOAK_STEPS)
+    output = Timeline(interrupted)
+    seen = output.wait_for(mark, interrupted)
+    time.sleep(max(0.0, seen + after - (time.monotonic() - output.start)))
+    interrupted.send_signal(signal.SIGTERM if fault == "SIGTERM" else signal.SIGKILL)
+    status = interrupted.wait(timeout=900)
+    text = output.text()
+    delay = seen + after
+    if fault == "SIGTERM":
+      assert status == 0, text[-3000:]
+    metrics = run / "metrics.jsonl"
+    if fault == "torn metrics row" and metrics.is_file() and metrics.read_text().strip():
+      cut_last_row(metrics)
+    hit = moment_hit(text)
+    print(
+      f"  trial {trial}: {fault} {after:.2f} s after {mark!r} ({phase}), hit {hit}, exit {status}"
+    )
+    rerun = main_process(run, *SOAK_STEPS)
+    _, err = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, f"trial {trial}: {fault} at {delay:.2f} s\n{err[-3000:]}"
+    assert_same_end(run, whole, 6)
+    assert kept_steps(run) == kept_steps(whole)  # the best checkpoint among them
+    assert not (run / workdir.LOCK_FILE).exists()

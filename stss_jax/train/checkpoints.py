@@ -218,7 +218,10 @@ class TrainCheckpoints:
       try:
         restored = self.restore(state, step)
       except Exception as e:  # noqa: BLE001  orbax, tensorstore and json each raise their own kinds
-        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        # TensorStore appends its whole spec ("See full TensorStore details: ..."): the first
+        # part says what failed.
+        reason = " ".join(str(e).split("See full TensorStore details")[0].split())[:300]
+        reason = reason or type(e).__name__
         damaged.append(f"step {step}: {reason}")
         self._set_aside(step)
         continue
