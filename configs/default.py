@@ -6,20 +6,20 @@
 Every class differs from its time-reversed twin only in the direction of motion, so
 appearance alone cannot solve it. The default is a TSN ResNet-18 (no temporal shift) whose only
 access to motion is one SELFY block. Variants by override:
-  --config.model.selfy_stages="()"                                      TSN, appearance only
-  --config.model.selfy_stages="()" --config.model.temporal_shift=True   TSM
-  --config.model.temporal_shift=True                                    TSM + SELFY
-  --config.model.selfy.window="(1,9,9)"                                 other SELFY windows
-  --config.model.selfy.temporal_offsets="(1,)"                          forward-only STSS (any set
-  of offsets)
-  --config.model.selfy.extractor=soft_argmax                            the paper's other
-  extractors (or mlp)
-  --config.model.selfy.temporal_offsets="(1,)" --config.model.selfy.extractor=soft_argmax
-                           correlation flow: next-frame correlation and its soft-argmax displacement
-                           (the MotionSqueeze family the paper compares with), in the same block
-  --config.dataset.motion_scale=3.0                                     the fast-motion variant
-  --config.dataset.classes="(0,1,2,3,4,5,6,7,8,9,10,11)" --config.dataset.num_classes=12
-                                                     all twelve motions (needs ~3x the steps)
+  TSN, appearance only:     --config.model.selfy_stages="()"
+  TSM:                      --config.model.selfy_stages="()" --config.model.temporal_shift=True
+  TSM + SELFY:              --config.model.temporal_shift=True
+  other SELFY windows:      --config.model.selfy.window="(1,9,9)"
+  forward-only STSS (any set of offsets):
+                            --config.model.selfy.temporal_offsets="(1,)"
+  the paper's other extractors (or mlp):
+                            --config.model.selfy.extractor=soft_argmax
+  correlation flow, next-frame correlation and its soft-argmax displacement (the MotionSqueeze
+  family the paper compares with), in the same block:
+      --config.model.selfy.temporal_offsets="(1,)" --config.model.selfy.extractor=soft_argmax
+  the fast-motion variant:  --config.dataset.motion_scale=3.0
+  all twelve motions (needs ~3x the steps):
+      --config.dataset.classes="(0,1,2,3,4,5,6,7,8,9,10,11)" --config.dataset.num_classes=12
 The ablation table of the README: python -m benchmarks.synthetic_ablation
 """
 

@@ -81,15 +81,21 @@ def main(
   run: Callable[[flags.FlagValues], int | None],
   argv: Sequence[str] | None = None,
   errors: Mapping[type[BaseException], int] | None = None,
+  model_configs: Mapping[str, str] | None = None,
 ) -> int:
   """Parses argv (argv[0] is the program) and runs the command; returns the exit status.
 
   errors: exception types (besides USER_ERRORS, status 1) that end the command with one line
   `error: ...` and the given status.
+  model_configs: config flag -> model-directory flag, for commands whose config a model
+  directory records: given the directory alone, the config is the one it records.
   """
   storage.configure()
   quiet_background_noise()
   argv = list(sys.argv if argv is None else argv)
+  global _command_line
+  _command_line = list(argv)
+  argv = configs_of_model_directories(argv, model_configs)
   flag_values = flags.FlagValues()
   define_flags(flag_values, argv)
   config_names = [name for name in flag_values if _is_config_file_flag(flag_values[name])]
@@ -141,6 +147,35 @@ def main(
   except tuple(statuses) as e:
     print(f"error: {_one_line(e)}", file=sys.stderr)
     return next(status for kind, status in statuses.items() if isinstance(e, kind))
+
+
+_command_line: list[str] | None = None
+
+
+def command_line() -> list[str]:
+  """The argv of the command this process runs (the last one, when tests run several)."""
+  return list(_command_line if _command_line is not None else sys.argv)
+
+
+def configs_of_model_directories(
+  argv: list[str], model_configs: Mapping[str, str] | None
+) -> list[str]:
+  """argv with --CONFIG=configs/from_model.py:DIR added for each --DIRECTORY_FLAG=DIR given
+  without its --CONFIG (model_configs: {CONFIG: DIRECTORY_FLAG})."""
+  import configs.from_model
+
+  given = {}
+  for index, arg in enumerate(argv[1:], 1):
+    flag, equals, value = arg.partition("=")
+    if not equals and index + 1 < len(argv) and not argv[index + 1].startswith("-"):
+      value = argv[index + 1]  # --flag value
+    given.setdefault(flag.lstrip("-"), value)
+  added = [
+    f"--{config}={configs.from_model.__file__}:{given[directory]}"
+    for config, directory in (model_configs or {}).items()
+    if config not in given and given.get(directory)
+  ]
+  return [argv[0], *added, *argv[1:]]  # before their --CONFIG.key overrides
 
 
 def quiet_background_noise() -> None:

@@ -28,7 +28,7 @@ from stss_jax.train.state import create_train_state
 def model_probabilities(config, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
   """(videos, classes) evaluation probabilities of one model directory, and the labels."""
   model = build_model(config)
-  model_dir.restore(checkpoint, model, config)
+  model_dir.restore_for_inference(checkpoint, model, config)
   state, graphs = create_train_state(model, optax.identity())
   mesh = sharding.make_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
@@ -90,7 +90,13 @@ def run(flag_values: flags.FlagValues) -> int:
 
 
 def main(argv=None) -> int:
-  return cli.main(__doc__, define_flags, run, argv)
+  return cli.main(
+    __doc__,
+    define_flags,
+    run,
+    argv,
+    model_configs={"config": "checkpoint", "second_config": "second_checkpoint"},
+  )
 
 
 if __name__ == "__main__":

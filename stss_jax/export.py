@@ -1,14 +1,13 @@
 """A model directory as a TensorFlow SavedModel, for TF Serving or tf.saved_model.load without JAX.
 
-  python -m stss_jax.export --config=configs/ssv2.py --checkpoint=runs/ssv2/model
-  --output=exported/ssv2
+  python -m stss_jax.export --checkpoint=runs/ssv2/model --output=exported/ssv2
 
 The SavedModel's `serving_default` signature takes `clips`, normalised clips (N, T, S, S, 3)
 float32 (ImageNet mean and std, as `predict --clip` reads them; N is free) and returns `logits`
 (N, classes) float32, the model in evaluation mode. The network is converted by jax2tf into
 StableHLO for the CPU, CUDA and TPU platforms (whichever the serving machine has); its weights are
 TF variables. OUTPUT/stss_export.json says what the input must be (frames, size, mean and std)
-and names the classes when they are known (the synthetic demo, or --class_names).
+and names the classes when they are known (those the model directory records, or --class_names).
 """
 
 from __future__ import annotations
@@ -87,7 +86,7 @@ def export(
   if output.exists() and any(output.iterdir()):
     raise FileExistsError(f"--output {output} exists and is not empty; choose a new directory")
   model = build_model(config)
-  model_dir.restore(checkpoint, model, config)
+  model_dir.restore_for_inference(checkpoint, model, config)
   size, frames = config.input.image_size, config.input.num_frames
   module = serving_module(model, frames, size, platforms)
   tf.saved_model.save(module, str(output), signatures={"serving_default": module.serve})
@@ -131,7 +130,7 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
     "class_names",
     None,
     "File of class names, one a line, recorded in stss_export.json "
-    "(the synthetic demo's are known).",
+    "(default: those the checkpoint records).",
     flag_values=flag_values,
   )
   flags.DEFINE_list(
@@ -144,7 +143,7 @@ def run(flag_values: flags.FlagValues) -> int:
   from stss_jax.predict import class_names
 
   config = flag_values.config
-  names = class_names(config, flag_values.class_names)
+  names = class_names(config, flag_values.class_names, flag_values.checkpoint)
   output = export(
     config, flag_values.checkpoint, flag_values.output, names, tuple(flag_values.platforms)
   )
@@ -159,7 +158,7 @@ def run(flag_values: flags.FlagValues) -> int:
 
 
 def main(argv=None) -> int:
-  return cli.main(__doc__, define_flags, run, argv)
+  return cli.main(__doc__, define_flags, run, argv, model_configs={"config": "checkpoint"})
 
 
 if __name__ == "__main__":

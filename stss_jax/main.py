@@ -14,12 +14,13 @@ the same command on every host with --multihost.
 """
 
 import pathlib
+import posixpath
 import sys
 
 import jax
 from absl import flags
 
-from stss_jax import cli
+from stss_jax import cli, model_dir
 from stss_jax.train import loop, preemption
 
 
@@ -37,6 +38,13 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
     "train",
     ["train", "eval"],
     "Train (and evaluate), or only evaluate.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "--mode=eval: a model directory to evaluate (WORKDIR/model, convert's); its own config is "
+    "used when --config is not given. Default workdir: beside it, DIR/../eval.",
     flag_values=flag_values,
   )
   flags.DEFINE_bool(
@@ -77,18 +85,36 @@ def run(flag_values: flags.FlagValues) -> int:
       "device(s)",
       file=sys.stderr,
     )
-  workdir = flag_values.workdir or default_workdir(flag_values["config"].config_filename)
+  config = flag_values.config
+  checkpoint = flag_values.checkpoint
+  if checkpoint:
+    if flag_values.mode != "eval":
+      raise ValueError(
+        f"--checkpoint={checkpoint} is for --mode=eval; to train from a model directory, use "
+        f"--config.init_from={checkpoint}"
+      )
+    if config.init_from and config.init_from != checkpoint:
+      raise ValueError(
+        f"--checkpoint={checkpoint} and --config.init_from={config.init_from}: give one"
+      )
+    model_dir.check_inference_config(checkpoint, config)
+    config.init_from = checkpoint
+  workdir = flag_values.workdir or (
+    posixpath.join(posixpath.dirname(checkpoint.rstrip("/")), "eval")
+    if checkpoint
+    else default_workdir(flag_values["config"].config_filename)
+  )
   if not flag_values.workdir and jax.process_index() == 0:
     print(f"workdir: {workdir} (--workdir chooses another)", file=sys.stderr)
   command = loop.train_and_evaluate if flag_values.mode == "train" else loop.evaluate_only
   try:
-    report = command(flag_values.config, workdir)
+    report = command(config, workdir)
   except preemption.Preempted as stopped:
     if jax.process_index() == 0:
       print(stopped, file=sys.stderr)
     return 0
   if jax.process_index() == 0:
-    corruption = loop.corruption_labels(flag_values.config)
+    corruption = loop.corruption_labels(config)
     under = (
       f" under {corruption['corruption']} (severity {corruption['severity']})" if corruption else ""
     )
@@ -107,7 +133,14 @@ def main(argv=None) -> int:
   # sys.argv), a signal after the command's end is ignored: the process only exits.
   with preemption.handlers(keep_ignoring=argv is None):
     try:
-      return cli.main(__doc__, define_flags, run, argv, errors={loop.NonFiniteLossError: 1})
+      return cli.main(
+        __doc__,
+        define_flags,
+        run,
+        argv,
+        errors={loop.NonFiniteLossError: 1},
+        model_configs={"config": "checkpoint"},
+      )
     except preemption.Stopped as stopped:
       print(stopped, file=sys.stderr)
       return 0

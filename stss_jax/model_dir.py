@@ -1,9 +1,14 @@
-"""Model directories: a network's weights with the architecture they belong to.
+"""Model directories: a network's weights with everything needed to use them.
 
 Layout of DIR (written by the trainer as WORKDIR/model, by convert, read by init_from, predict,
-visualize, ensemble and the notebook):
+visualize, ensemble, robustness, export, --mode=eval and the notebook):
   DIR/model/              orbax pytree {'params': ..., 'batch_stats': ...} in our module paths
-  DIR/model_config.json   the architecture it belongs to, checked before anything is loaded
+  DIR/model_config.json   format_version; the architecture ("model", "num_classes"), checked
+                          before anything is loaded; the whole config it was trained with
+                          ("config": input sizes, evaluation views, dataset); "class_names"
+  DIR/README.md           the model card: what it is, how it was trained, what it scored
+A command given --checkpoint=DIR alone builds its config from DIR (configs/from_model.py).
+Directories of format 1 hold the architecture only: commands then need --config, as before.
 Orbax writes into a temporary directory and renames it when complete, and the JSON is written
 with an atomic replace last, so a killed save never leaves a directory that looks whole.
 """
@@ -15,14 +20,19 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from flax import nnx
 
+from configs import from_model
 from stss_jax import storage
-from stss_jax.files import write_json_atomically
+from stss_jax.files import write_json_atomically, write_text_atomically
 
 WEIGHTS = "model"
-CONFIG_FILE = "model_config.json"
+CONFIG_FILE = from_model.CONFIG_FILE
+CARD_FILE = "README.md"
+# What a model sees: a config that differs from the training run's here feeds it other clips.
+INPUT_KEYS = ("num_frames", "image_size", "resize_hw", "dense_sampling")
 # Keys that change how the model computes or starts, not what its weights mean.
 NOT_ARCHITECTURE = (
   "dtype",
@@ -56,12 +66,62 @@ def differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
   return out
 
 
+def record(config, class_names=None) -> dict:
+  """What model_config.json holds for a model trained with `config`."""
+  return {
+    "format_version": from_model.FORMAT_VERSION,
+    **architecture(config),
+    "config": json.loads(config.to_json()),
+    "class_names": None if class_names is None else [str(name) for name in class_names],
+  }
+
+
+def read(directory: str | os.PathLike) -> dict:
+  """model_config.json of a model directory (an error names the file, or a newer format)."""
+  return from_model.read_record(storage.path(directory))
+
+
+def class_names(directory: str | os.PathLike) -> list[str] | None:
+  """The class names a model directory records, or None (format 1, or none were known)."""
+  return read(directory).get("class_names")
+
+
+def check_inference_config(directory: str | os.PathLike, config) -> None:
+  """Refuses a config that would feed the model other clips than it was trained on, naming each
+  key; a directory that records no config (format 1) gets one warning and --config is trusted."""
+  saved = read(directory).get("config")
+  if saved is None:
+    logging.warning(
+      "%s records no training config (an older model directory): its input settings and class "
+      "names come from --config",
+      directory,
+    )
+    return
+  found = differences(
+    {"input": {k: saved["input"].get(k) for k in INPUT_KEYS}},
+    json.loads(json.dumps({"input": {k: config.input.get(k) for k in INPUT_KEYS}})),
+  )
+  if found:
+    raise ValueError(
+      f"checkpoint {directory} was trained on other clips: "
+      + "; ".join(found)
+      + " (leave --config out to use the checkpoint's own)"
+    )
+
+
 def _variables(model: nnx.Module) -> nnx.State:
   return nnx.state(model, (nnx.Param, nnx.BatchStat))
 
 
-def save(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
-  """Writes `model`'s parameters and BN statistics to a new (or empty) directory."""
+def save(
+  directory: str | os.PathLike,
+  model: nnx.Module,
+  config,
+  class_names=None,
+  card: str | None = None,
+) -> epath.Path:
+  """Writes `model`'s parameters and BN statistics, its config and class names, and its model
+  card (markdown) when given, to a new (or empty) directory."""
   directory = storage.path(directory)
   if directory.exists() and any(directory.iterdir()):
     raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
@@ -69,22 +129,36 @@ def save(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / WEIGHTS, nnx.to_pure_dict(_variables(model)))
   checkpointer.wait_until_finished()
-  write_json_atomically(directory / CONFIG_FILE, architecture(config))
+  if card is not None:
+    write_text_atomically(directory / CARD_FILE, card)
+  write_json_atomically(directory / CONFIG_FILE, record(config, class_names))
   return directory
 
 
-def replace(directory: str | os.PathLike, model: nnx.Module, config) -> epath.Path:
+def replace(
+  directory: str | os.PathLike,
+  model: nnx.Module,
+  config,
+  class_names=None,
+  card: str | None = None,
+) -> epath.Path:
   """save() into a sibling directory, then swapped in for `directory`: an older model there stays
   whole until the new one is (on a local disk; a bucket has no atomic rename of a folder)."""
   directory = storage.path(directory)
   fresh = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
   if fresh.exists():
     fresh.rmtree()
-  save(fresh, model, config)
+  save(fresh, model, config, class_names, card)
   if directory.exists():
     directory.rmtree()
   storage.move(fresh, directory)
   return directory
+
+
+def restore_for_inference(directory: str | os.PathLike, model: nnx.Module, config) -> None:
+  """restore(), after check_inference_config: for the commands that run a trained model."""
+  check_inference_config(directory, config)
+  restore(directory, model, config)
 
 
 def restore(directory: str | os.PathLike, model: nnx.Module, config) -> None:
@@ -101,7 +175,8 @@ def restore(directory: str | os.PathLike, model: nnx.Module, config) -> None:
       f"{directory} is not a model directory (no {CONFIG_FILE} and {WEIGHTS}/); "
       "write one with python -m stss_jax.convert or the trainer"
     )
-  found = differences(json.loads(config_path.read_text()), architecture(config))
+  saved = read(directory)
+  found = differences({k: saved.get(k) for k in ("model", "num_classes")}, architecture(config))
   if found:
     raise ValueError(f"checkpoint {directory} belongs to another model: " + "; ".join(found))
   variables = _variables(model)

@@ -1,11 +1,13 @@
 """Eval-mode logits of a model checkpoint for a clip array, or the classes of a video.
 
-  python -m stss_jax.predict --config=configs/ssv1.py --checkpoint=DIR --clip=clip.npy \
-      --output=logits.npy
-  python -m stss_jax.predict --config=configs/ssv2.py --checkpoint=DIR --video=12345.webm \
-      --class_names=classes.txt
-  python -m stss_jax.predict --config=configs/ssv2.py --checkpoint=DIR --video=long.mp4 \
-      --window=2s --stride=1s --json=long.json
+  python -m stss_jax.predict --checkpoint=DIR --clip=clip.npy --output=logits.npy
+  python -m stss_jax.predict --checkpoint=DIR --video=12345.webm
+  python -m stss_jax.predict --checkpoint=DIR --video=long.mp4 --window=2s --stride=1s \
+      --json=long.json
+
+DIR (WORKDIR/model, or convert's) records the config it was trained with and its class names;
+--config (a config file, e.g. configs/ssv2.py, with the training run's overrides) is needed only
+for model directories written before they did.
 
 `clip.npy` holds normalised clips (N, T, H, W, 3) float32 (ImageNet mean/std, as fed to the
 model); `logits.npy` receives (N, classes) float32. A video (file or frame folder) is sampled
@@ -146,12 +148,16 @@ def window_report(result: dict, views: int, names: list[str] | None) -> dict:
   }
 
 
-def class_names(config, path: str | None) -> list[str] | None:
-  """The class names in a file of one a line, the synthetic demo's own, or None."""
+def class_names(config, path: str | None, checkpoint: str | None = None) -> list[str] | None:
+  """The class names in a file of one a line, those the model directory `checkpoint` records,
+  the synthetic demo's own, or None."""
   if path:
     from input_pipeline.labels import read_text
 
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+  recorded = model_dir.class_names(checkpoint) if checkpoint else None
+  if recorded:
+    return recorded
   if config.dataset.name == "synthetic":  # the demo's classes need no file
     from input_pipeline.sources import build_source
 
@@ -174,7 +180,7 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_string(
     "class_names",
     None,
-    "File of class names, one a line, for --video (the synthetic demo's are known).",
+    "File of class names, one a line, for --video (default: those the checkpoint records).",
     flag_values=flag_values,
   )
   flags.DEFINE_string(
@@ -224,9 +230,9 @@ def run(flag_values: flags.FlagValues) -> int:
     raise ValueError(f"--{', --'.join(video_only)} are for --video")
   if flag_values.batch_windows < 1:
     raise ValueError(f"--batch_windows={flag_values.batch_windows} must be at least 1")
-  names = class_names(config, flag_values.class_names)
+  names = class_names(config, flag_values.class_names, flag_values.checkpoint)
   model = build_model(config)
-  model_dir.restore(flag_values.checkpoint, model, config)
+  model_dir.restore_for_inference(flag_values.checkpoint, model, config)
   if flag_values.clip:
     logits = predict(model, load_clips(flag_values.clip))
     _save_logits(flag_values.output, logits)
@@ -270,7 +276,7 @@ def _save_logits(path: str, logits: np.ndarray) -> None:
 
 
 def main(argv=None) -> int:
-  return cli.main(__doc__, define_flags, run, argv)
+  return cli.main(__doc__, define_flags, run, argv, model_configs={"config": "checkpoint"})
 
 
 if __name__ == "__main__":

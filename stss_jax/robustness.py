@@ -73,7 +73,7 @@ def sweep(
   wanted = [(CLEAN, 0)] + [(n, s) for n in names for s in severities]
   todo = [point for point in wanted if point not in done]
   model = build_model(config)
-  model_dir.restore(checkpoint, model, config)
+  model_dir.restore_for_inference(checkpoint, model, config)
   source = build_source(config)
   for name, severity in tqdm(
     todo, desc="robustness", unit="evaluation", disable=not progress, file=sys.stderr
@@ -185,7 +185,7 @@ def run(flag_values: flags.FlagValues) -> int:
 
 
 def main(argv=None) -> int:
-  return cli.main(__doc__, define_flags, run, argv)
+  return cli.main(__doc__, define_flags, run, argv, model_configs={"config": "checkpoint"})
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def run(flag_values: flags.FlagValues) -> int:
     clip, _ = motions.clip("validation", 0)  # a validation clip of the config's own classes
   model = build_model(config)
   if flag_values.checkpoint:
-    model_dir.restore(flag_values.checkpoint, model, config)
+    model_dir.restore_for_inference(flag_values.checkpoint, model, config)
   stss = stss_of(model, clip)
   offsets = first_block_offsets(model)
   frames, h, w = stss.shape[:3]
@@ -155,7 +155,7 @@ def run(flag_values: flags.FlagValues) -> int:
 
 
 def main(argv=None) -> int:
-  return cli.main(__doc__, define_flags, run, argv)
+  return cli.main(__doc__, define_flags, run, argv, model_configs={"config": "checkpoint"})
 
 
 if __name__ == "__main__":

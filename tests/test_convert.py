@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="weight import needs the optional to
 from flax import nnx  # noqa: E402
 
 from configs import ssv1  # noqa: E402
-from stss_jax import convert, predict  # noqa: E402
+from stss_jax import convert, model_dir, predict  # noqa: E402
 from stss_jax.convert import __main__ as convert_command  # noqa: E402
 from stss_jax.models import build_model  # noqa: E402
 from tests import torch_reference as ref  # noqa: E402
@@ -73,6 +73,8 @@ def test_official_checkpoint_through_convert_and_predict(tmp_path, capsys):
   out, err = capsys.readouterr()
   assert status == 0, err
   assert "left at init 0" in out
+  card = (tmp_path / "converted" / model_dir.CARD_FILE).read_text()
+  assert f"`{tmp_path / 'selfy.pth.tar'}` (official format)" in card
   status = predict.main(
     [
       "predict",

@@ -15,7 +15,7 @@ import sys
 
 from absl import flags
 
-from stss_jax import cli, model_dir
+from stss_jax import cli, model_card, model_dir
 from stss_jax.convert import (
   CheckpointMismatchError,
   import_official,
@@ -50,7 +50,9 @@ def run(flag_values: flags.FlagValues) -> int:
   state_dict = load_state_dict(flag_values.checkpoint)
   model = build_model(config)
   report = IMPORTERS[flag_values["from"].value](model, state_dict)
-  directory = model_dir.save(flag_values.output, model, config)
+  kind = flag_values["from"].value
+  card = model_card.converted_card(config, flag_values.output, flag_values.checkpoint, kind)
+  directory = model_dir.save(flag_values.output, model, config, card=card)
   print(report.summary())
   print(f"wrote {directory}")
   return 0

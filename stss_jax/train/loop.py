@@ -16,7 +16,7 @@ from tqdm import tqdm
 import input_pipeline.sources
 from input_pipeline import corruptions
 from input_pipeline.crop_sizes import crop_bounds
-from stss_jax import evaluation, model_dir
+from stss_jax import evaluation, model_card, model_dir
 from stss_jax.files import write_json_atomically
 from stss_jax.models import build_model
 from stss_jax.train import (
@@ -367,7 +367,16 @@ class Trainer:
       _say("multi-host run: no WORKDIR/model export; evaluate with --mode=eval")
       return
     model = nnx.merge(self.graphs.eval, self.state.params, self.state.batch_stats)
-    model_dir.replace(self.workdir / "model", model, self.config)
+    train = getattr(self.source, "train", None)
+    card = model_card.training_card(
+      self.config,
+      self.workdir / "model",
+      self.checkpoints.evaluations,
+      int(self.state.step),
+      len(train) if train is not None else None,
+    )
+    names = list(getattr(self.source, "class_names", None) or []) or None
+    model_dir.replace(self.workdir / "model", model, self.config, names, card)
 
 
 def _say(message: str) -> None:
