@@ -77,7 +77,12 @@ def record(config, class_names=None) -> dict:
 
 
 def read(directory: str | os.PathLike) -> dict:
-  """model_config.json of a model directory (an error names the file, or a newer format)."""
+  """model_config.json of a model directory (an error names the file or its missing bucket, or
+  a newer format)."""
+  if bucket := storage.missing_bucket(directory):
+    raise FileNotFoundError(
+      f"{directory}: the bucket {bucket} does not exist (or these credentials cannot see it)"
+    )
   return from_model.read_record(storage.path(directory))
 
 
@@ -165,17 +170,12 @@ def restore(directory: str | os.PathLike, model: nnx.Module, config) -> None:
   """Loads a model directory into `model`, refusing one of another architecture (nothing is
   loaded then)."""
   directory = storage.path(directory)
-  config_path = directory / CONFIG_FILE
-  if not config_path.is_file() or not (directory / WEIGHTS).is_dir():
-    if bucket := storage.missing_bucket(directory):
-      raise FileNotFoundError(
-        f"{directory}: the bucket {bucket} does not exist (or these credentials cannot see it)"
-      )
+  saved = read(directory)
+  if not (directory / WEIGHTS).is_dir():
     raise FileNotFoundError(
-      f"{directory} is not a model directory (no {CONFIG_FILE} and {WEIGHTS}/); "
+      f"{directory} is not a model directory (no {WEIGHTS}/ beside its {CONFIG_FILE}); "
       "write one with python -m stss_jax.convert or the trainer"
     )
-  saved = read(directory)
   found = differences({k: saved.get(k) for k in ("model", "num_classes")}, architecture(config))
   if found:
     raise ValueError(f"checkpoint {directory} belongs to another model: " + "; ".join(found))

@@ -12,7 +12,7 @@ from stss_jax.train import loop, optimizer
 CONFIGS = sorted(
   p.stem
   for p in (pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py")
-  if p.stem not in ("__init__", "common")
+  if p.stem not in ("__init__", "common", "from_model")  # from_model: tests/test_model_dir.py
 )
 
 

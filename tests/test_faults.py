@@ -58,6 +58,28 @@ def test_a_row_cut_off_mid_write_is_dropped_with_a_warning_and_logged_again(
   assert cut == json.loads((whole / "metrics.jsonl").read_text().splitlines()[-1])
 
 
+@pytest.mark.parametrize("lost", [("train",), ("train", "validation")], ids=["train", "both"])
+def test_rows_of_the_restored_step_that_were_lost_are_written_again(tmp_path, capsys, lost):
+  """A bucket's metrics.jsonl is uploaded after the checkpoint starts: a run killed in between
+  leaves the checkpoint of step 4 without its rows."""
+  run, whole = tmp_path / "run", tmp_path / "whole"
+  assert run_main(capsys, whole, "--config.total_steps=6")[0] == 0
+  assert run_main(capsys, run, "--config.total_steps=4")[0] == 0
+  metrics = run / "metrics.jsonl"
+  written = [json.loads(line) for line in metrics.read_text().splitlines()]
+  metrics.write_text(
+    "".join(
+      json.dumps(r) + "\n"
+      for r in written
+      if (r["step"], r["split"]) not in {(4, split) for split in lost}
+    )
+  )
+  assert run_main(capsys, run, "--config.total_steps=6")[0] == 0
+  assert rows(run) == rows(whole)
+  again = [json.loads(line) for line in metrics.read_text().splitlines()]
+  assert [r for r in again if r["step"] <= 4] == written  # the very rows, values and all
+
+
 def test_an_unreadable_row_before_the_last_stops_the_run_naming_the_file_and_line(tmp_path, capsys):
   run = tmp_path / "run"
   assert run_main(capsys, run, "--config.total_steps=2")[0] == 0

@@ -14,6 +14,7 @@ from absl import logging
 
 from stss_jax import evaluation, model_dir, storage
 from stss_jax.files import write_json_atomically
+from stss_jax.train import reporting
 from stss_jax.train import workdir as workdir_lib
 
 STEPS_FILE = "steps.json"  # per step: the digest of its arrays and, once evaluated, its evaluation
@@ -169,6 +170,10 @@ class TrainCheckpoints:
   def evaluations(self) -> dict[int, dict]:
     return {step: r["evaluation"] for step, r in self.records.items() if "evaluation" in r}
 
+  def train_row(self, step: int) -> dict | None:
+    """The metrics row of training step `step` as it was logged, if its record keeps it."""
+    return self.records.get(step, {}).get("train")
+
   def evaluation(self, step: int) -> dict | None:
     return self.records.get(step, {}).get("evaluation")
 
@@ -184,9 +189,12 @@ class TrainCheckpoints:
         self.directory / STEPS_FILE, {str(k): v for k, v in sorted(self.records.items())}
       )
 
-  def save(self, step: int, state, wait: bool = False) -> None:
-    """Starts writing `state` as `step`; with `wait`, returns once it is complete on disk."""
+  def save(self, step: int, state, wait: bool = False, train_row: dict | None = None) -> None:
+    """Starts writing `state` as `step`; with `wait`, returns once it is complete on disk.
+    train_row: the step's metrics row, kept in its record so that a lost row can be rewritten."""
     self.records[step] = {"digest": _hex(state_digest(state))}
+    if train_row is not None:
+      self.records[step]["train"] = reporting.plain_row(train_row)
     self._write_records()
     self.manager.save(step, args=ocp.args.StandardSave(state))
     if wait:

@@ -277,17 +277,20 @@ class Trainer:
     start = self.resume()
     recorded = self.checkpoints.evaluations
     # metrics.jsonl holds one row per (step, split): rows past the restored step, and an
-    # evaluation of it that did not finish, belong to the lost part of an earlier run.
+    # evaluation of it that did not finish, belong to the lost part of an earlier run. The rows
+    # of the restored step itself are written again from its record when they were lost (cut off
+    # mid-append, or not yet uploaded to a bucket when the run was killed).
+    saved_rows = {
+      "train": self.checkpoints.train_row(start),
+      "validation": recorded.get(start),
+    }
     self.writer.keep_rows(
       lambda row: (
         row["step"] < start
         or (row["step"] == start and (row["split"] == "train" or start in recorded))
-      )
+      ),
+      restore={(start, split): row for split, row in saved_rows.items() if row is not None},
     )
-    if start in recorded and self.writer.enabled:
-      # Its row may have been cut off while being appended, after the evaluation was recorded.
-      if not any(r["step"] == start and r["split"] == "validation" for r in self.writer.rows()):
-        self.writer.write(start, "validation", recorded[start])
     last_eval = recorded.get(start)
     if start > 0 and self._evaluates(start) and last_eval is None:
       last_eval = self._evaluate_checkpoint(start)
@@ -343,10 +346,11 @@ class Trainer:
           bar.set_postfix(
             loss=f"{metrics['loss']:.3f}", lr=f"{metrics['lr']:.2e}", clips_s=f"{clips_per_s:.1f}"
           )
-          self.writer.write(done, "train", {**metrics, "clips_per_second": clips_per_s})
+          train_row = {**metrics, "clips_per_second": clips_per_s}
+          self.writer.write(done, "train", train_row)
         if saves:
           self.lock.check()
-          self.checkpoints.save(done, self.state, wait=evaluates or stops)
+          self.checkpoints.save(done, self.state, wait=evaluates or stops, train_row=train_row)
           self.writer.flush()
           saved_at = time.monotonic()
         if evaluates:

@@ -56,14 +56,26 @@ class MetricsWriter:
     self._torn = bool(torn_line)
     return rows
 
-  def keep_rows(self, keep) -> None:
+  def keep_rows(self, keep, restore: dict | None = None) -> None:
     """Rewrites metrics.jsonl (atomically) with only the rows for which keep(row) is true; a
-    torn last row (see `parse_rows`) goes too."""
+    torn last row (see `parse_rows`) goes too. restore: {(step, split): metrics} of rows to
+    write again where the file lacks them, in step order (a step's train row first)."""
     if not self.enabled:
       return
     rows = self.rows()
-    kept = [json.dumps(row) + "\n" for row in rows if keep(row)]
-    if len(kept) != len(rows) or self._torn:
+    kept_rows = [row for row in rows if keep(row)]
+    present = {(row["step"], row["split"]) for row in kept_rows}
+    missing = [
+      {"step": int(step), "split": split, **plain_row(metrics)}
+      for (step, split), metrics in (restore or {}).items()
+      if (step, split) not in present
+    ]
+    if missing:
+      kept_rows = sorted(
+        kept_rows + missing, key=lambda row: (row["step"], row["split"] != "train")
+      )
+    kept = [json.dumps(row) + "\n" for row in kept_rows]
+    if len(kept) != len(rows) or self._torn or missing:
       write_text_atomically(self.path, "".join(kept))
       self._torn = False
       if not self.local:
@@ -74,12 +86,7 @@ class MetricsWriter:
     say what was measured and also name the TensorBoard group, split_label1_label2."""
     if not self.enabled:
       return
-    record = {
-      "step": int(step),
-      "split": split,
-      **(labels or {}),
-      **{k: _plain(v) for k, v in metrics.items()},
-    }
+    record = {"step": int(step), "split": split, **(labels or {}), **plain_row(metrics)}
     line = json.dumps(record) + "\n"
     if self.local:
       with self.path.open("a") as f:
@@ -151,6 +158,11 @@ def _summary_writer(directory: epath.Path):
     return None
   tf.config.set_visible_devices([], "GPU")
   return tf.summary.create_file_writer(os.fspath(directory))
+
+
+def plain_row(metrics: dict) -> dict:
+  """Metrics as JSON takes them: scalars as floats, arrays as nested lists."""
+  return {key: _plain(value) for key, value in metrics.items()}
 
 
 def _plain(value):
