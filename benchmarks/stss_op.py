@@ -3,9 +3,8 @@
   python -m benchmarks.stss_op            # on a GPU machine; prints a markdown table
 
 Shape: 8 clips x 8 frames (--clips sets the clips), 128 channels, 14x14, window (5, 9, 9) (320
-frame pairs). Forward and
-forward+backward (the similarities and their vector-Jacobian product for a random cotangent,
-both returned), float32 and bf16, median
+frame pairs). Forward and forward+backward (the similarities and their vector-Jacobian product for a
+random cotangent, both returned), float32 and bf16, median
 of many runs over fresh random inputs after warm-up; forward + backward also as 16 calls inside
 one lax.scan, which leaves no host dispatch between calls. Each row also gives the relative error of
 its similarities and feature gradient against the float32 shift form, and the seconds of its

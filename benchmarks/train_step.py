@@ -7,11 +7,9 @@ a training step is forward, loss, backward and update, the project's own train_s
 device-resident random uint8 clips (fresh each step from a pool), as the video sources feed them
 and normalised by the step, so input decoding is not measured. --selfy_remat adds each SELFY form
 again with the runtime policy's selfy_remat. --resize_on_accelerator adds each model again, trained
-on
-what config.input.resize_on_accelerator feeds: uint8 windows of 240 x 240 with their 'crop_boxes'
+on what config.input.resize_on_accelerator feeds: uint8 windows of 240 x 240 with their 'crop_boxes'
 (sides drawn from the multi-scale crop's 240, 210, 180 and 158) and 'flips', resized to 224 in the
-step
-(steps.training_clips); its inference column runs on 224 x 224 clips as the others'.
+step (steps.training_clips); its inference column runs on 224 x 224 clips as the others'.
 --remat_saves=off,bn_inputs,nothing times each model once per value: without remat, or with
 config.model.remat and that config.model.remat_saves (--remat alone: "nothing");
 --remat_stages=1,2,3,4/1/1,2
@@ -21,12 +19,12 @@ Timing: every model is compiled first; then --rounds rounds, and in each round e
 --warmup untimed steps and then --steps_per_round timed back-to-back steps, in turn (TSM first),
 timed from the first dispatch to the last result. The untimed steps matter: right after another
 model's training, a round ran 2-3 ms per step slower on an H200. A row gives the median step time
-over the rounds and their range; the ratio of
-SELFYNet to TSM is taken round by round (the two ran seconds apart, so a slow phase of the machine
-affects both) and given as median and range. Memory is the compiled training step's own need
-(arguments + outputs + temporaries - donated buffers, from XLA's memory analysis), which does not
-depend on what ran before in the process. Model FLOPs utilisation counts 3 x forward
-multiply-adds x 2 (forward + two backward products) over the device's dense bf16 peak.
+over the rounds and their range; the ratio of SELFYNet to TSM is taken round by round (the two ran
+seconds apart, so a slow phase of the machine affects both) and given as median and range. Memory is
+the compiled training step's own need (arguments + outputs + temporaries - donated buffers, from
+XLA's memory analysis), which does not depend on what ran before in the process. Model FLOPs
+utilisation counts 3 x forward multiply-adds x 2 (forward + two backward products) over the device's
+dense bf16 peak.
 """
 
 from __future__ import annotations

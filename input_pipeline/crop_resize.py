@@ -1,6 +1,5 @@
 """A training clip's resizes (the last, crop -> image_size; from raw frames the first too) and its
-flip, done
-where the batch lands.
+flip, done where the batch lands.
 
 With `config.input.resize_on_accelerator` the tf.data pipeline stops after the crop's decoding:
 each clip travels as a fixed-size window of its resized frames (crop_sizes.crop_bounds) that holds

@@ -3,8 +3,7 @@
 Batches hold clips in one of two forms: uint8 RGB pixels (the video sources: a quarter of the
 bytes to batch and to copy to the accelerator, and no per-pixel arithmetic on the host) or
 normalised float32 (the synthetic source). `model_input` turns either into what the model takes,
-with
-whichever array library holds the clips (inside a jitted step, on the accelerator).
+with whichever array library holds the clips (inside a jitted step, on the accelerator).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """How the model's ops run on this machine, as opposed to what the model is.
 
 The STSS form (`stss_jax.ops.stss`: shift, matmul, gather, pallas, or auto, which picks by
-backend), the
-extraction form (dense matrix products over each similarity plane, or convolutions), the row
-alignment of the dense form and whether the SELFY block's similarities are recomputed in the
+backend), the extraction form (dense matrix products over each similarity plane, or convolutions),
+the row alignment of the dense form and whether the SELFY block's similarities are recomputed in the
 backward pass change speed and memory, never the function a model computes (up to
 float rounding). They are one process-wide policy, read when a model is traced, so that a model
 built once runs under any policy and a checkpoint never records one. Commands set it from

@@ -190,8 +190,8 @@ def test_the_mosaic_kernel_lowers_for_hopper_without_a_gpu():
 
 def test_the_persistent_mosaic_kernel_lowers_for_hopper_without_a_gpu():
   """The persistent kernel (no interpret mode: Mosaic GPU's interpreter has no pl.run_state),
-  lowered
-  for CUDA on the CPU machine at the block's rows: one wgmma shape per layer and warpgroup rows, TMA
+  lowered for CUDA on the CPU machine at the block's rows: one wgmma shape per layer and warpgroup
+  rows, TMA
   copies, and shared memory within the SM's (Mosaic GPU checks it there)."""
   import re
 

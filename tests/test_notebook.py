@@ -8,8 +8,7 @@ Colab's preinstalled ones; pip reaches no index (PIP_NO_INDEX) and builds withou
 short training run does not learn reliably at any step count that a test can afford
 (benchmarks/results/notebook.md: 28-88% top-1 over seeds at its default 300 steps), so it runs
 for 5 steps (each ~4 s under the tests' unoptimised XLA) and no accuracy is asserted: what is
-checked
-cannot flake.
+checked cannot flake.
 """
 
 import json

@@ -83,8 +83,7 @@ class ConvBN(nnx.Module):
     planes: (..., F) with the (H, W, Cin) plane flattened into its first H*W*Cin entries; entries
     after them (alignment padding) are ignored. Returns the (H', W', Cout) outputs flattened the
     same way and padded to a multiple of the runtime policy's row alignment, and (H', W'). For the
-    tiny planes of the
-    STSS this beats a convolution kernel.
+    tiny planes of the STSS this beats a convolution kernel.
     """
     kernel = self.conv.kernel[...].astype(self.conv.dtype or planes.dtype)
     matrix, out_plane, out_cells = dense_matrix(

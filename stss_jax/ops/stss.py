@@ -98,9 +98,8 @@ def stss(
       its neighbourhood on chip and store only the windows, see stss_pallas; in bf16 on an H200
       the fastest for 64 frames, not for the block's 256; compiled by Triton on GPUs,
       interpreted, exact and slow, elsewhere) or "auto" (gather on GPUs, matmul on other
-      accelerators, shift
-      on CPU, and shift wherever the maps are too large). matmul and gather hold the full
-      HW x HW correlation of every frame pair, so they take maps of at most 1024 positions.
+      accelerators, shift on CPU, and shift wherever the maps are too large). matmul and gather hold
+      the full HW x HW correlation of every frame pair, so they take maps of at most 1024 positions.
     l_major: return (batch, time, L, height, width, U, V), the order the gather and pallas forms
       write; the SELFY block reads it.
 

@@ -1,9 +1,9 @@
 """The optimiser of the official recipe, built from config.optimizer.
 
 SGD with Nesterov momentum (or AdamW, config.optimizer.name); weight decay on conv and linear
-kernels only; the head bias at a
-multiple of the learning rate; global-norm clipping; step, cosine or constant schedule with
-optional linear warmup. The base learning rate is given per `base_batch_size` clips and scaled
+kernels only; the head bias at a multiple of the learning rate; global-norm clipping; step, cosine
+or constant schedule with optional linear warmup. The base learning rate is given per
+`base_batch_size` clips and scaled
 linearly to the configured batch size.
 """
 
