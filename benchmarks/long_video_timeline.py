@@ -1,8 +1,7 @@
 """Does `predict --video --window` follow a change of action? A generated video whose motion
 changes halfway, through the command a user types, for a trained demo model.
 
-  python main.py --config=configs/default.py --workdir=runs/default          # the demo, ~10 CPU
-  minutes
+  python main.py --config=configs/default.py --workdir=runs/default    # the demo, ~10 CPU minutes
   python -m benchmarks.long_video_timeline --checkpoint=runs/default/model \\
       --output=benchmarks/results/long_video_timeline.md
 

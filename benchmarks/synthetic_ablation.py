@@ -1,8 +1,8 @@
 """The paper's claims at small scale, on the synthetic motion set: backbones, temporal offsets,
 window size against speed, extractors, and robustness to corruptions.
 
-  python -m benchmarks.synthetic_ablation --workdir=runs/ablation --seeds=0,1,2 --parallel=14
-  --robustness
+  python -m benchmarks.synthetic_ablation --workdir=runs/ablation --seeds=0,1,2 --parallel=14 \\
+      --robustness
   python -m benchmarks.synthetic_ablation --workdir=runs/ablation --summarize \\
       --output=benchmarks/results/synthetic_ablation.md            # tables and plots from the runs
 

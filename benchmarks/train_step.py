@@ -12,8 +12,8 @@ on what config.input.resize_on_accelerator feeds: uint8 windows of 240 x 240 wit
 step (steps.training_clips); its inference column runs on 224 x 224 clips as the others'.
 --remat_saves=off,bn_inputs,nothing times each model once per value: without remat, or with
 config.model.remat and that config.model.remat_saves (--remat alone: "nothing");
---remat_stages=1,2,3,4/1/1,2
-times each rematerialised model once per set of stages (config.model.remat_stages).
+--remat_stages=1,2,3,4/1/1,2 times each rematerialised model once per set of stages
+(config.model.remat_stages).
 
 Timing: every model is compiled first; then --rounds rounds, and in each round every model runs
 --warmup untimed steps and then --steps_per_round timed back-to-back steps, in turn (TSM first),

@@ -6,8 +6,8 @@
 Top row: the clip's frames, the query point marked in the query frame. Below: for each l, the
 (u, v) map of cosine similarities between the query and its neighbourhood in frame t + offset
 (the centred window's offsets are -(L//2)..L//2; bright = similar), as the first SELFY block
-computes it. Without --clip a clip of the synthetic
-dataset is drawn; without --checkpoint the model is freshly initialised.
+computes it. Without --clip a clip of the synthetic dataset is drawn; without --checkpoint the
+model is freshly initialised.
 """
 
 from __future__ import annotations

@@ -81,8 +81,7 @@ def make_train_step(
   def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
     """One SGD step on a global batch {'clips': (N, T, H, W, 3), 'labels': (N,)}, and 'crop_boxes'
     (N, 4) and 'flips' (N,) when the clips are crop windows; uint8 clips are resized (crops) and
-    normalised here,
-    on the devices."""
+    normalised here, on the devices."""
     dropout_key = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params, batch_stats, micro, key):
