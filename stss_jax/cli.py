@@ -12,6 +12,7 @@ config file). Commands may map their own exception types to statuses.
 
 from __future__ import annotations
 
+import importlib.util
 import logging as std_logging
 import os
 import pathlib
@@ -125,6 +126,7 @@ def main(
     except ValueError as e:
       print(f"error: {_one_line(e)}", file=sys.stderr)
       return USAGE_STATUS
+  tensorflow_off_accelerators()
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # absl.logging then needs no parsed global flags
   logging.set_verbosity(logging.WARNING)  # library chatter off; commands print what matters
@@ -176,6 +178,25 @@ def configs_of_model_directories(
     if config not in given and given.get(directory)
   ]
   return [argv[0], *added, *argv[1:]]  # before their --CONFIG.key overrides
+
+
+def tensorflow_off_accelerators() -> None:
+  """Hides GPUs and TPUs from TensorFlow before it runs anything, where it is installed.
+
+  tf.data, TFDS and the summaries run on the CPU; the full tensorflow build (Colab, TPU VMs)
+  would otherwise claim accelerator memory with its first op, memory JAX needs.
+  """
+  if "tensorflow" in sys.modules and sys.modules["tensorflow"] is None:  # hidden on purpose
+    return
+  if importlib.util.find_spec("tensorflow") is None:
+    return
+  import tensorflow as tf
+
+  for kind in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # already initialised (a notebook), or no such kind
+      pass
 
 
 def quiet_background_noise() -> None:

@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from configs import from_model
 from stss_jax import storage
@@ -126,18 +127,33 @@ def save(
   card: str | None = None,
 ) -> epath.Path:
   """Writes `model`'s parameters and BN statistics, its config and class names, and its model
-  card (markdown) when given, to a new (or empty) directory."""
+  card (markdown) when given, to a new (or empty) directory.
+
+  With several processes (a pod), every process calls it with the same directory and the model's
+  arrays replicated across them: orbax writes the weights together, process 0 the rest.
+  """
   directory = storage.path(directory)
-  if directory.exists() and any(directory.iterdir()):
-    raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
-  directory.mkdir(parents=True, exist_ok=True)
+  primary = jax.process_index() == 0
+  if primary:
+    if directory.exists() and any(directory.iterdir()):
+      raise FileExistsError(f"{directory} exists and is not empty; choose a new directory")
+    directory.mkdir(parents=True, exist_ok=True)
+  _all_processes_reach("model_dir.save: directory made")
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / WEIGHTS, nnx.to_pure_dict(_variables(model)))
   checkpointer.wait_until_finished()
-  if card is not None:
-    write_text_atomically(directory / CARD_FILE, card)
-  write_json_atomically(directory / CONFIG_FILE, record(config, class_names))
+  if primary:
+    if card is not None:
+      write_text_atomically(directory / CARD_FILE, card)
+    write_json_atomically(directory / CONFIG_FILE, record(config, class_names))
+  _all_processes_reach("model_dir.save: written")
   return directory
+
+
+def _all_processes_reach(name: str) -> None:
+  """A barrier across the processes of a multi-process run (nothing with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
 
 
 def replace(
@@ -150,13 +166,16 @@ def replace(
   """save() into a sibling directory, then swapped in for `directory`: an older model there stays
   whole until the new one is (on a local disk; a bucket has no atomic rename of a folder)."""
   directory = storage.path(directory)
-  fresh = directory.with_name(f"{directory.name}.tmp{os.getpid()}")
-  if fresh.exists():
+  # One name for every process of a run; the workdir's lock keeps other runs away from it.
+  fresh = directory.with_name(f"{directory.name}.new")
+  if jax.process_index() == 0 and fresh.exists():
     fresh.rmtree()
   save(fresh, model, config, class_names, card)
-  if directory.exists():
-    directory.rmtree()
-  storage.move(fresh, directory)
+  if jax.process_index() == 0:
+    if directory.exists():
+      directory.rmtree()
+    storage.move(fresh, directory)
+  _all_processes_reach("model_dir.replace: moved")
   return directory
 
 

@@ -407,6 +407,26 @@ def test_two_processes_with_jax_distributed_agree_with_one(tmp_path):
     records(tmp_path / "two", "validation")[-1]["top1"]
     == records(tmp_path / "one", "validation")[-1]["top1"]
   )
+  # Both end with a model directory, and it is the same model.
+  from stss_jax import predict
+
+  clips = np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
+  np.save(tmp_path / "clips.npy", clips)
+  for run in ("one", "two"):
+    assert (
+      predict.main(
+        [
+          "predict",
+          f"--checkpoint={tmp_path / run / 'model'}",
+          f"--clip={tmp_path / 'clips.npy'}",
+          f"--output={tmp_path / run}.npy",
+        ]
+      )
+      == 0
+    )
+  np.testing.assert_allclose(
+    np.load(tmp_path / "two.npy"), np.load(tmp_path / "one.npy"), rtol=1e-4, atol=1e-5
+  )
 
 
 @pytest.mark.slow  # a training run through main, checkpointing every step until it overflows
@@ -459,3 +479,32 @@ def test_the_design_card_command_names_its_workdir_and_how_to_get_the_data(
     "dataset in its official layout (README: Datasets)"
   )
   assert stss_main.default_workdir("configs/default.py:tiny") == "runs/default-tiny"
+
+
+def test_tensorflow_sees_no_accelerator_before_the_data_source_is_built(
+  tmp_path, capsys, monkeypatch
+):
+  """The full tensorflow build (Colab, TPU VMs) would take accelerator memory with its first op."""
+  import tensorflow as tf
+
+  from input_pipeline import sources
+
+  events = []
+  hide = tf.config.set_visible_devices
+  build = sources.build_source
+
+  def hiding(devices, kind=None):
+    events.append(("hidden", kind, list(devices)))
+    return hide(devices, kind)
+
+  def building(config):
+    events.append(("source built", [d.device_type for d in tf.config.get_visible_devices()]))
+    return build(config)
+
+  monkeypatch.setattr(tf.config, "set_visible_devices", hiding)
+  monkeypatch.setattr(sources, "build_source", building)
+  assert run_main(capsys, tmp_path / "run", "--config.total_steps=1")[0] == 0
+  built = events.index(next(e for e in events if e[0] == "source built"))
+  hidden = {e[1] for e in events[:built] if e[0] == "hidden" and e[2] == []}
+  assert hidden == {"GPU", "TPU"}
+  assert events[built][1] == ["CPU"]

@@ -365,11 +365,9 @@ class Trainer:
     return last_eval
 
   def export_model(self) -> None:
-    """Writes the final model to WORKDIR/model, the directory predict and visualize read."""
+    """Writes the final model to WORKDIR/model, the directory predict and visualize read (every
+    process takes part: orbax writes the replicated weights once)."""
     preemption.set_moment(f"the export of {self.workdir / 'model'} (a rerun writes it again)")
-    if jax.process_count() > 1:
-      _say("multi-host run: no WORKDIR/model export; evaluate with --mode=eval")
-      return
     model = nnx.merge(self.graphs.eval, self.state.params, self.state.batch_stats)
     train = getattr(self.source, "train", None)
     card = model_card.training_card(
