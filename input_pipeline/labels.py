@@ -167,10 +167,19 @@ def ssv2_class(template: str) -> str:
   return template.replace("[", "").replace("]", "")
 
 
-def read_ssv2(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str]]:
-  """`something-something-v2-labels.json` ({name: "id"}) + `-{train,validation}.json`;
-  videos `20bn-something-something-v2/<id>.webm`."""
-  labels_path = data_dir / "something-something-v2-labels.json"
+SSV2_FILES = {
+  "labels": "something-something-v2-labels.json",
+  "train": "something-something-v2-train.json",
+  "validation": "something-something-v2-validation.json",
+}
+
+
+def read_ssv2(
+  data_dir: pathlib.Path, split: str, list_file: str = "", labels_file: str = ""
+) -> tuple[list[Video], list[str]]:
+  """`something-something-v2-labels.json` ({name: "id"}) + `-{train,validation}.json`, or the
+  files named instead (relative to data_dir); videos `20bn-something-something-v2/<id>.webm`."""
+  labels_path = data_dir / (labels_file or SSV2_FILES["labels"])
   labels = {}
   for name, i in read_json(labels_path, dict).items():
     try:
@@ -180,7 +189,7 @@ def read_ssv2(data_dir: pathlib.Path, split: str) -> tuple[list[Video], list[str
   names = [name for name, _ in sorted(labels.items(), key=lambda item: item[1])]
   if sorted(labels.values()) != list(range(len(labels))):
     raise LabelFileError(f"{labels_path}: class ids are not 0..{len(labels) - 1}")
-  path = data_dir / f"something-something-v2-{split}.json"
+  path = data_dir / (list_file or SSV2_FILES[split])
   videos = []
   for number, entry in enumerate(read_json(path, list), start=1):
     source = f"{path} entry {number}"
@@ -271,8 +280,8 @@ def read_label_files(
     train, names = read_ssv1(data_dir, "train")
     evaluation, _ = read_ssv1(data_dir, "validation")
   elif name == "ssv2":
-    train, names = read_ssv2(data_dir, "train")
-    evaluation, _ = read_ssv2(data_dir, "validation")
+    train, names = read_ssv2(data_dir, "train", train_list, class_names)
+    evaluation, _ = read_ssv2(data_dir, "validation", eval_list, class_names)
   elif name == "diving48":
     train, evaluation = (
       read_diving48(data_dir, "train", num_classes),

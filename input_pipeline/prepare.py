@@ -1,8 +1,12 @@
 """Builds a dataset's TFDS build from its official download (input_pipeline.tfds_builders).
 
-  python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW
-  [--output_dir=~/tensorflow_datasets]
-  python main.py --config=configs/ssv2.py [--config.dataset.data_dir=OUT]
+  python -m input_pipeline.prepare --dataset=ssv2 --manual_dir=RAW [--data_dir=DATA]
+  python main.py --config=configs/ssv2.py [--config.dataset.data_dir=DATA]
+
+In TFDS's words: --manual_dir is the download as it came (unpacked), --data_dir the TFDS data
+dir the build goes into (default $TFDS_DATA_DIR or ~/tensorflow_datasets), the same data dir
+the trainer's --config.dataset.data_dir names. docs/datasets.md gives each dataset's download,
+its unpacking and the tree --manual_dir holds.
 
 Videos are decoded with PyAV (frame folders read as they are), every frame is resized to
 --resize_hw (the recipe's 240x320, so training decodes only its crop and resizes once) and stored
@@ -10,7 +14,7 @@ as JPEG, in parallel over the cores, into ArrayRecord files that `tfds.data_sour
 record. The build is named after its settings (e.g. something_something_v2/240x320:1.0.0); TFDS
 writes it into a temporary directory and renames it when complete, so a killed build leaves
 nothing that looks whole; a rerun reads back the videos the killed build had converted (kept in
-OUTPUT_DIR/downloads/stss_jax_conversions/ until the build completes), converts the rest and writes
+DATA/downloads/stss_jax_conversions/ until the build completes), converts the rest and writes
 the records again (a complete build is reused). Unreadable,
 truncated or empty videos are skipped and listed with the reason in BUILD/skipped.txt. Exit
 status: 0 when every split holds videos (even with some skipped), 1 when a split has nothing
@@ -95,28 +99,29 @@ def dataclasses_equal(a, b) -> bool:
   return dataclasses.replace(a, workers=0) == dataclasses.replace(b, workers=0)
 
 
-def prepare(dataset: str, data_dir: str, output_dir: str, **settings):
-  """Builds (or reuses) the dataset and writes BUILD/skipped.txt; returns the builder. Raises
-  LabelFileError for wrong or contradictory label files, RuntimeError when a split is empty."""
+def prepare(dataset: str, manual_dir: str, data_dir: str, **settings):
+  """Builds (or reuses) the dataset from the download in `manual_dir` into the TFDS data dir
+  `data_dir`, and writes BUILD/skipped.txt; returns the builder. Raises LabelFileError for wrong
+  or contradictory label files, RuntimeError when a split is empty."""
   import tensorflow_datasets as tfds
 
-  if not storage.is_local(output_dir):
+  if not storage.is_local(data_dir):
     # ArrayRecord (array-record 0.8) writes through local file descriptors: a gs:// path fails only
     # when the first split is finalised, after all its videos were converted.
     raise ValueError(
-      f"--output_dir={output_dir}: a build is written to a local (or mounted) directory; build "
+      f"--data_dir={data_dir}: a build is written to a local (or mounted) directory; build "
       "there, then copy it: gcloud storage cp -r "
       f"DIR/{tfds_builders.TFDS_NAMES.get(dataset, dataset)} "
-      f"{output_dir}/ (training reads builds from gs://)"
+      f"{data_dir}/ (training reads builds from gs://)"
     )
-  if not epath.Path(data_dir).is_dir():
+  if not epath.Path(manual_dir).is_dir():
     raise ValueError(
-      f"--data_dir={data_dir} is not a directory: point it at the {dataset} download"
+      f"--manual_dir={manual_dir} is not a directory: point it at the {dataset} download"
     )
-  built = builder(dataset, output_dir, **settings)
+  built = builder(dataset, data_dir, **settings)
   if built.is_prepared():
     print(f"{built.info.full_name} is already built in {built.data_dir}; reusing it", flush=True)
-  built.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=data_dir))
+  built.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   lines = [
     f"{split}\t{entry['id']}\t{entry['reason']}"
     for split in tfds_builders.SPLITS
@@ -144,15 +149,21 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   del argv
   define = dict(flag_values=flag_values)
   flags.DEFINE_enum(
-    "dataset", None, list(tfds_builders.TFDS_NAMES), "Layout of --data_dir.", **define
+    "dataset", None, list(tfds_builders.TFDS_NAMES), "Layout of --manual_dir.", **define
   )
   flags.DEFINE_string(
-    "data_dir", None, "The dataset in its official layout (the TFDS manual dir).", **define
+    "manual_dir", None, "The download in its official layout (TFDS's manual dir).", **define
+  )
+  flags.DEFINE_string(
+    "data_dir",
+    "",
+    "TFDS data dir the build goes into; default $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    **define,
   )
   flags.DEFINE_string(
     "output_dir",
-    "",
-    "TFDS data dir the build goes into; default $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+    None,
+    "Renamed --data_dir (the TFDS data dir); refused, naming the new flags.",
     **define,
   )
   flags.DEFINE_integer(
@@ -165,15 +176,23 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_string(
     "train_list",
     "",
-    "list/finegym: training list file, relative to --data_dir (finegym: the "
+    "list/finegym/ssv2: training list file, relative to --manual_dir (finegym and ssv2: the "
     "release's name by default).",
     **define,
   )
   flags.DEFINE_string(
-    "eval_list", "", "list/finegym: evaluation list file, relative to --data_dir.", **define
+    "eval_list",
+    "",
+    "list/finegym/ssv2: evaluation list file, relative to --manual_dir (ssv2's default: "
+    "something-something-v2-validation.json).",
+    **define,
   )
   flags.DEFINE_string(
-    "class_names", "", "list: optional file of class names, one a line.", **define
+    "class_names",
+    "",
+    "list: optional file of class names, one a line; ssv2: the labels JSON "
+    "(default something-something-v2-labels.json).",
+    **define,
   )
   flags.DEFINE_string("strip_prefix", "", "list: prefix removed from listed paths.", **define)
   flags.DEFINE_string(
@@ -191,21 +210,31 @@ def define_flags(flag_values: flags.FlagValues, argv) -> None:
   flags.DEFINE_integer(
     "workers", 0, "Conversion processes; 0 means one per core.", lower_bound=0, **define
   )
-  flags.mark_flags_as_required(["dataset", "data_dir"], flag_values=flag_values)
+  flags.mark_flags_as_required(["dataset"], flag_values=flag_values)
+
+
+RENAMED = (
+  "--manual_dir=RAW is the download (it was --data_dir) and --data_dir=DATA the TFDS data dir "
+  "the build goes into (it was --output_dir)"
+)
 
 
 def run(flag_values: flags.FlagValues) -> int:
   from input_pipeline.tfds_source import default_data_dir
 
+  if flag_values.output_dir is not None:
+    raise ValueError(f"--output_dir is renamed: {RENAMED}")
+  if not flag_values.manual_dir:
+    raise ValueError(f"--manual_dir is missing: {RENAMED}")
   dataset = flag_values.dataset
   num_classes = flag_values.num_classes or DEFAULT_CLASSES.get(
     dataset, FINEGYM_CLASSES[0] if dataset == "finegym" else 0
   )
-  output_dir = flag_values.output_dir or default_data_dir()
+  data_dir = flag_values.data_dir or default_data_dir()
   built = prepare(
     dataset,
-    flag_values.data_dir,
-    output_dir,
+    flag_values.manual_dir,
+    data_dir,
     num_classes=num_classes,
     train_list=flag_values.train_list,
     eval_list=flag_values.eval_list,
@@ -219,7 +248,7 @@ def run(flag_values: flags.FlagValues) -> int:
   for split in tfds_builders.SPLITS:
     metadata = built.info.metadata[split]
     print(f"{split}: {len(metadata['ids'])} videos written, {len(metadata['skipped'])} skipped")
-  flags_needed = [] if not flag_values.output_dir else [f"--config.dataset.data_dir={output_dir}"]
+  flags_needed = [] if not flag_values.data_dir else [f"--config.dataset.data_dir={data_dir}"]
   print(f"built {built.info.full_name} in {built.data_dir}")
   print(
     "train with: python main.py --config=configs/CONFIG.py "

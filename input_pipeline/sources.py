@@ -139,10 +139,9 @@ def _video_source(config):
     if not data_dir.is_dir():
       raise ValueError(
         f"config.dataset.data_dir = {dataset.data_dir!r} is not a directory: point it at a TFDS "
-        "data dir holding "
-        f"{dataset.name} (`{tfds_source.build_command(dataset.name)} --output_dir=DIR`) or at "
-        f"{dataset.name} in its "
-        f"official layout (README: Datasets), e.g. --config.dataset.data_dir=/data/{dataset.name}"
+        f"data dir holding {dataset.name} ({tfds_source.build_command(dataset.name, 'DIR')}) or "
+        f"at {dataset.name} in its official layout (docs/datasets.md), e.g. "
+        f"--config.dataset.data_dir=/data/{dataset.name}"
       )
     train_videos, evaluation_videos, names = _label_files(config, data_dir)
     train, evaluation = (

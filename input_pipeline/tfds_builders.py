@@ -1,8 +1,6 @@
 """TFDS builders for the video datasets: every frame stored as JPEG at the training resize size.
 
-  python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW              # wraps the builder
-  # with apache-beam installed, tfds itself runs the same builder:
-  tfds build something_something_v2 --imports=input_pipeline.tfds_builders --manual_dir=RAW
+  python -m input_pipeline.prepare --dataset=ssv2 --manual_dir=RAW   # runs the builder
 
 | dataset.name | TFDS name | configs (the first is the default) |
 | ssv1 | something_something_v1 | 240x320 |

@@ -21,9 +21,11 @@ def default_data_dir() -> str:
   return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def build_command(dataset_name: str) -> str:
+def build_command(dataset_name: str, data_dir=None) -> str:
+  """The prepare command that builds the dataset (into `data_dir`, else TFDS's default)."""
+  into = f" --data_dir={data_dir}" if data_dir else ""
   return (
-    f"python -m input_pipeline.prepare --dataset={dataset_name} --data_dir=RAW "
+    f"`python -m input_pipeline.prepare --dataset={dataset_name} --manual_dir=RAW{into}` "
     "(RAW: the official download)"
   )
 
@@ -80,9 +82,8 @@ def find(data_dir: str, dataset_name: str, tfds_name: str = "") -> epath.Path | 
     if not data_dir:
       raise ValueError(
         f"{base} is not built in the default TFDS data dir {root}: build it with "
-        f"`{build_command(dataset_name)}`, or point --config.dataset.data_dir at a TFDS data dir "
-        "that "
-        f"holds it, or at the dataset in its official layout (README: Datasets)"
+        f"{build_command(dataset_name)}, or point --config.dataset.data_dir at a TFDS data dir "
+        "that holds it, or at the dataset in its official layout (docs/datasets.md)"
       )
     infos = (
       list(root.glob("*/*/dataset_info.json")) + list(root.glob("*/*/*/dataset_info.json"))
@@ -93,7 +94,7 @@ def find(data_dir: str, dataset_name: str, tfds_name: str = "") -> epath.Path | 
     if others:
       raise ValueError(
         f"config.dataset.data_dir = {data_dir!r} holds the TFDS datasets {others}, not {base!r}: "
-        f"build it with `{build_command(dataset_name)} --output_dir={data_dir}`"
+        f"build it with {build_command(dataset_name, data_dir)}"
       )
     return None
   builds = [
@@ -109,7 +110,7 @@ def find(data_dir: str, dataset_name: str, tfds_name: str = "") -> epath.Path | 
     raise ValueError(
       f"{wanted} is not built in {root} (built there: "
       f"{', '.join(available) or 'nothing complete'}); "
-      f"build it with `{build_command(dataset_name)} --output_dir={root}`"
+      f"build it with {build_command(dataset_name, root)}"
     )
   raise ValueError(
     f"{root} holds several builds of {base} ({', '.join(available)}): choose one with "

@@ -171,3 +171,35 @@ def test_other_layouts_name_undecodable_bytes_and_bad_fields(tmp_path):
   write(tmp_path / "Diving48_V2_test.json", '[{"vid_name": "a",\n "label": 1,,}]')
   with pytest.raises(labels.LabelFileError, match=r"Diving48_V2_test.json:2:\d+: not valid JSON"):
     labels.read_diving48(tmp_path, "test")
+
+
+def test_ssv2_label_files_can_be_named(tmp_path):
+  """Mirrors and re-packaged downloads rename SSv2's JSON files; prepare's --train_list,
+  --eval_list and --class_names name them, relative to the download."""
+  names = {"Moving something up": "1", "Pushing something": "0"}
+  entries = {
+    "train": [{"id": "7", "template": "Pushing [something]"}],
+    "validation": [{"id": "8", "template": "Moving [something] up"}],
+  }
+  standard, renamed = tmp_path / "standard", tmp_path / "renamed"
+  for root, files in (
+    (standard, labels.SSV2_FILES),
+    (
+      renamed,
+      {"labels": "classes.json", "train": "train_list.json", "validation": "val_list.json"},
+    ),
+  ):
+    (root / "20bn-something-something-v2").mkdir(parents=True)
+    (root / files["labels"]).write_text(json.dumps(names))
+    for split in ("train", "validation"):
+      (root / files[split]).write_text(json.dumps(entries[split]))
+  default = labels.read_label_files("ssv2", standard, 0)
+  named = labels.read_label_files(
+    "ssv2", renamed, 0, "train_list.json", "val_list.json", "classes.json"
+  )
+  for found in (named, default):
+    videos = [[(v.video_id, v.label) for v in split] for split in found[:2]]
+    assert videos == [[("7", 0)], [("8", 1)]]
+  assert named[2] == default[2] == ["Pushing something", "Moving something up"]
+  with pytest.raises(FileNotFoundError, match="train_list.json"):
+    labels.read_label_files("ssv2", standard, 0, "train_list.json")

@@ -66,8 +66,8 @@ def test_built_frame_folders_hold_the_frames_and_give_the_clips_of_the_raw_folde
   (tmp_path / "raw" / "20bn-something-something-v1" / "train6" / "00004.jpg").unlink()  # a gap
   done = run_prepare(
     "--dataset=ssv1",
-    f"--data_dir={tmp_path / 'raw'}",
-    f"--output_dir={tmp_path / 'out'}",
+    f"--manual_dir={tmp_path / 'raw'}",
+    f"--data_dir={tmp_path / 'out'}",
     "--resize_hw=40,48",
     "--workers=2",
   )
@@ -116,8 +116,8 @@ def test_built_frame_folders_hold_the_frames_and_give_the_clips_of_the_raw_folde
 
   again = run_prepare(
     "--dataset=ssv1",
-    f"--data_dir={tmp_path / 'raw'}",
-    f"--output_dir={tmp_path / 'out'}",
+    f"--manual_dir={tmp_path / 'raw'}",
+    f"--data_dir={tmp_path / 'out'}",
     "--resize_hw=40,48",
     "--workers=1",
   )
@@ -126,8 +126,8 @@ def test_built_frame_folders_hold_the_frames_and_give_the_clips_of_the_raw_folde
   assert (
     run_prepare(
       "--dataset=ssv1",
-      f"--data_dir={tmp_path / 'raw'}",
-      f"--output_dir={tmp_path / 'out'}",
+      f"--manual_dir={tmp_path / 'raw'}",
+      f"--data_dir={tmp_path / 'out'}",
       "--resize_hw=32,40",
       "--workers=1",
     ).returncode
@@ -184,7 +184,7 @@ def test_built_webm_videos_hold_every_frame(tmp_path, run_prepare):
     encode(raw / "20bn-something-something-v2" / f"{i}.webm", moving_square(12), "libvpx-vp9")
   (raw / "20bn-something-something-v2" / "3.webm").write_bytes(b"not a video at all" * 50)
   done = run_prepare(
-    "--dataset=ssv2", f"--data_dir={raw}", f"--output_dir={tmp_path / 'out'}", "--resize_hw=0"
+    "--dataset=ssv2", f"--manual_dir={raw}", f"--data_dir={tmp_path / 'out'}", "--resize_hw=0"
   )
   assert done.returncode == 0, done.stderr[-3000:]
   assert (
@@ -231,8 +231,8 @@ def test_built_diving48_finegym_and_list_layouts_hold_their_frames(tmp_path, run
   )
   done = run_prepare(
     "--dataset=diving48",
-    f"--data_dir={diving}",
-    f"--output_dir={tmp_path / 'out'}",
+    f"--manual_dir={diving}",
+    f"--data_dir={tmp_path / 'out'}",
     "--resize_hw=0",
   )
   assert done.returncode == 0, done.stderr[-3000:]
@@ -252,8 +252,8 @@ def test_built_diving48_finegym_and_list_layouts_hold_their_frames(tmp_path, run
   (gym / "gym99_val_element.txt").write_text("d3_A_0001_0002 5\n")
   done = run_prepare(
     "--dataset=finegym",
-    f"--data_dir={gym}",
-    f"--output_dir={tmp_path / 'out'}",
+    f"--manual_dir={gym}",
+    f"--data_dir={tmp_path / 'out'}",
     "--resize_hw=16,24",
   )
   assert done.returncode == 0, done.stderr[-3000:]
@@ -281,8 +281,8 @@ def test_built_diving48_finegym_and_list_layouts_hold_their_frames(tmp_path, run
   (lists / "val.txt").write_text("/Dataset/frames/d3 8 1\n")
   done = run_prepare(
     "--dataset=list",
-    f"--data_dir={lists}",
-    f"--output_dir={tmp_path / 'out'}",
+    f"--manual_dir={lists}",
+    f"--data_dir={tmp_path / 'out'}",
     "--num_classes=2",
     "--train_list=train.txt",
     "--eval_list=val.txt",
@@ -303,8 +303,8 @@ def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path, run_
       (folder / "00001.jpg").unlink()
   done = run_prepare(
     "--dataset=ssv1",
-    f"--data_dir={tmp_path / 'raw'}",
-    f"--output_dir={tmp_path / 'out'}",
+    f"--manual_dir={tmp_path / 'raw'}",
+    f"--data_dir={tmp_path / 'out'}",
     "--resize_hw=0",
   )
   assert done.returncode == 1 and "no usable video in the validation split" in done.stderr
@@ -316,8 +316,8 @@ def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path, run_
   (data / "val.txt").write_text("a 10 1\n")
   args = [
     "--dataset=list",
-    f"--data_dir={data}",
-    f"--output_dir={tmp_path / 'o2'}",
+    f"--manual_dir={data}",
+    f"--data_dir={tmp_path / 'o2'}",
     "--num_classes=2",
     "--train_list=train.txt",
     "--eval_list=val.txt",
@@ -341,11 +341,11 @@ def test_unusable_and_contradictory_inputs_stop_with_their_reason(tmp_path, run_
   # Building into a bucket fails only after a whole split is converted (ArrayRecord writes local
   # files): refused before any work, in one line that says what to do instead.
   done = run_prepare(
-    "--dataset=ssv1", f"--data_dir={tmp_path / 'raw'}", "--output_dir=gs://bucket/tfds"
+    "--dataset=ssv1", f"--manual_dir={tmp_path / 'raw'}", "--data_dir=gs://bucket/tfds"
   )
   assert done.returncode == 2
   assert done.stderr.strip().splitlines()[-1] == (
-    "error: --output_dir=gs://bucket/tfds: a build is written to a local (or mounted) directory; "
+    "error: --data_dir=gs://bucket/tfds: a build is written to a local (or mounted) directory; "
     "build there, then "
     "copy it: gcloud storage cp -r DIR/something_something_v1 gs://bucket/tfds/ (training reads "
     "builds from gs://)"
@@ -357,8 +357,8 @@ def test_a_data_dir_holding_another_dataset_is_refused_in_one_line(tmp_path, run
   assert (
     run_prepare(
       "--dataset=ssv1",
-      f"--data_dir={tmp_path / 'raw'}",
-      f"--output_dir={tmp_path / 'out'}",
+      f"--manual_dir={tmp_path / 'raw'}",
+      f"--data_dir={tmp_path / 'out'}",
       "--resize_hw=40,48",
     ).returncode
     == 0
@@ -397,7 +397,7 @@ def test_malformed_label_file_is_one_line_naming_it_with_exit_2(
     '[{"id": "2", "template": "Moving something up"}]'
   )
   (tmp_path / "something-something-v2-train.json").write_bytes(content)
-  done = run_prepare("--dataset=ssv2", f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'out'}")
+  done = run_prepare("--dataset=ssv2", f"--manual_dir={tmp_path}", f"--data_dir={tmp_path / 'out'}")
   (line,) = done.stderr.strip().splitlines()
   assert done.returncode == 2 and line.startswith(f"error: {tmp_path}/{message}")
 
@@ -433,8 +433,8 @@ def test_sigkill_of_prepare_leaves_no_worker_behind(tmp_path):
     "-m",
     "input_pipeline.prepare",
     "--dataset=ssv1",
-    f"--data_dir={tmp_path / 'raw'}",
-    f"--output_dir={tmp_path / 'out'}",
+    f"--manual_dir={tmp_path / 'raw'}",
+    f"--data_dir={tmp_path / 'out'}",
     "--workers=2",
   ]
   parent = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -489,3 +489,20 @@ def test_sigkill_of_prepare_leaves_no_worker_behind(tmp_path):
     np.testing.assert_array_equal(
       a["frames"], b["frames"][::-1] if f"{i:07d}.pkl" == kept[0].name else b["frames"]
     )
+
+
+@pytest.mark.parametrize(
+  "args",
+  [
+    ["--dataset=ssv2", "--data_dir=/data/ssv2_download"],  # the old download flag
+    ["--dataset=ssv2", "--manual_dir=/data/raw", "--output_dir=/data/tfds"],
+  ],
+  ids=["old --data_dir", "old --output_dir"],
+)
+def test_the_old_flags_stop_in_one_line_naming_the_new_ones(run_prepare, args):
+  done = run_prepare(*args)
+  assert done.returncode == 2
+  (line,) = done.stderr.strip().splitlines()
+  assert (
+    "--manual_dir=RAW is the download (it was --data_dir) and --data_dir=DATA the TFDS " in line
+  )

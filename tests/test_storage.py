@@ -335,8 +335,8 @@ def test_the_official_layout_in_a_bucket_gives_the_batches_read_from_disk(tmp_pa
     emulator,
     "input_pipeline.prepare",
     "--dataset=ssv1",
-    f"--data_dir=gs://{BUCKET}/raw",
-    f"--output_dir={tmp_path / 'tfds'}",
+    f"--manual_dir=gs://{BUCKET}/raw",
+    f"--data_dir={tmp_path / 'tfds'}",
     "--resize_hw=40,48",
     "--workers=1",
   )

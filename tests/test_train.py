@@ -473,10 +473,9 @@ def test_the_design_card_command_names_its_workdir_and_how_to_get_the_data(
   assert "workdir: runs/ssv2 (--workdir chooses another)" in err
   assert err[-1] == (
     f"error: something_something_v2 is not built in the default TFDS data dir {tmp_path / 'tfds'}: "
-    "build it with `python -m input_pipeline.prepare --dataset=ssv2 --data_dir=RAW (RAW: the "
-    "official "
-    "download)`, or point --config.dataset.data_dir at a TFDS data dir that holds it, or at the "
-    "dataset in its official layout (README: Datasets)"
+    "build it with `python -m input_pipeline.prepare --dataset=ssv2 --manual_dir=RAW` (RAW: the "
+    "official download), or point --config.dataset.data_dir at a TFDS data dir that holds it, or "
+    "at the dataset in its official layout (docs/datasets.md)"
   )
   assert stss_main.default_workdir("configs/default.py:tiny") == "runs/default-tiny"
 
