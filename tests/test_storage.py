@@ -399,3 +399,90 @@ def test_moving_a_folder_in_a_bucket_moves_every_object_under_it(emulator):
     **{n.replace("ck/4/", "ck/damaged/4/"): c for n, c in objects.items()},
     "ck/40/kept": b"e",
   }
+
+
+@pytest.mark.slow  # an emulator, two jax.distributed processes killed and rerun, three commands
+def test_two_processes_into_a_bucket_killed_and_resumed_end_with_a_model_others_can_use(
+  tmp_path, emulator
+):
+  """The pod user's path on CPU: a two-process run whose workdir is a bucket, killed after its
+  first checkpoint and rerun, ends with gs://.../model; predict and export take it alone, and
+  it is the model one process with both devices trains."""
+  steps = [
+    "--config.total_steps=4",
+    "--config.checkpoint_every_steps=2",
+    "--config.eval_every_steps=4",
+  ]
+  bucket = _client(emulator).bucket(BUCKET)
+
+  def two_processes():
+    port = _free_port()
+    env = dict(_env(emulator), XLA_FLAGS=conftest.xla_flags(1))
+    return [
+      subprocess.Popen(
+        [
+          sys.executable,
+          "main.py",
+          TINY,
+          f"--workdir=gs://{BUCKET}/two",
+          *steps,
+          f"--coordinator_address=localhost:{port}",
+          "--num_processes=2",
+          f"--process_id={i}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+      for i in range(2)
+    ]
+
+  killed = two_processes()
+  deadline = time.monotonic() + 600
+  while not bucket.blob("two/checkpoints/2/commit_success.txt").exists():
+    assert time.monotonic() < deadline and all(p.poll() is None for p in killed), [
+      p.communicate()[1][-2000:] for p in killed if p.poll() is not None
+    ]
+    time.sleep(0.1)
+  for process in killed:
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+  rerun = two_processes()
+  resumed = [process.communicate(timeout=600) for process in rerun]
+  assert [p.returncode for p in rerun] == [0, 0], resumed[0][1][-3000:] + resumed[1][1][-3000:]
+  assert "resumed from step 2" in resumed[0][1]
+  assert bucket.blob("two/model/model_config.json").exists()
+  assert not bucket.blob("two/lock.json").exists()
+
+  one = subprocess.run(
+    [sys.executable, "main.py", TINY, f"--workdir={tmp_path / 'one'}", *steps],
+    cwd=ROOT,
+    env=dict(_env(emulator), XLA_FLAGS=conftest.xla_flags(2)),
+    capture_output=True,
+    text=True,
+  )
+  assert one.returncode == 0, one.stderr[-3000:]
+  np.save(tmp_path / "clips.npy", np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)))
+  logits = {}
+  for name, model in (("two", f"gs://{BUCKET}/two/model"), ("one", tmp_path / "one" / "model")):
+    done = _command(
+      emulator,
+      "stss_jax.predict",
+      f"--checkpoint={model}",
+      f"--clip={tmp_path / 'clips.npy'}",
+      f"--output={tmp_path / name}.npy",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logits[name] = np.load(tmp_path / f"{name}.npy")
+  np.testing.assert_allclose(logits["two"], logits["one"], rtol=1e-4, atol=1e-5)
+  exported = _command(
+    emulator,
+    "stss_jax.export",
+    f"--checkpoint=gs://{BUCKET}/two/model",
+    f"--output={tmp_path / 'exported'}",
+  )
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  described = json.loads((tmp_path / "exported" / "stss_export.json").read_text())
+  assert described["class_names"][0] == "moving right"
