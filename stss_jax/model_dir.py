@@ -5,7 +5,8 @@ visualize, ensemble, robustness, export, --mode=eval and the notebook):
   DIR/model/              orbax pytree {'params': ..., 'batch_stats': ...} in our module paths
   DIR/model_config.json   format_version; the architecture ("model", "num_classes"), checked
                           before anything is loaded; the whole config it was trained with
-                          ("config": input sizes, evaluation views, dataset); "class_names"
+                          ("config": input sizes, evaluation views, dataset); the input
+                          "normalization"; "class_names"
   DIR/README.md           the model card: what it is, how it was trained, what it scored
 A command given --checkpoint=DIR alone builds its config from DIR (configs/from_model.py).
 Directories of format 1 hold the architecture only: commands then need --config, as before.
@@ -26,6 +27,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from configs import from_model
+from input_pipeline import normalization
 from stss_jax import storage
 from stss_jax.files import write_json_atomically, write_text_atomically
 
@@ -73,6 +75,8 @@ def record(config, class_names=None) -> dict:
     "format_version": from_model.FORMAT_VERSION,
     **architecture(config),
     "config": json.loads(config.to_json()),
+    # What video clips become before the model sees them: RGB values in [0, 1], then these.
+    "normalization": {"mean": normalization.MEAN.tolist(), "std": normalization.STD.tolist()},
     "class_names": None if class_names is None else [str(name) for name in class_names],
   }
 

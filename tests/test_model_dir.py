@@ -11,7 +11,7 @@ import pytest
 
 import main
 from configs import from_model
-from stss_jax import evaluation, export, model_dir, predict, visualize
+from stss_jax import ensemble, evaluation, export, model_dir, predict, robustness, visualize
 from tests.test_train import TINY
 
 
@@ -172,3 +172,29 @@ def test_export_takes_the_checkpoint_alone_and_records_the_class_names(trained, 
     descriptions.append(json.loads((output / export.DESCRIPTION_FILE).read_text()))
   assert descriptions[0] == descriptions[1]
   assert descriptions[0]["class_names"][0] == "moving right"
+
+
+def test_ensemble_and_robustness_take_the_checkpoints_alone(trained, capsys):
+  model = trained / "run" / "model"
+  outputs = []
+  for config in ([], [TINY]):
+    capsys.readouterr()
+    argv = ["ensemble", *config, f"--checkpoint={model}"]
+    second = [f"--second_config={TINY.split('=', 1)[1]}"] if config else []
+    assert ensemble.main([*argv, *second, f"--second_checkpoint={model}"]) == 0
+    outputs.append(capsys.readouterr().out)
+  assert outputs[0] == outputs[1] and "ensemble: top-1" in outputs[0]
+  sweeps = []
+  for name, config in (("alone", []), ("full", [TINY])):
+    argv = ["robustness", *config, f"--checkpoint={model}", "--corruptions=occlusion"]
+    output = trained / f"robustness_{name}"
+    assert robustness.main([*argv, "--severities=2", "--noplot", f"--output={output}"]) == 0
+    sweeps.append(json.loads((output / robustness.RESULTS_FILE).read_text())["rows"])
+  assert sweeps[0] == sweeps[1] and len(sweeps[0]) == 2  # clean, and occlusion at severity 2
+
+
+def test_the_record_names_the_input_normalization(trained):
+  record = json.loads((trained / "run" / "model" / model_dir.CONFIG_FILE).read_text())
+  # ImageNet's statistics, as the authors' code normalises (float32 values, as written).
+  np.testing.assert_allclose(record["normalization"]["mean"], [0.485, 0.456, 0.406], rtol=1e-6)
+  np.testing.assert_allclose(record["normalization"]["std"], [0.229, 0.224, 0.225], rtol=1e-6)
