@@ -254,6 +254,7 @@ def signal_self_in(monkeypatch, owner, name: str, calls: int = 1, number=signal.
 MOMENTS = {
   # moment: (what to patch, which call, the moment the message names)
   "flag parsing": (lambda: (cli, "bundled_configs"), 1, "start-up"),
+  "taking the workdir's lock": (lambda: (workdir.WorkdirLock, "acquire"), 1, "start-up"),
   "building the data source": (lambda: (sources, "build_source"), 1, "start-up"),
   "tracing the train step": (lambda: (steps, "make_train_step"), 1, "start-up"),
   "the first evaluation": (lambda: (loop.Trainer, "evaluate"), 1, "the evaluation of step 2"),

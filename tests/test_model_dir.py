@@ -25,18 +25,6 @@ def trained(tmp_path_factory):
   return root
 
 
-def with_and_without_config(command, capsys, *args) -> tuple[str, str]:
-  """The output of `command` given the checkpoint alone, and given the training config too."""
-  outputs = []
-  for config in ([], [TINY]):
-    capsys.readouterr()
-    status = command([command.__module__, *config, *args])
-    out, err = capsys.readouterr()
-    assert status == 0, err[-3000:]
-    outputs.append(out)
-  return outputs[0], outputs[1]
-
-
 def test_predict_and_visualize_take_the_checkpoint_alone(trained, capsys):
   model = trained / "run" / "model"
   for name in ("alone", "full"):

@@ -107,13 +107,13 @@ class Trainer:
     self.workdir = workdir_lib.prepare(workdir)
     self.lock = workdir_lib.WorkdirLock(self.workdir)
     busy = None
-    if jax.process_index() == 0:
-      try:
-        with preemption.deferred():  # a lock is either not taken or taken and released
-          self.lock.acquire()
-      except workdir_lib.WorkdirBusyError as e:
-        busy = e
-    try:
+    try:  # from here on, whatever stops the start (a signal included) gives the lock back
+      if jax.process_index() == 0:
+        try:
+          with preemption.deferred():  # not cut between taking the lock and owning it
+            self.lock.acquire()
+        except workdir_lib.WorkdirBusyError as e:
+          busy = e
       if (
         jax.process_count() > 1
         and multihost_utils.broadcast_one_to_all(np.int32(busy is not None))
