@@ -3,12 +3,10 @@
 A training clip from a TFDS build reads its video's whole record (about 1 MB of JPEG frames), and
 TensorFlow decodes and copies its frames, in whichever tf.data thread ran it; all of it is freed a
 few milliseconds later. With glibc's defaults those frees return the top of the threads' heaps to
-the kernel, and the next clips fault the same pages in again: on the project's 2-core machine,
-SSv2-sized clips from a build took ~420-1,030 minor page faults and 1-2 ms of system time each,
-against ~2 ms for decoding their JPEG frames. M_TOP_PAD keeps TOP_PAD_MB at the top of every
-heap (any mallopt also stops glibc from moving its mmap threshold as large blocks are freed). The
-same clips then take 3-14 faults and 0.3 ms of system time (benchmarks/results/input_pipeline.md,
-session 17).
+the kernel, and the next clips fault the same pages in again, which costs system time comparable
+to decoding their JPEG frames. M_TOP_PAD keeps TOP_PAD_MB at the top of every heap (any mallopt
+also stops glibc from moving its mmap threshold as large blocks are freed), and those faults
+mostly go (measured in benchmarks/results/input_pipeline.md; tests/test_allocator.py checks it).
 
 A process-wide setting, made when a video source is built. It only exists on glibc (Linux);
 elsewhere nothing changes. Setting the environment variable STSS_JAX_MALLOC_TOP_PAD_MB to 0 leaves

@@ -33,7 +33,7 @@ from jax.experimental.pallas import triton as plt
 # A program's tiles: a band of query rows whose queries fit QUERY_TILE slots and whose
 # neighbourhood (rows + U - 1 rows) fits NEIGHBOUR_TILE. Tiles are powers of two, so the band is the
 # one with the fewest padded products per query (default_rows): for 14x14 maps and a 9x9 plane one
-# row, 14 queries in 16 slots against 126 neighbours in 128 (benchmarks/results/gpu.md, session 15).
+# row, 14 queries in 16 slots against 126 neighbours in 128 (timed in benchmarks/results/gpu.md).
 QUERY_TILE = 32
 NEIGHBOUR_TILE = 256
 MIN_TILE = 16  # Triton's matrix product takes no operand dimension under 16
