@@ -235,11 +235,19 @@ def _first_line_of_orbax_errors(record: std_logging.LogRecord) -> bool:
 
 
 def _no_orbax_tasks_never_retrieved(record: std_logging.LogRecord) -> bool:
-  """asyncio's report of an orbax task whose error was also raised to its caller."""
+  """asyncio's report of an orbax task or gathering whose error was also raised to its caller.
+
+  A task's report names its coroutine's file; a gathering's names no file, so its traceback is
+  looked at too.
+  """
   message = record.getMessage()
-  return not (
-    message.startswith("Task exception was never retrieved") and f"{os.sep}orbax{os.sep}" in message
-  )
+  if "exception was never retrieved" not in message:
+    return True
+  orbax = f"{os.sep}orbax{os.sep}"
+  if orbax in message:
+    return False
+  traceback_of = record.exc_info[2] if record.exc_info else None
+  return not any(orbax in frame.filename for frame in traceback.extract_tb(traceback_of))
 
 
 def _config_files(argv: Sequence[str], names: Sequence[str]) -> list[str]:

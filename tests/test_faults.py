@@ -306,6 +306,45 @@ def output_lines(text: str) -> int:
   return len(text.rstrip("\n").split("\n"))
 
 
+def _never_retrieved_reports(caplog, module) -> list[str]:
+  """asyncio's reports of a task and of a gathering that failed in `module` and were dropped."""
+  import asyncio
+  import gc
+
+  async def drop_failures():
+    task = asyncio.ensure_future(module.fail())
+    gathering = asyncio.gather(module.fail())
+    await asyncio.sleep(0.01)
+    del task, gathering
+    gc.collect()
+
+  caplog.clear()
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    asyncio.run(drop_failures())
+  return [r.getMessage().split("\n")[0] for r in caplog.records if r.name == "asyncio"]
+
+
+def test_orbax_failures_never_retrieved_are_dropped_and_others_still_reported(tmp_path, caplog):
+  import importlib.util
+
+  def failing_module(package):
+    path = tmp_path / package / "failing.py"
+    path.parent.mkdir()
+    path.write_text("async def fail():\n  raise ValueError('OUT_OF_RANGE: File too large')\n")
+    spec = importlib.util.spec_from_file_location(f"failing_in_{package}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+  orbax_like, elsewhere = failing_module("orbax"), failing_module("elsewhere")
+  cli.quiet_background_noise()
+  assert _never_retrieved_reports(caplog, orbax_like) == []
+  assert sorted(_never_retrieved_reports(caplog, elsewhere)) == [
+    "Task exception was never retrieved",
+    "_GatheringFuture exception was never retrieved",
+  ]
+
+
 @pytest.mark.slow  # processes whose own output is what is tested
 def test_when_every_checkpoint_is_damaged_the_error_is_the_last_of_few_lines(tmp_path):
   run = tmp_path / "run"
