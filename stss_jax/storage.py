@@ -75,6 +75,69 @@ def missing_bucket(path) -> str | None:
   return None if epath.Path(f"{scheme}://{bucket}").exists() else bucket
 
 
+def _bucket_and_key(path) -> tuple[object, str, str]:
+  """gcsfs's file system (the one epath's gs:// uses), the bucket and the object name of a gs://
+  path."""
+  import fsspec  # with gcsfs; imported here so that local-only commands never load them
+
+  bucket, _, key = os.fspath(path).split("://", 1)[1].partition("/")
+  return fsspec.filesystem("gs"), bucket, key
+
+
+# Objects in a bucket, read and written under a condition on their generation: the number GCS gives
+# each version of an object, "0" meaning that there is none. fsspec's file API has no conditions,
+# so these make the JSON API's requests through gcsfs's own client (its credentials, retries and
+# emulator address). A failed condition is GCS's 412, which gcsfs raises as FileExistsError.
+
+
+def read_object(path) -> tuple[bytes, str] | None:
+  """The contents of a gs:// object and their generation, or None when there is no such object."""
+  fs, bucket, key = _bucket_and_key(path)
+  try:
+    headers, contents = fs.call("GET", "b/{}/o/{}", bucket, key, alt="media")
+  except FileNotFoundError:
+    return None
+  return contents, headers["x-goog-generation"]
+
+
+def write_object(path, data: bytes, if_generation: str) -> str | None:
+  """Writes a gs:// object whose generation is `if_generation` now ("0": where there is none).
+
+  Returns the new generation, or None when the object's generation was another one: of writers
+  racing with the same condition, exactly one succeeds."""
+  fs, bucket, key = _bucket_and_key(path)
+  try:
+    written = fs.call(
+      "POST",
+      f"{fs._location}/upload/storage/v1/b/{{}}/o",
+      bucket,
+      uploadType="media",
+      name=key,
+      ifGenerationMatch=if_generation,
+      data=data,
+      headers={"Content-Type": "application/octet-stream"},
+      json_out=True,
+    )
+  except FileExistsError:
+    return None
+  finally:
+    fs.invalidate_cache(os.fspath(path))
+  return str(written["generation"])
+
+
+def delete_object(path, if_generation: str) -> bool:
+  """Deletes a gs:// object whose generation is `if_generation`; False when it had another one or
+  was gone."""
+  fs, bucket, key = _bucket_and_key(path)
+  try:
+    fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=if_generation)
+  except (FileExistsError, FileNotFoundError):
+    return False
+  finally:
+    fs.invalidate_cache(os.fspath(path))
+  return True
+
+
 def is_local(path) -> bool:
   """True for a path on this machine's file system (no scheme such as gs://)."""
   return "://" not in os.fspath(path)

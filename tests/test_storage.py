@@ -486,3 +486,73 @@ def test_two_processes_into_a_bucket_killed_and_resumed_end_with_a_model_others_
   assert exported.returncode == 0, exported.stderr[-3000:]
   described = json.loads((tmp_path / "exported" / "stss_export.json").read_text())
   assert described["class_names"][0] == "moving right"
+
+
+def _stale_lock(pid: int) -> str:
+  """The lock of a run on another host that stopped refreshing it an hour ago."""
+  hour_ago = time.time() - 3600
+  record = {"token": "stale", "host": "preempted-vm", "pid": pid, "started": hour_ago}
+  return json.dumps({**record, "alive": hour_ago})
+
+
+@pytest.mark.slow  # an emulator and two processes
+def test_twenty_races_for_a_bucket_lock_each_have_one_winner_and_the_bucket_one_lock(emulator):
+  """Two runs take the lock of one gs:// workdir at the same moment, 20 times; in every other race
+  a stale lock is there to be taken over. Each time exactly one gets it, the other's line names
+  the winner, and the bucket holds the winner's lock alone; a release deletes it. Then a lock taken
+  over under its owner is noticed at the owner's next refresh and not deleted by its release."""
+  bucket = _client(emulator).bucket(BUCKET)
+  runs = [
+    subprocess.Popen(
+      [sys.executable, "-m", "tests.lock_contender", f"gs://{BUCKET}/run"],
+      cwd=ROOT,
+      env=_env(emulator),
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+    )
+    for _ in range(2)
+  ]
+
+  def ask(run, command):
+    run.stdin.write(command + "\n")
+    run.stdin.flush()
+    line = run.stdout.readline()
+    assert line, f"a contender ended: {run.wait(timeout=30)}"
+    return json.loads(line)
+
+  def locks():
+    return {blob.name: blob.download_as_text() for blob in bucket.list_blobs(prefix="run/")}
+
+  try:
+    for race in range(20):
+      if race % 2:
+        bucket.blob("run/lock.json").upload_from_string(_stale_lock(pid=race))
+      moment = time.time() + 0.5
+      for run in runs:
+        run.stdin.write(f"go {moment}\n")
+        run.stdin.flush()
+      answers = [json.loads(run.stdout.readline()) for run in runs]
+      winners = [a for a in answers if a["acquired"]]
+      assert len(winners) == 1, (race, answers)
+      winner = winners[0]
+      (loser,) = [a for a in answers if not a["acquired"]]
+      assert f"in use by the run of pid {winner['pid']} on host {winner['host']}" in loser["error"]
+      held = locks()
+      assert list(held) == ["run/lock.json"], (race, held)
+      assert json.loads(held["run/lock.json"])["token"] == winner["token"], race
+      owner = runs[answers.index(winner)]
+      assert ask(owner, "release") == {"released": True}
+      assert locks() == {}, race
+
+    assert ask(runs[0], f"go {time.time()}")["acquired"]
+    bucket.blob("run/lock.json").upload_from_string(_stale_lock(pid=1))  # another run took it
+    time.sleep(1.0)  # ten refreshes
+    error = ask(runs[0], "check")["error"]
+    assert "was taken over by another run (pid 1 on host preempted-vm" in error
+    ask(runs[0], "release")
+    assert json.loads(locks()["run/lock.json"])["token"] == "stale"
+  finally:
+    for run in runs:
+      run.stdin.close()
+      run.wait(timeout=30)

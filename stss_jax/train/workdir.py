@@ -6,9 +6,12 @@ names the owner. A lock whose owner is gone is taken over: at once when the owne
 host and its process no longer exists, and after `stale_after_s` without a refresh when it ran on
 another host (a preempted VM, say).
 
-A workdir in a bucket (gs://) holds the same lock, written with the path library. A bucket has no
-exclusive create, so a run reads its lock back after writing it, and the heartbeat stops a run
-whose lock another run overwrote before that run writes over the other's work.
+A workdir in a bucket (gs://) holds the same lock as an object, and every write of it is
+conditional on the object's generation (the number GCS gives each version of an object): a run
+creates it only where there is none, refreshes it only while it is the version this run wrote,
+takes a stale one over only as the version it read, and deletes only its own. Of runs racing for a
+lock exactly one wins, and a run whose lock was taken over learns so at its next refresh, before
+it writes over the other's work.
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class WorkdirLock:
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
     self.lost = False  # set when another run took the lock over (this one hung past stale_after_s)
+    self.generation = "0"  # in a bucket: the generation of this run's last write of the lock
 
   def __enter__(self) -> WorkdirLock:
     self.acquire()
@@ -116,23 +120,34 @@ class WorkdirLock:
     """The lock's record, or None when there is no lock. Its `alive` is when its owner was last
     known alive: the file's modification time when the record has none, or one in the future
     (another host's clock). A torn or foreign file is {"written": its modification time}."""
-    try:
-      text = self.path.read_text()
-    except FileNotFoundError:
-      return None
-    except OSError:
-      text = ""
+    return self._read()[0]
+
+  def _read(self) -> tuple[dict | None, str | None]:
+    """The lock's record (as `holder` gives it) and, in a bucket, the generation it was read at."""
+    generation = None
+    if self.local:
+      try:
+        text = self.path.read_text()
+      except FileNotFoundError:
+        return None, None
+      except OSError:
+        text = ""
+    else:
+      read = storage.read_object(self.path)
+      if read is None:
+        return None, None
+      text, generation = read[0].decode(errors="replace"), read[1]
     written = self._written()
     try:
       record = json.loads(text)
     except ValueError:
       record = None
     if not (isinstance(record, dict) and {"host", "pid", "started"} <= record.keys()):
-      return {"written": written}
+      return {"written": written}, generation
     alive = record.get("alive")
     if not isinstance(alive, (int, float)) or alive > _now():
       record["alive"] = written
-    return record
+    return record, generation
 
   def _written(self) -> float:
     """When the lock file was last written, by the file system's clock (now if unknown)."""
@@ -159,7 +174,7 @@ class WorkdirLock:
 
   def acquire(self) -> None:
     for _ in range(3):  # a race with another run taking over the same stale lock is retried
-      record = self.holder()
+      record, generation = self._read()
       if record is not None:
         if not self.is_stale(record):
           raise WorkdirBusyError(
@@ -167,10 +182,10 @@ class WorkdirLock:
             f"for it to end or use another --workdir (a lock not refreshed for "
             f"{self.stale_after_s:.0f} s is taken over)"
           )
-        if not self._remove_stale():
+        if not self._take_over(generation):
           continue
         logging.warning("took over the stale lock of %s", self.describe(record))
-      if not self._create():
+      elif not self._create():
         continue
       self._thread = threading.Thread(target=self._heartbeat, name="workdir-lock", daemon=True)
       self._thread.start()
@@ -182,56 +197,71 @@ class WorkdirLock:
   def _text(self) -> str:
     return json.dumps({**self.record, "alive": _now()})
 
+  def _write_object(self, if_generation: str) -> bool:
+    """Writes this run's lock into the bucket if the object is at `if_generation` ("0": none)."""
+    generation = storage.write_object(self.path, self._text().encode(), if_generation)
+    if generation is None:
+      return False
+    self.generation = generation
+    return True
+
   def _create(self) -> bool:
     """Writes this run's lock where there is none; False when another run's lock is there."""
-    if self.local:
-      # Written whole under a name of its own, then linked into place: the link fails if a lock
-      # exists, and no reader ever sees the lock empty or half written.
-      temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.new")
-      temporary.write_text(self._text())
-      try:
-        os.link(temporary, self.path)
-      except FileExistsError:
-        return False
-      finally:
-        temporary.unlink()
-      return True
-    # A bucket has no exclusive create: write, then read back. Of runs writing at once the last
-    # upload stands; the others read a foreign token, retry and find the lock held.
-    if self.path.exists():
-      return False
-    self.path.write_text(self._text())
-    return self._owned()
-
-  def _remove_stale(self) -> bool:
-    """Removes a stale lock; False when another run removed it first."""
     if not self.local:
-      self.path.unlink(missing_ok=True)
-      return True
+      return self._write_object("0")
+    # Written whole under a name of its own, then linked into place: the link fails if a lock
+    # exists, and no reader ever sees the lock empty or half written.
+    temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.new")
+    temporary.write_text(self._text())
+    try:
+      os.link(temporary, self.path)
+    except FileExistsError:
+      return False
+    finally:
+      temporary.unlink()
+    return True
+
+  def _take_over(self, generation: str | None) -> bool:
+    """Replaces the stale lock that was read (in a bucket, at `generation`) with this run's;
+    False when another run changed or removed it first."""
+    if not self.local:
+      return self._write_object(generation)
     stale = self.path.with_name(f"{LOCK_FILE}.stale.{self.token}")
     try:
       os.replace(self.path, stale)  # only one of several takers moves a given file
     except FileNotFoundError:
       return False
     stale.unlink(missing_ok=True)
-    return True
+    return self._create()
 
   def _owned(self) -> bool:
     record = self.holder()
     return bool(record) and record.get("token") == self.token
 
+  def _refresh(self) -> bool:
+    """Rewrites this run's lock with the time now; False when it is no longer this run's."""
+    if self.local:
+      if not self._owned():
+        return False
+      temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.tmp")
+      temporary.write_text(self._text())
+      os.replace(temporary, self.path)
+      return True
+    if self._write_object(self.generation):
+      return True
+    # A retried upload whose first try had landed fails its condition on this run's own write.
+    record, generation = self._read()
+    if record and record.get("token") == self.token:
+      self.generation = generation
+      return self._write_object(generation)
+    return False
+
   def _heartbeat(self) -> None:
     while not self._stop.wait(self.heartbeat_s):
-      if not self._owned():
+      if not self._refresh():
         self.lost = True
         logging.error("the lock %s was taken over by another run", self.path)
         return
-      if self.local:
-        temporary = self.path.with_name(f"{LOCK_FILE}.{self.token}.tmp")
-        temporary.write_text(self._text())
-        os.replace(temporary, self.path)
-      else:
-        self.path.write_text(self._text())  # an upload replaces the object whole
 
   def check(self) -> None:
     """Raises if another run took the lock over, before this run writes over its work."""
@@ -249,5 +279,7 @@ class WorkdirLock:
     self._stop.set()
     self._thread.join()
     self._thread = None
-    if self._owned():
+    if not self.local:
+      storage.delete_object(self.path, self.generation)  # not another run's lock
+    elif self._owned():
       self.path.unlink(missing_ok=True)
