@@ -84,7 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
       name="",  # "synthetic" | "list" | "ssv1" | "ssv2" | "diving48" | "finegym"
       num_classes=0,  # classes in the label file
       # a TFDS data dir holding the built dataset (python -m input_pipeline.prepare), or the dataset
-      # in its official layout (README: Datasets); "" is the default TFDS data dir,
+      # in its official layout (docs/datasets.md); "" is the default TFDS data dir,
       # ~/tensorflow_datasets
       data_dir="",
       tfds_name="",  # which TFDS build, "name[/config][:version]"; "" picks the dataset's one build

@@ -247,11 +247,15 @@ def run(flag_values: flags.FlagValues) -> int:
   )
   for split in tfds_builders.SPLITS:
     metadata = built.info.metadata[split]
-    print(f"{split}: {len(metadata['ids'])} videos written, {len(metadata['skipped'])} skipped")
+    written = len(metadata["ids"])
+    print(
+      f"{split}: {written} video{'s' * (written != 1)} written, {len(metadata['skipped'])} skipped"
+    )
   flags_needed = [] if not flag_values.data_dir else [f"--config.dataset.data_dir={data_dir}"]
   print(f"built {built.info.full_name} in {built.data_dir}")
+  config = f"configs/{dataset}.py" if dataset != "list" else "configs/CONFIG.py"
   print(
-    "train with: python main.py --config=configs/CONFIG.py "
+    f"train with: python main.py --config={config} "
     + " ".join(
       flags_needed + [f"--config.dataset.tfds_name={built.info.full_name.rsplit('/', 1)[0]}"]
     )

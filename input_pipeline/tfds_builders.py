@@ -9,7 +9,7 @@
 | finegym | finegym | gym99_240x320, gym288_240x320 (the list files' names are the release's) |
 | list | video_list | none built in: python -m input_pipeline.prepare --dataset=list ... |
 
-A builder reads the official download from the manual dir (the layouts of README: Datasets),
+A builder reads the official download from the manual dir (the layouts of docs/datasets.md),
 converts the videos in parallel over the cores (input_pipeline.conversion) and writes ArrayRecord
 files, which `tfds.data_source` reads by record. Shuffling is off: record i of a split is the i-th
 usable video of its label file. Features: `video_id`, `label` (a ClassLabel with the dataset's
@@ -106,13 +106,11 @@ class _VideoDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     DATASET_VERSION: "Frames as JPEG at the training resize size, records in label-file order."
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-    "The official download in its own layout (stss-jax README: Datasets)."
+    "The official download in its own layout (stss-jax docs/datasets.md)."
   )
 
   def __init__(self, **kwargs):
-    if (
-      kwargs.get("file_format") is None
-    ):  # random access by record (tfds.data_source), also under `tfds build`
+    if kwargs.get("file_format") is None:  # random access by record (tfds.data_source)
       kwargs["file_format"] = "array_record"
     super().__init__(**kwargs)
 
