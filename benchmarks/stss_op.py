@@ -31,17 +31,10 @@ import numpy as np
 
 from benchmarks.timing import copy_bandwidth, time_jax
 from stss_jax import ops
-from stss_jax.ops import stss_pallas
-from stss_jax.ops.stss import resolve_temporal_offsets
 
 SHAPE = (8, 8, 14, 14, 128)
 WINDOW = (5, 9, 9)
-IMPLEMENTATIONS = ("shift", "matmul", "gather", "pallas")
-
-
-def l_major(implementation: str) -> bool:
-  """Whether the form returns the SELFY block's (l, h, w) order rather than ops.stss's (h, w, l)."""
-  return implementation.startswith("pallas:") and parse_pallas(implementation)[1]
+IMPLEMENTATIONS = ("shift", "matmul", "gather")
 
 
 def time_in_scan(fn, input_sets, calls: int = 16) -> float:
@@ -63,79 +56,38 @@ def time_in_scan(fn, input_sets, calls: int = 16) -> float:
 
 def jax_variants(input_sets, cotangents, implementations=IMPLEMENTATIONS, trace_dir=None):
   """{name: (forward s, forward + backward s, forward + backward s in one scan, seconds of the
-  first forward + backward call)};
-  `cotangents` in ops.stss's order (moved for a form that writes the block's order). With
+  first forward + backward call)}; `cotangents` in ops.stss's order. With
   `trace_dir`, each form's 10 forward + backward calls after its timing are traced to
   trace_dir/NAME (benchmarks.trace_summary gives the time of each kernel)."""
   rows = {}
   for implementation in implementations:
-    ordered = [jnp.moveaxis(g, 4, 2) for g in cotangents] if l_major(implementation) else cotangents
     forward = jax.jit(lambda x, impl=implementation: _stss(x, impl))
     # Returns the similarities too: with the gradient alone XLA drops the forward's products
     # (the STSS is linear in the normalised features), and the figure would be the backward only.
     backward = jax.jit(lambda x, g, impl=implementation: _forward_and_gradient(x, g, impl))
     start = time.perf_counter()
-    jax.block_until_ready(backward(input_sets[0], ordered[0]))  # compiles
+    jax.block_until_ready(backward(input_sets[0], cotangents[0]))  # compiles
     first_call = time.perf_counter() - start
     rows[f"jax {implementation}"] = (
       time_jax(forward, [(x,) for x in input_sets]),
-      time_jax(backward, list(zip(input_sets, ordered))),
-      time_in_scan(backward, list(zip(input_sets, ordered))),
+      time_jax(backward, list(zip(input_sets, cotangents))),
+      time_in_scan(backward, list(zip(input_sets, cotangents))),
       first_call,
     )
     if trace_dir:
       name = f"{input_sets[0].dtype}_{re.sub(r'[^A-Za-z0-9]+', '_', implementation)}"
       with jax.profiler.trace(os.path.join(trace_dir, name)):
         jax.block_until_ready(
-          [backward(input_sets[i % len(input_sets)], ordered[i % len(ordered)]) for i in range(10)]
+          [
+            backward(input_sets[i % len(input_sets)], cotangents[i % len(cotangents)])
+            for i in range(10)
+          ]
         )
   return rows
 
 
 def _stss(x, implementation):
-  """ops.stss, or for "pallas:KEY=VALUE/..." the pallas form with those settings (parse_pallas)."""
-  if not implementation.startswith("pallas:"):
-    return ops.stss(x, WINDOW, implementation)
-  tiling, l_major = parse_pallas(implementation)
-  windows = stss_pallas.stss_windows(
-    ops.l2_normalize(x).astype(x.dtype),
-    resolve_temporal_offsets(WINDOW, None),
-    WINDOW[1:],
-    l_major,
-    tiling,
-  )
-  return windows  # in the order the kernel wrote: no transpose timed
-
-
-PALLAS_KEYS = {
-  "rows": "rows",
-  "fw": "forward_warps",
-  "bw": "backward_warps",
-  "parts": "backward_parts",
-}
-
-
-def parse_pallas(spec: str) -> tuple[stss_pallas.Tiling, bool]:
-  """ "pallas" or "pallas:rows=1/fw=8/bw=8/parts=2/order=l" -> (Tiling, l_major). Keys left out
-  keep Tiling's defaults; order=h (the default) writes ops.stss's (h, w, l) order, order=l the
-  SELFY block's (l, h, w)."""
-  form, _, items = spec.partition(":")
-  if form != "pallas":
-    raise ValueError(f"{spec!r}: not a pallas form (pallas or pallas:KEY=VALUE/...)")
-  settings, l_major = {}, False
-  for item in filter(None, items.split("/")):
-    key, _, value = item.partition("=")
-    if key == "order":
-      if value not in ("h", "l"):
-        raise ValueError(f"{spec!r}: order must be h or l, got {value!r}")
-      l_major = value == "l"
-    elif key in PALLAS_KEYS:
-      if not value.isdigit():
-        raise ValueError(f"{spec!r}: {key} must be a whole number, got {value!r}")
-      settings[PALLAS_KEYS[key]] = int(value)
-    else:
-      raise ValueError(f"{spec!r}: unknown key {key!r}; use order or one of {sorted(PALLAS_KEYS)}")
-  return stss_pallas.Tiling(**settings), l_major
+  return ops.stss(x, WINDOW, implementation)
 
 
 def _forward_and_gradient(x, cotangent, implementation):
@@ -221,10 +173,7 @@ def main(argv=None):
   parser.add_argument(
     "--implementations",
     default=",".join(IMPLEMENTATIONS),
-    help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}; 'pallas:KEY=VALUE/...' "
-    "is the pallas form with other settings: rows (query rows per program), fw / bw (forward / "
-    "backward warps), parts (backward programs per band, 1 or 2), order (h: ops.stss's order, "
-    "l: the SELFY block's)",
+    help=f"comma-separated STSS forms to time, of {IMPLEMENTATIONS}",
   )
   parser.add_argument(
     "--clips",
@@ -280,13 +229,7 @@ def main(argv=None):
     rows = jax_variants(input_sets, cotangents, args.implementations.split(","), args.trace_dir)
     for name, (fwd, bwd, bwd_in_scan, first_call) in rows.items():
       implementation = name.split()[-1]
-      if l_major(implementation):
-        similarities, gradient = _forward_and_gradient(
-          input_sets[0], jnp.moveaxis(cotangents[0], 4, 2), implementation
-        )
-        got = (jnp.moveaxis(similarities, 2, 4), gradient)
-      else:
-        got = _forward_and_gradient(input_sets[0], cotangents[0], implementation)
+      got = _forward_and_gradient(input_sets[0], cotangents[0], implementation)
       errors = [
         np.linalg.norm(np.asarray(a.astype(jnp.float32), np.float64) - r) / np.linalg.norm(r)
         for a, r in zip(got, reference)

@@ -1,6 +1,6 @@
 """How the model's ops run on this machine, as opposed to what the model is.
 
-The STSS form (`stss_jax.ops.stss`: shift, matmul, gather, pallas, or auto, which picks by
+The STSS form (`stss_jax.ops.stss`: shift, matmul, gather, or auto, which picks by
 backend), the extraction form (dense matrix products over each similarity plane, or convolutions),
 the row alignment of the dense form and whether the SELFY block's similarities are recomputed in the
 backward pass change speed and memory, never the function a model computes (up to
@@ -80,9 +80,7 @@ def define_flags(flag_values: flags.FlagValues) -> None:
     "stss_implementation",
     default.stss,
     STSS_FORMS,
-    "STSS form (execution only; auto: gather on GPUs, matmul on other accelerators, shift on CPU; "
-    "pallas: Triton kernels on GPUs, slower than gather in the SELFY block on an H200 "
-    "(benchmarks/results/gpu.md), interpreted elsewhere).",
+    "STSS form (execution only; auto: gather on GPUs, matmul on other accelerators, shift on CPU).",
     **define,
   )
   flags.DEFINE_enum(

@@ -9,10 +9,9 @@ import pytest
 from jax.test_util import check_grads
 
 from stss_jax import ops
-from stss_jax.ops import stss_pallas
 
-# Every STSS form; "pallas" runs its kernels in Pallas' interpret mode on this CPU.
-FORMS = ["shift", "matmul", "gather", "pallas"]
+# Every STSS form.
+FORMS = ["shift", "matmul", "gather"]
 
 
 def naive_stss(x, window):
@@ -72,7 +71,7 @@ def test_stss_gradients_match_finite_differences(implementation):
 @pytest.mark.parametrize("implementation", FORMS)
 def test_stss_keeps_clips_apart(implementation):
   """A non-finite clip leaves its neighbours' similarities and gradients as they are alone: no
-  form reads across a clip's ends (for the pallas kernels, a frame past the end is never loaded)."""
+  form reads across a clip's ends."""
   x = np.random.default_rng(6).normal(size=(3, 3, 4, 4, 5)).astype(np.float32)
   x[0] = np.nan
   x[2, 1, 2, 2] = np.inf
@@ -167,12 +166,6 @@ def test_stss_rejects_unknown_implementation_and_oversized_matmul():
       ops.stss(jnp.zeros((1, 2, 33, 33, 4)), (3, 3, 3), implementation)
 
 
-def test_pallas_stss_refuses_more_entries_than_int32_indexes():
-  features = jax.ShapeDtypeStruct((1024, 16, 56, 56, 8), jnp.bfloat16)
-  with pytest.raises(ValueError, match=r"at most 2\*\*31 - 1 entries.*\(1024, 16, 56, 56, 8\)"):
-    jax.eval_shape(lambda f: ops.stss(f, (5, 9, 9), "pallas"), features)
-
-
 @pytest.mark.parametrize("window", [(4, 9, 9), (5, 0, 9), (5, 9, -1), (5, 9), (5, 9, 9, 1)])
 def test_stss_rejects_bad_windows(window):
   with pytest.raises(ValueError, match="window"):
@@ -234,36 +227,6 @@ def naive_stss_gradient(x, window, cotangent):
   return (d_xn - xn * (xn * d_xn).sum(-1, keepdims=True)) / norm
 
 
-@pytest.mark.parametrize(
-  "tiling",
-  [
-    stss_pallas.Tiling(),  # one row per program for these maps, the backward in two parts
-    stss_pallas.Tiling(rows=2, backward_parts=1),
-    stss_pallas.Tiling(rows=3, backward_parts=2),  # a last band that runs past the frame
-  ],
-  ids=["default", "rows2-one-part", "rows3-two-parts"],
-)
-@pytest.mark.parametrize("l_major", [False, True])
-def test_pallas_tilings_and_orders_match_naive_loops(tiling, l_major):
-  """Every way of splitting the kernels' work and either order of the output compute the same
-  similarities and feature gradients as the pair-by-pair loops."""
-  window = (3, 5, 3)
-  rng = np.random.default_rng(11)
-  x = rng.normal(size=(2, 3, 7, 5, 6)).astype(np.float32)
-  cotangent = rng.normal(size=(2, 3, 7, 5) + window).astype(np.float32)
-
-  def windows(f):
-    return stss_pallas.stss_windows(ops.l2_normalize(f), (-1, 0, 1), window[1:], l_major, tiling)
-
-  similarities, pullback = jax.vjp(windows, jnp.asarray(x))
-  order = (lambda a: np.moveaxis(a, 4, 2)) if l_major else (lambda a: a)
-  np.testing.assert_allclose(np.asarray(similarities), order(naive_stss(x, window)), atol=2e-6)
-  gradient = pullback(jnp.asarray(order(cotangent)))[0]
-  np.testing.assert_allclose(
-    np.asarray(gradient), naive_stss_gradient(x, window, cotangent), atol=2e-5
-  )
-
-
 @pytest.mark.parametrize("implementation", FORMS)
 def test_l_major_is_the_same_similarities_with_l_before_h_w(implementation):
   x = np.random.default_rng(12).normal(size=(1, 3, 4, 5, 6)).astype(np.float32)
@@ -271,38 +234,15 @@ def test_l_major_is_the_same_similarities_with_l_before_h_w(implementation):
   np.testing.assert_allclose(got, np.moveaxis(naive_stss(x, (3, 3, 5)), 4, 2), atol=2e-6)
 
 
-def test_pallas_tiling_refuses_other_backward_parts():
-  with pytest.raises(ValueError, match="backward_parts must be 1 or 2, got 3"):
-    stss_pallas.Tiling(backward_parts=3)
-
-
-@pytest.mark.parametrize(
-  "tiling",
-  [
-    stss_pallas.Tiling(),
-    stss_pallas.Tiling(rows=2, backward_parts=1),
-  ],
-  ids=["default", "rows2-one-part"],
-)
-def test_pallas_kernels_lower_to_triton_for_gpus(tiling, monkeypatch):
-  """The compiled kernels (not the interpreted ones the other tests run) lower to Triton for a GPU,
-  on this CPU: a Pallas construct that Triton lowering does not take fails here, not on the first
-  GPU run."""
-  from jax import export
-
-  monkeypatch.setattr(stss_pallas, "_interpret", lambda: False)
-  features = jax.ShapeDtypeStruct((2, 4, 14, 14, 128), jnp.bfloat16)
-
-  def forward_and_gradient(f):
-    windows, pullback = jax.vjp(
-      lambda a: stss_pallas.stss_windows(a, (-2, -1, 0, 1, 2), (9, 9), True, tiling), f
-    )
-    return windows, pullback(windows)[0]
-
-  exported = export.export(
-    jax.jit(forward_and_gradient),
-    platforms=["cuda"],
-    disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-  )(features)
-  module = exported.mlir_module()
-  assert module.count("@__gpu$xla.gpu.triton") == 2  # the forward and the backward kernel
+@pytest.mark.parametrize("implementation", FORMS)
+def test_stss_feature_gradients_match_the_pair_by_pair_loop(implementation):
+  window = (3, 5, 3)
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(2, 3, 7, 5, 6)).astype(np.float32)
+  cotangent = rng.normal(size=(2, 3, 7, 5) + window).astype(np.float32)
+  _, pullback = jax.vjp(lambda f: ops.stss(f, window, implementation), jnp.asarray(x))
+  np.testing.assert_allclose(
+    np.asarray(pullback(jnp.asarray(cotangent))[0]),
+    naive_stss_gradient(x, window, cotangent),
+    atol=2e-5,
+  )

@@ -19,8 +19,8 @@ def official():
 
 @pytest.fixture(
   scope="module",
-  params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense"), ("pallas", "dense")],
-  ids=["shift-conv", "matmul-dense", "gather-dense", "pallas-dense"],
+  params=[("shift", "conv"), ("matmul", "dense"), ("gather", "dense")],
+  ids=["shift-conv", "matmul-dense", "gather-dense"],
 )
 def block(official, request):
   stss_implementation, extraction_implementation = request.param

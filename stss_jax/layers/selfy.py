@@ -303,7 +303,7 @@ class SELFYBlock(nnx.Module):
 def _extract(block: SELFYBlock, downsampled: jax.Array) -> jax.Array:
   """Similarities, then the extraction's motion features (N, T, L, h, w, D)."""
   # l before (h, w): the extraction's rows then come out in the order the integration's per-l
-  # convs read them (the gather and pallas forms write that order, so no transpose pass is left).
+  # convs read them (the gather form writes that order, so no transpose pass is left).
   stss = block.stss_transformation.similarities(downsampled, l_major=True)  # (N, T, L, h, w, U, V)
   return block.stss_extraction(stss)
 

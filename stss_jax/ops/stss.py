@@ -1,6 +1,6 @@
 """The spatio-temporal self-similarity (STSS) transform.
 
-Index conventions (../shared/CONVENTIONS.md): for a window (L, U, V),
+Index conventions (docs/conventions.md): for a window (L, U, V),
 ``stss[b, t, h, w, l, u, v] = <x̂[b, t, h, w], x̂[b, t + l - L//2, h + u - U//2, w + v - V//2]>``
 with x̂ the feature vector divided by ``sqrt(sum_c x^2 + 1e-6)``; neighbours outside the clip
 (in time or space) contribute zero. With a set of temporal offsets instead of the centred L,
@@ -16,8 +16,6 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from stss_jax.ops import stss_pallas
 
 NORM_EPS = 1e-6  # inside the square root, as the official code
 
@@ -70,7 +68,7 @@ def l2_normalize(features: jax.Array, axis: int = -1) -> jax.Array:
   return features * jax.lax.rsqrt(jnp.sum(features * features, axis=axis, keepdims=True) + NORM_EPS)
 
 
-IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather", "pallas")
+IMPLEMENTATIONS = ("auto", "shift", "matmul", "gather")
 # The matmul and gather forms hold every frame pair's HW x HW correlation (and matmul a
 # (HW, U*V, HW) selection matrix): fine at SELFY's 14x14, not at 56x56.
 MATMUL_MAX_POSITIONS = 1024
@@ -94,14 +92,11 @@ def stss(
     implementation: "shift" (shifted windows, the reference, best on CPU), "matmul" (frame-pair
       correlations on the matrix units, then each window selected by a second product with a 0/1
       matrix), "gather" (the same correlations, then each window copied out by a gather; the
-      fastest in the SELFY block on GPUs), "pallas" (kernels that correlate a band of rows with
-      its neighbourhood on chip and store only the windows, see stss_pallas; in bf16 on an H200
-      the fastest for 64 frames, not for the block's 256; compiled by Triton on GPUs,
-      interpreted, exact and slow, elsewhere) or "auto" (gather on GPUs, matmul on other
+      fastest in the SELFY block on GPUs) or "auto" (gather on GPUs, matmul on other
       accelerators, shift on CPU, and shift wherever the maps are too large). matmul and gather hold
       the full HW x HW correlation of every frame pair, so they take maps of at most 1024 positions.
-    l_major: return (batch, time, L, height, width, U, V), the order the gather and pallas forms
-      write; the SELFY block reads it.
+    l_major: return (batch, time, L, height, width, U, V), the order the gather form writes; the
+      SELFY block reads it.
 
   Returns:
     (batch, time, height, width, L, U, V) similarities in the input dtype (L = the number of
@@ -136,7 +131,6 @@ def stss(
     "shift": _stss_shift,
     "matmul": _stss_matmul,
     "gather": _stss_gather,
-    "pallas": _stss_pallas,
   }
   return _stss(features, offsets, (U, V), forms[implementation], bool(l_major))
 
@@ -318,17 +312,6 @@ def _correlation_index(
   target[source[inside]] = np.flatnonzero(inside)
   fed[source[inside]] = True
   return target, fed
-
-
-def _stss_pallas(
-  features: jax.Array, offsets: tuple[int, ...], plane: tuple[int, int], l_major: bool
-) -> jax.Array:
-  """Each window's similarities straight from on-chip correlations (stss_pallas), no HW x HW
-  correlation in memory, written in the order asked for."""
-  windows = stss_pallas.stss_windows(
-    l2_normalize(features).astype(_compute_dtype(features.dtype)), offsets, plane, l_major
-  )
-  return windows.astype(features.dtype)
 
 
 def _stss_shift(
