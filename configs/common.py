@@ -115,9 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
       randaugment_magnitude=9.0,  # RandAugment magnitude M, 0..10
       # video sources: a training clip's resizes (raw JPEG frames: both; a TFDS build: crop ->
       # image_size) and its flip run in the train step on the accelerator instead of on the CPU
-      # (SSv2-sized videos: 1.9x clips/s per core from a TFDS build, 3.2x from raw frame folders,
-      # for +0.8 / +2.1 ms per step of 32 clips on an H200): for when the CPU cores cannot feed
-      # the accelerator; needs randaugment_ops = 0
+      # (more clips per core for a little step time: benchmarks.input_pipeline and
+      # benchmarks.crop_resize, docs/performance.md): for when the CPU cores cannot feed the
+      # accelerator; needs randaugment_ops = 0
       resize_on_accelerator=False,
       eval_clips=1,  # multi-view testing: clips per video (softmax averaged over views)
       eval_crops=1,  # multi-view testing: 1 centre crop or 3 crops along the longer side

@@ -65,7 +65,8 @@ def frame_files(
 ) -> list[pathlib.Path]:
   """The frame files of a folder, numbered from `first` without gaps; an error names a gap.
   Local folders are listed and joined with the standard library (the path library's objects
-  cost ~0.8 ms per training clip), cloud ones through epath."""
+  cost a visible share of a training clip's time in benchmarks.input_pipeline), cloud ones through
+  epath."""
   folder = data_path(folder)
   if not folder.is_dir():
     raise UnreadableVideoError(f"{folder}: no such frame folder")

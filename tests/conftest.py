@@ -5,7 +5,7 @@ Every test process sees eight host devices, so that sharded runs are tested in p
 programs go to a cache that lives as long as the session and that subprocesses share, so a program
 compiled once (the tiny config's train step, say) is not compiled again by the next test. The
 fixtures in tests/fixtures are numbers computed
-by the authors' code (../shared/fixtures/README.md) and the authors' SSv1 class list; they ship
+by the authors' code (tests/fixtures/README.md) and the authors' SSv1 class list; they ship
 with the repository, so parity is checked in every clone.
 """
 

@@ -14,7 +14,7 @@ def test_good_clips_load_as_float32(tmp_path):
 def test_uint8_pixels_load_normalised(tmp_path):
   pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 8, 8, 3)).astype(np.uint8)
   np.save(tmp_path / "pixels.npy", pixels)
-  # ImageNet statistics as CONVENTIONS.md states them, not read from the code.
+  # ImageNet statistics as docs/conventions.md states them, not read from the code.
   expected = (pixels / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
   loaded = load_clips(tmp_path / "pixels.npy")
   assert loaded.dtype == np.float32

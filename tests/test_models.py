@@ -28,7 +28,7 @@ def tiny_config(**model):
 
 @pytest.mark.slow  # the full-size official model
 def test_official_ssv1_model_size_matches_the_authors():
-  # Figures measured on the authors' code (CONVENTIONS.md).
+  # Figures measured on the authors' code (docs/conventions.md).
   result = complexity.measure(ssv1.get_config())
   assert result.params == 24_830_842
   assert abs(result.conv_macs - 35.91e9) / 35.91e9 < 0.01

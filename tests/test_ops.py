@@ -1,4 +1,4 @@
-"""STSS and temporal shift against naive numpy loops written from CONVENTIONS.md."""
+"""STSS and temporal shift against naive numpy loops written from docs/conventions.md."""
 
 import itertools
 

@@ -1,4 +1,4 @@
-"""The SELFY block against outputs of the authors' PyTorch code (../shared/fixtures)."""
+"""The SELFY block against outputs of the authors' PyTorch code (tests/fixtures)."""
 
 import jax
 import jax.numpy as jnp

@@ -126,7 +126,7 @@ def test_batch_size_must_split_over_devices_and_micro_batches():
 
 def test_uint8_pixel_clips_are_normalised_in_the_step():
   """The video sources' uint8 training clips: the step's update equals the reference update on
-  the clips normalised here, with ImageNet statistics as CONVENTIONS.md states them."""
+  the clips normalised here, with ImageNet statistics as docs/conventions.md states them."""
   config = tiny_config()
   rng = np.random.default_rng(1)
   pixels = rng.integers(

@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow")
 
 from input_pipeline import transforms  # noqa: E402
 
-# The official model's input statistics (CONVENTIONS.md), stated here rather than read from the
+# The official model's input statistics (docs/conventions.md), stated here rather than read from the
 # code.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])

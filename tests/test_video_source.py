@@ -296,7 +296,7 @@ def test_multi_view_evaluation_and_an_ensemble_of_two_frame_counts(tmp_path):
       for clips, keep in zip(b["clips"], b["mask"])
       if keep
     ]
-    # uint8 views, normalised here with ImageNet statistics as CONVENTIONS.md states them
+    # uint8 views, normalised here with ImageNet statistics as docs/conventions.md states them
     clips = (np.concatenate(videos) / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
     logits = jax.jit(lambda m, x: m(x))(
       model, clips.astype(np.float32)
@@ -358,7 +358,7 @@ def test_inspect_writes_what_the_model_sees_with_ids_and_frame_indices(tmp_path,
 
 def test_predict_normalises_uint8_pixel_clips_as_the_official_statistics_say():
   """The video sources' views are uint8: predict gives the logits of the clips normalised here,
-  with ImageNet statistics as CONVENTIONS.md states them."""
+  with ImageNet statistics as docs/conventions.md states them."""
   config = default.get_config("tiny")
   model = build_model(config)
   pixels = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3)).astype(np.uint8)

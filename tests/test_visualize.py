@@ -13,7 +13,7 @@ from stss_jax.models import build_model
 
 def naive_stss(features, window):
   """(T, h, w, C) features -> (T, h, w, L, U, V) cosines with the neighbour at (t + l - L//2,
-  y + u - U//2, x + v - V//2), zero outside the clip (CONVENTIONS.md), by a loop."""
+  y + u - U//2, x + v - V//2), zero outside the clip (docs/conventions.md), by a loop."""
   frames, height, width, _ = features.shape
   L, U, V = window
   unit = features / np.sqrt((features.astype(np.float64) ** 2).sum(-1, keepdims=True) + 1e-6)

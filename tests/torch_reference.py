@@ -1,4 +1,4 @@
-"""An independent PyTorch reference of the official network, written from CONVENTIONS.md.
+"""An independent PyTorch reference of the official network, written from docs/conventions.md.
 
 Module names follow the official code so that `state_dict()` has the official keys. The STSS
 here uses the authors' fallback formulation (a full HW x HW correlation per frame pair, then
