@@ -405,10 +405,24 @@ def test_moving_a_folder_in_a_bucket_moves_every_object_under_it(emulator):
 def test_two_processes_into_a_bucket_killed_and_resumed_end_with_a_model_others_can_use(
   tmp_path, emulator
 ):
-  """The pod user's path on CPU: a two-process run whose workdir is a bucket, killed after its
-  first checkpoint and rerun, ends with gs://.../model; predict and export take it alone, and
-  it is the model one process with both devices trains."""
+  """The pod user's path on CPU (docs/training.md): a fixture dataset's TFDS build in a bucket, a
+  two-process run whose workdir is the bucket, killed after its first checkpoint and rerun, ends
+  with gs://.../model; predict and export take it alone, and it is the model one process with both
+  devices trains from the same build on disk."""
+  from input_pipeline import prepare
+  from tests.test_video_source import CLASSES, TINY_INPUT, TINY_MODEL, write_ssv1
+
+  write_ssv1(tmp_path / "raw", train=8, validation=4)
+  prepare.prepare(
+    "ssv1", str(tmp_path / "raw"), str(tmp_path / "tfds"), resize_hw=(40, 48), workers=1
+  )
+  _upload(emulator, tmp_path / "tfds" / "something_something_v1", "tfds/something_something_v1")
   steps = [
+    SSV1,
+    *TINY_INPUT,
+    *TINY_MODEL,
+    "--config.batch_size=4",
+    "--config.dataset.no_flip_labels=(0,1)",
     "--config.total_steps=4",
     "--config.checkpoint_every_steps=2",
     "--config.eval_every_steps=4",
@@ -423,9 +437,9 @@ def test_two_processes_into_a_bucket_killed_and_resumed_end_with_a_model_others_
         [
           sys.executable,
           "main.py",
-          TINY,
           f"--workdir=gs://{BUCKET}/two",
           *steps,
+          f"--config.dataset.data_dir=gs://{BUCKET}/tfds",
           f"--coordinator_address=localhost:{port}",
           "--num_processes=2",
           f"--process_id={i}",
@@ -457,13 +471,20 @@ def test_two_processes_into_a_bucket_killed_and_resumed_end_with_a_model_others_
   assert not bucket.blob("two/lock.json").exists()
 
   one = subprocess.run(
-    [sys.executable, "main.py", TINY, f"--workdir={tmp_path / 'one'}", *steps],
+    [
+      sys.executable,
+      "main.py",
+      f"--workdir={tmp_path / 'one'}",
+      *steps,
+      f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+    ],
     cwd=ROOT,
     env=dict(_env(emulator), XLA_FLAGS=conftest.xla_flags(2)),
     capture_output=True,
     text=True,
   )
   assert one.returncode == 0, one.stderr[-3000:]
+  assert _summary((resumed[0][0], "")) == _summary((one.stdout, ""))
   np.save(tmp_path / "clips.npy", np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)))
   logits = {}
   for name, model in (("two", f"gs://{BUCKET}/two/model"), ("one", tmp_path / "one" / "model")):
@@ -485,7 +506,7 @@ def test_two_processes_into_a_bucket_killed_and_resumed_end_with_a_model_others_
   )
   assert exported.returncode == 0, exported.stderr[-3000:]
   described = json.loads((tmp_path / "exported" / "stss_export.json").read_text())
-  assert described["class_names"][0] == "moving right"
+  assert described["class_names"] == CLASSES
 
 
 def _stale_lock(pid: int) -> str:
