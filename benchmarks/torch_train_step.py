@@ -1,7 +1,7 @@
 """The PyTorch formulation of SELFYNet-R50 and TSM-R50, trained on the same GPU: the baseline row
 beside benchmarks.train_step.
 
-  python -m benchmarks.torch_train_step [--batches=32,8]     # on a GPU machine with torch
+  python -m benchmarks.torch_train_step [--batches=32,8] [--modes=eager,compiled]   # GPU and torch
 
 The network is tests/torch_reference.py (the official module layout, NCHW, frames folded into
 the batch), with its STSS replaced by the authors' fast fallback (full frame-pair correlation,
@@ -36,7 +36,7 @@ def fast_transformation(module: torch_reference.STSSTransformation, batch: int):
   module.forward = forward
 
 
-def measure(selfy: bool, batch: int, frames: int, repeats: int) -> dict:
+def measure(selfy: bool, batch: int, frames: int, repeats: int, compiled: bool = False) -> dict:
   model = (
     torch_reference.TSN(174, frames, 50, shift=True, selfy_after=2 if selfy else None)
     .cuda()
@@ -45,6 +45,7 @@ def measure(selfy: bool, batch: int, frames: int, repeats: int) -> dict:
   if selfy:
     fast_transformation(model.base_model.selfy.stss_transformation, batch)
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+  forward = torch.compile(model) if compiled else model
   pool = [
     (
       torch.randn(batch, frames, 3, 224, 224, device="cuda"),
@@ -55,12 +56,12 @@ def measure(selfy: bool, batch: int, frames: int, repeats: int) -> dict:
 
   def step(clips, labels):
     with torch.autocast("cuda", dtype=torch.bfloat16):
-      loss = nn.functional.cross_entropy(model(clips), labels)
+      loss = nn.functional.cross_entropy(forward(clips), labels)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
-  for i in range(3):
+  for i in range(6 if compiled else 3):  # torch.compile compiles on the first calls
     step(*pool[i % 3])
   torch.cuda.synchronize()
   times = []
@@ -74,7 +75,7 @@ def measure(selfy: bool, batch: int, frames: int, repeats: int) -> dict:
     times.append(start.elapsed_time(end) / 5)
   ms = statistics.median(times)
   return {
-    "model": "SELFYNet-R50" if selfy else "TSM-R50",
+    "model": ("SELFYNet-R50" if selfy else "TSM-R50") + (", torch.compile" if compiled else ""),
     "batch": batch,
     "train clips/s": batch / ms * 1e3,
     "step ms": ms,
@@ -82,17 +83,24 @@ def measure(selfy: bool, batch: int, frames: int, repeats: int) -> dict:
   }
 
 
-def main() -> None:
+def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", default="32,8")
   parser.add_argument("--frames", type=int, default=8)
   parser.add_argument("--repeats", type=int, default=10)
-  args = parser.parse_args()
+  parser.add_argument(
+    "--modes", default="eager", help="comma-separated, of eager and compiled (torch.compile)"
+  )
+  args = parser.parse_args(argv)
+  modes = args.modes.split(",")
+  if not set(modes) <= {"eager", "compiled"}:
+    parser.error(f"--modes={args.modes}: use eager, compiled or both")
   torch.backends.cudnn.benchmark = True
   print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; bf16 autocast")
   rows = [
-    measure(selfy, batch, args.frames, args.repeats)
+    measure(selfy, batch, args.frames, args.repeats, mode == "compiled")
     for batch in map(int, args.batches.split(","))
+    for mode in modes
     for selfy in (False, True)
   ]
   print("| model (PyTorch) | batch | train clips/s | step ms | peak GiB |\n|---|---|---|---|---|")
