@@ -97,18 +97,17 @@ def main(argv=None) -> None:
     parser.error(f"--modes={args.modes}: use eager, compiled or both")
   torch.backends.cudnn.benchmark = True
   print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; bf16 autocast")
-  rows = [
-    measure(selfy, batch, args.frames, args.repeats, mode == "compiled")
-    for batch in map(int, args.batches.split(","))
-    for mode in modes
-    for selfy in (False, True)
-  ]
+  # Rows print as they are measured, so that a run cut short keeps what it measured.
   print("| model (PyTorch) | batch | train clips/s | step ms | peak GiB |\n|---|---|---|---|---|")
-  for row in rows:
-    print(
-      f"| {row['model']} | {row['batch']} | {row['train clips/s']:.1f} | {row['step ms']:.1f} | "
-      f"{row['peak GiB']:.1f} |"
-    )
+  for batch in map(int, args.batches.split(",")):
+    for mode in modes:
+      for selfy in (False, True):
+        row = measure(selfy, batch, args.frames, args.repeats, mode == "compiled")
+        print(
+          f"| {row['model']} | {row['batch']} | {row['train clips/s']:.1f} | "
+          f"{row['step ms']:.1f} | {row['peak GiB']:.1f} |",
+          flush=True,
+        )
 
 
 if __name__ == "__main__":
