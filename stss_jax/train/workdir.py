@@ -137,16 +137,16 @@ class WorkdirLock:
       if read is None:
         return None, None
       text, generation = read[0].decode(errors="replace"), read[1]
-    written = self._written()
     try:
       record = json.loads(text)
     except ValueError:
       record = None
+    # The file's time costs a request in a bucket: asked only for a lock that needs it.
     if not (isinstance(record, dict) and {"host", "pid", "started"} <= record.keys()):
-      return {"written": written}, generation
+      return {"written": self._written()}, generation
     alive = record.get("alive")
     if not isinstance(alive, (int, float)) or alive > _now():
-      record["alive"] = written
+      record["alive"] = self._written()
     return record, generation
 
   def _written(self) -> float:
